@@ -1,0 +1,70 @@
+//! Load-time configuration handed from the daemon to the probes as the read-only global
+//! `CONFIG` (`EbpfLoader::override_global`). Tracepoint field offsets come from the tracefs
+//! `format` files of the running kernel, never from constants compiled in here.
+
+use crate::record::{MAX_ARGS, SYSCALL_KINDS};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Offset of each argument in `syscalls:sys_enter_<name>`, per `SYS_*` kind, in the order
+    /// of `SyscallRecord::args`. Only the first `syscall_nargs[kind]` entries are used.
+    pub syscall_args: [[u16; MAX_ARGS]; SYSCALL_KINDS],
+    /// How many arguments each syscall has.
+    pub syscall_nargs: [u16; SYSCALL_KINDS],
+    /// Offset of `ret` in `syscalls:sys_exit_<name>`.
+    pub syscall_ret: [u16; SYSCALL_KINDS],
+    /// `exceptions:page_fault_{user,kernel}`: `address` and `error_code`.
+    pub fault_address: u16,
+    pub fault_error_code: u16,
+    /// `sched:sched_process_fork`: `child_pid`.
+    pub fork_child_pid: u16,
+    /// `sched:sched_process_exec`: `filename` (a `__data_loc` word) and `old_pid`.
+    pub exec_filename: u16,
+    pub exec_old_pid: u16,
+    /// `sched:sched_process_exit`: `group_dead` (a one-byte bool).
+    pub exit_group_dead: u16,
+    /// `syscalls:sys_enter_clone`: `clone_flags`; `syscalls:sys_enter_clone3`: `uargs`.
+    pub clone_flags: u16,
+    pub clone3_uargs: u16,
+    /// Wake the reader only once this many bytes are waiting in the ring buffer; below it the
+    /// daemon drains on its own timer. 0 wakes on every record.
+    pub wakeup_bytes: u32,
+    pub _pad: u32,
+}
+
+impl Config {
+    /// An all-zero configuration, the value compiled into the object before the daemon
+    /// overrides it. Probes refuse to act on it (`is_set`).
+    pub const fn zeroed() -> Self {
+        Config {
+            syscall_args: [[0; MAX_ARGS]; SYSCALL_KINDS],
+            syscall_nargs: [0; SYSCALL_KINDS],
+            syscall_ret: [0; SYSCALL_KINDS],
+            fault_address: 0,
+            fault_error_code: 0,
+            fork_child_pid: 0,
+            exec_filename: 0,
+            exec_old_pid: 0,
+            exit_group_dead: 0,
+            clone_flags: 0,
+            clone3_uargs: 0,
+            wakeup_bytes: 0,
+            _pad: 0,
+        }
+    }
+
+    /// Whether the daemon filled this in (every real tracepoint field sits past the 8-byte
+    /// common header, so a zero offset means "not configured").
+    pub const fn is_set(&self) -> bool {
+        self.fault_address != 0
+    }
+}
+
+const _: () = assert!(size_of::<Config>() == 120);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: integers only, explicit padding.
+    unsafe impl aya::Pod for super::Config {}
+}

@@ -1,0 +1,66 @@
+//! Values of the aggregation maps the probes keep in the kernel and the daemon reads.
+
+/// Fault access classes, from the x86 page-fault error code (`arch/x86/include/asm/trap_pf.h`:
+/// bit 1 = write, bit 4 = instruction fetch) and from which tracepoint fired
+/// (`page_fault_user` vs `page_fault_kernel`, the latter e.g. `copy_to_user` into a fresh page).
+pub const ACCESS_USER_READ: usize = 0;
+pub const ACCESS_USER_WRITE: usize = 1;
+pub const ACCESS_USER_EXEC: usize = 2;
+pub const ACCESS_KERNEL_READ: usize = 3;
+pub const ACCESS_KERNEL_WRITE: usize = 4;
+pub const ACCESS_KERNEL_EXEC: usize = 5;
+pub const ACCESS_KINDS: usize = 6;
+
+/// x86 page-fault error code bits used for the access class.
+pub const X86_PF_WRITE: u64 = 1 << 1;
+pub const X86_PF_INSTR: u64 = 1 << 4;
+
+/// Page faults of one process on one CPU (value of the per-CPU `FAULTS` map, keyed by tgid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounters {
+    /// Faults seen on `exceptions:page_fault_{user,kernel}`, by `ACCESS_*` class.
+    pub by_access: [u64; ACCESS_KINDS],
+    /// Faults the kernel accounted as major (`perf` software event `page-faults-maj`, emitted
+    /// from `mm_account_fault()`, the place that increments `majflt`).
+    pub major: u64,
+    pub _reserved: u64,
+}
+
+impl FaultCounters {
+    /// All faults seen, whatever their class.
+    pub fn total(&self) -> u64 {
+        self.by_access.iter().sum()
+    }
+
+    /// Adds another CPU's counters to these.
+    pub fn accumulate(&mut self, other: &FaultCounters) {
+        for (mine, theirs) in self.by_access.iter_mut().zip(other.by_access.iter()) {
+            *mine += theirs;
+        }
+        self.major += other.major;
+    }
+}
+
+/// Indexes of the per-CPU `STATS` array: kernel-side conditions the daemon reports.
+/// A syscall exit was seen without its entry (the thread was already inside the syscall when
+/// it became traced); no record is produced for it.
+pub const STAT_EXIT_WITHOUT_ENTER: u32 = 0;
+/// The in-flight syscall map was full; the syscall's record is lost.
+pub const STAT_INFLIGHT_FULL: u32 = 1;
+/// The traced-process map was full; a forked child could not be traced.
+pub const STAT_TRACED_FULL: u32 = 2;
+pub const STATS_LEN: u32 = 4;
+
+/// Value of the `TRACED` map (keyed by tgid).
+pub const TRACED_BY_USER: u32 = 1;
+/// The process was added by the kernel side when a traced parent forked it.
+pub const TRACED_BY_FORK: u32 = 2;
+
+const _: () = assert!(size_of::<FaultCounters>() == 64);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: integers only, no padding.
+    unsafe impl aya::Pod for super::FaultCounters {}
+}

@@ -1,0 +1,8 @@
+//! Rebuild the probes when bpf-linker changes: it is not a cargo dependency, so cargo would
+//! otherwise keep an object linked by an older linker.
+fn main() {
+    match which::which("bpf-linker") {
+        Ok(path) => println!("cargo:rerun-if-changed={}", path.display()),
+        Err(err) => println!("cargo:warning=bpf-linker not found ({err}); run `cargo xtask setup`"),
+    }
+}

@@ -1,0 +1,158 @@
+//! Maps shared by all probes, the load-time configuration, and the small helpers every probe
+//! uses (traced check, record header, ring-buffer wakeup policy, counters).
+
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::map,
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use tracer_common::{
+    config::Config,
+    counters::{FaultCounters, STATS_LEN},
+    record::{Header, MAX_ARGS, RECORD_KINDS},
+};
+
+/// Filled in by the daemon before load (`EbpfLoader::override_global("CONFIG", ..)`).
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config::zeroed();
+
+/// The configuration. A volatile read, so the compiler cannot fold in the zeroed placeholder.
+#[inline(always)]
+pub fn config() -> &'static Config {
+    // SAFETY: CONFIG is a static living in the read-only data map; reading it is always valid.
+    unsafe { &*core::ptr::read_volatile(&&raw const CONFIG) }
+}
+
+/// Default capacities; the daemon can resize them with `EbpfLoader::map_max_entries`.
+const MAX_TRACED: u32 = 16384;
+const MAX_INFLIGHT: u32 = 16384;
+const DEFAULT_RING_BYTES: u32 = 8 << 20;
+
+/// Thread groups being traced (value: `TRACED_BY_*`). User space inserts attach targets; the
+/// fork probe inserts children of traced processes; the exit probe removes dead processes.
+#[map]
+pub static TRACED: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACED, 0);
+
+/// A syscall between its entry and its exit, keyed by pid_tgid (one per thread).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Inflight {
+    pub syscall: u32,
+    pub _pad: u32,
+    pub args: [u64; MAX_ARGS],
+    pub enter_ns: u64,
+}
+
+#[map]
+pub static INFLIGHT: HashMap<u64, Inflight> = HashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// Clone flags stashed at clone/clone3/fork/vfork entry, read by the fork probe to tell a new
+/// thread from a new process.
+#[map]
+pub static CLONE_FLAGS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// Records for the daemon.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+/// Page faults per traced tgid.
+#[map]
+pub static FAULTS: PerCpuHashMap<u32, FaultCounters> =
+    PerCpuHashMap::with_max_entries(MAX_TRACED, 0);
+
+/// Ring-buffer reservation failures per record kind: records lost, never silently.
+#[map]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(RECORD_KINDS as u32, 0);
+
+/// Kernel-side conditions (`STAT_*`).
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);
+
+/// (tgid, pid_tgid) of the current task.
+#[inline(always)]
+pub fn current_ids() -> (u32, u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ((pid_tgid >> 32) as u32, pid_tgid)
+}
+
+#[inline(always)]
+pub fn is_traced(tgid: u32) -> bool {
+    TRACED.get_ptr(tgid).is_some()
+}
+
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+pub fn header(kind: u32, pid_tgid: u64) -> Header {
+    Header {
+        kind,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        _pad: 0,
+        ts_ns: now_ns(),
+    }
+}
+
+/// Wake the daemon only once `wakeup_bytes` are waiting: waking per record is what makes
+/// streaming tracers slow. The daemon drains on a timer too, so nothing waits for long.
+#[inline(always)]
+pub fn batched_wakeup() -> u64 {
+    let threshold = config().wakeup_bytes as u64;
+    if threshold == 0 {
+        return 0;
+    }
+    let waiting = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
+    if waiting >= threshold {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// Lifecycle records wake the daemon at once: it seeds a new image from `/proc` at exec and
+/// ends `tracer run` at exit.
+pub const WAKE_NOW: u64 = BPF_RB_FORCE_WAKEUP as u64;
+
+#[inline(always)]
+pub fn count_lost(kind: u32) {
+    bump(&LOST, kind);
+}
+
+#[inline(always)]
+pub fn count_stat(index: u32) {
+    bump(&STATS, index);
+}
+
+#[inline(always)]
+fn bump(array: &PerCpuArray<u64>, index: u32) {
+    if let Some(slot) = array.get_ptr_mut(index) {
+        add(slot, 1);
+    }
+}
+
+/// Adds to a counter in a per-CPU map value. A plain add is enough: tracepoint and perf-event
+/// programs run with preemption disabled (the perf/BPF handlers of the faultable syscall
+/// tracepoints of 6.14+ still disable it) and `bpf_prog_active` keeps them from nesting on
+/// one CPU. (The BPF target has no atomic read-modify-write in Rust's `core`.)
+#[inline(always)]
+pub fn add(counter: *mut u64, n: u64) {
+    // SAFETY: `counter` points into this CPU's slot of a map value, alive for the program run.
+    unsafe { *counter += n };
+}
+
+/// This CPU's fault counters of `tgid`, created on first use.
+#[inline(always)]
+pub fn fault_counters(tgid: u32) -> Option<*mut FaultCounters> {
+    if let Some(counters) = FAULTS.get_ptr_mut(tgid) {
+        return Some(counters);
+    }
+    let zero = FaultCounters::default();
+    // Another CPU may have created it meanwhile: NOEXIST then fails and the lookup finds it.
+    let _ = FAULTS.insert(tgid, zero, BPF_NOEXIST as u64);
+    FAULTS.get_ptr_mut(tgid)
+}

@@ -1,0 +1,4 @@
+//! One module per probe family.
+mod faults;
+mod lifecycle;
+mod syscalls;

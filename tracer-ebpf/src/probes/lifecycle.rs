@@ -1,0 +1,201 @@
+//! Process lifecycle: clone flags at entry, `sched:sched_process_{fork,exec,exit}`.
+//!
+//! The fork probe runs in the parent and adds a child *process* (not a thread) of a traced
+//! process to `TRACED` before the child first runs, so children are traced from their first
+//! instruction with no race against user space. `sched_process_fork` does not say whether the
+//! child is a thread, hence the clone flags stashed at syscall entry.
+//!
+//! ```text
+//! sched_process_fork (6.18): field:pid_t child_pid;  offset:20; size:4; signed:1;
+//!   (the comm fields became __data_loc in 6.x, which moved child_pid: read from tracefs)
+//! sched_process_exec:  field:__data_loc char[] filename; offset:8;  size:4;
+//!                      field:pid_t old_pid;              offset:16; size:4;
+//! sched_process_exit:  field:bool group_dead;            offset:32; size:1;  (6.16+)
+//! sys_enter_clone:     field:unsigned long clone_flags;  offset:16; size:8;
+//! sys_enter_clone3:    field:struct clone_args * uargs;  offset:16; size:8;
+//! ```
+
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{bpf_get_current_comm, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use aya_log_ebpf::warn;
+use tracer_common::{
+    counters::{STAT_TRACED_FULL, TRACED_BY_FORK},
+    record::{
+        EXEC_FILENAME_LEN, ExecRecord, ExitRecord, FORK_FLAGS_UNKNOWN, FORK_THREAD, ForkRecord,
+        RECORD_EXEC, RECORD_EXIT, RECORD_FORK,
+    },
+};
+
+use crate::maps::{
+    CLONE_FLAGS, EVENTS, INFLIGHT, TRACED, WAKE_NOW, config, count_lost, count_stat, current_ids,
+    header, is_traced,
+};
+
+const CLONE_VM: u64 = 0x100;
+const CLONE_VFORK: u64 = 0x4000;
+const CLONE_THREAD: u64 = 0x10000;
+
+fn stash_clone_flags(flags: u64) {
+    let (tgid, pid_tgid) = current_ids();
+    if is_traced(tgid) {
+        let _ = CLONE_FLAGS.insert(pid_tgid, flags, 0);
+    }
+}
+
+#[tracepoint]
+pub fn sys_enter_clone(ctx: TracePointContext) -> u32 {
+    // SAFETY: offset of the 8-byte `clone_flags` field.
+    if let Ok(flags) = unsafe { ctx.read_at::<u64>(config().clone_flags as usize) } {
+        stash_clone_flags(flags);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_clone3(ctx: TracePointContext) -> u32 {
+    // `struct clone_args` starts with `__aligned_u64 flags` (uapi/linux/sched.h, stable ABI).
+    // SAFETY: offset of the 8-byte `uargs` pointer; the user read is checked by the helper.
+    if let Ok(uargs) = unsafe { ctx.read_at::<u64>(config().clone3_uargs as usize) }
+        && let Ok(flags) = unsafe { bpf_probe_read_user(uargs as *const u64) }
+    {
+        stash_clone_flags(flags);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_fork(_ctx: TracePointContext) -> u32 {
+    stash_clone_flags(0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_vfork(_ctx: TracePointContext) -> u32 {
+    stash_clone_flags(CLONE_VM | CLONE_VFORK);
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    let _ = try_fork(&ctx);
+    0
+}
+
+fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
+    // Runs in the parent.
+    let (tgid, pid_tgid) = current_ids();
+    if !is_traced(tgid) {
+        return Ok(());
+    }
+    // SAFETY: offset of the 4-byte `child_pid` field.
+    let child =
+        unsafe { ctx.read_at::<u32>(config().fork_child_pid as usize) }.map_err(i64::from)?;
+    let (clone_flags, mut flags) = match CLONE_FLAGS.get_ptr(pid_tgid) {
+        // SAFETY: this thread's own entry.
+        Some(stashed) => (unsafe { *stashed }, 0),
+        None => (0, FORK_FLAGS_UNKNOWN),
+    };
+    let _ = CLONE_FLAGS.remove(pid_tgid);
+    if clone_flags & CLONE_THREAD != 0 {
+        flags |= FORK_THREAD;
+    } else if TRACED.insert(child, TRACED_BY_FORK, 0).is_err() {
+        count_stat(STAT_TRACED_FULL);
+        warn!(
+            ctx,
+            "traced set full: child {} of {} is not traced", child, tgid
+        );
+    }
+    let Some(mut slot) = EVENTS.reserve::<ForkRecord>(0) else {
+        count_lost(RECORD_FORK);
+        return Ok(());
+    };
+    slot.write(ForkRecord {
+        header: header(RECORD_FORK, pid_tgid),
+        child_pid: child,
+        flags,
+        clone_flags,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    });
+    slot.submit(0);
+    Ok(())
+}
+
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let _ = try_exec(&ctx);
+    0
+}
+
+fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
+    let (tgid, pid_tgid) = current_ids();
+    if !is_traced(tgid) {
+        return Ok(());
+    }
+    let cfg = config();
+    let Some(mut slot) = EVENTS.reserve::<ExecRecord>(0) else {
+        count_lost(RECORD_EXEC);
+        return Ok(());
+    };
+    let record = slot.as_mut_ptr();
+    // SAFETY: `record` is a reserved, exclusively owned ring-buffer slot of the right size;
+    // every field is written before submit. Field offsets come from the tracefs format.
+    unsafe {
+        (*record).header = header(RECORD_EXEC, pid_tgid);
+        (*record).old_tid = ctx.read_at::<u32>(cfg.exec_old_pid as usize).unwrap_or(0);
+        (*record).comm = bpf_get_current_comm().unwrap_or_default();
+        // `__data_loc`: low 16 bits are the string's offset in the record, high 16 its length.
+        let loc = ctx.read_at::<u32>(cfg.exec_filename as usize).unwrap_or(0);
+        let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
+        let filename = &mut (*record).filename;
+        let len = match bpf_probe_read_kernel_str_bytes(src, filename) {
+            Ok(bytes) => bytes.len() as u32,
+            Err(_) => 0,
+        };
+        (*record).filename_len = if len as usize > EXEC_FILENAME_LEN {
+            0
+        } else {
+            len
+        };
+    }
+    slot.submit(WAKE_NOW);
+    Ok(())
+}
+
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_exit(&ctx);
+    0
+}
+
+fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    let (tgid, pid_tgid) = current_ids();
+    if !is_traced(tgid) {
+        return Ok(());
+    }
+    let _ = INFLIGHT.remove(pid_tgid);
+    let _ = CLONE_FLAGS.remove(pid_tgid);
+    // SAFETY: offset of the one-byte `group_dead` field.
+    let group_dead =
+        unsafe { ctx.read_at::<u8>(config().exit_group_dead as usize) }.map_err(i64::from)?;
+    if group_dead == 0 {
+        return Ok(());
+    }
+    // Removed here, in the kernel, so a recycled pid is never traced by mistake.
+    let _ = TRACED.remove(tgid);
+    let Some(mut slot) = EVENTS.reserve::<ExitRecord>(0) else {
+        count_lost(RECORD_EXIT);
+        return Ok(());
+    };
+    slot.write(ExitRecord {
+        header: header(RECORD_EXIT, pid_tgid),
+        group_dead: 1,
+        _pad: 0,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    });
+    slot.submit(WAKE_NOW);
+    Ok(())
+}

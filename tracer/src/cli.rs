@@ -1,0 +1,143 @@
+//! Command-line interface.
+
+use std::{ffi::OsString, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::exit::EXIT_CODES_HELP;
+
+/// Live allocation tracer: follows brk/mmap/munmap/mremap/mprotect/madvise and page faults of
+/// processes with eBPF, and tells where their memory goes.
+#[derive(Debug, Parser)]
+#[command(name = "tracer", version, after_long_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// More log output (-v: info, -vv: debug). RUST_LOG overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start CMD traced from its first instruction, follow the processes it forks, and print
+    /// a summary per process when it exits. Exits with CMD's own status.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Run(RunArgs),
+    /// Trace running processes (and the processes they fork from then on) until SIGINT or
+    /// SIGTERM, or until all of them have exited; then print the summary.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Attach(AttachArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Start CMD with address-space randomization off (personality ADDR_NO_RANDOMIZE), for
+    /// layouts and fault counts that repeat exactly from run to run.
+    #[arg(long)]
+    pub no_aslr: bool,
+
+    /// The command to run, with its arguments (after `--`).
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// A process to trace (repeat for several). A thread id selects its whole process.
+    #[arg(short, long = "pid", value_name = "PID", required = true)]
+    pub pids: Vec<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Write every decoded record as one JSON object per line to PATH (`-` for stdout).
+    /// Addresses, lengths and flags are hex strings; see the README for the fields.
+    #[arg(long, value_name = "PATH|-")]
+    pub events: Option<PathBuf>,
+
+    /// Ring buffer size between the probes and the daemon (a power of two; K/M suffixes).
+    /// Records that do not fit are counted as lost, never dropped silently.
+    #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_ring_size)]
+    pub ring_buffer_size: u32,
+
+    /// Wake the daemon only once this many bytes of records wait in the ring buffer (it also
+    /// drains every --drain-interval-ms). 0 wakes it for every record.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024)]
+    pub wakeup_bytes: u32,
+
+    /// How often the daemon drains the ring buffer when no wakeup came (milliseconds).
+    #[arg(long, value_name = "MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub drain_interval_ms: u64,
+
+    /// Use this tracefs instead of finding (or mounting) /sys/kernel/tracing.
+    #[arg(long, value_name = "DIR")]
+    pub tracefs: Option<PathBuf>,
+
+    /// Do not print the per-process summary at the end.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Parses sizes like `4096`, `256K`, `8M`, `8MiB`; must be a power of two of at least 4 KiB.
+pub fn parse_ring_size(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits_end);
+    let num: u64 = num.parse().map_err(|_| format!("`{text}` is not a size"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}` (use K, M or G)")),
+    };
+    let bytes = num.checked_mul(factor).ok_or("size too large")?;
+    if bytes < 4096 || !bytes.is_power_of_two() || bytes > (1 << 30) {
+        return Err(format!(
+            "{bytes} bytes: must be a power of two between 4K and 1G"
+        ));
+    }
+    Ok(bytes as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ring_sizes() {
+        assert_eq!(parse_ring_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_ring_size("4096"), Ok(4096));
+        assert_eq!(parse_ring_size("256KiB"), Ok(256 << 10));
+        assert!(parse_ring_size("3M").is_err());
+        assert!(parse_ring_size("8Q").is_err());
+        assert!(parse_ring_size("1K").is_err());
+    }
+
+    #[test]
+    fn run_takes_the_command_after_double_dash() {
+        let cli =
+            Cli::try_parse_from(["tracer", "run", "--events", "-", "--", "ls", "-l"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            run.command,
+            vec![OsString::from("ls"), OsString::from("-l")]
+        );
+    }
+}

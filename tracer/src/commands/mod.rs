@@ -1,0 +1,29 @@
+//! The subcommands: each validates its input, starts a session and prints the summary.
+pub mod attach;
+pub mod run;
+
+use crate::{exit::TracerError, preflight, session::Session, summary};
+
+/// Checks privileges and loads the probes.
+fn start_session(common: &crate::cli::CommonArgs) -> Result<Session, TracerError> {
+    preflight::check_capabilities()?;
+    preflight::raise_memlock_limit();
+    Session::start(common)
+}
+
+/// Prints the per-process summary to stderr (stdout belongs to the traced command and to
+/// `--events -`).
+fn print_summary(session: &Session, quiet: bool) {
+    let tracker = &session.tracker;
+    if !quiet {
+        eprint!(
+            "{}",
+            summary::render(tracker.table.iter(), &tracker.counters)
+        );
+    } else if tracker.counters.lost_total() > 0 {
+        eprintln!(
+            "tracer: WARNING: {} records were lost",
+            tracker.counters.lost_total()
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! `tracer run -- CMD`: trace a command from its first instruction.
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{print_summary, start_session};
+use crate::{cli::RunArgs, exit::TracerError, launch, session::Stopped};
+
+pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
+    // Resolve CMD first: a typo gets "command not found" before any probe is loaded.
+    let prepared = launch::Prepared::new(&args.command, args.no_aslr)?;
+    let mut session = start_session(&args.common)?;
+
+    let gated = prepared.spawn_gated()?;
+    let pid = gated.pid();
+    let comm = args.command[0]
+        .to_string_lossy()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    if let Err(err) = session.tracker.trace(pid, comm) {
+        gated.abort();
+        return Err(err);
+    }
+    // The child is in the traced set before it executes anything of CMD.
+    let pid = gated.release()?;
+    log::info!("started {} as pid {pid}", prepared.display);
+
+    let waiter = tokio::task::spawn_blocking(move || launch::wait_status(pid));
+    let mut sigterm = signal(SignalKind::terminate()).map_err(io_error)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(io_error)?;
+    // SIGINT from the terminal reaches CMD directly (same process group); the tracer keeps
+    // tracing until CMD exits, then prints what it saw.
+    let mut sigint = signal(SignalKind::interrupt()).map_err(io_error)?;
+    let until_cmd_exits = async move {
+        tokio::pin!(waiter);
+        loop {
+            tokio::select! {
+                status = &mut waiter => return status.unwrap_or(125),
+                _ = sigterm.recv() => forward(pid, libc::SIGTERM),
+                _ = sighup.recv() => forward(pid, libc::SIGHUP),
+                _ = sigint.recv() => log::info!("SIGINT: waiting for {pid} to exit"),
+            }
+        }
+    };
+    let status = match session
+        .pump(until_cmd_exits, false)
+        .await
+        .map_err(io_error)?
+    {
+        Stopped::Finished(status) => status,
+        Stopped::AllExited => unreachable!("run stops only when CMD exits"),
+    };
+    session.drain();
+    if let Some(p) = session.tracker.table.get_mut(pid) {
+        p.exit_status = Some(status);
+    }
+    session.tracker.finish();
+    print_summary(&session, args.common.quiet);
+    Ok(status)
+}
+
+fn forward(pid: u32, signal: i32) {
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(pid as i32, signal) };
+}
+
+fn io_error(err: std::io::Error) -> TracerError {
+    TracerError::Io(err.to_string())
+}

@@ -1,0 +1,66 @@
+//! The tracer's own failures and the exit status each one maps to.
+
+use thiserror::Error;
+
+use crate::{launch::LaunchError, probes::ProbeError};
+
+/// Invalid invocation: bad arguments, no such process, a kernel thread, a target that exited
+/// during attach. (clap's own usage errors use 2 as well.)
+pub const EXIT_USAGE: i32 = 2;
+/// Tracing itself failed: missing capability or kernel feature, probes not loadable.
+pub const EXIT_TRACING_FAILED: i32 = 125;
+/// CMD was found but could not be executed.
+pub const EXIT_CANNOT_EXECUTE: i32 = 126;
+/// CMD was not found.
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+pub const EXIT_CODES_HELP: &str = "\
+Exit status:
+  run      CMD's own exit status (128+N if CMD was killed by signal N), unless:
+  2        invalid invocation: bad option, no such process, kernel thread, target exited
+           during attach
+  125      tracing failed: missing capability or kernel feature (tracefs, tracepoint),
+           probes could not be loaded or attached
+  126      CMD could not be executed
+  127      CMD was not found
+  attach   0 when tracing ended normally (signal, or every target exited)";
+
+#[derive(Debug, Error)]
+pub enum TracerError {
+    #[error("no such process: {0}")]
+    NoSuchProcess(u32),
+    #[error("process {0} is a kernel thread: it has no user address space to trace")]
+    KernelThread(u32),
+    #[error("process {0} exited during attach")]
+    ExitedDuringAttach(u32),
+    #[error(
+        "missing capability {missing}: loading eBPF probes needs CAP_BPF and CAP_PERFMON (or \
+         CAP_SYS_ADMIN); run as root, or grant them with `setcap \
+         cap_bpf,cap_perfmon,cap_sys_ptrace,cap_dac_read_search+ep tracer`"
+    )]
+    MissingCapability { missing: String },
+    #[error(transparent)]
+    Probes(#[from] ProbeError),
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    #[error("{0}")]
+    Io(String),
+}
+
+impl TracerError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            TracerError::NoSuchProcess(_)
+            | TracerError::KernelThread(_)
+            | TracerError::ExitedDuringAttach(_) => EXIT_USAGE,
+            TracerError::MissingCapability { .. } | TracerError::Probes(_) | TracerError::Io(_) => {
+                EXIT_TRACING_FAILED
+            }
+            TracerError::Launch(LaunchError::NotFound(_)) => EXIT_NOT_FOUND,
+            TracerError::Launch(LaunchError::CannotExecute { .. } | LaunchError::Nul(_)) => {
+                EXIT_CANNOT_EXECUTE
+            }
+            TracerError::Launch(LaunchError::Sys { .. }) => EXIT_TRACING_FAILED,
+        }
+    }
+}

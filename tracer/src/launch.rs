@@ -1,0 +1,317 @@
+//! Starting the command of `tracer run` so that it is traced from its first instruction:
+//! fork, let the child wait on a pipe while the parent adds its pid to the traced set, then
+//! let it execve. Only async-signal-safe calls happen in the child between fork and exec.
+
+use std::{
+    ffi::{CString, OsStr, OsString},
+    io,
+    os::unix::ffi::{OsStrExt, OsStringExt},
+    path::{Path, PathBuf},
+};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum LaunchError {
+    #[error("command not found: {0}")]
+    NotFound(String),
+    #[error("cannot execute {path}: {source}")]
+    CannotExecute { path: String, source: io::Error },
+    #[error("argument contains a NUL byte: {0:?}")]
+    Nul(OsString),
+    #[error("{call} failed: {source}")]
+    Sys {
+        call: &'static str,
+        source: io::Error,
+    },
+}
+
+/// A command ready to be forked: everything the child needs is allocated beforehand.
+pub struct Prepared {
+    path: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    pub display: String,
+    no_aslr: bool,
+}
+
+/// Finds `program` like execvp would: as given if it contains a slash, else along PATH.
+pub fn resolve(program: &OsStr, path_var: Option<&OsStr>) -> Option<PathBuf> {
+    if program.as_bytes().contains(&b'/') {
+        return Some(PathBuf::from(program));
+    }
+    let path_var = path_var.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
+    std::env::split_paths(path_var)
+        .map(|dir| dir.join(program))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn c_string(s: impl Into<OsString>) -> Result<CString, LaunchError> {
+    let s = s.into();
+    CString::new(s.clone().into_vec()).map_err(|_| LaunchError::Nul(s))
+}
+
+impl Prepared {
+    pub fn new(command: &[OsString], no_aslr: bool) -> Result<Prepared, LaunchError> {
+        let program = command
+            .first()
+            .ok_or_else(|| LaunchError::NotFound(String::new()))?;
+        let path = resolve(program, std::env::var_os("PATH").as_deref())
+            .ok_or_else(|| LaunchError::NotFound(program.to_string_lossy().into_owned()))?;
+        if !path.exists() {
+            return Err(LaunchError::NotFound(path.display().to_string()));
+        }
+        let argv = command
+            .iter()
+            .map(|a| c_string(a.clone()))
+            .collect::<Result<_, _>>()?;
+        let envp = std::env::vars_os()
+            .map(|(k, v)| {
+                let mut kv = k;
+                kv.push("=");
+                kv.push(v);
+                c_string(kv)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Prepared {
+            display: path.display().to_string(),
+            path: c_string(path)?,
+            argv,
+            envp,
+            no_aslr,
+        })
+    }
+
+    /// Forks a child that waits for `Gated::release` before it executes the command.
+    pub fn spawn_gated(&self) -> Result<Gated, LaunchError> {
+        let (go_read, go_write) = pipe()?;
+        let (err_read, err_write) = pipe()?;
+        let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = self.envp.iter().map(|a| a.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        // SAFETY: fork has no preconditions; the child only makes async-signal-safe calls
+        // (close, personality, sigprocmask, read, execve, write, _exit) on memory prepared
+        // before the fork.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(sys("fork"));
+        }
+        if pid == 0 {
+            // SAFETY: see above; this never returns.
+            unsafe {
+                libc::close(go_write);
+                libc::close(err_read);
+                child_wait_and_exec(go_read, err_write, self, &argv, &envp)
+            }
+        }
+        // SAFETY: closing our copies of the child's ends.
+        unsafe {
+            libc::close(go_read);
+            libc::close(err_write);
+        }
+        Ok(Gated {
+            pid: pid as u32,
+            go_write,
+            err_read,
+            display: self.display.clone(),
+        })
+    }
+}
+
+/// # Safety
+/// Runs in a freshly forked child: only async-signal-safe calls.
+unsafe fn child_wait_and_exec(
+    go: libc::c_int,
+    err: libc::c_int,
+    prepared: &Prepared,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> ! {
+    // SAFETY: plain syscalls on valid descriptors and prepared memory.
+    unsafe {
+        if prepared.no_aslr {
+            libc::personality(libc::ADDR_NO_RANDOMIZE as libc::c_ulong);
+        }
+        // The tracer's runtime may block signals in some threads; the command starts clean.
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        let mut byte = 0u8;
+        loop {
+            let n = libc::read(go, (&raw mut byte).cast(), 1);
+            if n == 1 {
+                break;
+            }
+            if n < 0 && *libc::__errno_location() == libc::EINTR {
+                continue;
+            }
+            // The tracer went away before releasing us: do not run untraced.
+            libc::_exit(125);
+        }
+        libc::close(go);
+        libc::execve(prepared.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        let errno = *libc::__errno_location();
+        libc::write(err, (&raw const errno).cast(), size_of::<libc::c_int>());
+        libc::_exit(127);
+    }
+}
+
+/// A forked child waiting to be released.
+pub struct Gated {
+    pid: u32,
+    go_write: libc::c_int,
+    err_read: libc::c_int,
+    display: String,
+}
+
+impl Gated {
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Lets the child execute the command; reports an exec failure.
+    pub fn release(self) -> Result<u32, LaunchError> {
+        let byte = 1u8;
+        // SAFETY: writing one byte to our pipe end, then reading the error pipe until EOF
+        // (the write end is close-on-exec, so EOF means the exec succeeded).
+        unsafe {
+            libc::write(self.go_write, (&raw const byte).cast(), 1);
+            libc::close(self.go_write);
+            let mut errno: libc::c_int = 0;
+            let n = loop {
+                let n = libc::read(
+                    self.err_read,
+                    (&raw mut errno).cast(),
+                    size_of::<libc::c_int>(),
+                );
+                if n < 0 && *libc::__errno_location() == libc::EINTR {
+                    continue;
+                }
+                break n;
+            };
+            libc::close(self.err_read);
+            if n == size_of::<libc::c_int>() as isize {
+                let source = io::Error::from_raw_os_error(errno);
+                wait_status(self.pid);
+                return Err(match errno {
+                    libc::ENOENT => LaunchError::NotFound(self.display),
+                    _ => LaunchError::CannotExecute {
+                        path: self.display,
+                        source,
+                    },
+                });
+            }
+        }
+        Ok(self.pid)
+    }
+
+    /// Kills the waiting child (tracing could not start).
+    pub fn abort(self) {
+        // SAFETY: our own child; reaping it avoids a zombie.
+        unsafe {
+            libc::close(self.go_write);
+            libc::close(self.err_read);
+            libc::kill(self.pid as i32, libc::SIGKILL);
+        }
+        wait_status(self.pid);
+    }
+}
+
+/// Waits for child `pid` to terminate; returns its status the way a shell reports it
+/// (exit code, or 128 + signal number).
+pub fn wait_status(pid: u32) -> i32 {
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child.
+        let rc = unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+        if rc >= 0 {
+            break;
+        }
+        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return 125;
+        }
+    }
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        125
+    }
+}
+
+fn pipe() -> Result<(libc::c_int, libc::c_int), LaunchError> {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(sys("pipe2"));
+    }
+    Ok((fds[0], fds[1]))
+}
+
+fn sys(call: &'static str) -> LaunchError {
+    LaunchError::Sys {
+        call,
+        source: io::Error::last_os_error(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_along_path_and_keeps_slashed_names() {
+        let found = resolve(
+            OsStr::new("sh"),
+            Some(OsStr::new("/nonexistent:/bin:/usr/bin")),
+        );
+        assert!(found.unwrap().ends_with("sh"));
+        assert_eq!(
+            resolve(OsStr::new("no-such-tool-x"), Some(OsStr::new("/bin"))),
+            None
+        );
+        assert_eq!(resolve(OsStr::new("./x"), None), Some(PathBuf::from("./x")));
+    }
+
+    #[test]
+    fn gated_child_runs_only_after_release() {
+        let dir = std::env::temp_dir().join(format!("tracer-launch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = dir.join("ran");
+        let cmd: Vec<OsString> = vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("touch {}", marker.display()).into(),
+        ];
+        let gated = Prepared::new(&cmd, false).unwrap().spawn_gated().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!marker.exists(), "child ran before release");
+        let pid = gated.release().unwrap();
+        assert_eq!(wait_status(pid), 0);
+        assert!(marker.exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn exec_failure_is_reported() {
+        let dir = std::env::temp_dir().join(format!("tracer-noexec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("not-executable");
+        std::fs::write(&file, "data").unwrap();
+        let cmd: Vec<OsString> = vec![file.clone().into()];
+        let gated = Prepared::new(&cmd, false).unwrap().spawn_gated().unwrap();
+        assert!(matches!(
+            gated.release(),
+            Err(LaunchError::CannotExecute { .. })
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

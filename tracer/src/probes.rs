@@ -1,0 +1,384 @@
+//! Loading and attaching the eBPF probes, and typed access to their maps.
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{
+        PerfEvent, TracePoint,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
+};
+use thiserror::Error;
+use tracer_common::{
+    config::Config,
+    counters::{FaultCounters, STATS_LEN, TRACED_BY_USER},
+    record::{MAX_ARGS, RECORD_KINDS},
+};
+
+use crate::{
+    syscalls::{SYSCALLS, Syscall},
+    tracefs::{Tracefs, TracefsError},
+};
+
+/// The probe object built by `build.rs`.
+static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+#[derive(Debug, Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    #[error("tracepoint field {what} has size {size}, expected {expected}")]
+    FieldSize {
+        what: String,
+        size: u16,
+        expected: u16,
+    },
+    #[error("loading the eBPF probes failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("the kernel rejected probe `{program}`: {source}")]
+    Program {
+        program: String,
+        source: aya::programs::ProgramError,
+    },
+    #[error("attaching `{program}` to {target} failed: {source}")]
+    Attach {
+        program: String,
+        target: String,
+        source: aya::programs::ProgramError,
+    },
+    #[error("program `{0}` is missing from the probe object")]
+    MissingProgram(String),
+    #[error("map `{0}` is missing from the probe object")]
+    MissingMap(&'static str),
+    #[error("map `{name}`: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("cannot list online CPUs: {0}")]
+    Cpus(std::io::Error),
+}
+
+/// Settings that shape the probes at load time.
+#[derive(Debug, Clone)]
+pub struct ProbeOptions {
+    /// Ring buffer size in bytes (a power of two, at least one page).
+    pub ring_buffer_bytes: u32,
+    /// Bytes waiting in the ring buffer before the reader is woken (0: every record).
+    pub wakeup_bytes: u32,
+}
+
+/// What was attached, for the start-up notice.
+#[derive(Debug, Default, Clone)]
+pub struct Attached {
+    pub tracepoints: Vec<String>,
+    pub optional_missing: Vec<String>,
+    pub perf_events: usize,
+}
+
+/// Loaded and attached probes. Dropping this detaches everything.
+pub struct Probes {
+    // Keeps programs and their links alive.
+    _ebpf: Ebpf,
+    traced: HashMap<MapData, u32, u32>,
+    faults: PerCpuHashMap<MapData, u32, FaultCounters>,
+    lost: PerCpuArray<MapData, u64>,
+    stats: PerCpuArray<MapData, u64>,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    pub attached: Attached,
+}
+
+/// Builds the probes' configuration from the running kernel's tracepoint formats.
+pub fn config_from_tracefs(tracefs: &Tracefs, opts: &ProbeOptions) -> Result<Config, ProbeError> {
+    let mut config = Config::zeroed();
+    for Syscall {
+        kind, name, args, ..
+    } in SYSCALLS
+    {
+        let enter = format!("sys_enter_{name}");
+        let format = tracefs.format("syscalls", &enter)?;
+        for (i, arg) in args.iter().enumerate() {
+            let field = format
+                .fields
+                .get(*arg)
+                .ok_or_else(|| TracefsError::MissingField {
+                    group: "syscalls".into(),
+                    name: enter.clone(),
+                    field: (*arg).into(),
+                    path: tracefs
+                        .root()
+                        .join("events/syscalls")
+                        .join(&enter)
+                        .join("format"),
+                })?;
+            expect_size(&format!("syscalls:{enter}.{arg}"), field.size, 8)?;
+            config.syscall_args[*kind as usize][i] = field.offset;
+        }
+        debug_assert!(args.len() <= MAX_ARGS);
+        config.syscall_nargs[*kind as usize] = args.len() as u16;
+        config.syscall_ret[*kind as usize] =
+            tracefs.offset("syscalls", &format!("sys_exit_{name}"), "ret")?;
+    }
+    config.fault_address = tracefs.offset("exceptions", "page_fault_user", "address")?;
+    config.fault_error_code = tracefs.offset("exceptions", "page_fault_user", "error_code")?;
+    // page_fault_kernel shares the event class with page_fault_user; check it all the same.
+    for field in ["address", "error_code"] {
+        let user = tracefs.offset("exceptions", "page_fault_user", field)?;
+        let kernel = tracefs.offset("exceptions", "page_fault_kernel", field)?;
+        if user != kernel {
+            return Err(ProbeError::FieldSize {
+                what: format!("exceptions:page_fault_kernel.{field} offset"),
+                size: kernel,
+                expected: user,
+            });
+        }
+    }
+    config.fork_child_pid = tracefs.offset("sched", "sched_process_fork", "child_pid")?;
+    config.exec_filename = tracefs.offset("sched", "sched_process_exec", "filename")?;
+    config.exec_old_pid = tracefs.offset("sched", "sched_process_exec", "old_pid")?;
+    config.exit_group_dead = exit_group_dead_offset(tracefs)?;
+    if tracefs.has("syscalls", "sys_enter_clone") {
+        config.clone_flags = tracefs.offset("syscalls", "sys_enter_clone", "clone_flags")?;
+    }
+    if tracefs.has("syscalls", "sys_enter_clone3") {
+        config.clone3_uargs = tracefs.offset("syscalls", "sys_enter_clone3", "uargs")?;
+    }
+    config.wakeup_bytes = opts.wakeup_bytes;
+    Ok(config)
+}
+
+/// `sched_process_exit` gained `group_dead` in 6.16; before that the probe cannot tell a thread
+/// exit from a process exit by itself.
+fn exit_group_dead_offset(tracefs: &Tracefs) -> Result<u16, ProbeError> {
+    let format = tracefs.format("sched", "sched_process_exit")?;
+    match format.fields.get("group_dead") {
+        Some(field) => {
+            expect_size("sched:sched_process_exit.group_dead", field.size, 1)?;
+            Ok(field.offset)
+        }
+        None => Err(ProbeError::Tracefs(TracefsError::MissingField {
+            group: "sched".into(),
+            name: "sched_process_exit".into(),
+            field: "group_dead (added in Linux 6.16; older kernels are not supported yet)".into(),
+            path: tracefs
+                .root()
+                .join("events/sched/sched_process_exit/format"),
+        })),
+    }
+}
+
+fn expect_size(what: &str, size: u16, expected: u16) -> Result<(), ProbeError> {
+    if size == expected {
+        Ok(())
+    } else {
+        Err(ProbeError::FieldSize {
+            what: what.into(),
+            size,
+            expected,
+        })
+    }
+}
+
+/// Tracepoints a probe of the same name attaches to: (group, name, required).
+fn tracepoints() -> Vec<(&'static str, String, bool)> {
+    let mut list = Vec::new();
+    for s in SYSCALLS {
+        list.push(("syscalls", format!("sys_enter_{}", s.name), true));
+        list.push(("syscalls", format!("sys_exit_{}", s.name), true));
+    }
+    for name in ["page_fault_user", "page_fault_kernel"] {
+        list.push(("exceptions", name.to_string(), true));
+    }
+    for name in [
+        "sched_process_fork",
+        "sched_process_exec",
+        "sched_process_exit",
+    ] {
+        list.push(("sched", name.to_string(), true));
+    }
+    // Without these, new tasks are classified from /proc instead (FORK_FLAGS_UNKNOWN).
+    for name in [
+        "sys_enter_clone",
+        "sys_enter_clone3",
+        "sys_enter_fork",
+        "sys_enter_vfork",
+    ] {
+        list.push(("syscalls", name.to_string(), false));
+    }
+    list
+}
+
+impl Probes {
+    /// Loads the probes configured for this kernel and attaches them all. Returns the ring
+    /// buffer separately so the reader task can own it.
+    pub fn load(
+        tracefs: &Tracefs,
+        opts: &ProbeOptions,
+    ) -> Result<(Probes, RingBuf<MapData>), ProbeError> {
+        let config = config_from_tracefs(tracefs, opts)?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .map_max_entries("EVENTS", opts.ring_buffer_bytes)
+            .load(PROBES_OBJECT)
+            .map_err(ProbeError::Load)?;
+        // Messages from the probes (rare: e.g. the traced set being full) go to our logger.
+        let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
+
+        let mut attached = Attached::default();
+        for (group, name, required) in tracepoints() {
+            if !required && !tracefs.has(group, &name) {
+                attached.optional_missing.push(format!("{group}:{name}"));
+                continue;
+            }
+            let program: &mut TracePoint = ebpf
+                .program_mut(&name)
+                .ok_or(ProbeError::MissingProgram(name.clone()))?
+                .try_into()
+                .map_err(|source| ProbeError::Program {
+                    program: name.clone(),
+                    source,
+                })?;
+            program.load().map_err(|source| ProbeError::Program {
+                program: name.clone(),
+                source,
+            })?;
+            program
+                .attach(group, &name)
+                .map_err(|source| ProbeError::Attach {
+                    program: name.clone(),
+                    target: format!("tracepoint {group}:{name}"),
+                    source,
+                })?;
+            attached.tracepoints.push(format!("{group}:{name}"));
+        }
+        attached.perf_events = attach_major_faults(&mut ebpf)?;
+
+        let ring = match ebpf.take_map("EVENTS") {
+            Some(map) => RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+                name: "EVENTS",
+                source,
+            })?,
+            None => return Err(ProbeError::MissingMap("EVENTS")),
+        };
+        let probes = Probes {
+            traced: take(&mut ebpf, "TRACED")?,
+            faults: take(&mut ebpf, "FAULTS")?,
+            lost: take(&mut ebpf, "LOST")?,
+            stats: take(&mut ebpf, "STATS")?,
+            logger,
+            _ebpf: ebpf,
+            attached,
+        };
+        Ok((probes, ring))
+    }
+
+    /// Starts tracing `tgid` (and, through the fork probe, the processes it creates).
+    pub fn trace(&mut self, tgid: u32) -> Result<(), ProbeError> {
+        self.traced
+            .insert(tgid, TRACED_BY_USER, 0)
+            .map_err(|source| ProbeError::Map {
+                name: "TRACED",
+                source,
+            })
+    }
+
+    /// Stops tracing `tgid` (used when an attach fails half-way).
+    pub fn untrace(&mut self, tgid: u32) {
+        let _ = self.traced.remove(&tgid);
+    }
+
+    /// Whether the kernel side still traces `tgid` (it removes processes when they exit).
+    pub fn is_traced(&self, tgid: u32) -> bool {
+        self.traced.get(&tgid, 0).is_ok()
+    }
+
+    /// Fault counters of `tgid`, summed over CPUs (zero if it never faulted).
+    pub fn faults(&self, tgid: u32) -> FaultCounters {
+        let mut total = FaultCounters::default();
+        if let Ok(per_cpu) = self.faults.get(&tgid, 0) {
+            for counters in per_cpu.iter() {
+                total.accumulate(counters);
+            }
+        }
+        total
+    }
+
+    /// Forgets the fault counters of an exited process (after they were read).
+    pub fn forget_faults(&mut self, tgid: u32) {
+        let _ = self.faults.remove(&tgid);
+    }
+
+    /// Records lost because the ring buffer was full, per record kind (index = `RECORD_*`).
+    pub fn lost(&self) -> [u64; RECORD_KINDS] {
+        let mut lost = [0; RECORD_KINDS];
+        for (kind, slot) in lost.iter_mut().enumerate() {
+            *slot = sum_per_cpu(&self.lost, kind as u32);
+        }
+        lost
+    }
+
+    /// Kernel-side conditions (index = `STAT_*`).
+    pub fn stats(&self) -> [u64; STATS_LEN as usize] {
+        let mut stats = [0; STATS_LEN as usize];
+        for (index, slot) in stats.iter_mut().enumerate() {
+            *slot = sum_per_cpu(&self.stats, index as u32);
+        }
+        stats
+    }
+
+    /// Passes the probes' own log messages to the `log` facade.
+    pub fn flush_logs(&mut self) {
+        if let Some(logger) = self.logger.as_mut() {
+            logger.flush();
+        }
+    }
+}
+
+fn sum_per_cpu(array: &PerCpuArray<MapData, u64>, index: u32) -> u64 {
+    array
+        .get(&index, 0)
+        .map(|values| values.iter().sum())
+        .unwrap_or(0)
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, ProbeError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| ProbeError::Map { name, source })
+}
+
+/// Counts major faults on the `page-faults-maj` software event of every online CPU (period 1:
+/// majors are rare, and every one must be counted).
+fn attach_major_faults(ebpf: &mut Ebpf) -> Result<usize, ProbeError> {
+    let name = "major_fault";
+    let program: &mut PerfEvent = ebpf
+        .program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name.into()))?
+        .try_into()
+        .map_err(|source| ProbeError::Program {
+            program: name.into(),
+            source,
+        })?;
+    program.load().map_err(|source| ProbeError::Program {
+        program: name.into(),
+        source,
+    })?;
+    let cpus = aya::util::online_cpus().map_err(|(_, err)| ProbeError::Cpus(err))?;
+    for &cpu in &cpus {
+        program
+            .attach(
+                PerfEventConfig::Software(SoftwareEvent::PageFaultsMaj),
+                PerfEventScope::AllProcessesOneCpu { cpu },
+                SamplePolicy::Period(1),
+                false,
+            )
+            .map_err(|source| ProbeError::Attach {
+                program: name.into(),
+                target: format!("perf software event page-faults-maj on CPU {cpu}"),
+                source,
+            })?;
+    }
+    Ok(cpus.len())
+}

@@ -1,0 +1,395 @@
+//! Per-process accounting built from events: syscall counts and failures, bytes mapped and
+//! unmapped, the program break, lifecycle. Pure: no I/O; the session feeds it events and the
+//! figures it reads from the kernel maps and /proc.
+
+use std::collections::BTreeMap;
+
+use tracer_common::counters::FaultCounters;
+
+use crate::{
+    events::{Event, ExecEvent, ForkEvent, SyscallEvent, TaskKind},
+    syscalls::{Outcome, SyscallKind},
+};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallStats {
+    pub calls: u64,
+    pub failed: u64,
+}
+
+/// The program break as the brk syscalls show it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Heap {
+    /// `start_brk` of the current image (from /proc at exec/attach, else the first brk answer).
+    pub start: Option<u64>,
+    /// The current break: every brk call returns it, even a refused one.
+    pub end: Option<u64>,
+    /// Highest break seen.
+    pub peak: Option<u64>,
+    /// brk calls that moved the break.
+    pub moves: u64,
+}
+
+impl Heap {
+    fn observe_break(&mut self, brk: u64) {
+        if self.start.is_none() {
+            self.start = Some(brk);
+        }
+        if self.end.is_some_and(|old| old != brk) {
+            self.moves += 1;
+        }
+        self.end = Some(brk);
+        self.peak = Some(self.peak.map_or(brk, |p| p.max(brk)));
+    }
+
+    /// Current heap size in bytes (break minus start).
+    pub fn size(&self) -> Option<u64> {
+        Some(self.end?.saturating_sub(self.start?))
+    }
+
+    pub fn peak_size(&self) -> Option<u64> {
+        Some(self.peak?.saturating_sub(self.start?))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    Running,
+    /// The process exited (sched_process_exit with group_dead).
+    Exited {
+        ts_ns: u64,
+    },
+}
+
+/// Everything known about one traced process (thread group).
+#[derive(Clone, Debug)]
+pub struct ProcessState {
+    pub tgid: u32,
+    /// The traced parent that forked it, if it was followed through a fork.
+    pub parent: Option<u32>,
+    pub comm: String,
+    /// The file of the last exec seen, if any.
+    pub exe: Option<String>,
+    pub syscalls: [SyscallStats; SyscallKind::ALL.len()],
+    /// Page-rounded lengths of successful mmaps (and of mremap growth).
+    pub bytes_mapped: u64,
+    /// Page-rounded lengths of successful munmaps (and of mremap shrinking).
+    pub bytes_unmapped: u64,
+    pub heap: Heap,
+    /// Page faults (read from the kernel map; final once the process exited).
+    pub faults: FaultCounters,
+    pub threads_created: u64,
+    pub execs: u64,
+    pub lifecycle: Lifecycle,
+    /// Exit status as the tracer's own child (only known for the command of `tracer run`).
+    pub exit_status: Option<i32>,
+}
+
+impl ProcessState {
+    pub fn new(tgid: u32, comm: String) -> ProcessState {
+        ProcessState {
+            tgid,
+            parent: None,
+            comm,
+            exe: None,
+            syscalls: Default::default(),
+            bytes_mapped: 0,
+            bytes_unmapped: 0,
+            heap: Heap::default(),
+            faults: FaultCounters::default(),
+            threads_created: 0,
+            execs: 0,
+            lifecycle: Lifecycle::Running,
+            exit_status: None,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.lifecycle == Lifecycle::Running
+    }
+
+    pub fn stats(&self, kind: SyscallKind) -> SyscallStats {
+        self.syscalls[kind.index()]
+    }
+
+    fn apply_syscall(&mut self, e: &SyscallEvent, page_size: u64) {
+        let stats = &mut self.syscalls[e.kind.index()];
+        stats.calls += 1;
+        let ok = e.outcome() == Outcome::Ok;
+        if !ok {
+            stats.failed += 1;
+        }
+        let round = |len: u64| len.div_ceil(page_size).saturating_mul(page_size);
+        match e.kind {
+            // A refused brk returns the old break: still the current break.
+            SyscallKind::Brk => self.heap.observe_break(e.ret as u64),
+            SyscallKind::Mmap if ok => self.bytes_mapped += round(e.args[1]),
+            SyscallKind::Munmap if ok => self.bytes_unmapped += round(e.args[1]),
+            SyscallKind::Mremap if ok => {
+                let (old, new) = (round(e.args[1]), round(e.args[2]));
+                if new > old {
+                    self.bytes_mapped += new - old;
+                } else {
+                    self.bytes_unmapped += old - new;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn apply_exec(&mut self, e: &ExecEvent) {
+        self.comm = e.comm.clone();
+        self.exe = Some(e.filename.clone());
+        self.execs += 1;
+        // A new image has a new break; the session seeds `start` from /proc.
+        self.heap = Heap::default();
+    }
+}
+
+/// What the session must do after an event (the I/O the pure table cannot do).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FollowUp {
+    None,
+    /// A new image: seed it from /proc (start_brk now; the address space later).
+    Seed(u32),
+    /// A task of unknown kind appeared: ask /proc whether it is a process.
+    Classify {
+        parent: u32,
+        child: u32,
+    },
+    /// The process exited: read its final fault counters.
+    Exited(u32),
+}
+
+/// All traced processes, alive and exited, keyed by tgid.
+#[derive(Debug, Default)]
+pub struct ProcessTable {
+    processes: BTreeMap<u32, ProcessState>,
+    page_size: u64,
+}
+
+impl ProcessTable {
+    pub fn new(page_size: u64) -> ProcessTable {
+        ProcessTable {
+            processes: BTreeMap::new(),
+            page_size,
+        }
+    }
+
+    /// Registers a process traced from user space (the command of `run`, or an attach target).
+    pub fn add(&mut self, tgid: u32, comm: String) -> &mut ProcessState {
+        self.processes
+            .entry(tgid)
+            .or_insert_with(|| ProcessState::new(tgid, comm))
+    }
+
+    #[cfg(test)]
+    pub fn get(&self, tgid: u32) -> Option<&ProcessState> {
+        self.processes.get(&tgid)
+    }
+
+    pub fn get_mut(&mut self, tgid: u32) -> Option<&mut ProcessState> {
+        self.processes.get_mut(&tgid)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ProcessState> {
+        self.processes.values()
+    }
+
+    pub fn running(&self) -> impl Iterator<Item = &ProcessState> {
+        self.iter().filter(|p| p.is_running())
+    }
+
+    /// Records a fork whose child turned out to be a process.
+    pub fn add_child(&mut self, parent: u32, child: u32) {
+        let (comm, heap) = match self.processes.get(&parent) {
+            Some(p) => (p.comm.clone(), p.heap),
+            None => (String::new(), Heap::default()),
+        };
+        let state = self
+            .processes
+            .entry(child)
+            .or_insert_with(|| ProcessState::new(child, comm));
+        state.parent = Some(parent);
+        // fork copies the address space, the break included.
+        state.heap = Heap { moves: 0, ..heap };
+    }
+
+    /// Applies one event; returns the I/O the session should do next.
+    pub fn apply(&mut self, event: &Event) -> FollowUp {
+        let page_size = self.page_size;
+        match event {
+            Event::Syscall(e) => {
+                self.entry(e.tgid).apply_syscall(e, page_size);
+                FollowUp::None
+            }
+            Event::Fork(ForkEvent {
+                parent_tgid,
+                child_pid,
+                child,
+                ..
+            }) => match child {
+                TaskKind::Thread => {
+                    self.entry(*parent_tgid).threads_created += 1;
+                    FollowUp::None
+                }
+                TaskKind::Process => {
+                    self.add_child(*parent_tgid, *child_pid);
+                    FollowUp::None
+                }
+                TaskKind::Unknown => FollowUp::Classify {
+                    parent: *parent_tgid,
+                    child: *child_pid,
+                },
+            },
+            Event::Exec(e) => {
+                self.entry(e.tgid).apply_exec(e);
+                FollowUp::Seed(e.tgid)
+            }
+            Event::Exit(e) => {
+                let state = self.entry(e.tgid);
+                state.lifecycle = Lifecycle::Exited { ts_ns: e.ts_ns };
+                if !e.comm.is_empty() {
+                    state.comm = e.comm.clone();
+                }
+                FollowUp::Exited(e.tgid)
+            }
+        }
+    }
+
+    /// The state of `tgid`, created if an event arrives for a process not seen before (e.g.
+    /// its fork record was lost).
+    fn entry(&mut self, tgid: u32) -> &mut ProcessState {
+        self.processes
+            .entry(tgid)
+            .or_insert_with(|| ProcessState::new(tgid, String::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{ExitEvent, SyscallEvent};
+
+    fn syscall(tgid: u32, kind: SyscallKind, args: &[u64], ret: i64) -> Event {
+        let mut a = [0; 6];
+        a[..args.len()].copy_from_slice(args);
+        Event::Syscall(SyscallEvent {
+            ts_ns: 1,
+            enter_ns: 0,
+            tgid,
+            tid: tgid,
+            kind,
+            args: a,
+            ret,
+        })
+    }
+
+    #[test]
+    fn counts_calls_failures_and_bytes() {
+        let mut t = ProcessTable::new(4096);
+        t.add(5, "w".into());
+        t.apply(&syscall(
+            5,
+            SyscallKind::Mmap,
+            &[0, 100, 3, 0x22, u64::MAX, 0],
+            0x7000_0000,
+        ));
+        t.apply(&syscall(
+            5,
+            SyscallKind::Mmap,
+            &[0, 8192, 3, 0x22, u64::MAX, 0],
+            -12,
+        ));
+        t.apply(&syscall(5, SyscallKind::Munmap, &[0x7000_0000, 4096], 0));
+        t.apply(&syscall(5, SyscallKind::Munmap, &[0x7000_0001, 4096], -22));
+        t.apply(&syscall(
+            5,
+            SyscallKind::Mremap,
+            &[0x1000, 4096, 3 * 4096, 1, 0],
+            0x9000,
+        ));
+        let p = t.get(5).unwrap();
+        assert_eq!(
+            p.stats(SyscallKind::Mmap),
+            SyscallStats {
+                calls: 2,
+                failed: 1
+            }
+        );
+        assert_eq!(
+            p.stats(SyscallKind::Munmap),
+            SyscallStats {
+                calls: 2,
+                failed: 1
+            }
+        );
+        assert_eq!(p.bytes_mapped, 4096 + 2 * 4096);
+        assert_eq!(p.bytes_unmapped, 4096);
+    }
+
+    #[test]
+    fn brk_tracks_start_end_peak_even_when_refused() {
+        let mut t = ProcessTable::new(4096);
+        t.apply(&syscall(7, SyscallKind::Brk, &[0], 0x55_0000));
+        t.apply(&syscall(7, SyscallKind::Brk, &[0x57_1000], 0x57_1000));
+        t.apply(&syscall(7, SyscallKind::Brk, &[0x56_0000], 0x56_0000));
+        t.apply(&syscall(7, SyscallKind::Brk, &[0x10], 0x56_0000)); // refused
+        let p = t.get(7).unwrap();
+        assert_eq!(p.heap.start, Some(0x55_0000));
+        assert_eq!(p.heap.end, Some(0x56_0000));
+        assert_eq!(p.heap.peak, Some(0x57_1000));
+        assert_eq!(p.heap.peak_size(), Some(0x2_1000));
+        assert_eq!(p.heap.moves, 2);
+        assert_eq!(
+            p.stats(SyscallKind::Brk),
+            SyscallStats {
+                calls: 4,
+                failed: 1
+            }
+        );
+    }
+
+    #[test]
+    fn fork_copies_the_break_and_exit_is_reported() {
+        let mut t = ProcessTable::new(4096);
+        t.apply(&syscall(7, SyscallKind::Brk, &[0], 0x55_0000));
+        let fork = Event::Fork(ForkEvent {
+            ts_ns: 2,
+            parent_tgid: 7,
+            parent_tid: 7,
+            child_pid: 8,
+            child: TaskKind::Process,
+            clone_flags: 0,
+            comm: "w".into(),
+        });
+        assert_eq!(t.apply(&fork), FollowUp::None);
+        assert_eq!(t.get(8).unwrap().heap.end, Some(0x55_0000));
+        assert_eq!(t.get(8).unwrap().parent, Some(7));
+        let exit = Event::Exit(ExitEvent {
+            ts_ns: 3,
+            tgid: 8,
+            tid: 8,
+            comm: "w".into(),
+        });
+        assert_eq!(t.apply(&exit), FollowUp::Exited(8));
+        assert_eq!(t.running().map(|p| p.tgid).collect::<Vec<_>>(), vec![7]);
+    }
+
+    #[test]
+    fn threads_are_counted_not_tracked() {
+        let mut t = ProcessTable::new(4096);
+        let fork = Event::Fork(ForkEvent {
+            ts_ns: 2,
+            parent_tgid: 7,
+            parent_tid: 7,
+            child_pid: 9,
+            child: TaskKind::Thread,
+            clone_flags: 0x10000,
+            comm: "w".into(),
+        });
+        t.apply(&fork);
+        assert!(t.get(9).is_none());
+        assert_eq!(t.get(7).unwrap().threads_created, 1);
+    }
+}

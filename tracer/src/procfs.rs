@@ -1,0 +1,127 @@
+//! Reading /proc: pure parsers of the text formats, and thin readers around them.
+
+use std::{fs, io};
+
+/// `PF_KTHREAD` from `include/linux/sched.h`: the task is a kernel thread.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// The fields of `/proc/PID/stat` the tracer uses (see proc_pid_stat(5)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub pid: u32,
+    pub comm: String,
+    pub state: char,
+    pub ppid: u32,
+    pub flags: u64,
+    pub minflt: u64,
+    pub majflt: u64,
+    /// Field 47; 0 when the reader may not see it (another user's process without ptrace
+    /// access) or for kernel threads.
+    pub start_brk: u64,
+}
+
+impl Stat {
+    pub fn is_kernel_thread(&self) -> bool {
+        self.flags & PF_KTHREAD != 0
+    }
+
+    pub fn is_zombie(&self) -> bool {
+        matches!(self.state, 'Z' | 'X')
+    }
+}
+
+/// Parses the text of `/proc/PID/stat`. The comm is enclosed in parentheses and may itself
+/// contain spaces and ')', so fields are counted from the last ')'.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let pid = text[..open].trim().parse().ok()?;
+    let comm = text[open + 1..close].to_string();
+    // Fields from 3 (state) on.
+    let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    let field = |n: usize| rest.get(n - 3).copied();
+    let num = |n: usize| field(n)?.parse::<u64>().ok();
+    Some(Stat {
+        pid,
+        comm,
+        state: field(3)?.chars().next()?,
+        ppid: num(4)? as u32,
+        flags: num(9)?,
+        minflt: num(10)?,
+        majflt: num(12)?,
+        start_brk: num(47).unwrap_or(0),
+    })
+}
+
+pub fn read_stat(pid: u32) -> io::Result<Stat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_stat(&text).ok_or_else(|| io::Error::other(format!("malformed /proc/{pid}/stat")))
+}
+
+/// `Tgid:` of `/proc/PID/status`: the process a thread id belongs to.
+pub fn parse_tgid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+pub fn read_tgid(pid: u32) -> io::Result<u32> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_tgid(&text).ok_or_else(|| io::Error::other(format!("no Tgid in /proc/{pid}/status")))
+}
+
+/// Capability sets of `/proc/self/status` (`CapEff:` as a hex mask).
+pub fn parse_cap_eff(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 { size as u64 } else { 4096 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_awkward_comm() {
+        let mut text = String::from("4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 1234 0 7 0");
+        // fields 16..=46 as zeros, then start_brk (47)
+        for _ in 16..=46 {
+            text.push_str(" 0");
+        }
+        text.push_str(" 94558392254464 0 0\n");
+        let s = parse_stat(&text).unwrap();
+        assert_eq!(s.pid, 4242);
+        assert_eq!(s.comm, "a) b (c)");
+        assert_eq!(s.state, 'S');
+        assert_eq!(s.ppid, 1);
+        assert_eq!(s.minflt, 1234);
+        assert_eq!(s.majflt, 7);
+        assert_eq!(s.start_brk, 94558392254464);
+        assert!(!s.is_kernel_thread());
+    }
+
+    #[test]
+    fn recognises_kernel_threads() {
+        let text = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 4 0 0";
+        let s = parse_stat(text).unwrap();
+        assert!(s.is_kernel_thread());
+        assert_eq!(s.start_brk, 0);
+    }
+
+    #[test]
+    fn reads_own_stat_and_status() {
+        let me = std::process::id();
+        let s = read_stat(me).unwrap();
+        assert_eq!(s.pid, me);
+        assert_ne!(s.start_brk, 0);
+        assert_eq!(read_tgid(me).unwrap(), me);
+        let status = fs::read_to_string("/proc/self/status").unwrap();
+        assert!(parse_cap_eff(&status).is_some());
+    }
+}

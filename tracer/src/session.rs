@@ -1,0 +1,307 @@
+//! A tracing session: the loaded probes, the ring-buffer reader and the process table.
+//!
+//! The reader drains the ring buffer when the kernel wakes it (once `--wakeup-bytes` are
+//! waiting, or at once for lifecycle records) and on a timer, so batched records never wait
+//! longer than `--drain-interval-ms`.
+
+use std::{future::Future, io, time::Duration};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+use tracer_common::counters::{
+    FaultCounters, STAT_EXIT_WITHOUT_ENTER, STAT_INFLIGHT_FULL, STAT_TRACED_FULL,
+};
+
+use crate::{
+    cli::CommonArgs,
+    events::{Event, decode},
+    exit::TracerError,
+    jsonl::{EventSink, event_json},
+    probes::{ProbeOptions, Probes},
+    process::{FollowUp, ProcessTable},
+    procfs,
+    summary::DaemonCounters,
+    tracefs::Tracefs,
+};
+
+/// Everything but the ring buffer: what each record updates.
+pub struct Tracker {
+    pub probes: Probes,
+    pub table: ProcessTable,
+    pub counters: DaemonCounters,
+    sink: Option<EventSink>,
+    sink_failed: bool,
+    /// Processes whose exit record may have been lost: seen gone on the previous tick.
+    vanishing: Vec<u32>,
+}
+
+impl Tracker {
+    fn handle_record(&mut self, bytes: &[u8]) {
+        let event = match decode(bytes) {
+            Ok(event) => event,
+            Err(err) => {
+                self.counters.decode_errors += 1;
+                if self.counters.decode_errors <= 10 {
+                    log::warn!("undecodable record: {err}");
+                }
+                return;
+            }
+        };
+        self.counters.records[record_kind(&event)] += 1;
+        let follow_up = self.table.apply(&event);
+        let final_faults = self.follow_up(follow_up);
+        if let Some(sink) = self.sink.as_mut()
+            && !self.sink_failed
+            && let Err(err) = sink.write(&event_json(&event, final_faults.as_ref()))
+        {
+            log::error!("writing the event stream failed: {err}; no more events are written");
+            self.sink_failed = true;
+        }
+    }
+
+    /// Does the I/O a table update asked for. Returns the final fault counters of a process
+    /// that exited.
+    fn follow_up(&mut self, follow_up: FollowUp) -> Option<FaultCounters> {
+        match follow_up {
+            FollowUp::None => None,
+            FollowUp::Seed(tgid) => {
+                self.seed(tgid, true);
+                None
+            }
+            FollowUp::Classify { parent, child } => {
+                match procfs::read_tgid(child) {
+                    Ok(tgid) if tgid != child => {
+                        // A thread after all (e.g. an io worker): the kernel side traced it
+                        // as a process because it saw no CLONE_THREAD.
+                        self.probes.untrace(child);
+                        if let Some(p) = self.table.get_mut(parent) {
+                            p.threads_created += 1;
+                        }
+                    }
+                    _ => self.table.add_child(parent, child),
+                }
+                None
+            }
+            FollowUp::Exited(tgid) => Some(self.collect_exit(tgid)),
+        }
+    }
+
+    /// Reads the final counters of an exited process out of the kernel maps.
+    fn collect_exit(&mut self, tgid: u32) -> FaultCounters {
+        let faults = self.probes.faults(tgid);
+        self.probes.forget_faults(tgid);
+        if let Some(p) = self.table.get_mut(tgid) {
+            p.faults = faults;
+        }
+        self.vanishing.retain(|&t| t != tgid);
+        faults
+    }
+
+    /// Seeds what no syscall shows from /proc: the start of the break. At exec the break is
+    /// still at its start; at attach its current position is only known from the next brk.
+    pub fn seed(&mut self, tgid: u32, at_exec: bool) {
+        let Ok(stat) = procfs::read_stat(tgid) else {
+            return;
+        };
+        let Some(p) = self.table.get_mut(tgid) else {
+            return;
+        };
+        if stat.start_brk != 0 {
+            p.heap.start = Some(stat.start_brk);
+            if at_exec && p.heap.end.is_none() {
+                p.heap.end = Some(stat.start_brk);
+                p.heap.peak = Some(stat.start_brk);
+            }
+        }
+        if p.comm.is_empty() {
+            p.comm = stat.comm;
+        }
+    }
+
+    /// Starts tracing a process from user space and registers it.
+    pub fn trace(&mut self, tgid: u32, comm: String) -> Result<(), TracerError> {
+        self.probes.trace(tgid)?;
+        self.table.add(tgid, comm);
+        Ok(())
+    }
+
+    /// Periodic work: kernel-side counters, probe logs, exits whose record was lost.
+    fn housekeeping(&mut self) {
+        self.probes.flush_logs();
+        self.read_kernel_counters();
+        let gone: Vec<u32> = self
+            .table
+            .running()
+            .map(|p| p.tgid)
+            .filter(|&tgid| !self.probes.is_traced(tgid) && procfs::read_stat(tgid).is_err())
+            .collect();
+        for tgid in gone
+            .iter()
+            .copied()
+            .filter(|t| self.vanishing.contains(t))
+            .collect::<Vec<_>>()
+        {
+            log::warn!("process {tgid} is gone but its exit record was not seen (lost?)");
+            if let Some(p) = self.table.get_mut(tgid) {
+                p.lifecycle = crate::process::Lifecycle::Exited { ts_ns: 0 };
+            }
+            self.collect_exit(tgid);
+        }
+        self.vanishing = gone;
+    }
+
+    fn read_kernel_counters(&mut self) {
+        self.counters.lost = self.probes.lost();
+        let stats = self.probes.stats();
+        self.counters.exits_without_enter = stats[STAT_EXIT_WITHOUT_ENTER as usize];
+        self.counters.inflight_full = stats[STAT_INFLIGHT_FULL as usize];
+        self.counters.traced_full = stats[STAT_TRACED_FULL as usize];
+    }
+
+    /// Final figures: counters, and faults of processes still running.
+    pub fn finish(&mut self) {
+        self.probes.flush_logs();
+        self.read_kernel_counters();
+        let running: Vec<u32> = self.table.running().map(|p| p.tgid).collect();
+        for tgid in running {
+            let faults = self.probes.faults(tgid);
+            if let Some(p) = self.table.get_mut(tgid) {
+                p.faults = faults;
+            }
+        }
+        if let Some(sink) = self.sink.as_mut() {
+            let c = &self.counters;
+            let end = serde_json::json!({
+                "type": "end",
+                "records": {"syscall": c.records[1], "fork": c.records[2], "exec": c.records[3], "exit": c.records[4]},
+                "lost": {"syscall": c.lost[1], "fork": c.lost[2], "exec": c.lost[3], "exit": c.lost[4]},
+                "decode_errors": c.decode_errors,
+                "exits_without_enter": c.exits_without_enter,
+            });
+            if let Err(err) = sink.write(&end).and_then(|()| sink.flush()) {
+                log::error!("writing the event stream failed: {err}");
+            }
+        }
+    }
+
+    pub fn all_exited(&self) -> bool {
+        self.table.running().next().is_none()
+    }
+}
+
+fn record_kind(event: &Event) -> usize {
+    use tracer_common::record::*;
+    (match event {
+        Event::Syscall(_) => RECORD_SYSCALL,
+        Event::Fork(_) => RECORD_FORK,
+        Event::Exec(_) => RECORD_EXEC,
+        Event::Exit(_) => RECORD_EXIT,
+    }) as usize
+}
+
+pub struct Session {
+    ring: AsyncFd<RingBuf<MapData>>,
+    pub tracker: Tracker,
+    drain_interval: Duration,
+}
+
+/// Why `pump` returned.
+pub enum Stopped<T> {
+    /// The stop future completed with this value.
+    Finished(T),
+    /// Every traced process has exited.
+    AllExited,
+}
+
+impl Session {
+    /// Finds tracefs, loads and attaches the probes, opens the event stream.
+    pub fn start(args: &CommonArgs) -> Result<Session, TracerError> {
+        let tracefs = match &args.tracefs {
+            Some(dir) => Tracefs::at(dir),
+            None => Tracefs::system().map_err(crate::probes::ProbeError::from)?,
+        };
+        let opts = ProbeOptions {
+            ring_buffer_bytes: args.ring_buffer_size,
+            wakeup_bytes: args.wakeup_bytes,
+        };
+        let (probes, ring) = Probes::load(&tracefs, &opts)?;
+        for missing in &probes.attached.optional_missing {
+            log::info!(
+                "optional tracepoint {missing} is missing: new tasks are classified from /proc"
+            );
+        }
+        log::info!(
+            "attached {} tracepoints and {} perf events",
+            probes.attached.tracepoints.len(),
+            probes.attached.perf_events
+        );
+        let sink = match &args.events {
+            Some(path) => Some(EventSink::open(path).map_err(|e| {
+                TracerError::Io(format!("cannot open event stream {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+        // SAFETY: the AsyncFd owns the ring buffer, which owns the descriptor, so it stays open
+        // for as long as it is registered.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| TracerError::Io(format!("cannot poll the ring buffer: {e}")))?;
+        Ok(Session {
+            ring,
+            tracker: Tracker {
+                probes,
+                table: ProcessTable::new(procfs::page_size()),
+                counters: DaemonCounters::default(),
+                sink,
+                sink_failed: false,
+                vanishing: Vec::new(),
+            },
+            drain_interval: Duration::from_millis(args.drain_interval_ms),
+        })
+    }
+
+    /// Reads every record waiting in the ring buffer.
+    pub fn drain(&mut self) {
+        drain_into(self.ring.get_mut(), &mut self.tracker);
+    }
+
+    /// Processes records until `stop` completes or, with `until_all_exited`, until no traced
+    /// process is left. The ring buffer is drained once more before returning, so no record
+    /// produced before the stop is left behind.
+    pub async fn pump<F: Future>(
+        &mut self,
+        stop: F,
+        until_all_exited: bool,
+    ) -> io::Result<Stopped<F::Output>> {
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(self.drain_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let Session { ring, tracker, .. } = self;
+        loop {
+            let mut finished = None;
+            tokio::select! {
+                out = &mut stop => finished = Some(out),
+                ready = ring.readable_mut() => {
+                    let mut guard = ready?;
+                    drain_into(guard.get_inner_mut(), tracker);
+                    guard.clear_ready();
+                    continue;
+                }
+                _ = tick.tick() => {}
+            }
+            drain_into(ring.get_mut(), tracker);
+            tracker.housekeeping();
+            if let Some(out) = finished {
+                return Ok(Stopped::Finished(out));
+            }
+            if until_all_exited && tracker.all_exited() {
+                return Ok(Stopped::AllExited);
+            }
+        }
+    }
+}
+
+fn drain_into(ring: &mut RingBuf<MapData>, tracker: &mut Tracker) {
+    while let Some(item) = ring.next() {
+        tracker.handle_record(&item);
+    }
+}

@@ -1,0 +1,193 @@
+//! The human summary printed at the end of `run` and `attach`.
+
+use std::fmt::Write as _;
+
+use tracer_common::counters::*;
+
+use crate::{
+    process::{Lifecycle, ProcessState},
+    syscalls::SyscallKind,
+};
+
+/// Daemon-wide counters shown in the summary header.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DaemonCounters {
+    /// Records decoded, by kind (index = `RECORD_*`).
+    pub records: [u64; tracer_common::record::RECORD_KINDS],
+    /// Records lost in the kernel (ring buffer full), by kind.
+    pub lost: [u64; tracer_common::record::RECORD_KINDS],
+    /// Records that could not be decoded.
+    pub decode_errors: u64,
+    /// Syscall exits seen without their entry (traced mid-syscall).
+    pub exits_without_enter: u64,
+    /// Syscalls whose arguments could not be stashed (in-flight map full).
+    pub inflight_full: u64,
+    /// Forked processes that could not be traced (traced map full).
+    pub traced_full: u64,
+}
+
+impl DaemonCounters {
+    pub fn lost_total(&self) -> u64 {
+        self.lost.iter().sum()
+    }
+}
+
+/// `1.5 MiB`-style sizes.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn opt_hex(v: Option<u64>) -> String {
+    v.map_or_else(|| "unknown".to_string(), |v| format!("{v:#x}"))
+}
+
+/// Renders the summary of the given processes.
+pub fn render<'a>(processes: impl Iterator<Item = &'a ProcessState>, d: &DaemonCounters) -> String {
+    let mut out = String::new();
+    let r = &d.records;
+    let _ = writeln!(
+        out,
+        "tracer: {} syscall records, {} fork, {} exec, {} exit; lost {}; decode errors {}",
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        d.lost_total(),
+        d.decode_errors
+    );
+    if d.lost_total() > 0 {
+        let _ = writeln!(
+            out,
+            "tracer: WARNING: {} records were lost because the ring buffer was full \
+             (syscall {}, fork {}, exec {}, exit {}); the figures below are incomplete. \
+             Use a larger --ring-buffer-size.",
+            d.lost_total(),
+            d.lost[1],
+            d.lost[2],
+            d.lost[3],
+            d.lost[4]
+        );
+    }
+    if d.exits_without_enter + d.inflight_full + d.traced_full > 0 {
+        let _ = writeln!(
+            out,
+            "tracer: syscalls already in progress at attach {}, unrecorded (in-flight map full) \
+             {}, children not traced (traced map full) {}",
+            d.exits_without_enter, d.inflight_full, d.traced_full
+        );
+    }
+    for p in processes {
+        render_process(&mut out, p);
+    }
+    out
+}
+
+fn render_process(out: &mut String, p: &ProcessState) {
+    let state = match (&p.lifecycle, p.exit_status) {
+        (Lifecycle::Running, _) => "still running".to_string(),
+        (Lifecycle::Exited { .. }, Some(status)) => format!("exited, status {status}"),
+        (Lifecycle::Exited { .. }, None) => "exited".to_string(),
+    };
+    let _ = write!(out, "\npid {} ({})", p.tgid, p.comm);
+    if let Some(exe) = &p.exe {
+        let _ = write!(out, " {exe}");
+    }
+    let _ = write!(out, ": {state}");
+    if let Some(parent) = p.parent {
+        let _ = write!(out, ", forked by {parent}");
+    }
+    if p.threads_created > 0 {
+        let _ = write!(out, ", {} threads created", p.threads_created);
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "  {:<10} {:>10} {:>10}", "syscall", "calls", "failed");
+    for kind in SyscallKind::ALL {
+        let s = p.stats(kind);
+        let _ = writeln!(
+            out,
+            "  {:<10} {:>10} {:>10}",
+            kind.name(),
+            s.calls,
+            s.failed
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  mapped {} ({} bytes), unmapped {} ({} bytes)",
+        human_bytes(p.bytes_mapped),
+        p.bytes_mapped,
+        human_bytes(p.bytes_unmapped),
+        p.bytes_unmapped
+    );
+    let h = &p.heap;
+    let _ = writeln!(
+        out,
+        "  heap start {} end {} peak {} (size {}, peak size {}, {} moves)",
+        opt_hex(h.start),
+        opt_hex(h.end),
+        opt_hex(h.peak),
+        h.size().map_or("unknown".into(), human_bytes),
+        h.peak_size().map_or("unknown".into(), human_bytes),
+        h.moves
+    );
+    let f = &p.faults;
+    let a = &f.by_access;
+    let _ = writeln!(
+        out,
+        "  page faults {} (minor {}, major {}); user read {}, write {}, exec {}; \
+         kernel read {}, write {}, exec {}",
+        f.total(),
+        f.total().saturating_sub(f.major),
+        f.major,
+        a[ACCESS_USER_READ],
+        a[ACCESS_USER_WRITE],
+        a[ACCESS_USER_EXEC],
+        a[ACCESS_KERNEL_READ],
+        a[ACCESS_KERNEL_WRITE],
+        a[ACCESS_KERNEL_EXEC]
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_human() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(132 * 1024), "132.0 KiB");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+    }
+
+    #[test]
+    fn summary_lists_every_syscall_and_warns_about_losses() {
+        let mut p = ProcessState::new(42, "demo".into());
+        p.syscalls[SyscallKind::Munmap.index()].calls = 3;
+        p.syscalls[SyscallKind::Munmap.index()].failed = 1;
+        let d = DaemonCounters {
+            lost: [0, 5, 0, 0, 0],
+            ..Default::default()
+        };
+        let text = render(std::iter::once(&p), &d);
+        assert!(text.contains("pid 42 (demo): still running"), "{text}");
+        assert!(
+            text.contains("  munmap              3          1"),
+            "{text}"
+        );
+        assert!(text.contains("WARNING: 5 records were lost"), "{text}");
+        for kind in SyscallKind::ALL {
+            assert!(text.contains(kind.name()));
+        }
+    }
+}
