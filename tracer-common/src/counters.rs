@@ -56,6 +56,10 @@ pub const STATS_LEN: u32 = 4;
 pub const TRACED_BY_USER: u32 = 1;
 /// The process was added by the kernel side when a traced parent forked it.
 pub const TRACED_BY_FORK: u32 = 2;
+/// The tracer's own child for `tracer run`, not yet executing CMD: nothing is counted until
+/// its `execve` starts (its copy-on-write faults after fork are the tracer's, not CMD's). The
+/// execve entry probe turns it into `TRACED_BY_USER`.
+pub const TRACED_AWAIT_EXEC: u32 = 3;
 
 const _: () = assert!(size_of::<FaultCounters>() == 64);
 

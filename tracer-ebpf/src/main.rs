@@ -9,7 +9,8 @@
 mod maps;
 mod probes;
 
-#[cfg(not(test))]
+// Only on the BPF target: a host build (clippy) links std through dependencies, which has one.
+#[cfg(all(target_arch = "bpf", not(test)))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     // The verifier rejects any program that could reach here, so this never runs.

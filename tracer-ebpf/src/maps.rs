@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     config::Config,
-    counters::{FaultCounters, STATS_LEN},
+    counters::{FaultCounters, STATS_LEN, TRACED_AWAIT_EXEC},
     record::{Header, MAX_ARGS, RECORD_KINDS},
 };
 
@@ -76,9 +76,20 @@ pub fn current_ids() -> (u32, u64) {
     ((pid_tgid >> 32) as u32, pid_tgid)
 }
 
+/// Whether `tgid` is in the traced set at all (lifecycle probes: fork, exec, exit).
 #[inline(always)]
 pub fn is_traced(tgid: u32) -> bool {
     TRACED.get_ptr(tgid).is_some()
+}
+
+/// Whether `tgid`'s syscalls and faults are counted: traced and not awaiting its exec.
+#[inline(always)]
+pub fn is_counted(tgid: u32) -> bool {
+    match TRACED.get_ptr(tgid) {
+        // SAFETY: a valid map value pointer for the duration of the program.
+        Some(state) => (unsafe { *state }) != TRACED_AWAIT_EXEC,
+        None => false,
+    }
 }
 
 #[inline(always)]

@@ -11,7 +11,7 @@ use aya::{
 use thiserror::Error;
 use tracer_common::{
     config::Config,
-    counters::{FaultCounters, STATS_LEN, TRACED_BY_USER},
+    counters::{FaultCounters, STATS_LEN, TRACED_AWAIT_EXEC, TRACED_BY_USER},
     record::{MAX_ARGS, RECORD_KINDS},
 };
 
@@ -34,17 +34,17 @@ pub enum ProbeError {
         expected: u16,
     },
     #[error("loading the eBPF probes failed: {0}")]
-    Load(#[source] aya::EbpfError),
+    Load(#[source] Box<aya::EbpfError>),
     #[error("the kernel rejected probe `{program}`: {source}")]
     Program {
         program: String,
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("attaching `{program}` to {target} failed: {source}")]
     Attach {
         program: String,
         target: String,
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("program `{0}` is missing from the probe object")]
     MissingProgram(String),
@@ -53,7 +53,7 @@ pub enum ProbeError {
     #[error("map `{name}`: {source}")]
     Map {
         name: &'static str,
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
     #[error("cannot list online CPUs: {0}")]
     Cpus(std::io::Error),
@@ -196,6 +196,10 @@ fn tracepoints() -> Vec<(&'static str, String, bool)> {
     ] {
         list.push(("sched", name.to_string(), true));
     }
+    // `tracer run` starts counting its child at execve entry.
+    for name in ["sys_enter_execve", "sys_enter_execveat"] {
+        list.push(("syscalls", name.to_string(), true));
+    }
     // Without these, new tasks are classified from /proc instead (FORK_FLAGS_UNKNOWN).
     for name in [
         "sys_enter_clone",
@@ -220,7 +224,7 @@ impl Probes {
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", opts.ring_buffer_bytes)
             .load(PROBES_OBJECT)
-            .map_err(ProbeError::Load)?;
+            .map_err(|e| ProbeError::Load(Box::new(e)))?;
         // Messages from the probes (rare: e.g. the traced set being full) go to our logger.
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
 
@@ -236,18 +240,18 @@ impl Probes {
                 .try_into()
                 .map_err(|source| ProbeError::Program {
                     program: name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             program.load().map_err(|source| ProbeError::Program {
                 program: name.clone(),
-                source,
+                source: Box::new(source),
             })?;
             program
                 .attach(group, &name)
                 .map_err(|source| ProbeError::Attach {
                     program: name.clone(),
                     target: format!("tracepoint {group}:{name}"),
-                    source,
+                    source: Box::new(source),
                 })?;
             attached.tracepoints.push(format!("{group}:{name}"));
         }
@@ -256,7 +260,7 @@ impl Probes {
         let ring = match ebpf.take_map("EVENTS") {
             Some(map) => RingBuf::try_from(map).map_err(|source| ProbeError::Map {
                 name: "EVENTS",
-                source,
+                source: Box::new(source),
             })?,
             None => return Err(ProbeError::MissingMap("EVENTS")),
         };
@@ -278,8 +282,15 @@ impl Probes {
             .insert(tgid, TRACED_BY_USER, 0)
             .map_err(|source| ProbeError::Map {
                 name: "TRACED",
-                source,
+                source: Box::new(source),
             })
+    }
+
+    /// Traces `tgid`, the tracer's own child, from its next execve on.
+    pub fn trace_from_exec(&mut self, tgid: u32) -> Result<(), ProbeError> {
+        self.traced
+            .insert(tgid, TRACED_AWAIT_EXEC, 0)
+            .map_err(|source| ProbeError::Map { name: "TRACED", source: Box::new(source) })
     }
 
     /// Stops tracing `tgid` (used when an attach fails half-way).
@@ -346,7 +357,7 @@ where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
     let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
-    T::try_from(map).map_err(|source| ProbeError::Map { name, source })
+    T::try_from(map).map_err(|source| ProbeError::Map { name, source: Box::new(source) })
 }
 
 /// Counts major faults on the `page-faults-maj` software event of every online CPU (period 1:
@@ -359,11 +370,11 @@ fn attach_major_faults(ebpf: &mut Ebpf) -> Result<usize, ProbeError> {
         .try_into()
         .map_err(|source| ProbeError::Program {
             program: name.into(),
-            source,
+            source: Box::new(source),
         })?;
     program.load().map_err(|source| ProbeError::Program {
         program: name.into(),
-        source,
+        source: Box::new(source),
     })?;
     let cpus = aya::util::online_cpus().map_err(|(_, err)| ProbeError::Cpus(err))?;
     for &cpu in &cpus {
@@ -377,7 +388,7 @@ fn attach_major_faults(ebpf: &mut Ebpf) -> Result<usize, ProbeError> {
             .map_err(|source| ProbeError::Attach {
                 program: name.into(),
                 target: format!("perf software event page-faults-maj on CPU {cpu}"),
-                source,
+                source: Box::new(source),
             })?;
     }
     Ok(cpus.len())

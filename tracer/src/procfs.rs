@@ -90,8 +90,8 @@ mod tests {
     #[test]
     fn parses_stat_with_awkward_comm() {
         let mut text = String::from("4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 1234 0 7 0");
-        // fields 16..=46 as zeros, then start_brk (47)
-        for _ in 16..=46 {
+        // fields 14..=46 as zeros, then start_brk (47)
+        for _ in 14..=46 {
             text.push_str(" 0");
         }
         text.push_str(" 94558392254464 0 0\n");

@@ -118,9 +118,16 @@ impl Tracker {
         }
     }
 
-    /// Starts tracing a process from user space and registers it.
+    /// Starts tracing a running process from user space and registers it.
     pub fn trace(&mut self, tgid: u32, comm: String) -> Result<(), TracerError> {
         self.probes.trace(tgid)?;
+        self.table.add(tgid, comm);
+        Ok(())
+    }
+
+    /// Registers the tracer's own child, counted from its execve on.
+    pub fn trace_from_exec(&mut self, tgid: u32, comm: String) -> Result<(), TracerError> {
+        self.probes.trace_from_exec(tgid)?;
         self.table.add(tgid, comm);
         Ok(())
     }
@@ -217,9 +224,10 @@ impl Session {
     /// Finds tracefs, loads and attaches the probes, opens the event stream.
     pub fn start(args: &CommonArgs) -> Result<Session, TracerError> {
         let tracefs = match &args.tracefs {
-            Some(dir) => Tracefs::at(dir),
-            None => Tracefs::system().map_err(crate::probes::ProbeError::from)?,
-        };
+            Some(dir) => Tracefs::user_given(dir),
+            None => Tracefs::system(),
+        }
+        .map_err(crate::probes::ProbeError::from)?;
         let opts = ProbeOptions {
             ring_buffer_bytes: args.ring_buffer_size,
             wakeup_bytes: args.wakeup_bytes,

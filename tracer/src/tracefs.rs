@@ -17,6 +17,8 @@ pub enum TracefsError {
          /sys/kernel/tracing` (kernel option CONFIG_FTRACE)"
     )]
     NotMounted(String),
+    #[error("{0} is not a tracefs: it has no events/ directory")]
+    NotTracefs(PathBuf),
     #[error("the kernel has no tracepoint {group}:{name} ({path} is missing); {hint}")]
     MissingTracepoint {
         group: String,
@@ -115,6 +117,15 @@ impl Tracefs {
     /// Uses `root` as the tracefs (tests point this at a fake tree).
     pub fn at(root: impl Into<PathBuf>) -> Tracefs {
         Tracefs { root: root.into() }
+    }
+
+    /// Uses a tracefs given by the user, checking that it looks like one.
+    pub fn user_given(root: &Path) -> Result<Tracefs, TracefsError> {
+        if root.join("events").is_dir() {
+            Ok(Tracefs::at(root))
+        } else {
+            Err(TracefsError::NotTracefs(root.to_path_buf()))
+        }
     }
 
     /// Finds the system tracefs, mounting it at /sys/kernel/tracing if nothing is mounted.

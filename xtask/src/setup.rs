@@ -17,56 +17,9 @@ use crate::util::{capture, find_in_path, home_dir, is_root, run, say};
 /// package is missing, so that whoever is asked to install it knows why).
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("gcc", "compiles the C workloads the tests trace"),
-    (
-        "libc6-dev",
-        "libc headers and startup files for compiling the C workloads",
-    ),
-    (
-        "make",
-        "builds C workloads and native build steps of dependencies",
-    ),
-    (
-        "util-linux",
-        "setpriv, which drops capabilities for the missing-capability test",
-    ),
-    (
-        "strace",
-        "peer tracer measured against in `cargo xtask bench`",
-    ),
-    (
-        "linux-perf",
-        "peer tracer measured against in `cargo xtask bench`",
-    ),
-    (
-        "bpftrace",
-        "peer tracer measured against in `cargo xtask bench`",
-    ),
-    (
-        "libjemalloc2",
-        "jemalloc for the LD_PRELOAD allocator tests",
-    ),
-    (
-        "libtcmalloc-minimal4",
-        "tcmalloc for the LD_PRELOAD allocator tests",
-    ),
-    (
-        "libmimalloc2.0",
-        "mimalloc for the LD_PRELOAD allocator tests",
-    ),
-    (
-        "prometheus",
-        "promtool and a real Prometheus server scraping the tracer in tests",
-    ),
-    ("python3", "helper scripts used by the tests"),
-    (
-        "qemu-system-x86",
-        "boots the test kernel in `cargo xtask vmtest`",
-    ),
-    (
-        "busybox-static",
-        "userland of the initramfs in `cargo xtask vmtest`",
-    ),
-    ("cpio", "packs the initramfs in `cargo xtask vmtest`"),
+    ("libc6-dev", "libc headers and static libc for the C workloads"),
+    ("util-linux", "setpriv, which drops capabilities for the missing-capability test"),
+    ("python3", "a real interpreter traced by the tests"),
 ];
 
 #[derive(clap::Args)]

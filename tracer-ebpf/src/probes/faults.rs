@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use tracer_common::counters::{ACCESS_KERNEL_READ, ACCESS_USER_READ, X86_PF_INSTR, X86_PF_WRITE};
 
-use crate::maps::{add, config, current_ids, fault_counters, is_traced};
+use crate::maps::{add, config, current_ids, fault_counters, is_counted};
 
 /// Kernel addresses have the top bit set on x86-64 and arm64; faults there are not the
 /// process's.
@@ -27,7 +27,7 @@ const KERNEL_HALF: u64 = 1 << 63;
 
 fn on_fault(ctx: &TracePointContext, base: usize) -> Result<(), i64> {
     let (tgid, _) = current_ids();
-    if !is_traced(tgid) {
+    if !is_counted(tgid) {
         return Ok(());
     }
     let cfg = config();
@@ -70,7 +70,7 @@ pub fn page_fault_kernel(ctx: TracePointContext) -> u32 {
 #[perf_event]
 pub fn major_fault(_ctx: PerfEventContext) -> u32 {
     let (tgid, _) = current_ids();
-    if is_traced(tgid)
+    if is_counted(tgid)
         && let Some(counters) = fault_counters(tgid)
     {
         // SAFETY: as in `on_fault`.

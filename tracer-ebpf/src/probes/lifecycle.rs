@@ -23,7 +23,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use tracer_common::{
-    counters::{STAT_TRACED_FULL, TRACED_BY_FORK},
+    counters::{STAT_TRACED_FULL, TRACED_AWAIT_EXEC, TRACED_BY_FORK, TRACED_BY_USER},
     record::{
         EXEC_FILENAME_LEN, ExecRecord, ExitRecord, FORK_FLAGS_UNKNOWN, FORK_THREAD, ForkRecord,
         RECORD_EXEC, RECORD_EXIT, RECORD_FORK,
@@ -31,7 +31,7 @@ use tracer_common::{
 };
 
 use crate::maps::{
-    CLONE_FLAGS, EVENTS, INFLIGHT, TRACED, WAKE_NOW, config, count_lost, count_stat, current_ids,
+    CLONE_FLAGS, EVENTS, FAULTS, INFLIGHT, TRACED, WAKE_NOW, config, count_lost, count_stat, current_ids,
     header, is_traced,
 };
 
@@ -76,6 +76,33 @@ pub fn sys_enter_fork(_ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_enter_vfork(_ctx: TracePointContext) -> u32 {
     stash_clone_flags(CLONE_VM | CLONE_VFORK);
+    0
+}
+
+/// `tracer run`'s child starts CMD: from here on its syscalls and faults are CMD's. What it
+/// faulted between fork and now was the tracer's own doing and is discarded.
+fn start_counting_at_exec() {
+    let (tgid, _) = current_ids();
+    if let Some(state) = TRACED.get_ptr_mut(tgid) {
+        // SAFETY: a valid map value pointer for the duration of the program.
+        unsafe {
+            if *state == TRACED_AWAIT_EXEC {
+                *state = TRACED_BY_USER;
+                let _ = FAULTS.remove(tgid);
+            }
+        }
+    }
+}
+
+#[tracepoint]
+pub fn sys_enter_execve(_ctx: TracePointContext) -> u32 {
+    start_counting_at_exec();
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_execveat(_ctx: TracePointContext) -> u32 {
+    start_counting_at_exec();
     0
 }
 

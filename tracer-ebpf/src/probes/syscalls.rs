@@ -20,12 +20,12 @@ use tracer_common::{
 
 use crate::maps::{
     EVENTS, INFLIGHT, Inflight, batched_wakeup, config, count_lost, count_stat, current_ids,
-    header, is_traced, now_ns,
+    header, is_counted, now_ns,
 };
 
 fn on_enter(ctx: &TracePointContext, syscall: u32) -> Result<(), i64> {
     let (tgid, pid_tgid) = current_ids();
-    if !is_traced(tgid) {
+    if !is_counted(tgid) {
         return Ok(());
     }
     let cfg = config();
@@ -51,7 +51,7 @@ fn on_enter(ctx: &TracePointContext, syscall: u32) -> Result<(), i64> {
 
 fn on_exit(ctx: &TracePointContext, syscall: u32) -> Result<(), i64> {
     let (tgid, pid_tgid) = current_ids();
-    if !is_traced(tgid) {
+    if !is_counted(tgid) {
         return Ok(());
     }
     let Some(stashed) = INFLIGHT.get_ptr(pid_tgid) else {

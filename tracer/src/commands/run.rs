@@ -18,7 +18,7 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
         .next()
         .unwrap_or_default()
         .to_string();
-    if let Err(err) = session.tracker.trace(pid, comm) {
+    if let Err(err) = session.tracker.trace_from_exec(pid, comm) {
         gated.abort();
         return Err(err);
     }
