@@ -41,9 +41,14 @@ pub fn kernel_available() -> bool {
     let result = PROBE.get_or_init(|| {
         let bin = tracer_bin();
         if !bin.exists() {
-            return Err(format!("{} does not exist: build it (cargo xtask test)", bin.display()));
+            return Err(format!(
+                "{} does not exist: build it (cargo xtask test)",
+                bin.display()
+            ));
         }
-        let out = Command::new(&bin).args(["run", "-q", "--", "/bin/true"]).output();
+        let out = Command::new(&bin)
+            .args(["run", "-q", "--", "/bin/true"])
+            .output();
         match out {
             Ok(o) if o.status.success() => Ok(()),
             Ok(o) => Err(format!(
@@ -107,7 +112,9 @@ pub fn read_events(path: &Path) -> Vec<Value> {
 
 /// Parses a `"0x..."` string of the event stream.
 pub fn hex(value: &Value) -> u64 {
-    let s = value.as_str().unwrap_or_else(|| panic!("not a hex string: {value}"));
+    let s = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a hex string: {value}"));
     u64::from_str_radix(s.trim_start_matches("0x"), 16).expect("hex")
 }
 
@@ -141,14 +148,19 @@ pub fn exit_event(events: &[Value], pid: u64) -> &Value {
 /// The closing `end` line.
 pub fn end_event(events: &[Value]) -> &Value {
     let last = events.last().expect("empty stream");
-    assert_eq!(last["type"], "end", "the stream must close with an end line");
+    assert_eq!(
+        last["type"], "end",
+        "the stream must close with an end line"
+    );
     last
 }
 
 /// One row of the human summary: (calls, failed) of `syscall` for `pid`.
 pub fn summary_row(stderr: &str, pid: u64, syscall: &str) -> (u64, u64) {
     let header = format!("pid {pid} (");
-    let start = stderr.find(&header).unwrap_or_else(|| panic!("no summary for {pid}:\n{stderr}"));
+    let start = stderr
+        .find(&header)
+        .unwrap_or_else(|| panic!("no summary for {pid}:\n{stderr}"));
     let section = &stderr[start..];
     let end = section[1..].find("\npid ").map_or(section.len(), |i| i + 1);
     for line in section[..end].lines() {

@@ -17,7 +17,14 @@ fn summary_and_events_equal_the_workloads_own_counts() {
     let events_path = dir.join("events.jsonl");
     let bin = workload("syscall_counts");
     let out = run_tracer(
-        &["run", "--events", events_path.to_str().unwrap(), "--", bin.to_str().unwrap(), "7"],
+        &[
+            "run",
+            "--events",
+            events_path.to_str().unwrap(),
+            "--",
+            bin.to_str().unwrap(),
+            "7",
+        ],
         LIMIT,
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -28,16 +35,26 @@ fn summary_and_events_equal_the_workloads_own_counts() {
     for name in SYSCALLS {
         let calls = own[name]["calls"].as_u64().unwrap();
         let failed = own[name]["failed"].as_u64().unwrap();
-        assert!(calls > 0 && failed > 0, "the workload exercises {name}, failing too");
+        assert!(
+            calls > 0 && failed > 0,
+            "the workload exercises {name}, failing too"
+        );
         let seen = syscalls(&events, pid, Some(name));
         let seen_failed = seen.iter().filter(|e| e["ok"] == false).count() as u64;
         assert_eq!(seen.len() as u64, calls, "{name} calls in --events");
         assert_eq!(seen_failed, failed, "{name} failures in --events");
-        assert_eq!(summary_row(&stderr, pid, name), (calls, failed), "{name} in the summary");
+        assert_eq!(
+            summary_row(&stderr, pid, name),
+            (calls, failed),
+            "{name} in the summary"
+        );
     }
     // Nothing but the workload's own calls: the tracer's child made none of these before exec.
     assert_eq!(syscalls(&events, pid, None).len() as u64, {
-        SYSCALLS.iter().map(|n| own[*n]["calls"].as_u64().unwrap()).sum::<u64>()
+        SYSCALLS
+            .iter()
+            .map(|n| own[*n]["calls"].as_u64().unwrap())
+            .sum::<u64>()
     });
     let end = end_event(&events);
     assert_eq!(end["lost"]["syscall"], 0);
@@ -54,21 +71,36 @@ fn failed_calls_carry_their_errno() {
     let events_path = dir.join("events.jsonl");
     let bin = workload("syscall_counts");
     let out = run_tracer(
-        &["run", "-q", "--events", events_path.to_str().unwrap(), "--", bin.to_str().unwrap(), "1"],
+        &[
+            "run",
+            "-q",
+            "--events",
+            events_path.to_str().unwrap(),
+            "--",
+            bin.to_str().unwrap(),
+            "1",
+        ],
         LIMIT,
     );
     assert!(out.status.success());
     let events = read_events(&events_path);
     let pid = exec_pid(&events, "syscall_counts");
     let munmaps = syscalls(&events, pid, Some("munmap"));
-    let unaligned = munmaps.iter().find(|e| hex(&e["args"]["addr"]) % 4096 == 1).unwrap();
+    let unaligned = munmaps
+        .iter()
+        .find(|e| hex(&e["args"]["addr"]) % 4096 == 1)
+        .unwrap();
     assert_eq!(unaligned["ok"], false);
     assert_eq!(unaligned["errno"], "EINVAL");
     assert_eq!(unaligned["ret"], -22);
-    let bad_fd = syscalls(&events, pid, Some("mmap")).into_iter().find(|e| e["args"]["fd"] == 12345);
+    let bad_fd = syscalls(&events, pid, Some("mmap"))
+        .into_iter()
+        .find(|e| e["args"]["fd"] == 12345);
     assert_eq!(bad_fd.unwrap()["errno"], "EBADF");
     // A refused brk returns the old break, reported as ENOMEM.
-    let refused = syscalls(&events, pid, Some("brk")).into_iter().find(|e| e["ok"] == false);
+    let refused = syscalls(&events, pid, Some("brk"))
+        .into_iter()
+        .find(|e| e["ok"] == false);
     let refused = refused.unwrap();
     assert_eq!(hex(&refused["args"]["brk"]), 4096);
     assert_eq!(refused["errno"], "ENOMEM");
@@ -80,10 +112,22 @@ fn seed_demo(pages: &str) -> (Vec<Value>, u64) {
     let events_path = dir.join("events.jsonl");
     let bin = workload("seed_demo");
     let out = run_tracer(
-        &["run", "-q", "--events", events_path.to_str().unwrap(), "--", bin.to_str().unwrap(), pages],
+        &[
+            "run",
+            "-q",
+            "--events",
+            events_path.to_str().unwrap(),
+            "--",
+            bin.to_str().unwrap(),
+            pages,
+        ],
         LIMIT,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let events = read_events(&events_path);
     let pid = exec_pid(&events, "seed_demo");
     (events, pid)
@@ -97,12 +141,19 @@ fn seed_malloc_1_grows_the_heap_by_132_kib_in_one_brk() {
     let (events, pid) = seed_demo("64");
     let brks = syscalls(&events, pid, Some("brk"));
     // The first brk that moves the break: glibc asks for the break, then sets it 0x21000 on.
-    let first_move = brks.iter().position(|e| hex(&e["args"]["brk"]) != 0).expect("a moving brk");
+    let first_move = brks
+        .iter()
+        .position(|e| hex(&e["args"]["brk"]) != 0)
+        .expect("a moving brk");
     assert!(first_move > 0, "a brk(0) query precedes the first move");
     let before = hex(&brks[first_move - 1]["ret"]);
     let after = hex(&brks[first_move]["ret"]);
     assert_eq!(brks[first_move]["ok"], true);
-    assert_eq!(after - before, 0x21000, "malloc(1) moves the break by 132 KiB in one step");
+    assert_eq!(
+        after - before,
+        0x21000,
+        "malloc(1) moves the break by 132 KiB in one step"
+    );
 }
 
 #[test]
@@ -121,8 +172,14 @@ fn seed_large_malloc_is_an_mmap_freed_by_munmap_of_the_same_range() {
     let (addr, len) = (hex(&calls[big]["ret"]), hex(&calls[big]["args"]["len"]));
     assert!(len >= 200 * 1024 && len % 4096 == 0);
     let next = calls[big + 1];
-    assert_eq!(next["syscall"], "munmap", "free() of it is the very next call");
-    assert_eq!((hex(&next["args"]["addr"]), hex(&next["args"]["len"])), (addr, len));
+    assert_eq!(
+        next["syscall"], "munmap",
+        "free() of it is the very next call"
+    );
+    assert_eq!(
+        (hex(&next["args"]["addr"]), hex(&next["args"]["len"])),
+        (addr, len)
+    );
     // free() of the 1-byte block returns nothing: the next call is the program's own brk(b+4),
     // with b the break malloc(1) left.
     let heap_end = syscalls(&events, pid, Some("brk"))
@@ -133,8 +190,16 @@ fn seed_large_malloc_is_an_mmap_freed_by_munmap_of_the_same_range() {
         .unwrap();
     let brk = calls[big + 2];
     assert_eq!(brk["syscall"], "brk");
-    assert_eq!(hex(&brk["args"]["brk"]), heap_end + 4, "sbrk(0) is answered by glibc itself");
-    assert_eq!(hex(&brk["ret"]), heap_end + 4, "the break moves by exactly 4 bytes");
+    assert_eq!(
+        hex(&brk["args"]["brk"]),
+        heap_end + 4,
+        "sbrk(0) is answered by glibc itself"
+    );
+    assert_eq!(
+        hex(&brk["ret"]),
+        heap_end + 4,
+        "the break moves by exactly 4 bytes"
+    );
 }
 
 /// User write faults of touch_pages with `pages` (zero-padded so argv has the same size).
@@ -155,7 +220,11 @@ fn touch_faults(pages: &str) -> Value {
         ],
         LIMIT,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let events = read_events(&events_path);
     let pid = exec_pid(&events, "touch_pages");
     exit_event(&events, pid)["faults"].clone()
@@ -169,11 +238,15 @@ fn seed_touching_n_pages_makes_n_write_faults() {
     let base = touch_faults("0000");
     let touched = touch_faults("0300");
     println!("faults untouched: {base}\nfaults with 300 pages touched: {touched}");
-    let diff = |key: &str| touched[key].as_u64().unwrap() as i64 - base[key].as_u64().unwrap() as i64;
+    let diff =
+        |key: &str| touched[key].as_u64().unwrap() as i64 - base[key].as_u64().unwrap() as i64;
     assert_eq!(diff("user_write"), 300);
     assert_eq!(diff("total"), 300);
     assert_eq!(diff("minor"), 300);
-    assert_eq!(diff("user_read") + diff("user_exec") + diff("kernel_write"), 0);
+    assert_eq!(
+        diff("user_read") + diff("user_exec") + diff("kernel_write"),
+        0
+    );
 }
 
 #[test]
@@ -185,14 +258,31 @@ fn fault_totals_match_the_processes_own_minflt_and_majflt() {
     let events_path = dir.join("events.jsonl");
     let bin = workload("fault_stat");
     let out = run_tracer(
-        &["run", "-q", "--events", events_path.to_str().unwrap(), "--", bin.to_str().unwrap(), "20000"],
+        &[
+            "run",
+            "-q",
+            "--events",
+            events_path.to_str().unwrap(),
+            "--",
+            bin.to_str().unwrap(),
+            "20000",
+        ],
         LIMIT,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let field = |name: &str| -> u64 {
-        let token = stdout.split_whitespace().find_map(|t| t.strip_prefix(&format!("{name}=")));
-        token.unwrap_or_else(|| panic!("no {name} in {stdout}")).parse().unwrap()
+        let token = stdout
+            .split_whitespace()
+            .find_map(|t| t.strip_prefix(&format!("{name}=")));
+        token
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+            .parse()
+            .unwrap()
     };
     let (minflt, majflt) = (field("minflt"), field("majflt"));
     let events = read_events(&events_path);

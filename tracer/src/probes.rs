@@ -290,7 +290,10 @@ impl Probes {
     pub fn trace_from_exec(&mut self, tgid: u32) -> Result<(), ProbeError> {
         self.traced
             .insert(tgid, TRACED_AWAIT_EXEC, 0)
-            .map_err(|source| ProbeError::Map { name: "TRACED", source: Box::new(source) })
+            .map_err(|source| ProbeError::Map {
+                name: "TRACED",
+                source: Box::new(source),
+            })
     }
 
     /// Stops tracing `tgid` (used when an attach fails half-way).
@@ -357,7 +360,10 @@ where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
     let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
-    T::try_from(map).map_err(|source| ProbeError::Map { name, source: Box::new(source) })
+    T::try_from(map).map_err(|source| ProbeError::Map {
+        name,
+        source: Box::new(source),
+    })
 }
 
 /// Counts major faults on the `page-faults-maj` software event of every online CPU (period 1:

@@ -17,8 +17,14 @@ use crate::util::{capture, find_in_path, home_dir, is_root, run, say};
 /// package is missing, so that whoever is asked to install it knows why).
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("gcc", "compiles the C workloads the tests trace"),
-    ("libc6-dev", "libc headers and static libc for the C workloads"),
-    ("util-linux", "setpriv, which drops capabilities for the missing-capability test"),
+    (
+        "libc6-dev",
+        "libc headers and static libc for the C workloads",
+    ),
+    (
+        "util-linux",
+        "setpriv, which drops capabilities for the missing-capability test",
+    ),
     ("python3", "a real interpreter traced by the tests"),
 ];
 

@@ -31,8 +31,8 @@ use tracer_common::{
 };
 
 use crate::maps::{
-    CLONE_FLAGS, EVENTS, FAULTS, INFLIGHT, TRACED, WAKE_NOW, config, count_lost, count_stat, current_ids,
-    header, is_traced,
+    CLONE_FLAGS, EVENTS, FAULTS, INFLIGHT, TRACED, WAKE_NOW, config, count_lost, count_stat,
+    current_ids, header, is_traced,
 };
 
 const CLONE_VM: u64 = 0x100;

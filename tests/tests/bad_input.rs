@@ -1,0 +1,264 @@
+//! Bad input gets a clear message and a documented exit status, never a panic.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use tests::*;
+
+const LIMIT: Duration = Duration::from_secs(60);
+const EXIT_USAGE: i32 = 2;
+const EXIT_TRACING_FAILED: i32 = 125;
+const EXIT_CANNOT_EXECUTE: i32 = 126;
+const EXIT_NOT_FOUND: i32 = 127;
+
+fn expect(args: &[&str], status: i32, message: &str) {
+    let out = run_tracer(args, LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(status),
+        "status of {args:?}; stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(message),
+        "stderr of {args:?} lacks {message:?}:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+fn unused_pid() -> u32 {
+    (100_000..4_000_000)
+        .rev()
+        .find(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        .unwrap()
+}
+
+#[test]
+fn attach_to_a_pid_that_does_not_exist() {
+    let pid = unused_pid();
+    expect(
+        &["attach", "--pid", &pid.to_string()],
+        EXIT_USAGE,
+        &format!("tracer: no such process: {pid}\n"),
+    );
+}
+
+#[test]
+fn attach_to_a_kernel_thread() {
+    // kthreadd is pid 2 on every Linux system.
+    expect(
+        &["attach", "--pid", "2"],
+        EXIT_USAGE,
+        "tracer: process 2 is a kernel thread: it has no user address space to trace\n",
+    );
+}
+
+#[test]
+fn attach_to_a_process_that_has_exited() {
+    // `sleep` inherits the background `true` as its child and never reaps it: a zombie.
+    let mut shell = Command::new("sh")
+        .args(["-c", "true & echo $!; exec sleep 30"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(shell.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let zombie: u32 = line.trim().parse().unwrap();
+    let stat = format!("/proc/{zombie}/stat");
+    for _ in 0..500 {
+        if std::fs::read_to_string(&stat).is_ok_and(|s| s.contains(") Z ")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    expect(
+        &["attach", "--pid", &zombie.to_string()],
+        EXIT_USAGE,
+        &format!("tracer: process {zombie} exited during attach\n"),
+    );
+    let _ = shell.kill();
+    let _ = shell.wait();
+}
+
+#[test]
+fn run_a_command_that_does_not_exist() {
+    expect(
+        &["run", "--", "/nonexistent/tool"],
+        EXIT_NOT_FOUND,
+        "tracer: command not found: /nonexistent/tool\n",
+    );
+    expect(
+        &["run", "--", "no-such-command-for-tracer"],
+        EXIT_NOT_FOUND,
+        "tracer: command not found: no-such-command-for-tracer\n",
+    );
+}
+
+#[test]
+fn run_a_file_that_cannot_be_executed() {
+    if !kernel_available() {
+        return; // the exec is attempted only once the probes are loaded
+    }
+    let dir = scratch("noexec");
+    let file = dir.join("data.txt");
+    std::fs::write(&file, "not a program").unwrap();
+    let path = file.to_str().unwrap();
+    expect(
+        &["run", "--", path],
+        EXIT_CANNOT_EXECUTE,
+        &format!("tracer: cannot execute {path}: Permission denied"),
+    );
+}
+
+#[test]
+fn missing_capabilities_are_named() {
+    if !kernel_available() {
+        return; // dropping capabilities needs them first
+    }
+    let out = Command::new("setpriv")
+        .args([
+            "--inh-caps=-bpf,-perfmon,-sys_admin",
+            "--bounding-set=-bpf,-perfmon,-sys_admin",
+            "--",
+        ])
+        .arg(tracer_bin())
+        .args(["run", "--", "/bin/true"])
+        .output()
+        .expect("setpriv (util-linux) is installed by `cargo xtask setup`");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EXIT_TRACING_FAILED), "{stderr}");
+    assert!(
+        stderr.starts_with("tracer: missing capability CAP_BPF and CAP_PERFMON: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("setcap"),
+        "says how to grant them: {stderr}"
+    );
+}
+
+/// A copy of the real tracefs' format files for the tracepoints the tracer uses, minus
+/// `skip`, with `edit` applied to each file's text.
+fn fake_tracefs(
+    test: &str,
+    skip: &str,
+    edit: impl Fn(&str, String) -> String,
+) -> std::path::PathBuf {
+    let real = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.join("events").is_dir())
+        .expect("a mounted tracefs (the tracer mounts it on first use)");
+    let fake = scratch(test);
+    let mut events = vec![];
+    for s in [
+        "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "execve", "execveat",
+    ] {
+        events.push(format!("syscalls/sys_enter_{s}"));
+        events.push(format!("syscalls/sys_exit_{s}"));
+    }
+    for e in [
+        "exceptions/page_fault_user",
+        "exceptions/page_fault_kernel",
+        "sched/sched_process_fork",
+        "sched/sched_process_exec",
+        "sched/sched_process_exit",
+        "syscalls/sys_enter_clone",
+        "syscalls/sys_enter_clone3",
+    ] {
+        events.push(e.to_string());
+    }
+    for event in events.iter().filter(|e| e.as_str() != skip) {
+        let text = std::fs::read_to_string(real.join("events").join(event).join("format")).unwrap();
+        let dir = fake.join("events").join(event);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("format"), edit(event, text)).unwrap();
+    }
+    fake
+}
+
+#[test]
+fn a_kernel_without_a_tracepoint_is_named() {
+    if !kernel_available() {
+        return;
+    }
+    let fake = fake_tracefs("no-tp", "exceptions/page_fault_user", |_, t| t);
+    expect(
+        &[
+            "run",
+            "--tracefs",
+            fake.to_str().unwrap(),
+            "--",
+            "/bin/true",
+        ],
+        EXIT_TRACING_FAILED,
+        "tracer: the kernel has no tracepoint exceptions:page_fault_user",
+    );
+    expect(
+        &[
+            "run",
+            "--tracefs",
+            fake.to_str().unwrap(),
+            "--",
+            "/bin/true",
+        ],
+        EXIT_TRACING_FAILED,
+        "exist only on x86 kernels",
+    );
+}
+
+#[test]
+fn a_tracepoint_without_an_expected_field_is_named() {
+    if !kernel_available() {
+        return;
+    }
+    let fake = fake_tracefs("no-field", "", |event, text| {
+        if event == "sched/sched_process_exit" {
+            text.lines()
+                .filter(|l| !l.contains("group_dead;"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else {
+            text
+        }
+    });
+    expect(
+        &[
+            "run",
+            "--tracefs",
+            fake.to_str().unwrap(),
+            "--",
+            "/bin/true",
+        ],
+        EXIT_TRACING_FAILED,
+        "tracer: tracepoint sched:sched_process_exit has no field `group_dead",
+    );
+}
+
+#[test]
+fn a_directory_that_is_not_a_tracefs_is_named() {
+    if !kernel_available() {
+        return;
+    }
+    let empty = scratch("not-tracefs");
+    let path = empty.to_str().unwrap();
+    expect(
+        &["run", "--tracefs", path, "--", "/bin/true"],
+        EXIT_TRACING_FAILED,
+        &format!("tracer: {path} is not a tracefs: it has no events/ directory\n"),
+    );
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    expect(&["attach"], EXIT_USAGE, "--pid");
+    expect(&["run"], EXIT_USAGE, "CMD");
+    expect(
+        &["run", "--ring-buffer-size", "3M", "--", "true"],
+        EXIT_USAGE,
+        "power of two",
+    );
+}
