@@ -125,8 +125,8 @@ pub fn batched_wakeup() -> u64 {
     }
 }
 
-/// Lifecycle records wake the daemon at once: it seeds a new image from `/proc` at exec and
-/// ends `tracer run` at exit.
+/// Exec and exit records wake the daemon at once: it seeds a new image from `/proc` at exec
+/// and ends `tracer run` at exit. (Fork records need no hurry: the order of records is kept.)
 pub const WAKE_NOW: u64 = BPF_RB_FORCE_WAKEUP as u64;
 
 #[inline(always)]

@@ -63,13 +63,15 @@ pub struct CommonArgs {
     #[arg(long, value_name = "PATH|-")]
     pub events: Option<PathBuf>,
 
-    /// Ring buffer size between the probes and the daemon (a power of two; K/M suffixes).
-    /// Records that do not fit are counted as lost, never dropped silently.
+    /// Ring buffer size between the probes and the daemon: a power of two from 4K to 1G, in
+    /// bytes or with a K/M/G (or KiB/MiB/GiB) suffix. Records that do not fit are counted as
+    /// lost, never dropped silently.
     #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_ring_size)]
     pub ring_buffer_size: u32,
 
     /// Wake the daemon only once this many bytes of records wait in the ring buffer (it also
-    /// drains every --drain-interval-ms). 0 wakes it for every record.
+    /// drains every --drain-interval-ms). 0 wakes it for every record. Capped at a quarter of
+    /// the ring buffer, so a wakeup always comes before it fills.
     #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024)]
     pub wakeup_bytes: u32,
 
@@ -77,7 +79,9 @@ pub struct CommonArgs {
     #[arg(long, value_name = "MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub drain_interval_ms: u64,
 
-    /// Use this tracefs instead of finding (or mounting) /sys/kernel/tracing.
+    /// Read the tracepoint formats (field offsets) from this tracefs instead of the system's.
+    /// For testing how the tracer handles other kernels' layouts: the probes still attach
+    /// through the system tracefs (/sys/kernel/tracing).
     #[arg(long, value_name = "DIR")]
     pub tracefs: Option<PathBuf>,
 

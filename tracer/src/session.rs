@@ -1,7 +1,7 @@
 //! A tracing session: the loaded probes, the ring-buffer reader and the process table.
 //!
 //! The reader drains the ring buffer when the kernel wakes it (once `--wakeup-bytes` are
-//! waiting, or at once for lifecycle records) and on a timer, so batched records never wait
+//! waiting, or at once for exec and exit records) and on a timer, so batched records never wait
 //! longer than `--drain-interval-ms`.
 
 use std::{future::Future, io, time::Duration};
@@ -184,10 +184,24 @@ impl Tracker {
                 "lost": {"syscall": c.lost[1], "fork": c.lost[2], "exec": c.lost[3], "exit": c.lost[4]},
                 "decode_errors": c.decode_errors,
                 "exits_without_enter": c.exits_without_enter,
+                "inflight_full": c.inflight_full,
+                "traced_full": c.traced_full,
             });
             if let Err(err) = sink.write(&end).and_then(|()| sink.flush()) {
                 log::error!("writing the event stream failed: {err}");
             }
+        }
+    }
+
+    /// Hands what the event stream buffered to its reader (once per drained batch, so a
+    /// `tail -f` or a pipe sees records as they come without a write per record).
+    fn flush_events(&mut self) {
+        if let Some(sink) = self.sink.as_mut()
+            && !self.sink_failed
+            && let Err(err) = sink.flush()
+        {
+            log::error!("writing the event stream failed: {err}; no more events are written");
+            self.sink_failed = true;
         }
     }
 
@@ -230,7 +244,7 @@ impl Session {
         .map_err(crate::probes::ProbeError::from)?;
         let opts = ProbeOptions {
             ring_buffer_bytes: args.ring_buffer_size,
-            wakeup_bytes: args.wakeup_bytes,
+            wakeup_bytes: args.wakeup_bytes.min(args.ring_buffer_size / 4),
         };
         let (probes, ring) = Probes::load(&tracefs, &opts)?;
         for missing in &probes.attached.optional_missing {
@@ -309,7 +323,12 @@ impl Session {
 }
 
 fn drain_into(ring: &mut RingBuf<MapData>, tracker: &mut Tracker) {
+    let mut any = false;
     while let Some(item) = ring.next() {
         tracker.handle_record(&item);
+        any = true;
+    }
+    if any {
+        tracker.flush_events();
     }
 }

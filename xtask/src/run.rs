@@ -87,10 +87,19 @@ fn compile_demo() -> Result<PathBuf> {
     Ok(binary)
 }
 
-/// -O1 keeps the allocation calls the demo exists to show; -g gives the tracer symbols.
+/// Compiles with the flags on the source's first line (`// build: <flags>`), the same ones
+/// `tests/build.rs` uses, so the demo and the tests trace the same program.
 fn compile_c(source: &Path, binary: &Path) -> Result<()> {
+    let text = fs::read_to_string(source)
+        .with_context(|| format!("could not read {}", source.display()))?;
+    let flags = text
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("// build:"))
+        .with_context(|| format!("{} must start with `// build: <flags>`", source.display()))?;
     run(Command::new("cc")
-        .args(["-O1", "-g", "-o"])
+        .args(flags.split_whitespace())
+        .arg("-o")
         .arg(binary)
         .arg(source))
     .context("could not compile the demo workload (is gcc installed? try `cargo xtask setup`)")

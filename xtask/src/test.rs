@@ -16,7 +16,7 @@ pub struct Args {
 
 /// Returns the exit code of `cargo test`, so that callers such as CI see its failure as is.
 pub fn main(args: &Args) -> Result<u8> {
-    // Full setup: the tests need the Debian packages (C compiler, allocators, Prometheus...).
+    // Full setup: the tests need the Debian packages (C compiler, setpriv, python3).
     setup::setup(true)?;
     // The integration tests drive the real binary, found through TRACER_BIN, rather than
     // building it themselves.
