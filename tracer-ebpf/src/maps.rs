@@ -61,6 +61,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 pub static FAULTS: PerCpuHashMap<u32, FaultCounters> =
     PerCpuHashMap::with_max_entries(MAX_TRACED, 0);
 
+/// Lowest address of the main stack per traced tgid, seeded by the daemon from /proc and
+/// lowered by the fault probe when a fault lands just below it: the kernel grows the stack
+/// VMA on such faults, and no syscall says so.
+#[map]
+pub static STACK_LOW: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TRACED, 0);
+
 /// Ring-buffer reservation failures per record kind: records lost, never silently.
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(RECORD_KINDS as u32, 0);

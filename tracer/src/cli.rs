@@ -54,7 +54,15 @@ pub struct AttachArgs {
     /// A process to trace (repeat for several). A thread id selects its whole process.
     #[arg(short, long = "pid", value_name = "PID", required = true)]
     pub pids: Vec<u32>,
+
+    /// Do not serve the HTTP API (attach serves it on 127.0.0.1:19410 by default).
+    #[arg(long, conflicts_with = "listen")]
+    pub no_listen: bool,
 }
+
+/// Where `attach` serves its API by default: loopback only. 19410 lies outside the
+/// Prometheus exporter port allocations (9100-9999, full; then sequential from 10000).
+pub const DEFAULT_ATTACH_LISTEN: &str = "127.0.0.1:19410";
 
 #[derive(Debug, Args)]
 pub struct CommonArgs {
@@ -84,6 +92,16 @@ pub struct CommonArgs {
     /// through the system tracefs (/sys/kernel/tracing).
     #[arg(long, value_name = "DIR")]
     pub tracefs: Option<PathBuf>,
+
+    /// Serve the HTTP API (/api/v1/processes, /healthz) on this address. `attach` listens on
+    /// 127.0.0.1:19410 unless told otherwise (see --no-listen); `run` only when given.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// Compare each traced process's rebuilt address space with /proc/PID/maps every SECS
+    /// seconds; differences are counted, logged and healed by a resync. 0 turns it off.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub drift_check_interval: u64,
 
     /// Do not print the per-process summary at the end.
     #[arg(short, long)]

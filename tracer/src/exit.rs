@@ -5,7 +5,7 @@ use thiserror::Error;
 use crate::{launch::LaunchError, probes::ProbeError};
 
 /// Invalid invocation: bad arguments, no such process, a kernel thread, a target that exited
-/// during attach. (clap's own usage errors use 2 as well.)
+/// during attach, a --listen address that cannot be bound. (clap's usage errors use 2 too.)
 pub const EXIT_USAGE: i32 = 2;
 /// Tracing itself failed: missing capability or kernel feature, probes not loadable.
 pub const EXIT_TRACING_FAILED: i32 = 125;
@@ -18,7 +18,7 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit status:
   run      CMD's own exit status (128+N if CMD was killed by signal N), unless:
   2        invalid invocation: bad option, no such process, kernel thread, target exited
-           during attach
+           during attach, --listen address unusable (e.g. port already in use)
   125      tracing failed: missing capability or kernel feature (tracefs, tracepoint),
            probes could not be loaded or attached
   126      CMD could not be executed
@@ -39,6 +39,11 @@ pub enum TracerError {
          cap_bpf,cap_perfmon,cap_sys_ptrace,cap_dac_read_search+ep tracer`"
     )]
     MissingCapability { missing: String },
+    #[error("cannot listen on {addr}: {err}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        err: std::io::Error,
+    },
     #[error(transparent)]
     Probes(#[from] ProbeError),
     #[error(transparent)]
@@ -52,7 +57,8 @@ impl TracerError {
         match self {
             TracerError::NoSuchProcess(_)
             | TracerError::KernelThread(_)
-            | TracerError::ExitedDuringAttach(_) => EXIT_USAGE,
+            | TracerError::ExitedDuringAttach(_)
+            | TracerError::Listen { .. } => EXIT_USAGE,
             TracerError::MissingCapability { .. } | TracerError::Probes(_) | TracerError::Io(_) => {
                 EXIT_TRACING_FAILED
             }

@@ -1,15 +1,19 @@
 //! `tracer`: live allocation tracer daemon and CLI.
 
+mod api;
 mod cli;
 mod commands;
 mod events;
 mod exit;
+mod http;
 mod jsonl;
 mod launch;
+mod model;
 mod preflight;
 mod probes;
 mod process;
 mod procfs;
+mod reconcile;
 mod session;
 mod summary;
 mod syscalls;

@@ -81,6 +81,7 @@ pub struct Probes {
     // Keeps programs and their links alive.
     _ebpf: Ebpf,
     traced: HashMap<MapData, u32, u32>,
+    stack_low: HashMap<MapData, u32, u64>,
     faults: PerCpuHashMap<MapData, u32, FaultCounters>,
     lost: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
@@ -266,6 +267,7 @@ impl Probes {
         };
         let probes = Probes {
             traced: take(&mut ebpf, "TRACED")?,
+            stack_low: take(&mut ebpf, "STACK_LOW")?,
             faults: take(&mut ebpf, "FAULTS")?,
             lost: take(&mut ebpf, "LOST")?,
             stats: take(&mut ebpf, "STATS")?,
@@ -306,6 +308,18 @@ impl Probes {
         self.traced.get(&tgid, 0).is_ok()
     }
 
+    /// Tells the fault probe where `tgid`'s main stack starts, so it can see it grow.
+    pub fn set_stack_low(&mut self, tgid: u32, low: u64) {
+        if let Err(err) = self.stack_low.insert(tgid, low, 0) {
+            log::debug!("cannot record the stack of {tgid}: {err}");
+        }
+    }
+
+    /// The lowest stack address the fault probe saw for `tgid`.
+    pub fn stack_low(&self, tgid: u32) -> Option<u64> {
+        self.stack_low.get(&tgid, 0).ok()
+    }
+
     /// Fault counters of `tgid`, summed over CPUs (zero if it never faulted).
     pub fn faults(&self, tgid: u32) -> FaultCounters {
         let mut total = FaultCounters::default();
@@ -317,9 +331,10 @@ impl Probes {
         total
     }
 
-    /// Forgets the fault counters of an exited process (after they were read).
-    pub fn forget_faults(&mut self, tgid: u32) {
+    /// Forgets what the kernel side keeps of an exited process (after it was read).
+    pub fn forget(&mut self, tgid: u32) {
         let _ = self.faults.remove(&tgid);
+        let _ = self.stack_low.remove(&tgid);
     }
 
     /// Records lost because the ring buffer was full, per record kind (index = `RECORD_*`).

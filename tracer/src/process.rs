@@ -8,8 +8,19 @@ use tracer_common::counters::FaultCounters;
 
 use crate::{
     events::{Event, ExecEvent, ForkEvent, SyscallEvent, TaskKind},
+    model::{AddressSpace, apply::NeedsName},
     syscalls::{Outcome, SyscallKind},
 };
+
+/// Most brk changes kept per process; later ones are counted, not stored.
+pub const BRK_HISTORY_LIMIT: usize = 100_000;
+
+/// One change of the program break.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BrkChange {
+    pub ts_ns: u64,
+    pub brk: u64,
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyscallStats {
@@ -83,11 +94,33 @@ pub struct ProcessState {
     pub lifecycle: Lifecycle,
     /// Exit status as the tracer's own child (only known for the command of `tracer run`).
     pub exit_status: Option<i32>,
+    /// The address space rebuilt from the events.
+    pub space: AddressSpace,
+    /// When the space was last seeded from /proc (CLOCK_MONOTONIC ns): records produced before
+    /// that are already in the seed and are not applied again. None: never seeded.
+    pub seeded_at_ns: Option<u64>,
+    /// Every change of the break, with its time (up to `BRK_HISTORY_LIMIT`).
+    pub brk_history: Vec<BrkChange>,
+    pub brk_history_dropped: u64,
+    /// Resyncs from /proc after the model was found to differ, and the differing lines found.
+    pub resyncs: u64,
+    pub drift_differences: u64,
+    /// Highest virtual size and VMA count seen.
+    pub peak_vsz: u64,
+    pub peak_vmas: usize,
 }
 
 impl ProcessState {
-    pub fn new(tgid: u32, comm: String) -> ProcessState {
+    pub fn new(tgid: u32, comm: String, page_size: u64) -> ProcessState {
         ProcessState {
+            space: AddressSpace::new(page_size),
+            seeded_at_ns: None,
+            brk_history: Vec::new(),
+            brk_history_dropped: 0,
+            resyncs: 0,
+            drift_differences: 0,
+            peak_vsz: 0,
+            peak_vmas: 0,
             tgid,
             parent: None,
             comm,
@@ -112,7 +145,7 @@ impl ProcessState {
         self.syscalls[kind.index()]
     }
 
-    fn apply_syscall(&mut self, e: &SyscallEvent, page_size: u64) {
+    fn apply_syscall(&mut self, e: &SyscallEvent, page_size: u64) -> Option<NeedsName> {
         let stats = &mut self.syscalls[e.kind.index()];
         stats.calls += 1;
         let ok = e.outcome() == Outcome::Ok;
@@ -122,7 +155,13 @@ impl ProcessState {
         let round = |len: u64| len.div_ceil(page_size).saturating_mul(page_size);
         match e.kind {
             // A refused brk returns the old break: still the current break.
-            SyscallKind::Brk => self.heap.observe_break(e.ret as u64),
+            SyscallKind::Brk => {
+                let before = self.heap.end;
+                self.heap.observe_break(e.ret as u64);
+                if before != self.heap.end && before.is_some() {
+                    self.record_brk(e.ts_ns, e.ret as u64);
+                }
+            }
             SyscallKind::Mmap if ok => self.bytes_mapped += round(e.args[1]),
             SyscallKind::Munmap if ok => self.bytes_unmapped += round(e.args[1]),
             SyscallKind::Mremap if ok => {
@@ -135,14 +174,37 @@ impl ProcessState {
             }
             _ => {}
         }
+        // Records older than the seed are already part of it.
+        if self.seeded_at_ns.is_some_and(|seeded| e.ts_ns < seeded) {
+            return None;
+        }
+        let needs_name = crate::model::apply::apply(&mut self.space, e);
+        self.note_peaks();
+        needs_name
+    }
+
+    fn record_brk(&mut self, ts_ns: u64, brk: u64) {
+        if self.brk_history.len() < BRK_HISTORY_LIMIT {
+            self.brk_history.push(BrkChange { ts_ns, brk });
+        } else {
+            self.brk_history_dropped += 1;
+        }
+    }
+
+    /// Updates the peaks after the space changed.
+    pub fn note_peaks(&mut self) {
+        self.peak_vsz = self.peak_vsz.max(self.space.virtual_size());
+        self.peak_vmas = self.peak_vmas.max(self.space.vma_count());
     }
 
     fn apply_exec(&mut self, e: &ExecEvent) {
         self.comm = e.comm.clone();
         self.exe = Some(e.filename.clone());
         self.execs += 1;
-        // A new image has a new break; the session seeds `start` from /proc.
+        // A new image: new break, new address space; the session seeds both from /proc.
         self.heap = Heap::default();
+        self.space = AddressSpace::new(self.space.page_size);
+        self.seeded_at_ns = None;
     }
 }
 
@@ -159,6 +221,11 @@ pub enum FollowUp {
     },
     /// The process exited: read its final fault counters.
     Exited(u32),
+    /// A file was mapped: find its name in /proc while the mapping is there.
+    ResolveName {
+        tgid: u32,
+        needs: NeedsName,
+    },
 }
 
 /// All traced processes, alive and exited, keyed by tgid.
@@ -178,9 +245,10 @@ impl ProcessTable {
 
     /// Registers a process traced from user space (the command of `run`, or an attach target).
     pub fn add(&mut self, tgid: u32, comm: String) -> &mut ProcessState {
+        let page_size = self.page_size;
         self.processes
             .entry(tgid)
-            .or_insert_with(|| ProcessState::new(tgid, comm))
+            .or_insert_with(|| ProcessState::new(tgid, comm, page_size))
     }
 
     #[cfg(test)]
@@ -202,27 +270,33 @@ impl ProcessTable {
 
     /// Records a fork whose child turned out to be a process.
     pub fn add_child(&mut self, parent: u32, child: u32) {
-        let (comm, heap) = match self.processes.get(&parent) {
-            Some(p) => (p.comm.clone(), p.heap),
-            None => (String::new(), Heap::default()),
+        let page_size = self.page_size;
+        let (comm, heap, space) = match self.processes.get(&parent) {
+            Some(p) => (p.comm.clone(), p.heap, p.space.fork_copy()),
+            None => (String::new(), Heap::default(), AddressSpace::new(page_size)),
         };
         let state = self
             .processes
             .entry(child)
-            .or_insert_with(|| ProcessState::new(child, comm));
+            .or_insert_with(|| ProcessState::new(child, comm, page_size));
         state.parent = Some(parent);
         // fork copies the address space, the break included.
         state.heap = Heap { moves: 0, ..heap };
+        state.space = space;
+        state.note_peaks();
     }
 
     /// Applies one event; returns the I/O the session should do next.
     pub fn apply(&mut self, event: &Event) -> FollowUp {
         let page_size = self.page_size;
         match event {
-            Event::Syscall(e) => {
-                self.entry(e.tgid).apply_syscall(e, page_size);
-                FollowUp::None
-            }
+            Event::Syscall(e) => match self.entry(e.tgid).apply_syscall(e, page_size) {
+                Some(needs) => FollowUp::ResolveName {
+                    tgid: e.tgid,
+                    needs,
+                },
+                None => FollowUp::None,
+            },
             Event::Fork(ForkEvent {
                 parent_tgid,
                 child_pid,
@@ -260,9 +334,10 @@ impl ProcessTable {
     /// The state of `tgid`, created if an event arrives for a process not seen before (e.g.
     /// its fork record was lost).
     fn entry(&mut self, tgid: u32) -> &mut ProcessState {
+        let page_size = self.page_size;
         self.processes
             .entry(tgid)
-            .or_insert_with(|| ProcessState::new(tgid, String::new()))
+            .or_insert_with(|| ProcessState::new(tgid, String::new(), page_size))
     }
 }
 

@@ -15,6 +15,8 @@ pub struct Stat {
     pub flags: u64,
     pub minflt: u64,
     pub majflt: u64,
+    /// Field 28: an address in the main stack; 0 when hidden or for kernel threads.
+    pub start_stack: u64,
     /// Field 47; 0 when the reader may not see it (another user's process without ptrace
     /// access) or for kernel threads.
     pub start_brk: u64,
@@ -49,6 +51,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
         flags: num(9)?,
         minflt: num(10)?,
         majflt: num(12)?,
+        start_stack: num(28).unwrap_or(0),
         start_brk: num(47).unwrap_or(0),
     })
 }
@@ -75,6 +78,36 @@ pub fn read_tgid(pid: u32) -> io::Result<u32> {
 pub fn parse_cap_eff(status: &str) -> Option<u64> {
     let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
     u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+pub fn read_maps(pid: u32) -> io::Result<String> {
+    fs::read_to_string(format!("/proc/{pid}/maps"))
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`, so record timestamps
+/// and /proc snapshots can be ordered.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The file behind a mapping or descriptor link (`/proc/PID/map_files/...`, `/proc/PID/fd/N`):
+/// its path and (major, minor, inode).
+pub fn link_target(link: &str) -> Option<(String, (u32, u32), u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let path = fs::read_link(link).ok()?;
+    let meta = fs::metadata(link).ok()?;
+    let dev = meta.dev();
+    Some((
+        path.to_string_lossy().into_owned(),
+        (libc::major(dev), libc::minor(dev)),
+        meta.ino(),
+    ))
 }
 
 pub fn page_size() -> u64 {

@@ -13,13 +13,16 @@ use tracer_common::counters::{
 };
 
 use crate::{
+    api,
     cli::CommonArgs,
     events::{Event, decode},
     exit::TracerError,
+    http::{Answer, Ask, Query},
     jsonl::{EventSink, event_json},
+    model::maps,
     probes::{ProbeOptions, Probes},
     process::{FollowUp, ProcessTable},
-    procfs,
+    procfs, reconcile,
     summary::DaemonCounters,
     tracefs::Tracefs,
 };
@@ -68,6 +71,12 @@ impl Tracker {
                 self.seed(tgid, true);
                 None
             }
+            FollowUp::ResolveName { tgid, needs } => {
+                if let Some(p) = self.table.get_mut(tgid) {
+                    reconcile::resolve_name(p, needs);
+                }
+                None
+            }
             FollowUp::Classify { parent, child } => {
                 match procfs::read_tgid(child) {
                     Ok(tgid) if tgid != child => {
@@ -89,7 +98,7 @@ impl Tracker {
     /// Reads the final counters of an exited process out of the kernel maps.
     fn collect_exit(&mut self, tgid: u32) -> FaultCounters {
         let faults = self.probes.faults(tgid);
-        self.probes.forget_faults(tgid);
+        self.probes.forget(tgid);
         if let Some(p) = self.table.get_mut(tgid) {
             p.faults = faults;
         }
@@ -97,24 +106,14 @@ impl Tracker {
         faults
     }
 
-    /// Seeds what no syscall shows from /proc: the start of the break. At exec the break is
-    /// still at its start; at attach its current position is only known from the next brk.
+    /// Seeds what no syscall shows from /proc: the address space, the start of the break, the
+    /// stack. A process that is already gone keeps what the records built.
     pub fn seed(&mut self, tgid: u32, at_exec: bool) {
-        let Ok(stat) = procfs::read_stat(tgid) else {
-            return;
-        };
         let Some(p) = self.table.get_mut(tgid) else {
             return;
         };
-        if stat.start_brk != 0 {
-            p.heap.start = Some(stat.start_brk);
-            if at_exec && p.heap.end.is_none() {
-                p.heap.end = Some(stat.start_brk);
-                p.heap.peak = Some(stat.start_brk);
-            }
-        }
-        if p.comm.is_empty() {
-            p.comm = stat.comm;
+        if let Err(err) = reconcile::seed(p, &mut self.probes, at_exec) {
+            log::debug!("cannot seed process {tgid}: {err}");
         }
     }
 
@@ -224,6 +223,10 @@ pub struct Session {
     ring: AsyncFd<RingBuf<MapData>>,
     pub tracker: Tracker,
     drain_interval: Duration,
+    /// How often every running process's model is compared with /proc (None: never).
+    drift_interval: Option<Duration>,
+    /// Questions from the HTTP API.
+    queries: Option<tokio::sync::mpsc::Receiver<Query>>,
 }
 
 /// Why `pump` returned.
@@ -278,7 +281,103 @@ impl Session {
                 vanishing: Vec::new(),
             },
             drain_interval: Duration::from_millis(args.drain_interval_ms),
+            drift_interval: (args.drift_check_interval > 0)
+                .then(|| Duration::from_secs(args.drift_check_interval)),
+            queries: None,
         })
+    }
+
+    /// Answers the HTTP API's questions from now on.
+    pub fn serve_queries(&mut self, queries: tokio::sync::mpsc::Receiver<Query>) {
+        self.queries = Some(queries);
+    }
+
+    /// Compares `tgid`'s model with /proc; a difference that persists after one more drain
+    /// (so not a record still on its way) is counted, logged and healed by a resync.
+    pub fn check(&mut self, tgid: u32) -> Result<usize, String> {
+        for attempt in 0..2 {
+            self.drain();
+            let Tracker { table, probes, .. } = &mut self.tracker;
+            let p = table
+                .get_mut(tgid)
+                .ok_or_else(|| format!("no traced process {tgid}"))?;
+            let (drift, text, snapshot_ns) = reconcile::compare(p, probes)?;
+            if drift.differences() == 0 {
+                return Ok(0);
+            }
+            if attempt == 1 {
+                reconcile::heal(p, &drift, &text, snapshot_ns);
+                return Ok(drift.differences());
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    /// The periodic drift check of every running process.
+    fn check_all(&mut self) {
+        let running: Vec<u32> = self.tracker.table.running().map(|p| p.tgid).collect();
+        for tgid in running {
+            if let Err(err) = self.check(tgid) {
+                log::debug!("drift check of {tgid} skipped: {err}");
+            }
+        }
+    }
+
+    /// Answers one API question with everything drained so far.
+    fn answer(&mut self, ask: Ask) -> Answer {
+        self.drain();
+        let not_found = |pid: u32| Answer::NotFound(format!("no traced process {pid}"));
+        match ask {
+            Ask::Processes => {
+                let list: Vec<serde_json::Value> = self
+                    .tracker
+                    .table
+                    .iter()
+                    .map(api::process_summary)
+                    .collect();
+                Answer::Json(serde_json::json!({
+                    "processes": list,
+                    "daemon": api::daemon_json(&self.tracker.counters),
+                }))
+            }
+            Ask::Process(pid) => {
+                let Tracker { table, probes, .. } = &mut self.tracker;
+                match table.get_mut(pid) {
+                    Some(p) => {
+                        reconcile::sync_stack(p, probes);
+                        if p.is_running() {
+                            p.faults = probes.faults(pid);
+                        }
+                        Answer::Json(api::process_detail(p))
+                    }
+                    None => not_found(pid),
+                }
+            }
+            Ask::Maps(pid) => {
+                let Tracker { table, probes, .. } = &mut self.tracker;
+                match table.get_mut(pid) {
+                    Some(p) => {
+                        reconcile::sync_stack(p, probes);
+                        Answer::Text(maps::render(&p.space))
+                    }
+                    None => not_found(pid),
+                }
+            }
+            Ask::Check(pid) => match self.check(pid) {
+                Ok(differences) => {
+                    let p = self.tracker.table.get_mut(pid);
+                    let (resyncs, total) = p.map_or((0, 0), |p| (p.resyncs, p.drift_differences));
+                    Answer::Json(serde_json::json!({
+                        "pid": pid,
+                        "differences": differences,
+                        "resyncs": resyncs,
+                        "differences_total": total,
+                    }))
+                }
+                Err(err) if err.starts_with("no traced process") => Answer::NotFound(err),
+                Err(err) => Answer::Failed(err),
+            },
+        }
     }
 
     /// Reads every record waiting in the ring buffer.
@@ -297,28 +396,52 @@ impl Session {
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(self.drain_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let Session { ring, tracker, .. } = self;
+        let mut drift_tick = tokio::time::interval(self.drift_interval.unwrap_or(Duration::MAX));
+        drift_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        drift_tick.tick().await; // the first tick is immediate
+        let mut queries = self.queries.take();
         loop {
             let mut finished = None;
+            let mut question = None;
+            let mut check_drift = false;
             tokio::select! {
                 out = &mut stop => finished = Some(out),
-                ready = ring.readable_mut() => {
+                ready = self.ring.readable_mut() => {
                     let mut guard = ready?;
-                    drain_into(guard.get_inner_mut(), tracker);
+                    drain_into(guard.get_inner_mut(), &mut self.tracker);
                     guard.clear_ready();
                     continue;
                 }
+                Some(query) = next_query(&mut queries) => question = Some(query),
+                _ = drift_tick.tick(), if self.drift_interval.is_some() => check_drift = true,
                 _ = tick.tick() => {}
             }
-            drain_into(ring.get_mut(), tracker);
-            tracker.housekeeping();
+            if let Some(Query { ask, reply }) = question {
+                let _ = reply.send(self.answer(ask));
+                continue;
+            }
+            self.drain();
+            self.tracker.housekeeping();
+            if check_drift {
+                self.check_all();
+            }
             if let Some(out) = finished {
+                self.queries = queries;
                 return Ok(Stopped::Finished(out));
             }
-            if until_all_exited && tracker.all_exited() {
+            if until_all_exited && self.tracker.all_exited() {
+                self.queries = queries;
                 return Ok(Stopped::AllExited);
             }
         }
+    }
+}
+
+/// The next API question, or never if there is no API.
+async fn next_query(queries: &mut Option<tokio::sync::mpsc::Receiver<Query>>) -> Option<Query> {
+    match queries {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn summary_lists_every_syscall_and_warns_about_losses() {
-        let mut p = ProcessState::new(42, "demo".into());
+        let mut p = ProcessState::new(42, "demo".into(), 4096);
         p.syscalls[SyscallKind::Munmap.index()].calls = 3;
         p.syscalls[SyscallKind::Munmap.index()].failed = 1;
         let d = DaemonCounters {

@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use tracer_common::counters::{ACCESS_KERNEL_READ, ACCESS_USER_READ, X86_PF_INSTR, X86_PF_WRITE};
 
-use crate::maps::{add, config, current_ids, fault_counters, is_counted};
+use crate::maps::{STACK_LOW, add, config, current_ids, fault_counters, is_counted};
 
 /// Kernel addresses have the top bit set on x86-64 and arm64; faults there are not the
 /// process's.
@@ -45,11 +45,29 @@ fn on_fault(ctx: &TracePointContext, base: usize) -> Result<(), i64> {
     } else {
         0
     };
+    note_stack_growth(tgid, address);
     if let Some(counters) = fault_counters(tgid) {
         // SAFETY: a valid map value; only the address of one of its counters is taken.
         add(unsafe { &raw mut (*counters).by_access[base + access] }, 1);
     }
     Ok(())
+}
+
+/// The stack grows on faults below it, down to the stack rlimit; the mmap area starts at
+/// least 128 MiB lower (`mmap_base()`), so a fault within this distance below the stack is
+/// taken as growth (the daemon checks that no mapping is in the way before it believes it).
+const MAX_STACK_GROWTH: u64 = 128 << 20;
+
+#[inline(always)]
+fn note_stack_growth(tgid: u32, address: u64) {
+    if let Some(low) = STACK_LOW.get_ptr_mut(tgid) {
+        // SAFETY: a valid map value; a lost race between CPUs only delays the update.
+        unsafe {
+            if address < *low && address + MAX_STACK_GROWTH >= *low {
+                *low = address;
+            }
+        }
+    }
 }
 
 #[tracepoint]

@@ -2,8 +2,12 @@
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{print_summary, start_session};
-use crate::{cli::AttachArgs, exit::TracerError, procfs};
+use super::{bind_api, print_summary, start_session};
+use crate::{
+    cli::{AttachArgs, DEFAULT_ATTACH_LISTEN},
+    exit::TracerError,
+    procfs,
+};
 
 /// A validated attach target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +42,20 @@ pub fn resolve_targets(pids: &[u32]) -> Result<Vec<Target>, TracerError> {
 
 pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
     let targets = resolve_targets(&args.pids)?;
+    let listen = match (args.no_listen, args.common.listen) {
+        (true, _) => None,
+        (false, Some(addr)) => Some(addr),
+        (false, None) => Some(
+            DEFAULT_ATTACH_LISTEN
+                .parse()
+                .expect("a valid socket address"),
+        ),
+    };
+    let api = bind_api(listen).await?;
     let mut session = start_session(&args.common)?;
+    if let Some(queries) = api {
+        session.serve_queries(queries);
+    }
     for target in &targets {
         session.tracker.trace(target.tgid, target.comm.clone())?;
     }

@@ -2,7 +2,21 @@
 pub mod attach;
 pub mod run;
 
-use crate::{exit::TracerError, preflight, session::Session, summary};
+use std::net::SocketAddr;
+
+use crate::{exit::TracerError, http, preflight, session::Session, summary};
+
+/// Binds the HTTP API before anything else is started, so a busy port fails fast.
+async fn bind_api(
+    listen: Option<SocketAddr>,
+) -> Result<Option<tokio::sync::mpsc::Receiver<http::Query>>, TracerError> {
+    let Some(addr) = listen else { return Ok(None) };
+    let (queries, bound) = http::serve(addr)
+        .await
+        .map_err(|err| TracerError::Listen { addr, err })?;
+    eprintln!("tracer: serving the API on http://{bound}/");
+    Ok(Some(queries))
+}
 
 /// Checks privileges and loads the probes.
 fn start_session(common: &crate::cli::CommonArgs) -> Result<Session, TracerError> {

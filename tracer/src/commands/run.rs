@@ -2,13 +2,17 @@
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{print_summary, start_session};
+use super::{bind_api, print_summary, start_session};
 use crate::{cli::RunArgs, exit::TracerError, launch, session::Stopped};
 
 pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
     // Resolve CMD first: a typo gets "command not found" before any probe is loaded.
     let prepared = launch::Prepared::new(&args.command, args.no_aslr)?;
+    let api = bind_api(args.common.listen).await?;
     let mut session = start_session(&args.common)?;
+    if let Some(queries) = api {
+        session.serve_queries(queries);
+    }
 
     let gated = prepared.spawn_gated()?;
     let pid = gated.pid();
