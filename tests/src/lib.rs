@@ -171,3 +171,173 @@ pub fn summary_row(stderr: &str, pid: u64, syscall: &str) -> (u64, u64) {
     }
     panic!("no {syscall} row for {pid} in:\n{stderr}")
 }
+
+/// A `tracer` process started with `--listen 127.0.0.1:0`, with the API address it printed
+/// and its stderr lines as they come.
+pub struct Daemon {
+    pub child: Child,
+    pub api: String,
+    pub stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    /// Starts the tracer with `args` (which must include `--listen 127.0.0.1:0`) and waits
+    /// until it serves its API. `stdout` of the tracer (and of a `run` command) is piped.
+    pub fn start(args: &[&str]) -> Daemon {
+        use std::io::BufRead;
+        let mut child = Command::new(tracer_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tracer");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (api_tx, api_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut api_tx = Some(api_tx);
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(rest) = line.strip_prefix("tracer: serving the API on ")
+                    && let Some(tx) = api_tx.take()
+                {
+                    let _ = tx.send(rest.trim_end_matches('/').to_string());
+                }
+                let _ = tx.send(line);
+            }
+        });
+        let api = api_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the API did not come up");
+        Daemon {
+            child,
+            api,
+            stderr: rx,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> String {
+        let url = format!("{}{path}", self.api);
+        let mut response = ureq::get(&url)
+            .call()
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        response.body_mut().read_to_string().expect("body")
+    }
+
+    pub fn get_json(&self, path: &str) -> Value {
+        serde_json::from_str(&self.get(path)).expect("JSON")
+    }
+
+    pub fn post_json(&self, path: &str) -> Value {
+        let url = format!("{}{path}", self.api);
+        let mut response = ureq::post(&url)
+            .send_empty()
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        serde_json::from_str(&response.body_mut().read_to_string().expect("body")).expect("JSON")
+    }
+
+    /// Everything the tracer wrote on stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A line of a maps text, for comparison: (start, end, perms, offset, name). This parser is
+/// the test's own, independent of the tracer's.
+pub type MapLine = (u64, u64, String, u64, String);
+
+/// Parses and coalesces a `/proc/PID/maps` text: adjacent lines with the same permissions and
+/// name (and, for files, contiguous offsets) merge, since the kernel's merging of VMAs depends
+/// on fault history. Offsets of anonymous lines are ignored.
+pub fn coalesced_maps(text: &str) -> Vec<MapLine> {
+    let mut out: Vec<MapLine> = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut parts = line.splitn(6, ' ');
+        let range = parts.next().unwrap();
+        let perms = parts.next().unwrap().to_string();
+        let offset = u64::from_str_radix(parts.next().unwrap(), 16).unwrap();
+        let _dev = parts.next();
+        let _inode = parts.next();
+        let name = parts.next().unwrap_or("").trim_start().to_string();
+        let (s, e) = range.split_once('-').unwrap();
+        let (start, end) = (
+            u64::from_str_radix(s, 16).unwrap(),
+            u64::from_str_radix(e, 16).unwrap(),
+        );
+        let is_file = !name.is_empty() && !name.starts_with('[');
+        let offset = if is_file { offset } else { 0 };
+        if let Some(last) = out.last_mut()
+            && last.1 == start
+            && last.2 == perms
+            && last.4 == name
+            && (!is_file || last.3 + (last.1 - last.0) == offset)
+        {
+            last.1 = end;
+            continue;
+        }
+        out.push((start, end, perms, offset, name));
+    }
+    out
+}
+
+/// Waits until `pid` is stopped (state T) or gone; returns whether it is stopped.
+pub fn wait_stopped(pid: u32, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => match stat[stat.rfind(')').unwrap() + 2..].chars().next() {
+                Some('T') | Some('t') => return true,
+                Some('Z') | Some('X') => return false,
+                _ => {}
+            },
+            Err(_) => return false,
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("process {pid} neither stopped nor exited within {limit:?}")
+}
+
+pub fn resume(pid: u32) {
+    // SAFETY: sending SIGCONT to a process of this test.
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+}
+
+/// Compares the tracer's reconstructed maps of `pid` with the kernel's, coalesced; on a
+/// difference returns both texts and the differing lines.
+pub fn compare_maps(daemon: &Daemon, pid: u32) -> Result<(), String> {
+    let model = daemon.get(&format!("/api/v1/processes/{pid}/maps"));
+    let kernel = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("read /proc maps");
+    let (m, k) = (coalesced_maps(&model), coalesced_maps(&kernel));
+    if m == k {
+        return Ok(());
+    }
+    let fmt = |l: &MapLine| format!("{:x}-{:x} {} {:x} {}", l.0, l.1, l.2, l.3, l.4);
+    let only_model: Vec<String> = m.iter().filter(|l| !k.contains(l)).map(fmt).collect();
+    let only_kernel: Vec<String> = k.iter().filter(|l| !m.contains(l)).map(fmt).collect();
+    Err(format!(
+        "only in the model:\n  {}\nonly in /proc:\n  {}\n--- model:\n{model}--- /proc/{pid}/maps:\n{kernel}",
+        only_model.join("\n  "),
+        only_kernel.join("\n  ")
+    ))
+}
+
+/// `VmSize` of /proc/PID/status in bytes.
+pub fn vm_size(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmSize");
+    kb * 1024
+}

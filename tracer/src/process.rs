@@ -99,6 +99,14 @@ pub struct ProcessState {
     /// When the space was last seeded from /proc (CLOCK_MONOTONIC ns): records produced before
     /// that are already in the seed and are not applied again. None: never seeded.
     pub seeded_at_ns: Option<u64>,
+    /// When that /proc read ended: a syscall that overlaps [seeded_at_ns, this] may or may not
+    /// be in the seed.
+    pub seed_read_end_ns: u64,
+    /// A syscall overlapped the seed read and applying it twice is not harmless (a move copies
+    /// what its source holds now): the seed must be taken again.
+    pub reseed_needed: bool,
+    /// Seeds taken again for that reason.
+    pub reseeds: u64,
     /// Every change of the break, with its time (up to `BRK_HISTORY_LIMIT`).
     pub brk_history: Vec<BrkChange>,
     pub brk_history_dropped: u64,
@@ -115,6 +123,9 @@ impl ProcessState {
         ProcessState {
             space: AddressSpace::new(page_size),
             seeded_at_ns: None,
+            seed_read_end_ns: 0,
+            reseed_needed: false,
+            reseeds: 0,
             brk_history: Vec::new(),
             brk_history_dropped: 0,
             resyncs: 0,
@@ -175,8 +186,13 @@ impl ProcessState {
             _ => {}
         }
         // Records older than the seed are already part of it.
-        if self.seeded_at_ns.is_some_and(|seeded| e.ts_ns < seeded) {
-            return None;
+        if let Some(seeded) = self.seeded_at_ns {
+            if e.ts_ns < seeded {
+                return None;
+            }
+            if e.enter_ns <= self.seed_read_end_ns && !replay_is_harmless(e) {
+                self.reseed_needed = true;
+            }
         }
         let needs_name = crate::model::apply::apply(&mut self.space, e);
         self.note_peaks();
@@ -205,6 +221,19 @@ impl ProcessState {
         self.heap = Heap::default();
         self.space = AddressSpace::new(self.space.page_size);
         self.seeded_at_ns = None;
+    }
+}
+
+/// Whether applying `e` to a snapshot that may already contain it (and later changes) gives
+/// the same result: mmap, munmap, madvise and a complete mprotect set the state of their own
+/// range. A successful mremap copies its source as it is now, brk depends on the old break,
+/// and a failed mprotect on where the first hole or refusal lies.
+fn replay_is_harmless(e: &SyscallEvent) -> bool {
+    match e.kind {
+        SyscallKind::Mmap | SyscallKind::Munmap | SyscallKind::Madvise => true,
+        SyscallKind::Mprotect => e.outcome() == Outcome::Ok,
+        SyscallKind::Mremap => e.outcome() != Outcome::Ok,
+        SyscallKind::Brk => e.args[0] == 0 || e.outcome() != Outcome::Ok,
     }
 }
 

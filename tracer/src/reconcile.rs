@@ -30,6 +30,8 @@ pub fn seed(p: &mut ProcessState, probes: &mut Probes, at_exec: bool) -> Result<
     // The break is known exactly only from brk calls; until one comes the heap VMA tells.
     p.space.brk = None;
     p.seeded_at_ns = Some(started);
+    p.seed_read_end_ns = procfs::monotonic_ns();
+    p.reseed_needed = false;
     if let Some(start) = p.space.start_brk {
         p.heap.start = Some(start);
         if at_exec && p.heap.end.is_none() {
@@ -47,17 +49,17 @@ pub fn seed(p: &mut ProcessState, probes: &mut Probes, at_exec: bool) -> Result<
     Ok(())
 }
 
-/// Names a freshly mapped file from `/proc/PID/map_files` (the mapping as the kernel has it
-/// now) or `/proc/PID/fd` (if the descriptor is still open). VMAs still waiting for a name
-/// that came from the same descriptor get it too: the loader reserves a library's whole range
-/// with one mmap, then maps its segments over it with the same fd.
+/// Names a freshly mapped file from `/proc/PID/map_files/START-END`: the kernel's mapping of
+/// exactly that range. It misses when the daemon runs behind the process and the VMA was
+/// split since; the name is then filled in lazily from /proc when a view of the space is made
+/// (`resolve_pending_names`). The descriptor is not used: by the time the record is read it
+/// may be closed and its number reused for another file.
 pub fn resolve_name(p: &mut ProcessState, needs: NeedsName) {
     let tgid = p.tgid;
     let found = procfs::link_target(&format!(
         "/proc/{tgid}/map_files/{:x}-{:x}",
         needs.start, needs.end
-    ))
-    .or_else(|| procfs::link_target(&format!("/proc/{tgid}/fd/{}", needs.fd)));
+    ));
     let Some((path, dev, inode)) = found else {
         return;
     };
@@ -66,8 +68,7 @@ pub fn resolve_name(p: &mut ProcessState, needs: NeedsName) {
         let Backing::File(file) = &mut vma.backing else {
             continue;
         };
-        let in_range = vma.start >= needs.start && vma.end <= needs.end;
-        if file.path.is_none() && (in_range || file.fd == Some(needs.fd)) {
+        if file.path.is_none() && vma.start >= needs.start && vma.end <= needs.end {
             *file = FileRef {
                 path: Some(path.clone()),
                 dev,
@@ -75,6 +76,23 @@ pub fn resolve_name(p: &mut ProcessState, needs: NeedsName) {
                 fd: None,
             };
         }
+    }
+}
+
+/// Fills in file names still unknown from /proc's view of the same ranges (one read of
+/// /proc/PID/maps, and only if some name is missing).
+pub fn resolve_pending_names(p: &mut ProcessState) {
+    let pending = p
+        .space
+        .vmas()
+        .any(|v| matches!(&v.backing, Backing::File(f) if f.path.is_none()));
+    if !pending {
+        return;
+    }
+    if let Ok(text) = procfs::read_maps(p.tgid)
+        && let Ok(kernel) = maps::parse(&text)
+    {
+        maps::resolve_names(&mut p.space, &kernel);
     }
 }
 
@@ -148,5 +166,11 @@ pub fn heal(p: &mut ProcessState, drift: &Drift, kernel_text: &str, snapshot_ns:
     if let Ok(vmas) = maps::parse(kernel_text) {
         p.space.replace_vmas(vmas);
         p.seeded_at_ns = Some(snapshot_ns);
+        // The process is quiescent or this is a best effort: the read ended about now.
+        p.seed_read_end_ns = procfs::monotonic_ns();
     }
 }
+
+/// Most times a seed is taken again in a row for one process before the tracer gives up and
+/// leaves it to the drift check.
+pub const MAX_RESEEDS_IN_A_ROW: u32 = 50;

@@ -117,6 +117,27 @@ impl Tracker {
         }
     }
 
+    /// Takes the seed again for processes whose seed a non-repeatable record overlapped.
+    /// Returns whether any was taken.
+    fn reseed_where_needed(&mut self) -> bool {
+        let pending: Vec<(u32, bool)> = self
+            .table
+            .iter()
+            .filter(|p| p.reseed_needed && p.is_running())
+            .map(|p| (p.tgid, p.execs > 0))
+            .collect();
+        for &(tgid, at_exec) in &pending {
+            if let Some(p) = self.table.get_mut(tgid) {
+                p.reseeds += 1;
+                if let Err(err) = reconcile::seed(p, &mut self.probes, at_exec) {
+                    log::debug!("cannot seed process {tgid} again: {err}");
+                    p.reseed_needed = false;
+                }
+            }
+        }
+        !pending.is_empty()
+    }
+
     /// Starts tracing a running process from user space and registers it.
     pub fn trace(&mut self, tgid: u32, comm: String) -> Result<(), TracerError> {
         self.probes.trace(tgid)?;
@@ -344,8 +365,9 @@ impl Session {
                 let Tracker { table, probes, .. } = &mut self.tracker;
                 match table.get_mut(pid) {
                     Some(p) => {
-                        reconcile::sync_stack(p, probes);
                         if p.is_running() {
+                            reconcile::sync_stack(p, probes);
+                            reconcile::resolve_pending_names(p);
                             p.faults = probes.faults(pid);
                         }
                         Answer::Json(api::process_detail(p))
@@ -357,7 +379,10 @@ impl Session {
                 let Tracker { table, probes, .. } = &mut self.tracker;
                 match table.get_mut(pid) {
                     Some(p) => {
-                        reconcile::sync_stack(p, probes);
+                        if p.is_running() {
+                            reconcile::sync_stack(p, probes);
+                            reconcile::resolve_pending_names(p);
+                        }
                         Answer::Text(maps::render(&p.space))
                     }
                     None => not_found(pid),
@@ -446,12 +471,19 @@ async fn next_query(queries: &mut Option<tokio::sync::mpsc::Receiver<Query>>) ->
 }
 
 fn drain_into(ring: &mut RingBuf<MapData>, tracker: &mut Tracker) {
-    let mut any = false;
-    while let Some(item) = ring.next() {
-        tracker.handle_record(&item);
-        any = true;
-    }
-    if any {
-        tracker.flush_events();
+    // A seed overlapped by a record that cannot be applied twice is taken again, until one
+    // lands in a quiet moment (records of the new seed's window are then read anew).
+    for _ in 0..reconcile::MAX_RESEEDS_IN_A_ROW {
+        let mut any = false;
+        while let Some(item) = ring.next() {
+            tracker.handle_record(&item);
+            any = true;
+        }
+        if any {
+            tracker.flush_events();
+        }
+        if !tracker.reseed_where_needed() {
+            return;
+        }
     }
 }

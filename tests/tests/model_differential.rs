@@ -1,0 +1,104 @@
+//! The reconstructed address space against the kernel's own /proc/PID/maps: a helper performs
+//! seeded random mmap/munmap/mprotect/mremap/brk/madvise sequences and stops itself at
+//! checkpoints, where the two must be equal after coalescing.
+//!
+//! CI runs 20 seeds x 500 operations. A longer run: TRACER_FUZZ_SEEDS=200
+//! TRACER_FUZZ_OPS=5000 cargo xtask test -- --test model_differential
+
+use std::time::Duration;
+
+use tests::*;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs one seed; returns how many checkpoints were compared.
+fn run_seed(seed: u64, ops: u64, every: u64) -> usize {
+    let dir = scratch(&format!("fuzz-{seed}"));
+    let bin = workload("vma_fuzz");
+    let daemon = Daemon::start(&[
+        "run",
+        "-q",
+        "--listen",
+        "127.0.0.1:0",
+        "--",
+        bin.to_str().unwrap(),
+        &seed.to_string(),
+        &ops.to_string(),
+        &every.to_string(),
+        dir.to_str().unwrap(),
+    ]);
+    let mut daemon = daemon;
+    let stdout = daemon.child.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    let pid: u32 = line
+        .trim()
+        .strip_prefix("pid ")
+        .expect("pid line")
+        .parse()
+        .unwrap();
+    let mut checkpoints = 0;
+    while wait_stopped(pid, Duration::from_secs(60)) {
+        checkpoints += 1;
+        if let Err(diff) = compare_maps(&daemon, pid) {
+            panic!("seed {seed}, checkpoint {checkpoints}: the model differs from /proc\n{diff}");
+        }
+        let check = daemon.post_json(&format!("/api/v1/processes/{pid}/check"));
+        assert_eq!(
+            check["differences"], 0,
+            "seed {seed}: the drift check disagrees: {check}"
+        );
+        let detail = daemon.get_json(&format!("/api/v1/processes/{pid}"));
+        assert_eq!(
+            detail["virtual_memory_bytes"].as_u64().unwrap(),
+            vm_size(pid),
+            "seed {seed}: VSZ"
+        );
+        resume(pid);
+    }
+    let out = wait_with_deadline(
+        std::mem::replace(&mut daemon.child, dummy_child()),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "seed {seed}: {}",
+        daemon.stderr_so_far()
+    );
+    checkpoints
+}
+
+/// A placeholder child so the daemon's Drop has something to reap after we took the real one.
+fn dummy_child() -> std::process::Child {
+    std::process::Command::new("true").spawn().unwrap()
+}
+
+fn run_seeds(range: std::ops::Range<u64>) {
+    if !kernel_available() {
+        return;
+    }
+    let ops = env_or("TRACER_FUZZ_OPS", 500);
+    let every = env_or("TRACER_FUZZ_EVERY", 50);
+    let mut total = 0;
+    for seed in range.clone() {
+        total += run_seed(seed, ops, every);
+    }
+    println!("seeds {range:?} x {ops} operations: {total} checkpoints, all equal to /proc");
+}
+
+#[test]
+fn model_equals_proc_maps_seeds_1_to_10() {
+    let seeds = env_or("TRACER_FUZZ_SEEDS", 20);
+    run_seeds(1..1 + seeds.div_ceil(2));
+}
+
+#[test]
+fn model_equals_proc_maps_seeds_11_to_20() {
+    let seeds = env_or("TRACER_FUZZ_SEEDS", 20);
+    run_seeds(1 + seeds.div_ceil(2)..1 + seeds);
+}
