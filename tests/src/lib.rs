@@ -239,6 +239,12 @@ impl Daemon {
         serde_json::from_str(&response.body_mut().read_to_string().expect("body")).expect("JSON")
     }
 
+    /// Waits for the tracer to exit (see `wait_with_deadline`).
+    pub fn wait(&mut self, limit: Duration) -> Output {
+        let placeholder = Command::new("true").spawn().expect("spawn true");
+        wait_with_deadline(std::mem::replace(&mut self.child, placeholder), limit)
+    }
+
     /// Everything the tracer wrote on stderr so far.
     pub fn stderr_so_far(&self) -> String {
         self.stderr.try_iter().collect::<Vec<_>>().join("\n")

@@ -20,7 +20,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 fn run_seed(seed: u64, ops: u64, every: u64) -> usize {
     let dir = scratch(&format!("fuzz-{seed}"));
     let bin = workload("vma_fuzz");
-    let daemon = Daemon::start(&[
+    let mut daemon = Daemon::start(&[
         "run",
         "-q",
         "--listen",
@@ -32,7 +32,6 @@ fn run_seed(seed: u64, ops: u64, every: u64) -> usize {
         &every.to_string(),
         dir.to_str().unwrap(),
     ]);
-    let mut daemon = daemon;
     let stdout = daemon.child.stdout.take().unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
@@ -61,21 +60,13 @@ fn run_seed(seed: u64, ops: u64, every: u64) -> usize {
         );
         resume(pid);
     }
-    let out = wait_with_deadline(
-        std::mem::replace(&mut daemon.child, dummy_child()),
-        Duration::from_secs(60),
-    );
+    let out = daemon.wait(Duration::from_secs(60));
     assert!(
         out.status.success(),
         "seed {seed}: {}",
         daemon.stderr_so_far()
     );
     checkpoints
-}
-
-/// A placeholder child so the daemon's Drop has something to reap after we took the real one.
-fn dummy_child() -> std::process::Child {
-    std::process::Command::new("true").spawn().unwrap()
 }
 
 fn run_seeds(range: std::ops::Range<u64>) {

@@ -104,7 +104,11 @@ pub fn process_detail(p: &ProcessState) -> Value {
     out["bytes_unmapped"] = json!(p.bytes_unmapped);
     out["page_faults"] = faults_json(&p.faults);
     out["threads_created"] = json!(p.threads_created);
-    out["drift"] = json!({"resyncs": p.resyncs, "differences": p.drift_differences});
+    out["drift"] = json!({
+        "resyncs": p.resyncs,
+        "differences": p.drift_differences,
+        "reseeds": p.reseeds,
+    });
     out["seeded_at_ns"] = json!(p.seeded_at_ns);
     out["vma_list"] = Value::Array(vmas);
     out

@@ -194,9 +194,12 @@ impl ProcessState {
                 self.reseed_needed = true;
             }
         }
-        let needs_name = crate::model::apply::apply(&mut self.space, e);
+        let effect = crate::model::apply::apply(&mut self.space, e);
+        if effect.uncertain {
+            self.reseed_needed = true;
+        }
         self.note_peaks();
-        needs_name
+        effect.needs_name
     }
 
     fn record_brk(&mut self, ts_ns: u64, brk: u64) {

@@ -248,6 +248,8 @@ pub struct Session {
     drift_interval: Option<Duration>,
     /// Questions from the HTTP API.
     queries: Option<tokio::sync::mpsc::Receiver<Query>>,
+    /// Lost records already answered with a check of every process.
+    lost_checked: u64,
 }
 
 /// Why `pump` returned.
@@ -305,6 +307,7 @@ impl Session {
             drift_interval: (args.drift_check_interval > 0)
                 .then(|| Duration::from_secs(args.drift_check_interval)),
             queries: None,
+            lost_checked: 0,
         })
     }
 
@@ -447,6 +450,17 @@ impl Session {
             }
             self.drain();
             self.tracker.housekeeping();
+            // Lost records say nothing of which process they were for: check them all.
+            let lost = self.tracker.counters.lost_total();
+            if lost > self.lost_checked {
+                log::warn!(
+                    "{} records lost (ring buffer full): checking every traced process against \
+                     /proc",
+                    lost - self.lost_checked
+                );
+                self.lost_checked = lost;
+                check_drift = true;
+            }
             if check_drift {
                 self.check_all();
             }

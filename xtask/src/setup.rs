@@ -26,6 +26,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "setpriv, which drops capabilities for the missing-capability test",
     ),
     ("python3", "a real interpreter traced by the tests"),
+    (
+        "libjemalloc2",
+        "jemalloc, preloaded into a traced workload by the model tests",
+    ),
 ];
 
 #[derive(clap::Args)]

@@ -38,10 +38,33 @@ pub struct NeedsName {
     pub fd: i32,
 }
 
-/// Applies one completed syscall. Failed calls change nothing, except the two partial cases
-/// the kernel has: a refused brk still reports the break, and an mprotect that hits a hole
-/// (ENOMEM) has already changed the VMAs before the hole.
-pub fn apply(space: &mut AddressSpace, e: &SyscallEvent) -> Option<NeedsName> {
+/// What applying a record did besides changing the space.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Effect {
+    /// A file was mapped whose name the caller should resolve.
+    pub needs_name: Option<NeedsName>,
+    /// The record does not determine the new state (it depends on something no record
+    /// carries): the caller should take the state from /proc.
+    pub uncertain: bool,
+}
+
+/// Applies one completed syscall. Failed calls change nothing, except the partial cases the
+/// kernel has: a refused brk still reports the break, and an mprotect that hits a hole
+/// (ENOMEM) or a VMA it may not change (EACCES) has already changed the VMAs before it.
+pub fn apply(space: &mut AddressSpace, e: &SyscallEvent) -> Effect {
+    let mut uncertain = false;
+    let needs_name = apply_inner(space, e, &mut uncertain);
+    Effect {
+        needs_name,
+        uncertain,
+    }
+}
+
+fn apply_inner(
+    space: &mut AddressSpace,
+    e: &SyscallEvent,
+    uncertain: &mut bool,
+) -> Option<NeedsName> {
     let outcome = e.outcome();
     let ok = outcome == Outcome::Ok;
     let a = e.args;
@@ -93,16 +116,18 @@ pub fn apply(space: &mut AddressSpace, e: &SyscallEvent) -> Option<NeedsName> {
                     space.protect(start, stop, perms);
                 }
                 // The kernel changes VMA after VMA and stops at the first one that may not get
-                // the new permissions: in practice a shared mapping of a file opened read-only
-                // asked for PROT_WRITE (no VM_MAYWRITE). Those before it have changed. Shared
-                // anonymous memory (shmem) and mappings writable now may always be written.
-                Outcome::Failed(libc::EACCES) if perms.write => {
+                // the new permissions: typically a shared mapping of a file opened read-only
+                // asked for PROT_WRITE (no VM_MAYWRITE). Which one that is depends on how each
+                // file was opened, which no record says: apply the likeliest prefix and let the
+                // caller confirm from /proc.
+                Outcome::Failed(libc::EACCES) => {
                     let stop = space
                         .first_where(start, end, |v| {
                             v.perms.shared && !v.perms.write && is_real_file(&v.backing)
                         })
                         .unwrap_or(start);
                     space.protect(start, stop.min(space.contiguous_end(start, end)), perms);
+                    *uncertain = true;
                 }
                 Outcome::Failed(_) => {}
             }

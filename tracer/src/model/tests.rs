@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::{
-    apply::apply,
+    apply::{Effect, apply},
     maps::{self, model_lines, proc_lines},
     region::{Region, classified},
     space::AddressSpace,
@@ -413,4 +413,20 @@ fn mremap_moving_several_vmas_leaves_what_faces_a_hole() {
             (38, 40, "r--p".into())
         ]
     );
+}
+
+#[test]
+fn an_mprotect_refused_midway_is_uncertain() {
+    let mut s = AddressSpace::new(P);
+    mmap(&mut s, BASE, 2, RW, PRIVATE_ANON);
+    let effect = apply(&mut s, &ev(SyscallKind::Mprotect, &[BASE, 2 * P, R], -13));
+    assert_eq!(
+        effect,
+        Effect {
+            needs_name: None,
+            uncertain: true
+        }
+    );
+    let ok = apply(&mut s, &ev(SyscallKind::Mprotect, &[BASE, 2 * P, R], 0));
+    assert!(!ok.uncertain);
 }
