@@ -59,6 +59,7 @@ impl Drop for Target {
 fn attach(pids: &[u64], events: &std::path::Path) -> (Child, mpsc::Receiver<String>) {
     let mut args = vec![
         "attach".to_string(),
+        "--no-listen".into(),
         "--events".into(),
         events.display().to_string(),
     ];
@@ -85,9 +86,11 @@ fn attach(pids: &[u64], events: &std::path::Path) -> (Child, mpsc::Receiver<Stri
             let _ = lines_tx.send(line);
         }
     });
-    attached_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("tracer did not attach in 30 s");
+    if attached_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        let _ = tracer.kill();
+        let stderr: Vec<String> = lines_rx.try_iter().collect();
+        panic!("tracer did not attach within 30 s:\n{}", stderr.join("\n"));
+    }
     (tracer, lines_rx)
 }
 

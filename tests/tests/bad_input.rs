@@ -54,9 +54,11 @@ fn attach_to_a_kernel_thread() {
 
 #[test]
 fn attach_to_a_process_that_has_exited() {
-    // `sleep` inherits the background `true` as its child and never reaps it: a zombie.
-    let mut shell = Command::new("sh")
-        .args(["-c", "true & echo $!; exec sleep 30"])
+    // A parent that never reaps its exited child: the child stays a zombie.
+    let script = "import os, time\npid = os.fork()\nif pid == 0:\n    os._exit(0)\n\
+                  print(pid, flush=True)\ntime.sleep(30)\n";
+    let mut shell = Command::new("/usr/bin/python3")
+        .args(["-c", script])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -260,5 +262,17 @@ fn usage_errors_exit_with_2() {
         &["run", "--ring-buffer-size", "3M", "--", "true"],
         EXIT_USAGE,
         "power of two",
+    );
+}
+
+#[test]
+fn a_port_already_in_use_is_named() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let me = std::process::id().to_string();
+    expect(
+        &["attach", "--pid", &me, "--listen", &addr],
+        EXIT_USAGE,
+        &format!("tracer: cannot listen on {addr}: Address already in use"),
     );
 }

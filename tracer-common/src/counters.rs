@@ -52,7 +52,9 @@ pub const STAT_INFLIGHT_FULL: u32 = 1;
 pub const STAT_TRACED_FULL: u32 = 2;
 pub const STATS_LEN: u32 = 4;
 
-/// Value of the `TRACED` map (keyed by tgid).
+/// Value of the `TRACED` map (keyed by tgid): one of the `TRACED_*` states in the low byte,
+/// plus `TRACED_STOP_AT_EXEC`.
+pub const TRACED_STATE_MASK: u32 = 0xff;
 pub const TRACED_BY_USER: u32 = 1;
 /// The process was added by the kernel side when a traced parent forked it.
 pub const TRACED_BY_FORK: u32 = 2;
@@ -60,6 +62,9 @@ pub const TRACED_BY_FORK: u32 = 2;
 /// its `execve` starts (its copy-on-write faults after fork are the tracer's, not CMD's). The
 /// execve entry probe turns it into `TRACED_BY_USER`.
 pub const TRACED_AWAIT_EXEC: u32 = 3;
+/// Stop the process at each exec (`EXEC_STOPPED`) so the daemon seeds the new image exactly;
+/// inherited by forked children. Used by `tracer run`, whose whole tree the tracer owns.
+pub const TRACED_STOP_AT_EXEC: u32 = 0x100;
 
 const _: () = assert!(size_of::<FaultCounters>() == 64);
 

@@ -79,6 +79,10 @@ pub struct ForkRecord {
 /// Bytes of the exec'd file name kept in an `ExecRecord` (longer names are truncated).
 pub const EXEC_FILENAME_LEN: usize = 256;
 
+/// `ExecRecord::flags`: the probe stopped the process (SIGSTOP) before its first instruction
+/// in the new image, so the daemon can seed from /proc exactly; the daemon resumes it.
+pub const EXEC_STOPPED: u32 = 1;
+
 /// A traced process replaced its image (`sched:sched_process_exec`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +92,9 @@ pub struct ExecRecord {
     pub old_tid: u32,
     /// Bytes of `filename` used, including the NUL when it fit.
     pub filename_len: u32,
+    /// `EXEC_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
     /// The comm after exec.
     pub comm: [u8; COMM_LEN],
     pub filename: [u8; EXEC_FILENAME_LEN],
@@ -107,7 +114,7 @@ pub struct ExitRecord {
 const _: () = assert!(size_of::<Header>() == 24);
 const _: () = assert!(size_of::<SyscallRecord>() == 96);
 const _: () = assert!(size_of::<ForkRecord>() == 56);
-const _: () = assert!(size_of::<ExecRecord>() == 304);
+const _: () = assert!(size_of::<ExecRecord>() == 312);
 const _: () = assert!(size_of::<ExitRecord>() == 48);
 // The BPF ring buffer hands out 8-byte aligned slots.
 const _: () = assert!(align_of::<SyscallRecord>() <= 8);

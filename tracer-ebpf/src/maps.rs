@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     config::Config,
-    counters::{FaultCounters, STATS_LEN, TRACED_AWAIT_EXEC},
+    counters::{FaultCounters, STATS_LEN, TRACED_AWAIT_EXEC, TRACED_STATE_MASK},
     record::{Header, MAX_ARGS, RECORD_KINDS},
 };
 
@@ -93,7 +93,7 @@ pub fn is_traced(tgid: u32) -> bool {
 pub fn is_counted(tgid: u32) -> bool {
     match TRACED.get_ptr(tgid) {
         // SAFETY: a valid map value pointer for the duration of the program.
-        Some(state) => (unsafe { *state }) != TRACED_AWAIT_EXEC,
+        Some(state) => (unsafe { *state }) & TRACED_STATE_MASK != TRACED_AWAIT_EXEC,
         None => false,
     }
 }

@@ -41,6 +41,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_aslr: bool,
 
+    /// Do not stop CMD and its descendants for a moment at each exec. By default the tracer
+    /// stops each new image before its first instruction, reads it from /proc and resumes it,
+    /// so the address space is known exactly from the start even for short-lived programs.
+    /// (A parent that waits with WUNTRACED would see those brief stops.)
+    #[arg(long)]
+    pub no_exec_stop: bool,
+
     /// The command to run, with its arguments (after `--`).
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<OsString>,

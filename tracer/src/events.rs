@@ -6,8 +6,9 @@ use thiserror::Error;
 use tracer_common::{
     COMM_LEN,
     record::{
-        EXEC_FILENAME_LEN, ExecRecord, ExitRecord, FORK_FLAGS_UNKNOWN, FORK_THREAD, ForkRecord,
-        Header, MAX_ARGS, RECORD_EXEC, RECORD_EXIT, RECORD_FORK, RECORD_SYSCALL, SyscallRecord,
+        EXEC_FILENAME_LEN, EXEC_STOPPED, ExecRecord, ExitRecord, FORK_FLAGS_UNKNOWN, FORK_THREAD,
+        ForkRecord, Header, MAX_ARGS, RECORD_EXEC, RECORD_EXIT, RECORD_FORK, RECORD_SYSCALL,
+        SyscallRecord,
     },
 };
 
@@ -69,6 +70,9 @@ pub struct ExecEvent {
     pub ts_ns: u64,
     pub tgid: u32,
     pub old_tid: u32,
+    /// The probe stopped the process at the start of its new image; the daemon resumes it
+    /// once it has read the image from /proc.
+    pub stopped: bool,
     pub comm: String,
     pub filename: String,
 }
@@ -152,6 +156,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 ts_ns: header.ts_ns,
                 tgid: header.tgid,
                 old_tid: r.old_tid,
+                stopped: r.flags & EXEC_STOPPED != 0,
                 comm: c_string(&r.comm),
                 filename: c_string(&r.filename[..len]),
             }))
@@ -271,6 +276,8 @@ mod tests {
             header: header(RECORD_EXEC),
             old_tid: 10,
             filename_len: 9,
+            flags: EXEC_STOPPED,
+            _pad: 0,
             comm: [0; COMM_LEN],
             filename: [0; EXEC_FILENAME_LEN],
         };

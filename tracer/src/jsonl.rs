@@ -110,6 +110,7 @@ pub fn event_json(event: &Event, faults: Option<&FaultCounters>) -> Value {
             "ts_ns": e.ts_ns,
             "pid": e.tgid,
             "old_tid": e.old_tid,
+            "stopped": e.stopped,
             "comm": e.comm,
             "filename": e.filename,
         }),

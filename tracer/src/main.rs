@@ -8,6 +8,7 @@ mod exit;
 mod http;
 mod jsonl;
 mod launch;
+mod layout;
 mod model;
 mod preflight;
 mod probes;

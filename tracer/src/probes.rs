@@ -11,7 +11,7 @@ use aya::{
 use thiserror::Error;
 use tracer_common::{
     config::Config,
-    counters::{FaultCounters, STATS_LEN, TRACED_AWAIT_EXEC, TRACED_BY_USER},
+    counters::{FaultCounters, STATS_LEN, TRACED_AWAIT_EXEC, TRACED_BY_USER, TRACED_STOP_AT_EXEC},
     record::{MAX_ARGS, RECORD_KINDS},
 };
 
@@ -289,9 +289,10 @@ impl Probes {
     }
 
     /// Traces `tgid`, the tracer's own child, from its next execve on.
-    pub fn trace_from_exec(&mut self, tgid: u32) -> Result<(), ProbeError> {
+    pub fn trace_from_exec(&mut self, tgid: u32, stop_at_exec: bool) -> Result<(), ProbeError> {
+        let flags = if stop_at_exec { TRACED_STOP_AT_EXEC } else { 0 };
         self.traced
-            .insert(tgid, TRACED_AWAIT_EXEC, 0)
+            .insert(tgid, TRACED_AWAIT_EXEC | flags, 0)
             .map_err(|source| ProbeError::Map {
                 name: "TRACED",
                 source: Box::new(source),

@@ -244,8 +244,11 @@ fn replay_is_harmless(e: &SyscallEvent) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FollowUp {
     None,
-    /// A new image: seed it from /proc (start_brk now; the address space later).
-    Seed(u32),
+    /// A new image: seed it from /proc, then resume the process if the probe stopped it.
+    Seed {
+        tgid: u32,
+        resume: bool,
+    },
     /// A task of unknown kind appeared: ask /proc whether it is a process.
     Classify {
         parent: u32,
@@ -350,7 +353,10 @@ impl ProcessTable {
             },
             Event::Exec(e) => {
                 self.entry(e.tgid).apply_exec(e);
-                FollowUp::Seed(e.tgid)
+                FollowUp::Seed {
+                    tgid: e.tgid,
+                    resume: e.stopped,
+                }
             }
             Event::Exit(e) => {
                 let state = self.entry(e.tgid);

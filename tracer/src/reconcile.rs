@@ -23,6 +23,10 @@ pub fn seed(p: &mut ProcessState, probes: &mut Probes, at_exec: bool) -> Result<
     let started = procfs::monotonic_ns();
     let text = procfs::read_maps(tgid).map_err(|e| format!("/proc/{tgid}/maps: {e}"))?;
     let stat = procfs::read_stat(tgid).map_err(|e| format!("/proc/{tgid}/stat: {e}"))?;
+    // An exited process (a zombie) still has /proc entries, but no address space left.
+    if stat.is_zombie() || text.is_empty() {
+        return Err(format!("process {tgid} has exited"));
+    }
     let vmas = maps::parse(&text).map_err(|e| format!("/proc/{tgid}/maps {e}"))?;
     p.space.replace_vmas(vmas);
     p.space.start_brk = (stat.start_brk != 0).then_some(stat.start_brk);

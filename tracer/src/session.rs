@@ -67,8 +67,12 @@ impl Tracker {
     fn follow_up(&mut self, follow_up: FollowUp) -> Option<FaultCounters> {
         match follow_up {
             FollowUp::None => None,
-            FollowUp::Seed(tgid) => {
+            FollowUp::Seed { tgid, resume } => {
                 self.seed(tgid, true);
+                if resume {
+                    // SAFETY: continuing a process the exec probe stopped for this seed.
+                    unsafe { libc::kill(tgid as i32, libc::SIGCONT) };
+                }
                 None
             }
             FollowUp::ResolveName { tgid, needs } => {
@@ -145,9 +149,15 @@ impl Tracker {
         Ok(())
     }
 
-    /// Registers the tracer's own child, counted from its execve on.
-    pub fn trace_from_exec(&mut self, tgid: u32, comm: String) -> Result<(), TracerError> {
-        self.probes.trace_from_exec(tgid)?;
+    /// Registers the tracer's own child, counted from its execve on; with `stop_at_exec`, it
+    /// and its descendants are stopped at each exec until the new image is seeded.
+    pub fn trace_from_exec(
+        &mut self,
+        tgid: u32,
+        comm: String,
+        stop_at_exec: bool,
+    ) -> Result<(), TracerError> {
+        self.probes.trace_from_exec(tgid, stop_at_exec)?;
         self.table.add(tgid, comm);
         Ok(())
     }

@@ -157,6 +157,21 @@ fn render_process(out: &mut String, p: &ProcessState) {
         a[ACCESS_KERNEL_WRITE],
         a[ACCESS_KERNEL_EXEC]
     );
+    if p.space.vma_count() > 0 {
+        let when = if p.is_running() { "now" } else { "at exit" };
+        let _ = writeln!(out, "  address space {when}, high to low:");
+        out.push_str(&crate::layout::render(&p.space, "    "));
+        let _ = writeln!(out, "  {}", crate::layout::vsz_line(&p.space));
+        let _ = writeln!(
+            out,
+            "  peaks: VSZ {}, {} VMAs; model resyncs {} ({} differing lines), reseeds {}",
+            human_bytes(p.peak_vsz),
+            p.peak_vmas,
+            p.resyncs,
+            p.drift_differences,
+            p.reseeds
+        );
+    }
 }
 
 #[cfg(test)]

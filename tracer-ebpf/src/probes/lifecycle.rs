@@ -17,16 +17,22 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{bpf_get_current_comm, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user},
+    helpers::{
+        bpf_get_current_comm, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+        generated::bpf_send_signal,
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
 use aya_log_ebpf::warn;
 use tracer_common::{
-    counters::{STAT_TRACED_FULL, TRACED_AWAIT_EXEC, TRACED_BY_FORK, TRACED_BY_USER},
+    counters::{
+        STAT_TRACED_FULL, TRACED_AWAIT_EXEC, TRACED_BY_FORK, TRACED_BY_USER, TRACED_STATE_MASK,
+        TRACED_STOP_AT_EXEC,
+    },
     record::{
-        EXEC_FILENAME_LEN, ExecRecord, ExitRecord, FORK_FLAGS_UNKNOWN, FORK_THREAD, ForkRecord,
-        RECORD_EXEC, RECORD_EXIT, RECORD_FORK,
+        EXEC_FILENAME_LEN, EXEC_STOPPED, ExecRecord, ExitRecord, FORK_FLAGS_UNKNOWN, FORK_THREAD,
+        ForkRecord, RECORD_EXEC, RECORD_EXIT, RECORD_FORK,
     },
 };
 
@@ -35,6 +41,7 @@ use crate::maps::{
     current_ids, header, is_traced,
 };
 
+const SIGSTOP: u32 = 19;
 const CLONE_VM: u64 = 0x100;
 const CLONE_VFORK: u64 = 0x4000;
 const CLONE_THREAD: u64 = 0x10000;
@@ -86,8 +93,8 @@ fn start_counting_at_exec() {
     if let Some(state) = TRACED.get_ptr_mut(tgid) {
         // SAFETY: a valid map value pointer for the duration of the program.
         unsafe {
-            if *state == TRACED_AWAIT_EXEC {
-                *state = TRACED_BY_USER;
+            if *state & TRACED_STATE_MASK == TRACED_AWAIT_EXEC {
+                *state = TRACED_BY_USER | (*state & !TRACED_STATE_MASK);
                 let _ = FAULTS.remove(tgid);
             }
         }
@@ -127,9 +134,14 @@ fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
         None => (0, FORK_FLAGS_UNKNOWN),
     };
     let _ = CLONE_FLAGS.remove(pid_tgid);
+    // The child inherits the parent's flags (stop at exec).
+    // SAFETY: a valid map value pointer for the duration of the program.
+    let inherited = TRACED
+        .get_ptr(tgid)
+        .map_or(0, |s| unsafe { *s } & !TRACED_STATE_MASK);
     if clone_flags & CLONE_THREAD != 0 {
         flags |= FORK_THREAD;
-    } else if TRACED.insert(child, TRACED_BY_FORK, 0).is_err() {
+    } else if TRACED.insert(child, TRACED_BY_FORK | inherited, 0).is_err() {
         count_stat(STAT_TRACED_FULL);
         warn!(
             ctx,
@@ -186,6 +198,17 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             0
         } else {
             len
+        };
+        (*record)._pad = 0;
+        // Stop before the first instruction of the new image, only now that the record that
+        // makes the daemon resume the process is sure to reach it.
+        let stop = TRACED
+            .get_ptr(tgid)
+            .is_some_and(|s| *s & TRACED_STOP_AT_EXEC != 0);
+        (*record).flags = if stop && bpf_send_signal(SIGSTOP) == 0 {
+            EXEC_STOPPED
+        } else {
+            0
         };
     }
     slot.submit(WAKE_NOW);

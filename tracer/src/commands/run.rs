@@ -22,7 +22,10 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
         .next()
         .unwrap_or_default()
         .to_string();
-    if let Err(err) = session.tracker.trace_from_exec(pid, comm) {
+    if let Err(err) = session
+        .tracker
+        .trace_from_exec(pid, comm, !args.no_exec_stop)
+    {
         gated.abort();
         return Err(err);
     }
