@@ -347,3 +347,43 @@ pub fn vm_size(pid: u32) -> u64 {
         .expect("VmSize");
     kb * 1024
 }
+
+/// What `trace_workload` returns: the tracer's output, the event stream, and the pid of the
+/// workload (the process that exec'd it).
+pub struct Traced {
+    pub output: Output,
+    pub events: Vec<Value>,
+    pub pid: u64,
+}
+
+impl Traced {
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+}
+
+/// Runs `tracer run [options] --events FILE -- <workload> [args]` to completion; it must
+/// succeed.
+pub fn trace_workload(test: &str, options: &[&str], name: &str, args: &[&str]) -> Traced {
+    let events_path = scratch(test).join("events.jsonl");
+    let bin = workload(name);
+    let mut argv = vec!["run"];
+    argv.extend(options);
+    argv.extend([
+        "--events",
+        events_path.to_str().unwrap(),
+        "--",
+        bin.to_str().unwrap(),
+    ]);
+    argv.extend(args);
+    let output = run_tracer(&argv, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "tracer {argv:?} failed: {stderr}");
+    let events = read_events(&events_path);
+    let pid = exec_pid(&events, name);
+    Traced {
+        output,
+        events,
+        pid,
+    }
+}

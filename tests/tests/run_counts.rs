@@ -1,11 +1,8 @@
 //! `tracer run` on workloads that know what they did: every count must match exactly.
 
-use std::time::Duration;
-
 use serde_json::Value;
 use tests::*;
 
-const LIMIT: Duration = Duration::from_secs(120);
 const SYSCALLS: [&str; 6] = ["brk", "mmap", "munmap", "mremap", "mprotect", "madvise"];
 
 #[test]
@@ -13,25 +10,10 @@ fn summary_and_events_equal_the_workloads_own_counts() {
     if !kernel_available() {
         return;
     }
-    let dir = scratch("counts");
-    let events_path = dir.join("events.jsonl");
-    let bin = workload("syscall_counts");
-    let out = run_tracer(
-        &[
-            "run",
-            "--events",
-            events_path.to_str().unwrap(),
-            "--",
-            bin.to_str().unwrap(),
-            "7",
-        ],
-        LIMIT,
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "tracer failed: {stderr}");
-    let own: Value = serde_json::from_slice(&out.stdout).expect("workload prints its counts");
-    let events = read_events(&events_path);
-    let pid = exec_pid(&events, "syscall_counts");
+    let traced = trace_workload("counts", &[], "syscall_counts", &["7"]);
+    let stderr = traced.stderr();
+    let own: Value = serde_json::from_slice(&traced.output.stdout).expect("own counts");
+    let (events, pid) = (traced.events, traced.pid);
     for name in SYSCALLS {
         let calls = own[name]["calls"].as_u64().unwrap();
         let failed = own[name]["failed"].as_u64().unwrap();
@@ -67,24 +49,8 @@ fn failed_calls_carry_their_errno() {
     if !kernel_available() {
         return;
     }
-    let dir = scratch("errno");
-    let events_path = dir.join("events.jsonl");
-    let bin = workload("syscall_counts");
-    let out = run_tracer(
-        &[
-            "run",
-            "-q",
-            "--events",
-            events_path.to_str().unwrap(),
-            "--",
-            bin.to_str().unwrap(),
-            "1",
-        ],
-        LIMIT,
-    );
-    assert!(out.status.success());
-    let events = read_events(&events_path);
-    let pid = exec_pid(&events, "syscall_counts");
+    let traced = trace_workload("errno", &["-q"], "syscall_counts", &["1"]);
+    let (events, pid) = (traced.events, traced.pid);
     let munmaps = syscalls(&events, pid, Some("munmap"));
     let unaligned = munmaps
         .iter()
@@ -108,29 +74,8 @@ fn failed_calls_carry_their_errno() {
 
 /// Runs the seed demo and returns (events, pid).
 fn seed_demo(pages: &str) -> (Vec<Value>, u64) {
-    let dir = scratch(&format!("seed-{pages}"));
-    let events_path = dir.join("events.jsonl");
-    let bin = workload("seed_demo");
-    let out = run_tracer(
-        &[
-            "run",
-            "-q",
-            "--events",
-            events_path.to_str().unwrap(),
-            "--",
-            bin.to_str().unwrap(),
-            pages,
-        ],
-        LIMIT,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let events = read_events(&events_path);
-    let pid = exec_pid(&events, "seed_demo");
-    (events, pid)
+    let traced = trace_workload(&format!("seed-{pages}"), &["-q"], "seed_demo", &[pages]);
+    (traced.events, traced.pid)
 }
 
 #[test]
@@ -204,30 +149,13 @@ fn seed_large_malloc_is_an_mmap_freed_by_munmap_of_the_same_range() {
 
 /// User write faults of touch_pages with `pages` (zero-padded so argv has the same size).
 fn touch_faults(pages: &str) -> Value {
-    let dir = scratch(&format!("touch-{pages}"));
-    let events_path = dir.join("events.jsonl");
-    let bin = workload("touch_pages");
-    let out = run_tracer(
-        &[
-            "run",
-            "-q",
-            "--no-aslr",
-            "--events",
-            events_path.to_str().unwrap(),
-            "--",
-            bin.to_str().unwrap(),
-            pages,
-        ],
-        LIMIT,
+    let traced = trace_workload(
+        &format!("touch-{pages}"),
+        &["-q", "--no-aslr"],
+        "touch_pages",
+        &[pages],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let events = read_events(&events_path);
-    let pid = exec_pid(&events, "touch_pages");
-    exit_event(&events, pid)["faults"].clone()
+    exit_event(&traced.events, traced.pid)["faults"].clone()
 }
 
 #[test]
@@ -254,26 +182,8 @@ fn fault_totals_match_the_processes_own_minflt_and_majflt() {
     if !kernel_available() {
         return;
     }
-    let dir = scratch("faultstat");
-    let events_path = dir.join("events.jsonl");
-    let bin = workload("fault_stat");
-    let out = run_tracer(
-        &[
-            "run",
-            "-q",
-            "--events",
-            events_path.to_str().unwrap(),
-            "--",
-            bin.to_str().unwrap(),
-            "20000",
-        ],
-        LIMIT,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let traced = trace_workload("faultstat", &["-q"], "fault_stat", &["20000"]);
+    let out = &traced.output;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let field = |name: &str| -> u64 {
         let token = stdout
@@ -285,9 +195,7 @@ fn fault_totals_match_the_processes_own_minflt_and_majflt() {
             .unwrap()
     };
     let (minflt, majflt) = (field("minflt"), field("majflt"));
-    let events = read_events(&events_path);
-    let pid = exec_pid(&events, "fault_stat");
-    let faults = &exit_event(&events, pid)["faults"];
+    let faults = &exit_event(&traced.events, traced.pid)["faults"];
     let ours = faults["total"].as_u64().unwrap();
     let kernel = minflt + majflt;
     let diff = ours as i64 - kernel as i64;

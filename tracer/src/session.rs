@@ -21,7 +21,7 @@ use crate::{
     jsonl::{EventSink, event_json},
     model::maps,
     probes::{ProbeOptions, Probes},
-    process::{FollowUp, ProcessTable},
+    process::{FollowUp, ProcessState, ProcessTable},
     procfs, reconcile,
     summary::DaemonCounters,
     tracefs::Tracefs,
@@ -142,6 +142,18 @@ impl Tracker {
         !pending.is_empty()
     }
 
+    /// `pid`'s state brought up to date for a view: a running process gets its stack growth,
+    /// pending file names and fault counters.
+    fn current_view(&mut self, pid: u32) -> Option<&ProcessState> {
+        let p = self.table.get_mut(pid)?;
+        if p.is_running() {
+            reconcile::sync_stack(p, &self.probes);
+            reconcile::resolve_pending_names(p);
+            p.faults = self.probes.faults(pid);
+        }
+        Some(p)
+    }
+
     /// Starts tracing a running process from user space and registers it.
     pub fn trace(&mut self, tgid: u32, comm: String) -> Result<(), TracerError> {
         self.probes.trace(tgid)?;
@@ -207,16 +219,8 @@ impl Tracker {
             }
         }
         if let Some(sink) = self.sink.as_mut() {
-            let c = &self.counters;
-            let end = serde_json::json!({
-                "type": "end",
-                "records": {"syscall": c.records[1], "fork": c.records[2], "exec": c.records[3], "exit": c.records[4]},
-                "lost": {"syscall": c.lost[1], "fork": c.lost[2], "exec": c.lost[3], "exit": c.lost[4]},
-                "decode_errors": c.decode_errors,
-                "exits_without_enter": c.exits_without_enter,
-                "inflight_full": c.inflight_full,
-                "traced_full": c.traced_full,
-            });
+            let mut end = api::daemon_json(&self.counters);
+            end["type"] = "end".into();
             if let Err(err) = sink.write(&end).and_then(|()| sink.flush()) {
                 log::error!("writing the event stream failed: {err}");
             }
@@ -374,33 +378,14 @@ impl Session {
                     "daemon": api::daemon_json(&self.tracker.counters),
                 }))
             }
-            Ask::Process(pid) => {
-                let Tracker { table, probes, .. } = &mut self.tracker;
-                match table.get_mut(pid) {
-                    Some(p) => {
-                        if p.is_running() {
-                            reconcile::sync_stack(p, probes);
-                            reconcile::resolve_pending_names(p);
-                            p.faults = probes.faults(pid);
-                        }
-                        Answer::Json(api::process_detail(p))
-                    }
-                    None => not_found(pid),
-                }
-            }
-            Ask::Maps(pid) => {
-                let Tracker { table, probes, .. } = &mut self.tracker;
-                match table.get_mut(pid) {
-                    Some(p) => {
-                        if p.is_running() {
-                            reconcile::sync_stack(p, probes);
-                            reconcile::resolve_pending_names(p);
-                        }
-                        Answer::Text(maps::render(&p.space))
-                    }
-                    None => not_found(pid),
-                }
-            }
+            Ask::Process(pid) => match self.tracker.current_view(pid) {
+                Some(p) => Answer::Json(api::process_detail(p)),
+                None => not_found(pid),
+            },
+            Ask::Maps(pid) => match self.tracker.current_view(pid) {
+                Some(p) => Answer::Text(maps::render(&p.space)),
+                None => not_found(pid),
+            },
             Ask::Check(pid) => match self.check(pid) {
                 Ok(differences) => {
                     let p = self.tracker.table.get_mut(pid);
