@@ -110,6 +110,11 @@ pub struct CommonArgs {
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub drift_check_interval: u64,
 
+    /// Keep the address space of an exited process this many seconds (for the API), then free
+    /// it; its counters and the drawing of its final layout stay for the summary.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub exited_grace: u64,
+
     /// Do not print the per-process summary at the end.
     #[arg(short, long)]
     pub quiet: bool,

@@ -116,6 +116,10 @@ pub struct ProcessState {
     /// Highest virtual size and VMA count seen.
     pub peak_vsz: u64,
     pub peak_vmas: usize,
+    /// The address space at exit, drawn for the summary, kept once the VMAs are dropped
+    /// (`--exited-grace` after the exit).
+    pub final_layout: Option<String>,
+    pub model_dropped: bool,
 }
 
 impl ProcessState {
@@ -132,6 +136,8 @@ impl ProcessState {
             drift_differences: 0,
             peak_vsz: 0,
             peak_vmas: 0,
+            final_layout: None,
+            model_dropped: false,
             tgid,
             parent: None,
             comm,
@@ -150,6 +156,12 @@ impl ProcessState {
 
     pub fn is_running(&self) -> bool {
         self.lifecycle == Lifecycle::Running
+    }
+
+    /// Frees the VMAs of an exited process, keeping its counters and final drawing.
+    pub fn drop_model(&mut self) {
+        self.space = AddressSpace::new(self.space.page_size);
+        self.model_dropped = true;
     }
 
     pub fn stats(&self, kind: SyscallKind) -> SyscallStats {
@@ -297,6 +309,21 @@ impl ProcessTable {
 
     pub fn iter(&self) -> impl Iterator<Item = &ProcessState> {
         self.processes.values()
+    }
+
+    /// Drops the VMAs of processes that exited before `cutoff_ns` (CLOCK_MONOTONIC).
+    pub fn drop_models_exited_before(&mut self, cutoff_ns: u64) -> usize {
+        let mut dropped = 0;
+        for p in self.processes.values_mut() {
+            if let Lifecycle::Exited { ts_ns } = p.lifecycle
+                && ts_ns < cutoff_ns
+                && !p.model_dropped
+            {
+                p.drop_model();
+                dropped += 1;
+            }
+        }
+        dropped
     }
 
     pub fn running(&self) -> impl Iterator<Item = &ProcessState> {
@@ -487,6 +514,37 @@ mod tests {
         });
         assert_eq!(t.apply(&exit), FollowUp::Exited(8));
         assert_eq!(t.running().map(|p| p.tgid).collect::<Vec<_>>(), vec![7]);
+    }
+
+    #[test]
+    fn exited_models_are_freed_after_the_grace_period_but_their_drawing_stays() {
+        let mut t = ProcessTable::new(4096);
+        t.add(5, "w".into());
+        t.apply(&syscall(
+            5,
+            SyscallKind::Mmap,
+            &[0, 4096, 3, 0x22, u64::MAX, 0],
+            0x7000_0000,
+        ));
+        let exit = Event::Exit(ExitEvent {
+            ts_ns: 100,
+            tgid: 5,
+            tid: 5,
+            comm: "w".into(),
+        });
+        t.apply(&exit);
+        let p = t.get_mut(5).unwrap();
+        p.final_layout = Some(crate::summary::render_layout(p));
+        assert_eq!(
+            t.drop_models_exited_before(100),
+            0,
+            "not yet past the grace period"
+        );
+        assert_eq!(t.drop_models_exited_before(101), 1);
+        let p = t.get(5).unwrap();
+        assert_eq!(p.space.vma_count(), 0);
+        assert!(crate::summary::render_layout(p).contains("VSZ 4.0 KiB in 1 VMAs"));
+        assert_eq!(t.drop_models_exited_before(u64::MAX), 0, "only once");
     }
 
     #[test]

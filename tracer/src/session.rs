@@ -36,6 +36,8 @@ pub struct Tracker {
     sink_failed: bool,
     /// Processes whose exit record may have been lost: seen gone on the previous tick.
     vanishing: Vec<u32>,
+    /// How long the model of an exited process is kept.
+    exited_grace: Duration,
 }
 
 impl Tracker {
@@ -105,6 +107,7 @@ impl Tracker {
         self.probes.forget(tgid);
         if let Some(p) = self.table.get_mut(tgid) {
             p.faults = faults;
+            p.final_layout = Some(crate::summary::render_layout(p));
         }
         self.vanishing.retain(|&t| t != tgid);
         faults
@@ -174,10 +177,13 @@ impl Tracker {
         Ok(())
     }
 
-    /// Periodic work: kernel-side counters, probe logs, exits whose record was lost.
+    /// Periodic work: kernel-side counters, probe logs, exits whose record was lost, models
+    /// of processes that exited more than the grace period ago.
     fn housekeeping(&mut self) {
         self.probes.flush_logs();
         self.read_kernel_counters();
+        let cutoff = procfs::monotonic_ns().saturating_sub(self.exited_grace.as_nanos() as u64);
+        self.table.drop_models_exited_before(cutoff);
         let gone: Vec<u32> = self
             .table
             .running()
@@ -192,7 +198,9 @@ impl Tracker {
         {
             log::warn!("process {tgid} is gone but its exit record was not seen (lost?)");
             if let Some(p) = self.table.get_mut(tgid) {
-                p.lifecycle = crate::process::Lifecycle::Exited { ts_ns: 0 };
+                p.lifecycle = crate::process::Lifecycle::Exited {
+                    ts_ns: procfs::monotonic_ns(),
+                };
             }
             self.collect_exit(tgid);
         }
@@ -316,6 +324,7 @@ impl Session {
                 sink,
                 sink_failed: false,
                 vanishing: Vec::new(),
+                exited_grace: Duration::from_secs(args.exited_grace),
             },
             drain_interval: Duration::from_millis(args.drain_interval_ms),
             drift_interval: (args.drift_check_interval > 0)

@@ -157,6 +157,16 @@ fn render_process(out: &mut String, p: &ProcessState) {
         a[ACCESS_KERNEL_WRITE],
         a[ACCESS_KERNEL_EXEC]
     );
+    out.push_str(&render_layout(p));
+}
+
+/// The address-space drawing of a process: live, or as it was at exit once the VMAs of an
+/// exited process were freed.
+pub fn render_layout(p: &ProcessState) -> String {
+    if p.model_dropped {
+        return p.final_layout.clone().unwrap_or_default();
+    }
+    let mut out = String::new();
     if p.space.vma_count() > 0 {
         let when = if p.is_running() { "now" } else { "at exit" };
         let _ = writeln!(out, "  address space {when}, high to low:");
@@ -172,6 +182,7 @@ fn render_process(out: &mut String, p: &ProcessState) {
             p.reseeds
         );
     }
+    out
 }
 
 #[cfg(test)]
