@@ -170,7 +170,10 @@ fn seed_touching_n_pages_makes_n_write_faults() {
         |key: &str| touched[key].as_u64().unwrap() as i64 - base[key].as_u64().unwrap() as i64;
     assert_eq!(diff("user_write"), 300);
     assert_eq!(diff("total"), 300);
-    assert_eq!(diff("minor"), 300);
+    // The 300 new faults are minor; the program's own text page may be major in either run
+    // (e.g. a freshly built binary not yet in the page cache), so compare minor with slack 1.
+    assert!(touched["minor"].as_u64().unwrap() >= 300, "{touched}");
+    assert!((diff("minor") - 300).abs() <= 1 && diff("major").abs() <= 1);
     assert_eq!(
         diff("user_read") + diff("user_exec") + diff("kernel_write"),
         0
