@@ -27,6 +27,11 @@ pub struct Config {
     /// `syscalls:sys_enter_clone`: `clone_flags`; `syscalls:sys_enter_clone3`: `uargs`.
     pub clone_flags: u16,
     pub clone3_uargs: u16,
+    /// `kmem:rss_stat`: `mm_id`, `curr`, `member`, `size`.
+    pub rss_mm_id: u16,
+    pub rss_curr: u16,
+    pub rss_member: u16,
+    pub rss_size: u16,
     /// Wake the reader only once this many bytes are waiting in the ring buffer; below it the
     /// daemon drains on its own timer. 0 wakes on every record.
     pub wakeup_bytes: u32,
@@ -49,6 +54,10 @@ impl Config {
             exit_group_dead: 0,
             clone_flags: 0,
             clone3_uargs: 0,
+            rss_mm_id: 0,
+            rss_curr: 0,
+            rss_member: 0,
+            rss_size: 0,
             wakeup_bytes: 0,
             _pad: 0,
         }
@@ -61,7 +70,7 @@ impl Config {
     }
 }
 
-const _: () = assert!(size_of::<Config>() == 120);
+const _: () = assert!(size_of::<Config>() == 128);
 
 #[cfg(feature = "user")]
 mod pod {

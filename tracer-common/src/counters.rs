@@ -42,6 +42,54 @@ impl FaultCounters {
     }
 }
 
+/// RSS counter kinds, in the order of the kernel's `MM_*PAGES` (`include/linux/mm_types_task.h`:
+/// MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES), as `kmem:rss_stat` reports them.
+pub const RSS_FILE: usize = 0;
+pub const RSS_ANON: usize = 1;
+pub const RSS_SWAP: usize = 2;
+pub const RSS_SHMEM: usize = 3;
+pub const RSS_KINDS: usize = 4;
+
+/// Resident memory of one process (value of the `RSS` map, keyed by tgid): the latest value
+/// `kmem:rss_stat` reported for each counter, and the highest resident total seen.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RssCounters {
+    /// Bytes per `RSS_*` kind (swap entries in bytes of swapped-out pages).
+    pub bytes: [u64; RSS_KINDS],
+    /// Highest file + anon + shmem seen (what VmHWM counts).
+    pub peak_resident: u64,
+    pub _reserved: u64,
+}
+
+impl RssCounters {
+    /// Resident bytes: file + anon + shmem (VmRSS).
+    pub fn resident(&self) -> u64 {
+        self.bytes[RSS_FILE] + self.bytes[RSS_ANON] + self.bytes[RSS_SHMEM]
+    }
+}
+
+/// Faults are also counted per 64 KiB granule of address space, so the daemon can attribute
+/// them to the regions of its model (heap, stack, anon, file, other) and to VMAs.
+pub const FAULT_GRANULE_SHIFT: u32 = 16;
+
+/// Key of the per-CPU `FAULT_GRANULES` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct GranuleKey {
+    pub tgid: u32,
+    /// `address >> FAULT_GRANULE_SHIFT` (user addresses are below 2^47, so this fits).
+    pub granule: u32,
+}
+
+/// Faults in one granule on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GranuleFaults {
+    pub all: u64,
+    pub major: u64,
+}
+
 /// Indexes of the per-CPU `STATS` array: kernel-side conditions the daemon reports.
 /// A syscall exit was seen without its entry (the thread was already inside the syscall when
 /// it became traced); no record is produced for it.
@@ -50,6 +98,9 @@ pub const STAT_EXIT_WITHOUT_ENTER: u32 = 0;
 pub const STAT_INFLIGHT_FULL: u32 = 1;
 /// The traced-process map was full; a forked child could not be traced.
 pub const STAT_TRACED_FULL: u32 = 2;
+/// The granule map was full: a fault is counted in its process's totals but not attributed to
+/// a region.
+pub const STAT_GRANULES_FULL: u32 = 3;
 pub const STATS_LEN: u32 = 4;
 
 /// Value of the `TRACED` map (keyed by tgid): one of the `TRACED_*` states in the low byte,
@@ -67,9 +118,15 @@ pub const TRACED_AWAIT_EXEC: u32 = 3;
 pub const TRACED_STOP_AT_EXEC: u32 = 0x100;
 
 const _: () = assert!(size_of::<FaultCounters>() == 64);
+const _: () = assert!(size_of::<RssCounters>() == 48);
+const _: () = assert!(size_of::<GranuleKey>() == 8);
+const _: () = assert!(size_of::<GranuleFaults>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: integers only, no padding.
     unsafe impl aya::Pod for super::FaultCounters {}
+    unsafe impl aya::Pod for super::RssCounters {}
+    unsafe impl aya::Pod for super::GranuleKey {}
+    unsafe impl aya::Pod for super::GranuleFaults {}
 }

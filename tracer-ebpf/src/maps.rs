@@ -9,7 +9,11 @@ use aya_ebpf::{
 };
 use tracer_common::{
     config::Config,
-    counters::{FaultCounters, STATS_LEN, TRACED_AWAIT_EXEC, TRACED_STATE_MASK},
+    counters::FAULT_GRANULE_SHIFT,
+    counters::{
+        FaultCounters, GranuleFaults, GranuleKey, RssCounters, STAT_GRANULES_FULL, STATS_LEN,
+        TRACED_AWAIT_EXEC, TRACED_STATE_MASK,
+    },
     record::{Header, MAX_ARGS, RECORD_KINDS},
 };
 
@@ -27,6 +31,7 @@ pub fn config() -> &'static Config {
 /// Default capacities; the daemon can resize them with `EbpfLoader::map_max_entries`.
 const MAX_TRACED: u32 = 16384;
 const MAX_INFLIGHT: u32 = 16384;
+const MAX_GRANULES: u32 = 65536;
 const DEFAULT_RING_BYTES: u32 = 8 << 20;
 
 /// Thread groups being traced (value: `TRACED_BY_*`). User space inserts attach targets; the
@@ -66,6 +71,21 @@ pub static FAULTS: PerCpuHashMap<u32, FaultCounters> =
 /// VMA on such faults, and no syscall says so.
 #[map]
 pub static STACK_LOW: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TRACED, 0);
+
+/// Resident memory per traced tgid, from `kmem:rss_stat`.
+#[map]
+pub static RSS: HashMap<u32, RssCounters> = HashMap::with_max_entries(MAX_TRACED, 0);
+
+/// Which traced tgid owns an mm (by the hashed `mm_id` of `kmem:rss_stat`): learned from the
+/// events the process raises itself, used for those raised elsewhere (reclaim, another
+/// process's `process_madvise`...), whose `curr` is 0.
+#[map]
+pub static MM_OWNER: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACED, 0);
+
+/// Faults per (tgid, 64 KiB granule), for attribution to regions and VMAs.
+#[map]
+pub static FAULT_GRANULES: PerCpuHashMap<GranuleKey, GranuleFaults> =
+    PerCpuHashMap::with_max_entries(MAX_GRANULES, 0);
 
 /// Ring-buffer reservation failures per record kind: records lost, never silently.
 #[map]
@@ -160,6 +180,36 @@ fn bump(array: &PerCpuArray<u64>, index: u32) {
 pub fn add(counter: *mut u64, n: u64) {
     // SAFETY: `counter` points into this CPU's slot of a map value, alive for the program run.
     unsafe { *counter += n };
+}
+
+/// Counts a fault in the granule of `address` (`major`: the major-fault event).
+#[inline(always)]
+pub fn count_granule(tgid: u32, address: u64, major: bool) {
+    let key = GranuleKey {
+        tgid,
+        granule: (address >> FAULT_GRANULE_SHIFT) as u32,
+    };
+    let slot = match FAULT_GRANULES.get_ptr_mut(key) {
+        Some(slot) => slot,
+        None => {
+            let _ = FAULT_GRANULES.insert(key, GranuleFaults::default(), BPF_NOEXIST as u64);
+            match FAULT_GRANULES.get_ptr_mut(key) {
+                Some(slot) => slot,
+                None => {
+                    count_stat(STAT_GRANULES_FULL);
+                    return;
+                }
+            }
+        }
+    };
+    // SAFETY: this CPU's slot of a valid map value.
+    unsafe {
+        if major {
+            add(&raw mut (*slot).major, 1);
+        } else {
+            add(&raw mut (*slot).all, 1);
+        }
+    }
 }
 
 /// This CPU's fault counters of `tgid`, created on first use.

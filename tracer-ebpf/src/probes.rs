@@ -1,4 +1,5 @@
 //! One module per probe family.
 mod faults;
 mod lifecycle;
+mod rss;
 mod syscalls;

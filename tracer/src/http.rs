@@ -22,6 +22,8 @@ pub enum Ask {
     Maps(u32),
     /// Compare the model of a process with /proc now (and heal it if it drifted).
     Check(u32),
+    /// The Prometheus text exposition.
+    Metrics,
 }
 
 /// The session's answer.
@@ -29,6 +31,7 @@ pub enum Ask {
 pub enum Answer {
     Json(Value),
     Text(String),
+    Metrics(String),
     NotFound(String),
     Failed(String),
 }
@@ -54,6 +57,9 @@ impl Api {
             Ok(Answer::Text(text)) => {
                 ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
             }
+            Ok(Answer::Metrics(text)) => {
+                ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+            }
             Ok(Answer::NotFound(what)) => {
                 (StatusCode::NOT_FOUND, format!("{what}\n")).into_response()
             }
@@ -73,6 +79,7 @@ const LANDING: &str = r#"<!doctype html>
 <h1>tracer</h1>
 <p>Live allocation tracer: VMAs, heap and page faults of traced processes.</p>
 <ul>
+<li><a href="/metrics">/metrics</a>: Prometheus metrics</li>
 <li><a href="/api/v1/processes">/api/v1/processes</a>: traced processes (JSON)</li>
 <li>/api/v1/processes/{pid}: one process, with its VMAs and heap history (JSON)</li>
 <li>/api/v1/processes/{pid}/maps: its reconstructed address space, in /proc/PID/maps format</li>
@@ -86,6 +93,10 @@ fn router(api: Api) -> Router {
     Router::new()
         .route("/", get(|| async { Html(LANDING) }))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(|State(api): State<Api>| async move { api.ask(Ask::Metrics).await }),
+        )
         .route(
             "/api/v1/processes",
             get(|State(api): State<Api>| async move { api.ask(Ask::Processes).await }),

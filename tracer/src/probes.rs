@@ -11,7 +11,10 @@ use aya::{
 use thiserror::Error;
 use tracer_common::{
     config::Config,
-    counters::{FaultCounters, STATS_LEN, TRACED_AWAIT_EXEC, TRACED_BY_USER, TRACED_STOP_AT_EXEC},
+    counters::{
+        FaultCounters, GranuleFaults, GranuleKey, RssCounters, STATS_LEN, TRACED_AWAIT_EXEC,
+        TRACED_BY_USER, TRACED_STOP_AT_EXEC,
+    },
     record::{MAX_ARGS, RECORD_KINDS},
 };
 
@@ -82,6 +85,9 @@ pub struct Probes {
     _ebpf: Ebpf,
     traced: HashMap<MapData, u32, u32>,
     stack_low: HashMap<MapData, u32, u64>,
+    rss: HashMap<MapData, u32, RssCounters>,
+    mm_owner: HashMap<MapData, u32, u32>,
+    granules: PerCpuHashMap<MapData, GranuleKey, GranuleFaults>,
     faults: PerCpuHashMap<MapData, u32, FaultCounters>,
     lost: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
@@ -144,6 +150,13 @@ pub fn config_from_tracefs(tracefs: &Tracefs, opts: &ProbeOptions) -> Result<Con
     if tracefs.has("syscalls", "sys_enter_clone3") {
         config.clone3_uargs = tracefs.offset("syscalls", "sys_enter_clone3", "uargs")?;
     }
+    if tracefs.has("kmem", "rss_stat") {
+        let rss = |field: &str| tracefs.offset("kmem", "rss_stat", field);
+        config.rss_mm_id = rss("mm_id")?;
+        config.rss_curr = rss("curr")?;
+        config.rss_member = rss("member")?;
+        config.rss_size = rss("size")?;
+    }
     config.wakeup_bytes = opts.wakeup_bytes;
     Ok(config)
 }
@@ -201,6 +214,8 @@ fn tracepoints() -> Vec<(&'static str, String, bool)> {
     for name in ["sys_enter_execve", "sys_enter_execveat"] {
         list.push(("syscalls", name.to_string(), true));
     }
+    // Without it, resident memory is not reported (RSS metrics are off).
+    list.push(("kmem", "rss_stat".to_string(), false));
     // Without these, new tasks are classified from /proc instead (FORK_FLAGS_UNKNOWN).
     for name in [
         "sys_enter_clone",
@@ -268,6 +283,9 @@ impl Probes {
         let probes = Probes {
             traced: take(&mut ebpf, "TRACED")?,
             stack_low: take(&mut ebpf, "STACK_LOW")?,
+            rss: take(&mut ebpf, "RSS")?,
+            mm_owner: take(&mut ebpf, "MM_OWNER")?,
+            granules: take(&mut ebpf, "FAULT_GRANULES")?,
             faults: take(&mut ebpf, "FAULTS")?,
             lost: take(&mut ebpf, "LOST")?,
             stats: take(&mut ebpf, "STATS")?,
@@ -332,10 +350,61 @@ impl Probes {
         total
     }
 
-    /// Forgets what the kernel side keeps of an exited process (after it was read).
-    pub fn forget(&mut self, tgid: u32) {
+    /// Forgets what the kernel side keeps of an exited process (after it was read); its
+    /// fault granules are `granules` (as read by `fault_granules`).
+    pub fn forget(&mut self, tgid: u32, granules: impl IntoIterator<Item = u32>) {
         let _ = self.faults.remove(&tgid);
         let _ = self.stack_low.remove(&tgid);
+        let _ = self.rss.remove(&tgid);
+        for granule in granules {
+            let _ = self.granules.remove(&GranuleKey { tgid, granule });
+        }
+        let owned: Vec<u32> = self
+            .mm_owner
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, owner)| *owner == tgid)
+            .map(|(mm, _)| mm)
+            .collect();
+        for mm in owned {
+            let _ = self.mm_owner.remove(&mm);
+        }
+    }
+
+    /// Seeds resident memory read from /proc, for counters no event has reported yet
+    /// (`kmem:rss_stat` only reports changes).
+    pub fn seed_rss(&mut self, tgid: u32, bytes: [u64; 4]) {
+        let mut counters = self.rss.get(&tgid, 0).unwrap_or_default();
+        for (mine, seeded) in counters.bytes.iter_mut().zip(bytes) {
+            if *mine == 0 {
+                *mine = seeded;
+            }
+        }
+        counters.peak_resident = counters.peak_resident.max(counters.resident());
+        if let Err(err) = self.rss.insert(tgid, counters, 0) {
+            log::debug!("cannot seed the RSS of {tgid}: {err}");
+        }
+    }
+
+    /// Resident memory of `tgid` as `kmem:rss_stat` last reported it.
+    pub fn rss(&self, tgid: u32) -> Option<RssCounters> {
+        self.rss.get(&tgid, 0).ok()
+    }
+
+    /// Fault counts per granule of every traced process, summed over CPUs.
+    pub fn fault_granules(&self) -> Vec<(GranuleKey, GranuleFaults)> {
+        self.granules
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, per_cpu)| {
+                let mut sum = GranuleFaults::default();
+                for g in per_cpu.iter() {
+                    sum.all += g.all;
+                    sum.major += g.major;
+                }
+                (key, sum)
+            })
+            .collect()
     }
 
     /// Records lost because the ring buffer was full, per record kind (index = `RECORD_*`).

@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use tracer_common::counters::FaultCounters;
+use tracer_common::counters::{FaultCounters, RssCounters};
 
 use crate::{
     events::{Event, ExecEvent, ForkEvent, SyscallEvent, TaskKind},
+    fault_regions::FaultRegions,
     model::{AddressSpace, apply::NeedsName},
     syscalls::{Outcome, SyscallKind},
 };
@@ -89,6 +90,10 @@ pub struct ProcessState {
     pub heap: Heap,
     /// Page faults (read from the kernel map; final once the process exited).
     pub faults: FaultCounters,
+    /// The same faults attributed to regions of the address space.
+    pub fault_regions: FaultRegions,
+    /// Resident memory as `kmem:rss_stat` last reported it (final once the process exited).
+    pub rss: RssCounters,
     pub threads_created: u64,
     pub execs: u64,
     pub lifecycle: Lifecycle,
@@ -147,6 +152,8 @@ impl ProcessState {
             bytes_unmapped: 0,
             heap: Heap::default(),
             faults: FaultCounters::default(),
+            fault_regions: FaultRegions::default(),
+            rss: RssCounters::default(),
             threads_created: 0,
             execs: 0,
             lifecycle: Lifecycle::Running,
@@ -298,7 +305,6 @@ impl ProcessTable {
             .or_insert_with(|| ProcessState::new(tgid, comm, page_size))
     }
 
-    #[cfg(test)]
     pub fn get(&self, tgid: u32) -> Option<&ProcessState> {
         self.processes.get(&tgid)
     }

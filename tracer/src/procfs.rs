@@ -74,6 +74,31 @@ pub fn read_tgid(pid: u32) -> io::Result<u32> {
     parse_tgid(&text).ok_or_else(|| io::Error::other(format!("no Tgid in /proc/{pid}/status")))
 }
 
+/// Resident memory from `/proc/PID/status` in bytes: (file, anon, swap, shmem), in the order
+/// of the kernel's MM_*PAGES counters.
+pub fn parse_rss(status: &str) -> Option<[u64; 4]> {
+    let kb = |key: &str| -> Option<u64> {
+        let line = status.lines().find_map(|l| l.strip_prefix(key))?;
+        line.trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(|v| v * 1024)
+    };
+    Some([
+        kb("RssFile:")?,
+        kb("RssAnon:")?,
+        kb("VmSwap:")?,
+        kb("RssShmem:")?,
+    ])
+}
+
+pub fn read_rss(pid: u32) -> io::Result<[u64; 4]> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_rss(&text).ok_or_else(|| io::Error::other(format!("no Rss lines in /proc/{pid}/status")))
+}
+
 /// Capability sets of `/proc/self/status` (`CapEff:` as a hex mask).
 pub fn parse_cap_eff(status: &str) -> Option<u64> {
     let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;

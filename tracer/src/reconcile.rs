@@ -49,8 +49,21 @@ pub fn seed(p: &mut ProcessState, probes: &mut Probes, at_exec: bool) -> Result<
     if let Some(stack) = p.space.start_stack.and_then(|s| p.space.find(s)) {
         probes.set_stack_low(tgid, stack.start);
     }
+    if !at_exec {
+        seed_rss(tgid, probes);
+    }
     p.note_peaks();
     Ok(())
+}
+
+/// Seeds resident memory from /proc where no `kmem:rss_stat` event told it yet: at attach,
+/// and for a forked child (whose copied counters were reported in its parent's context,
+/// before the child was known).
+pub fn seed_rss(tgid: u32, probes: &mut Probes) {
+    match procfs::read_rss(tgid) {
+        Ok(bytes) => probes.seed_rss(tgid, bytes),
+        Err(err) => log::debug!("cannot read the RSS of {tgid}: {err}"),
+    }
 }
 
 /// Names a freshly mapped file from `/proc/PID/map_files/START-END`: the kernel's mapping of

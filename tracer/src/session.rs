@@ -54,6 +54,11 @@ impl Tracker {
         };
         self.counters.records[record_kind(&event)] += 1;
         let follow_up = self.table.apply(&event);
+        if let Event::Fork(fork) = &event
+            && fork.child == crate::events::TaskKind::Process
+        {
+            reconcile::seed_rss(fork.child_pid, &mut self.probes);
+        }
         let final_faults = self.follow_up(follow_up);
         if let Some(sink) = self.sink.as_mut()
             && !self.sink_failed
@@ -93,7 +98,10 @@ impl Tracker {
                             p.threads_created += 1;
                         }
                     }
-                    _ => self.table.add_child(parent, child),
+                    _ => {
+                        self.table.add_child(parent, child);
+                        reconcile::seed_rss(child, &mut self.probes);
+                    }
                 }
                 None
             }
@@ -104,11 +112,20 @@ impl Tracker {
     /// Reads the final counters of an exited process out of the kernel maps.
     fn collect_exit(&mut self, tgid: u32) -> FaultCounters {
         let faults = self.probes.faults(tgid);
-        self.probes.forget(tgid);
-        if let Some(p) = self.table.get_mut(tgid) {
-            p.faults = faults;
-            p.final_layout = Some(crate::summary::render_layout(p));
-        }
+        self.attribute_faults();
+        let rss = self.probes.rss(tgid);
+        let granules: Vec<u32> = match self.table.get_mut(tgid) {
+            Some(p) => {
+                p.faults = faults;
+                if let Some(rss) = rss {
+                    p.rss = rss;
+                }
+                p.final_layout = Some(crate::summary::render_layout(p));
+                p.fault_regions.granules().collect()
+            }
+            None => Vec::new(),
+        };
+        self.probes.forget(tgid, granules);
         self.vanishing.retain(|&t| t != tgid);
         faults
     }
@@ -145,6 +162,35 @@ impl Tracker {
         !pending.is_empty()
     }
 
+    /// Attributes the faults counted per granule since the last look to the regions the
+    /// models have there now (one pass over the kernel's granule map).
+    pub fn attribute_faults(&mut self) {
+        for (key, counts) in self.probes.fault_granules() {
+            if let Some(p) = self.table.get_mut(key.tgid)
+                && p.is_running()
+            {
+                p.fault_regions.observe(&p.space, key.granule, counts);
+            }
+        }
+    }
+
+    /// Brings the kernel-side figures of running processes up to date: faults (by region)
+    /// and resident memory.
+    pub fn refresh_running(&mut self) {
+        self.attribute_faults();
+        let running: Vec<u32> = self.table.running().map(|p| p.tgid).collect();
+        for tgid in running {
+            let faults = self.probes.faults(tgid);
+            let rss = self.probes.rss(tgid);
+            if let Some(p) = self.table.get_mut(tgid) {
+                p.faults = faults;
+                if let Some(rss) = rss {
+                    p.rss = rss;
+                }
+            }
+        }
+    }
+
     /// `pid`'s state brought up to date for a view: a running process gets its stack growth,
     /// pending file names and fault counters.
     fn current_view(&mut self, pid: u32) -> Option<&ProcessState> {
@@ -152,9 +198,9 @@ impl Tracker {
         if p.is_running() {
             reconcile::sync_stack(p, &self.probes);
             reconcile::resolve_pending_names(p);
-            p.faults = self.probes.faults(pid);
         }
-        Some(p)
+        self.refresh_running();
+        self.table.get(pid)
     }
 
     /// Starts tracing a running process from user space and registers it.
@@ -219,13 +265,7 @@ impl Tracker {
     pub fn finish(&mut self) {
         self.probes.flush_logs();
         self.read_kernel_counters();
-        let running: Vec<u32> = self.table.running().map(|p| p.tgid).collect();
-        for tgid in running {
-            let faults = self.probes.faults(tgid);
-            if let Some(p) = self.table.get_mut(tgid) {
-                p.faults = faults;
-            }
-        }
+        self.refresh_running();
         if let Some(sink) = self.sink.as_mut() {
             let mut end = api::daemon_json(&self.counters);
             end["type"] = "end".into();
@@ -395,6 +435,18 @@ impl Session {
                 Some(p) => Answer::Text(maps::render(&p.space)),
                 None => not_found(pid),
             },
+            Ask::Metrics => {
+                self.tracker.refresh_running();
+                let tracker = &self.tracker;
+                let cutoff =
+                    procfs::monotonic_ns().saturating_sub(tracker.exited_grace.as_nanos() as u64);
+                let ctx = crate::metrics::ScrapeContext {
+                    daemon: &tracker.counters,
+                    exited_cutoff_ns: cutoff,
+                    refused: tracker.counters.traced_full,
+                };
+                Answer::Metrics(crate::metrics::render(tracker.table.iter(), &ctx))
+            }
             Ask::Check(pid) => match self.check(pid) {
                 Ok(differences) => {
                     let p = self.tracker.table.get_mut(pid);

@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use tracer_common::counters::{ACCESS_KERNEL_READ, ACCESS_USER_READ, X86_PF_INSTR, X86_PF_WRITE};
 
-use crate::maps::{STACK_LOW, add, config, current_ids, fault_counters, is_counted};
+use crate::maps::{STACK_LOW, add, config, count_granule, current_ids, fault_counters, is_counted};
 
 /// Kernel addresses have the top bit set on x86-64 and arm64; faults there are not the
 /// process's.
@@ -46,6 +46,7 @@ fn on_fault(ctx: &TracePointContext, base: usize) -> Result<(), i64> {
         0
     };
     note_stack_growth(tgid, address);
+    count_granule(tgid, address, false);
     if let Some(counters) = fault_counters(tgid) {
         // SAFETY: a valid map value; only the address of one of its counters is taken.
         add(unsafe { &raw mut (*counters).by_access[base + access] }, 1);
@@ -84,13 +85,18 @@ pub fn page_fault_kernel(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Attached to `PERF_COUNT_SW_PAGE_FAULTS_MAJ` on every CPU with a sample period of 1.
+/// Attached to `PERF_COUNT_SW_PAGE_FAULTS_MAJ` on every CPU with a sample period of 1. The
+/// sample's `addr` is the faulting address (`perf_sw_event(..., regs, address)`).
 #[perf_event]
-pub fn major_fault(_ctx: PerfEventContext) -> u32 {
+pub fn major_fault(ctx: PerfEventContext) -> u32 {
     let (tgid, _) = current_ids();
-    if is_counted(tgid)
-        && let Some(counters) = fault_counters(tgid)
-    {
+    if !is_counted(tgid) {
+        return 0;
+    }
+    // SAFETY: `addr` of `bpf_perf_event_data`, which the verifier lets programs read.
+    let address = unsafe { (*ctx.ctx).addr };
+    count_granule(tgid, address, true);
+    if let Some(counters) = fault_counters(tgid) {
         // SAFETY: as in `on_fault`.
         add(unsafe { &raw mut (*counters).major }, 1);
     }

@@ -47,6 +47,14 @@ impl AddressSpace {
             .filter(|v| v.end > addr)
     }
 
+    /// The first VMA overlapping `[start, end)`, with the VMA just below it.
+    pub fn first_overlapping(&self, start: u64, end: u64) -> Option<(&Vma, Option<&Vma>)> {
+        let key = *self.overlapping(start, end).first()?;
+        let vma = &self.vmas[&key];
+        let prev = self.vmas.range(..key).next_back().map(|(_, v)| v);
+        Some((vma, prev))
+    }
+
     /// Start addresses of the VMAs overlapping `[start, end)`.
     fn overlapping(&self, start: u64, end: u64) -> Vec<u64> {
         let mut keys = Vec::new();

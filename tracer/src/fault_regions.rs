@@ -1,0 +1,160 @@
+//! Attribution of page faults to regions. The kernel counts faults per (process, 64 KiB
+//! granule); each time the daemon looks, the faults a granule gained since the last look are
+//! added to the region the model has there now. Per-region counts thus only grow (they are
+//! Prometheus counters), and their sum is exactly what the granules counted.
+
+use std::collections::HashMap;
+
+use tracer_common::counters::{FAULT_GRANULE_SHIFT, GranuleFaults};
+
+use crate::model::{AddressSpace, region::Region};
+
+/// The regions of the metric contract (`tracer_page_faults_total{region}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetricRegion {
+    Heap,
+    Stack,
+    Anon,
+    File,
+    Other,
+}
+
+impl MetricRegion {
+    pub const ALL: [MetricRegion; 5] = [
+        MetricRegion::Heap,
+        MetricRegion::Stack,
+        MetricRegion::Anon,
+        MetricRegion::File,
+        MetricRegion::Other,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MetricRegion::Heap => "heap",
+            MetricRegion::Stack => "stack",
+            MetricRegion::Anon => "anon",
+            MetricRegion::File => "file",
+            MetricRegion::Other => "other",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl From<Region> for MetricRegion {
+    fn from(region: Region) -> MetricRegion {
+        match region {
+            Region::Heap => MetricRegion::Heap,
+            Region::Stack => MetricRegion::Stack,
+            Region::Bss | Region::Anon => MetricRegion::Anon,
+            Region::Text | Region::Data | Region::File => MetricRegion::File,
+            Region::Other => MetricRegion::Other,
+        }
+    }
+}
+
+/// Cumulative faults of one process by region, and what each granule had counted when last
+/// seen.
+#[derive(Clone, Debug, Default)]
+pub struct FaultRegions {
+    pub minor: [u64; 5],
+    pub major: [u64; 5],
+    seen: HashMap<u32, GranuleFaults>,
+}
+
+impl FaultRegions {
+    /// Takes in a granule's current counts (`all` from the fault tracepoints, `major` from the
+    /// major-fault event).
+    pub fn observe(&mut self, space: &AddressSpace, granule: u32, now: GranuleFaults) {
+        let last = self.seen.entry(granule).or_default();
+        let all = now.all.saturating_sub(last.all);
+        let major = now.major.saturating_sub(last.major);
+        *last = now;
+        if all == 0 && major == 0 {
+            return;
+        }
+        let start = u64::from(granule) << FAULT_GRANULE_SHIFT;
+        let region = region_at(space, start, start + (1 << FAULT_GRANULE_SHIFT));
+        self.minor[region.index()] += all.saturating_sub(major);
+        self.major[region.index()] += major;
+    }
+
+    /// Granules seen so far (to free them in the kernel when the process is gone).
+    pub fn granules(&self) -> impl Iterator<Item = u32> + '_ {
+        self.seen.keys().copied()
+    }
+
+    pub fn attributed(&self) -> (u64, u64) {
+        (self.minor.iter().sum(), self.major.iter().sum())
+    }
+}
+
+/// The region of the VMA holding the granule's start, else of the first VMA inside it.
+fn region_at(space: &AddressSpace, start: u64, end: u64) -> MetricRegion {
+    match space.first_overlapping(start, end) {
+        Some((vma, prev)) => crate::model::region::classify(space, vma, prev).into(),
+        None => MetricRegion::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::maps;
+
+    fn space() -> AddressSpace {
+        let text = "\
+555500100000-555500121000 rw-p 00000000 00:00 0                          [heap]
+7f0000000000-7f0000100000 rw-p 00000000 00:00 0 
+7f0000100000-7f0000110000 r-xp 00000000 fe:00 9                          /lib/x.so
+";
+        let mut s = AddressSpace::new(4096);
+        s.replace_vmas(maps::parse(text).unwrap());
+        s.start_brk = Some(0x555500100000);
+        s.brk = Some(0x555500121000);
+        s
+    }
+
+    fn granule(addr: u64) -> u32 {
+        (addr >> FAULT_GRANULE_SHIFT) as u32
+    }
+
+    #[test]
+    fn new_faults_go_to_the_region_there_now_and_never_decrease() {
+        let s = space();
+        let mut f = FaultRegions::default();
+        f.observe(
+            &s,
+            granule(0x555500100000),
+            GranuleFaults { all: 10, major: 1 },
+        );
+        f.observe(
+            &s,
+            granule(0x7f0000000000),
+            GranuleFaults { all: 5, major: 0 },
+        );
+        f.observe(
+            &s,
+            granule(0x7f0000100000),
+            GranuleFaults { all: 3, major: 2 },
+        );
+        f.observe(
+            &s,
+            granule(0x600000000000),
+            GranuleFaults { all: 1, major: 0 },
+        );
+        assert_eq!(f.minor, [9, 0, 5, 1, 1]);
+        assert_eq!(f.major, [1, 0, 0, 2, 0]);
+        // Seen again: only the increase counts.
+        f.observe(
+            &s,
+            granule(0x555500100000),
+            GranuleFaults { all: 12, major: 1 },
+        );
+        assert_eq!(f.minor[0], 11);
+        assert_eq!(f.attributed(), (18, 3));
+        assert_eq!(f.granules().count(), 4);
+    }
+}
