@@ -182,7 +182,8 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts the tracer with `args` (which must include `--listen 127.0.0.1:0`) and waits
-    /// until it serves its API. `stdout` of the tracer (and of a `run` command) is piped.
+    /// until it serves its API and, for `attach`, until it is attached (the API comes up
+    /// first). `stdout` of the tracer (and of a `run` command) is piped.
     pub fn start(args: &[&str]) -> Daemon {
         use std::io::BufRead;
         let mut child = Command::new(tracer_bin())
@@ -195,16 +196,24 @@ impl Daemon {
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let (api_tx, api_rx) = std::sync::mpsc::channel();
+        // `attach` binds its port before it loads the probes: wait for "attached" too.
+        let attaching = args.first() == Some(&"attach");
         std::thread::spawn(move || {
+            let mut api = None;
             let mut api_tx = Some(api_tx);
             for line in std::io::BufReader::new(stderr)
                 .lines()
                 .map_while(Result::ok)
             {
-                if let Some(rest) = line.strip_prefix("tracer: serving the API on ")
+                if let Some(rest) = line.strip_prefix("tracer: serving the API on ") {
+                    api = Some(rest.trim_end_matches('/').to_string());
+                }
+                let ready = !attaching || line.starts_with("tracer: attached to");
+                if ready
+                    && let Some(addr) = api.clone()
                     && let Some(tx) = api_tx.take()
                 {
-                    let _ = tx.send(rest.trim_end_matches('/').to_string());
+                    let _ = tx.send(addr);
                 }
                 let _ = tx.send(line);
             }

@@ -59,7 +59,10 @@ pub struct RssCounters {
     pub bytes: [u64; RSS_KINDS],
     /// Highest file + anon + shmem seen (what VmHWM counts).
     pub peak_resident: u64,
-    pub _reserved: u64,
+    /// `mm_id` of the address space the process uses now (learned from its own events):
+    /// events for another mm, e.g. the one it left at exec being torn down late, are ignored.
+    pub mm_id: u32,
+    pub _pad: u32,
 }
 
 impl RssCounters {

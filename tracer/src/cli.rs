@@ -110,8 +110,9 @@ pub struct CommonArgs {
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub drift_check_interval: u64,
 
-    /// Keep the address space of an exited process this many seconds (for the API), then free
-    /// it; its counters and the drawing of its final layout stay for the summary.
+    /// Keep an exited process whole this many seconds (its metrics series and its address
+    /// space in the API). Then `attach` forgets it entirely, and `run` frees its address space
+    /// but keeps its counters and final layout for the summary.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub exited_grace: u64,
 

@@ -317,6 +317,17 @@ impl ProcessTable {
         self.processes.values()
     }
 
+    /// Forgets processes that exited before `cutoff_ns` altogether (the daemon mode, where
+    /// nothing but their metrics would need them). Returns how many.
+    pub fn evict_exited_before(&mut self, cutoff_ns: u64) -> usize {
+        let before = self.processes.len();
+        self.processes.retain(|_, p| match p.lifecycle {
+            Lifecycle::Exited { ts_ns } => ts_ns >= cutoff_ns,
+            Lifecycle::Running => true,
+        });
+        before - self.processes.len()
+    }
+
     /// Drops the VMAs of processes that exited before `cutoff_ns` (CLOCK_MONOTONIC).
     pub fn drop_models_exited_before(&mut self, cutoff_ns: u64) -> usize {
         let mut dropped = 0;
@@ -551,6 +562,9 @@ mod tests {
         assert_eq!(p.space.vma_count(), 0);
         assert!(crate::summary::render_layout(p).contains("VSZ 4.0 KiB in 1 VMAs"));
         assert_eq!(t.drop_models_exited_before(u64::MAX), 0, "only once");
+        assert_eq!(t.evict_exited_before(100), 0);
+        assert_eq!(t.evict_exited_before(101), 1);
+        assert!(t.get(5).is_none());
     }
 
     #[test]

@@ -36,8 +36,13 @@ pub struct Tracker {
     sink_failed: bool,
     /// Processes whose exit record may have been lost: seen gone on the previous tick.
     vanishing: Vec<u32>,
-    /// How long the model of an exited process is kept.
+    /// Exits of the current batch, completed by `finish_exits`.
+    pending_exits: Vec<u32>,
+    /// How long an exited process is kept whole.
     exited_grace: Duration,
+    /// After the grace period, forget exited processes entirely (attach: a long-running
+    /// daemon) rather than only their VMAs (run: the summary lists every process).
+    pub evict_exited: bool,
 }
 
 impl Tracker {
@@ -109,25 +114,38 @@ impl Tracker {
         }
     }
 
-    /// Reads the final counters of an exited process out of the kernel maps.
+    /// Reads the final counters of an exited process out of the kernel maps. Its faults are
+    /// attributed to regions, and its kernel-side state freed, at the end of the drained batch
+    /// (`finish_exits`): one pass over the granule map for all the exits of a batch.
     fn collect_exit(&mut self, tgid: u32) -> FaultCounters {
         let faults = self.probes.faults(tgid);
-        self.attribute_faults();
         let rss = self.probes.rss(tgid);
-        let granules: Vec<u32> = match self.table.get_mut(tgid) {
-            Some(p) => {
-                p.faults = faults;
-                if let Some(rss) = rss {
-                    p.rss = rss;
-                }
-                p.final_layout = Some(crate::summary::render_layout(p));
-                p.fault_regions.granules().collect()
+        if let Some(p) = self.table.get_mut(tgid) {
+            p.faults = faults;
+            if let Some(rss) = rss {
+                p.rss = rss;
             }
-            None => Vec::new(),
-        };
-        self.probes.forget(tgid, granules);
+            p.final_layout = Some(crate::summary::render_layout(p));
+        }
+        self.pending_exits.push(tgid);
         self.vanishing.retain(|&t| t != tgid);
         faults
+    }
+
+    /// Completes the exits of the batch just drained.
+    fn finish_exits(&mut self) {
+        if self.pending_exits.is_empty() {
+            return;
+        }
+        self.attribute_faults();
+        for tgid in std::mem::take(&mut self.pending_exits) {
+            let granules: Vec<u32> = self
+                .table
+                .get(tgid)
+                .map(|p| p.fault_regions.granules().collect())
+                .unwrap_or_default();
+            self.probes.forget(tgid, granules);
+        }
     }
 
     /// Seeds what no syscall shows from /proc: the address space, the start of the break, the
@@ -167,7 +185,7 @@ impl Tracker {
     pub fn attribute_faults(&mut self) {
         for (key, counts) in self.probes.fault_granules() {
             if let Some(p) = self.table.get_mut(key.tgid)
-                && p.is_running()
+                && !p.model_dropped
             {
                 p.fault_regions.observe(&p.space, key.granule, counts);
             }
@@ -229,7 +247,11 @@ impl Tracker {
         self.probes.flush_logs();
         self.read_kernel_counters();
         let cutoff = procfs::monotonic_ns().saturating_sub(self.exited_grace.as_nanos() as u64);
-        self.table.drop_models_exited_before(cutoff);
+        if self.evict_exited {
+            self.table.evict_exited_before(cutoff);
+        } else {
+            self.table.drop_models_exited_before(cutoff);
+        }
         let gone: Vec<u32> = self
             .table
             .running()
@@ -364,7 +386,9 @@ impl Session {
                 sink,
                 sink_failed: false,
                 vanishing: Vec::new(),
+                pending_exits: Vec::new(),
                 exited_grace: Duration::from_secs(args.exited_grace),
+                evict_exited: false,
             },
             drain_interval: Duration::from_millis(args.drain_interval_ms),
             drift_interval: (args.drift_check_interval > 0)
@@ -552,6 +576,7 @@ fn drain_into(ring: &mut RingBuf<MapData>, tracker: &mut Tracker) {
         if any {
             tracker.flush_events();
         }
+        tracker.finish_exits();
         if !tracker.reseed_where_needed() {
             return;
         }

@@ -63,6 +63,13 @@ fn try_rss_stat(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: a valid map value. Two CPUs may race on one process's counters; each event
     // carries the full value, so the next event of that counter corrects a lost update.
     unsafe {
+        if curr != 0 {
+            // The process's own event: this is its address space now (new after an exec).
+            (*counters).mm_id = mm_id;
+        } else if (*counters).mm_id != mm_id {
+            // An address space it no longer uses (left at exec, torn down late).
+            return Ok(());
+        }
         // The mask must survive optimisation: LLVM would drop it after the range check above,
         // and the verifier wants the index bounded on the register it uses.
         let index = core::hint::black_box(member as usize) & (RSS_KINDS - 1);

@@ -53,6 +53,8 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
     };
     let api = bind_api(listen).await?;
     let mut session = start_session(&args.common)?;
+    // A daemon may run for days: exited processes are forgotten after the grace period.
+    session.tracker.evict_exited = true;
     if let Some(queries) = api {
         session.serve_queries(queries);
     }
