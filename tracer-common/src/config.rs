@@ -4,6 +4,16 @@
 
 use crate::record::{MAX_ARGS, SYSCALL_KINDS};
 
+/// `Config::comm_filter`: an untraced process whose comm is `COMM_TRACE` in `COMM_FILTER`
+/// becomes traced when it execs (`tracer attach --comm`).
+pub const COMM_FILTER_TRACE: u32 = 1;
+/// `Config::comm_filter`: a traced process whose comm is `COMM_EXCLUDE` stops being traced
+/// when it execs (`--exclude-comm`).
+pub const COMM_FILTER_EXCLUDE: u32 = 2;
+/// Values of the `COMM_FILTER` map (keyed by the 16-byte comm).
+pub const COMM_TRACE: u32 = 1;
+pub const COMM_EXCLUDE: u32 = 2;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -32,6 +42,9 @@ pub struct Config {
     pub rss_curr: u16,
     pub rss_member: u16,
     pub rss_size: u16,
+    /// `COMM_*` bits: which lists of the `COMM_FILTER` map the exec probe applies.
+    pub comm_filter: u32,
+    pub _pad2: u32,
     /// Wake the reader only once this many bytes are waiting in the ring buffer; below it the
     /// daemon drains on its own timer. 0 wakes on every record.
     pub wakeup_bytes: u32,
@@ -58,6 +71,8 @@ impl Config {
             rss_curr: 0,
             rss_member: 0,
             rss_size: 0,
+            comm_filter: 0,
+            _pad2: 0,
             wakeup_bytes: 0,
             _pad: 0,
         }
@@ -70,7 +85,7 @@ impl Config {
     }
 }
 
-const _: () = assert!(size_of::<Config>() == 128);
+const _: () = assert!(size_of::<Config>() == 136);
 
 #[cfg(feature = "user")]
 mod pod {

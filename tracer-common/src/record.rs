@@ -60,6 +60,9 @@ pub const FORK_THREAD: u32 = 1;
 /// `ForkRecord::flags`: the clone flags were not seen (no syscall entry stashed, e.g. a kernel
 /// created io worker); user space decides from `/proc`.
 pub const FORK_FLAGS_UNKNOWN: u32 = 2;
+/// `ForkRecord::flags`: the child is a process but could not be traced (the traced set is
+/// full, `--max-processes`).
+pub const FORK_REFUSED: u32 = 4;
 
 /// A traced process created a task (`sched:sched_process_fork`). For a new process the kernel
 /// side has already added `child_pid` to the traced set.
@@ -82,6 +85,12 @@ pub const EXEC_FILENAME_LEN: usize = 256;
 /// `ExecRecord::flags`: the probe stopped the process (SIGSTOP) before its first instruction
 /// in the new image, so the daemon can seed from /proc exactly; the daemon resumes it.
 pub const EXEC_STOPPED: u32 = 1;
+/// `ExecRecord::flags`: the process began to be traced at this exec (its comm matched
+/// `--comm`).
+pub const EXEC_STARTED: u32 = 2;
+/// `ExecRecord::flags`: the process stopped being traced at this exec (its comm matched
+/// `--exclude-comm`); no more records come for it.
+pub const EXEC_UNTRACED: u32 = 4;
 
 /// A traced process replaced its image (`sched:sched_process_exec`).
 #[repr(C)]

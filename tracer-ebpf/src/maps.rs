@@ -72,6 +72,10 @@ pub static FAULTS: PerCpuHashMap<u32, FaultCounters> =
 #[map]
 pub static STACK_LOW: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TRACED, 0);
 
+/// Comms that start or stop tracing at exec (`COMM_TRACE`, `COMM_EXCLUDE`).
+#[map]
+pub static COMM_FILTER: HashMap<[u8; 16], u32> = HashMap::with_max_entries(256, 0);
+
 /// Resident memory per traced tgid, from `kmem:rss_stat`.
 #[map]
 pub static RSS: HashMap<u32, RssCounters> = HashMap::with_max_entries(MAX_TRACED, 0);

@@ -59,8 +59,23 @@ pub struct AttachArgs {
     pub common: CommonArgs,
 
     /// A process to trace (repeat for several). A thread id selects its whole process.
-    #[arg(short, long = "pid", value_name = "PID", required = true)]
+    #[arg(short, long = "pid", value_name = "PID", required_unless_present_any = ["comms", "all"])]
     pub pids: Vec<u32>,
+
+    /// Trace every process whose command name (comm, as `ps -o comm` shows it) is NAME: those
+    /// running now and those that exec it later. Repeat for several names.
+    #[arg(long = "comm", value_name = "NAME", value_parser = parse_comm)]
+    pub comms: Vec<String>,
+
+    /// Trace every user process on the machine, now and later (except --exclude-comm ones and
+    /// the tracer itself). Runs until SIGINT/SIGTERM.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Do not trace processes with this command name: skipped at start, and a traced process
+    /// that execs it stops being traced. Repeat for several names.
+    #[arg(long = "exclude-comm", value_name = "NAME", value_parser = parse_comm)]
+    pub exclude_comms: Vec<String>,
 
     /// Do not serve the HTTP API (attach serves it on 127.0.0.1:19410 by default).
     #[arg(long, conflicts_with = "listen")]
@@ -110,6 +125,17 @@ pub struct CommonArgs {
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub drift_check_interval: u64,
 
+    /// Trace at most this many processes at once. A process beyond it (a new child, or a
+    /// process found by --comm/--all) is not traced; refusals are counted
+    /// (`tracer_processes_refused_total`) and logged.
+    #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_processes: u32,
+
+    /// Label per-process metrics by `pid` (and comm), or only by `comm`, summing the processes
+    /// that share it: bounded cardinality for fleets of short-lived workers.
+    #[arg(long, value_name = "LABEL", value_enum, default_value_t = GroupBy::Pid)]
+    pub group_by: GroupBy,
+
     /// Keep an exited process whole this many seconds (its metrics series and its address
     /// space in the API). Then `attach` forgets it entirely, and `run` frees its address space
     /// but keeps its counters and final layout for the summary.
@@ -119,6 +145,21 @@ pub struct CommonArgs {
     /// Do not print the per-process summary at the end.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// How per-process metrics are labelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupBy {
+    Pid,
+    Comm,
+}
+
+/// A command name as the kernel keeps it: at most 15 bytes.
+fn parse_comm(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 15 || text.contains('\0') {
+        return Err(format!("`{text}`: a command name (comm) has 1 to 15 bytes"));
+    }
+    Ok(text.to_string())
 }
 
 /// Parses sizes like `4096`, `256K`, `8M`, `8MiB`; must be a power of two of at least 4 KiB.

@@ -6,9 +6,9 @@ use thiserror::Error;
 use tracer_common::{
     COMM_LEN,
     record::{
-        EXEC_FILENAME_LEN, EXEC_STOPPED, ExecRecord, ExitRecord, FORK_FLAGS_UNKNOWN, FORK_THREAD,
-        ForkRecord, Header, MAX_ARGS, RECORD_EXEC, RECORD_EXIT, RECORD_FORK, RECORD_SYSCALL,
-        SyscallRecord,
+        EXEC_FILENAME_LEN, EXEC_STARTED, EXEC_STOPPED, EXEC_UNTRACED, ExecRecord, ExitRecord,
+        FORK_FLAGS_UNKNOWN, FORK_REFUSED, FORK_THREAD, ForkRecord, Header, MAX_ARGS, RECORD_EXEC,
+        RECORD_EXIT, RECORD_FORK, RECORD_SYSCALL, SyscallRecord,
     },
 };
 
@@ -49,6 +49,8 @@ impl SyscallEvent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskKind {
     Process,
+    /// A process the kernel side could not trace (the traced set is full).
+    Refused,
     Thread,
     /// No clone flags were seen (e.g. a kernel-created io worker): decide from /proc.
     Unknown,
@@ -73,6 +75,10 @@ pub struct ExecEvent {
     /// The probe stopped the process at the start of its new image; the daemon resumes it
     /// once it has read the image from /proc.
     pub stopped: bool,
+    /// Tracing began at this exec (`--comm` matched).
+    pub started: bool,
+    /// Tracing ended at this exec (`--exclude-comm` matched).
+    pub untraced: bool,
     pub comm: String,
     pub filename: String,
 }
@@ -132,7 +138,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         }
         RECORD_FORK => {
             let r: ForkRecord = read(bytes, "fork record")?;
-            let child = if r.flags & FORK_FLAGS_UNKNOWN != 0 {
+            let child = if r.flags & FORK_REFUSED != 0 {
+                TaskKind::Refused
+            } else if r.flags & FORK_FLAGS_UNKNOWN != 0 {
                 TaskKind::Unknown
             } else if r.flags & FORK_THREAD != 0 {
                 TaskKind::Thread
@@ -157,6 +165,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 tgid: header.tgid,
                 old_tid: r.old_tid,
                 stopped: r.flags & EXEC_STOPPED != 0,
+                started: r.flags & EXEC_STARTED != 0,
+                untraced: r.flags & EXEC_UNTRACED != 0,
                 comm: c_string(&r.comm),
                 filename: c_string(&r.filename[..len]),
             }))

@@ -99,6 +99,7 @@ pub fn event_json(event: &Event, faults: Option<&FaultCounters>) -> Value {
             "child_pid": e.child_pid,
             "child": match e.child {
                 TaskKind::Process => "process",
+                TaskKind::Refused => "refused",
                 TaskKind::Thread => "thread",
                 TaskKind::Unknown => "unknown",
             },
@@ -111,6 +112,8 @@ pub fn event_json(event: &Event, faults: Option<&FaultCounters>) -> Value {
             "pid": e.tgid,
             "old_tid": e.old_tid,
             "stopped": e.stopped,
+            "started": e.started,
+            "untraced": e.untraced,
             "comm": e.comm,
             "filename": e.filename,
         }),

@@ -2,12 +2,15 @@
 //! fresh registry, so the series of a process disappear once it is past the grace period
 //! after its exit, and nothing is kept per series between scrapes.
 
+use std::collections::{BTreeMap, HashMap};
+
 use prometheus::{
     Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder, core::Collector,
 };
 use tracer_common::counters::{RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP};
 
 use crate::{
+    cli::GroupBy,
     fault_regions::MetricRegion,
     model::region::classified,
     process::{Lifecycle, ProcessState},
@@ -22,6 +25,104 @@ pub struct ScrapeContext<'a> {
     pub exited_cutoff_ns: u64,
     /// Forked processes not traced because the traced set was full (--max-processes).
     pub refused: u64,
+    pub group_by: GroupBy,
+    /// Counters of processes already forgotten, per comm (only with `--group-by comm`,
+    /// where they keep the per-comm counters from going down).
+    pub retired: &'a HashMap<String, Totals>,
+}
+
+/// The counter figures of one process (or of the processes of one comm).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub faults_minor: [u64; 5],
+    pub faults_major: [u64; 5],
+    pub syscalls: [u64; 6],
+    pub syscall_errors: [u64; 6],
+}
+
+impl Totals {
+    /// A process's counters; faults the granules could not attribute count as "other".
+    pub fn of(p: &ProcessState) -> Totals {
+        let mut t = Totals {
+            faults_minor: p.fault_regions.minor,
+            faults_major: p.fault_regions.major,
+            ..Default::default()
+        };
+        let (minor_attributed, major_attributed) = p.fault_regions.attributed();
+        let minor_total = p.faults.total().saturating_sub(p.faults.major);
+        let other = MetricRegion::Other as usize;
+        t.faults_minor[other] += minor_total.saturating_sub(minor_attributed);
+        t.faults_major[other] += p.faults.major.saturating_sub(major_attributed);
+        for kind in SyscallKind::ALL {
+            t.syscalls[kind.index()] = p.stats(kind).calls;
+            t.syscall_errors[kind.index()] = p.stats(kind).failed;
+        }
+        t
+    }
+
+    pub fn add(&mut self, other: &Totals) {
+        let pairs = [
+            (&mut self.faults_minor[..], &other.faults_minor[..]),
+            (&mut self.faults_major[..], &other.faults_major[..]),
+            (&mut self.syscalls[..], &other.syscalls[..]),
+            (&mut self.syscall_errors[..], &other.syscall_errors[..]),
+        ];
+        for (mine, theirs) in pairs {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                *m += t;
+            }
+        }
+    }
+}
+
+/// The gauge figures of one process (or the sum over the live processes of one comm).
+#[derive(Clone, Debug, Default)]
+struct Gauges {
+    rss: [u64; 4],
+    rss_peak: u64,
+    vsz: u64,
+    vmas: u64,
+    heap: Option<u64>,
+    heap_peak: Option<u64>,
+    mapped: [u64; 5],
+}
+
+impl Gauges {
+    fn of(p: &ProcessState) -> Gauges {
+        let mut g = Gauges {
+            rss: p.rss.bytes,
+            rss_peak: p.rss.peak_resident,
+            heap: p.heap.size(),
+            heap_peak: p.heap.peak_size(),
+            ..Default::default()
+        };
+        if !p.model_dropped {
+            g.vsz = p.space.virtual_size();
+            g.vmas = p.space.vma_count() as u64;
+            for (vma, region) in classified(&p.space) {
+                g.mapped[MetricRegion::from(region) as usize] += vma.len();
+            }
+        }
+        g
+    }
+
+    fn add(&mut self, o: &Gauges) {
+        for (m, t) in self.rss.iter_mut().zip(o.rss) {
+            *m += t;
+        }
+        for (m, t) in self.mapped.iter_mut().zip(o.mapped) {
+            *m += t;
+        }
+        self.rss_peak += o.rss_peak;
+        self.vsz += o.vsz;
+        self.vmas += o.vmas;
+        let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        };
+        self.heap = sum(self.heap, o.heap);
+        self.heap_peak = sum(self.heap_peak, o.heap_peak);
+    }
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -39,54 +140,150 @@ fn exported(p: &ProcessState, cutoff_ns: u64) -> bool {
     }
 }
 
-/// Renders the text exposition of all metrics.
-pub fn render<'a>(
+/// Per-series figures: label values (pid and comm, or comm) with counters and gauges.
+fn series<'a>(
     processes: impl Iterator<Item = &'a ProcessState>,
     ctx: &ScrapeContext,
+) -> Vec<(Vec<String>, Totals, Option<Gauges>)> {
+    match ctx.group_by {
+        GroupBy::Pid => processes
+            .filter(|p| exported(p, ctx.exited_cutoff_ns))
+            .map(|p| {
+                (
+                    vec![p.tgid.to_string(), p.comm.clone()],
+                    Totals::of(p),
+                    Some(Gauges::of(p)),
+                )
+            })
+            .collect(),
+        GroupBy::Comm => {
+            let mut by_comm: BTreeMap<String, (Totals, Option<Gauges>)> = BTreeMap::new();
+            for (comm, totals) in ctx.retired {
+                by_comm.entry(comm.clone()).or_default().0.add(totals);
+            }
+            // Counters count every process of the comm; gauges only the live ones.
+            for p in processes {
+                let entry = by_comm.entry(p.comm.clone()).or_default();
+                entry.0.add(&Totals::of(p));
+                if p.is_running() {
+                    entry
+                        .1
+                        .get_or_insert_with(Gauges::default)
+                        .add(&Gauges::of(p));
+                }
+            }
+            by_comm
+                .into_iter()
+                .map(|(comm, (t, g))| (vec![comm], t, g))
+                .collect()
+        }
+    }
+}
+
+/// Renders the text exposition of all metrics.
+pub fn render<'a>(
+    processes: impl Iterator<Item = &'a ProcessState> + Clone,
+    ctx: &ScrapeContext,
 ) -> String {
-    let pc = ["pid", "comm"];
+    let id_labels: &[&str] = match ctx.group_by {
+        GroupBy::Pid => &["pid", "comm"],
+        GroupBy::Comm => &["comm"],
+    };
+    let with = |extra: &'static str| -> Vec<&'static str> {
+        id_labels.iter().copied().chain([extra]).collect()
+    };
     let faults = counter(
         "tracer_page_faults_total",
         "Page faults of a traced process, by region of its address space and minor/major",
-        &["pid", "comm", "region", "kind"],
+        &[id_labels, &["region", "kind"]].concat(),
     );
     let rss = gauge(
         "tracer_rss_bytes",
         "Resident memory by type, as kmem:rss_stat last reported it",
-        &["pid", "comm", "type"],
+        &with("type"),
     );
     let rss_peak = gauge(
         "tracer_rss_peak_bytes",
         "Highest resident memory seen (file+anon+shmem)",
-        &pc,
+        id_labels,
     );
     let vsz = gauge(
         "tracer_virtual_memory_bytes",
         "Virtual size of the address space (VmSize)",
-        &pc,
+        id_labels,
     );
     let heap = gauge(
         "tracer_heap_bytes",
         "Size of the brk heap (break minus start)",
-        &pc,
+        id_labels,
     );
-    let heap_peak = gauge("tracer_heap_peak_bytes", "Largest brk heap seen", &pc);
+    let heap_peak = gauge("tracer_heap_peak_bytes", "Largest brk heap seen", id_labels);
     let mapped = gauge(
         "tracer_mapped_bytes",
         "Bytes mapped by region of the address space",
-        &["pid", "comm", "region"],
+        &with("region"),
     );
-    let vmas = gauge("tracer_vmas", "Number of VMAs in the address space", &pc);
+    let vmas = gauge(
+        "tracer_vmas",
+        "Number of VMAs in the address space",
+        id_labels,
+    );
     let syscalls = counter(
         "tracer_syscalls_total",
         "Address-space syscalls made by a traced process",
-        &["pid", "comm", "syscall"],
+        &with("syscall"),
     );
     let errors = counter(
         "tracer_syscall_errors_total",
         "Address-space syscalls that failed",
-        &["pid", "comm", "syscall"],
+        &with("syscall"),
     );
+    for (id, totals, gauges) in series(processes.clone(), ctx) {
+        let id: Vec<&str> = id.iter().map(String::as_str).collect();
+        let labels = |extra: &[&'static str]| -> Vec<&str> {
+            id.iter().copied().chain(extra.iter().copied()).collect()
+        };
+        for (i, region) in MetricRegion::ALL.iter().enumerate() {
+            faults
+                .with_label_values(&labels(&[region.name(), "minor"]))
+                .inc_by(totals.faults_minor[i]);
+            faults
+                .with_label_values(&labels(&[region.name(), "major"]))
+                .inc_by(totals.faults_major[i]);
+        }
+        for kind in SyscallKind::ALL {
+            syscalls
+                .with_label_values(&labels(&[kind.name()]))
+                .inc_by(totals.syscalls[kind.index()]);
+            errors
+                .with_label_values(&labels(&[kind.name()]))
+                .inc_by(totals.syscall_errors[kind.index()]);
+        }
+        let Some(g) = gauges else { continue };
+        for (kind, index) in [
+            ("file", RSS_FILE),
+            ("anon", RSS_ANON),
+            ("swap", RSS_SWAP),
+            ("shmem", RSS_SHMEM),
+        ] {
+            rss.with_label_values(&labels(&[kind]))
+                .set(g.rss[index] as i64);
+        }
+        rss_peak.with_label_values(&id).set(g.rss_peak as i64);
+        vsz.with_label_values(&id).set(g.vsz as i64);
+        vmas.with_label_values(&id).set(g.vmas as i64);
+        for (region, bytes) in MetricRegion::ALL.iter().zip(g.mapped) {
+            mapped
+                .with_label_values(&labels(&[region.name()]))
+                .set(bytes as i64);
+        }
+        if let Some(size) = g.heap {
+            heap.with_label_values(&id).set(size as i64);
+        }
+        if let Some(size) = g.heap_peak {
+            heap_peak.with_label_values(&id).set(size as i64);
+        }
+    }
     let mut running = 0;
     let (mut resyncs, mut differences) = (0, 0);
     for p in processes {
@@ -94,69 +291,6 @@ pub fn render<'a>(
         differences += p.drift_differences;
         if p.is_running() {
             running += 1;
-        }
-        if !exported(p, ctx.exited_cutoff_ns) {
-            continue;
-        }
-        let pid = p.tgid.to_string();
-        let id = [pid.as_str(), p.comm.as_str()];
-        // Faults by region; what the granule map could not attribute (it was full) is "other".
-        let (minor_attributed, major_attributed) = p.fault_regions.attributed();
-        let minor_total = p.faults.total().saturating_sub(p.faults.major);
-        for (i, region) in MetricRegion::ALL.iter().enumerate() {
-            let mut minor = p.fault_regions.minor[i];
-            let mut major = p.fault_regions.major[i];
-            if *region == MetricRegion::Other {
-                minor += minor_total.saturating_sub(minor_attributed);
-                major += p.faults.major.saturating_sub(major_attributed);
-            }
-            for (kind, value) in [("minor", minor), ("major", major)] {
-                faults
-                    .with_label_values(&[id[0], id[1], region.name(), kind])
-                    .inc_by(value);
-            }
-        }
-        for (kind, index) in [
-            ("file", RSS_FILE),
-            ("anon", RSS_ANON),
-            ("swap", RSS_SWAP),
-            ("shmem", RSS_SHMEM),
-        ] {
-            rss.with_label_values(&[id[0], id[1], kind])
-                .set(p.rss.bytes[index] as i64);
-        }
-        rss_peak
-            .with_label_values(&id)
-            .set(p.rss.peak_resident as i64);
-        if !p.model_dropped {
-            vsz.with_label_values(&id)
-                .set(p.space.virtual_size() as i64);
-            vmas.with_label_values(&id).set(p.space.vma_count() as i64);
-            let mut by_region = [0u64; 5];
-            for (vma, region) in classified(&p.space) {
-                let r = MetricRegion::from(region);
-                by_region[MetricRegion::ALL.iter().position(|x| *x == r).unwrap_or(4)] += vma.len();
-            }
-            for (region, bytes) in MetricRegion::ALL.iter().zip(by_region) {
-                mapped
-                    .with_label_values(&[id[0], id[1], region.name()])
-                    .set(bytes as i64);
-            }
-        }
-        if let Some(size) = p.heap.size() {
-            heap.with_label_values(&id).set(size as i64);
-        }
-        if let Some(size) = p.heap.peak_size() {
-            heap_peak.with_label_values(&id).set(size as i64);
-        }
-        for kind in SyscallKind::ALL {
-            let s = p.stats(kind);
-            syscalls
-                .with_label_values(&[id[0], id[1], kind.name()])
-                .inc_by(s.calls);
-            errors
-                .with_label_values(&[id[0], id[1], kind.name()])
-                .inc_by(s.failed);
         }
     }
 
@@ -254,10 +388,13 @@ mod tests {
         let mut gone = ProcessState::new(8, "old".into(), 4096);
         gone.lifecycle = Lifecycle::Exited { ts_ns: 5 };
         let daemon = DaemonCounters::default();
+        let retired = HashMap::new();
         let ctx = ScrapeContext {
             daemon: &daemon,
             exited_cutoff_ns: 10,
             refused: 0,
+            group_by: GroupBy::Pid,
+            retired: &retired,
         };
         let text = render([&alive, &gone].into_iter(), &ctx);
         assert!(
@@ -284,5 +421,43 @@ mod tests {
         assert!(text.contains("tracer_traced_processes 1"), "{text}");
         assert!(text.contains("# TYPE tracer_page_faults_total counter"));
         assert!(text.contains(r#"tracer_build_info{version=""#));
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+
+    #[test]
+    fn grouping_by_comm_sums_processes_and_keeps_forgotten_ones_in_counters() {
+        let mut a = ProcessState::new(7, "worker".into(), 4096);
+        a.syscalls[SyscallKind::Mmap.index()].calls = 3;
+        a.rss.bytes[RSS_ANON] = 4096;
+        let mut b = ProcessState::new(9, "worker".into(), 4096);
+        b.syscalls[SyscallKind::Mmap.index()].calls = 4;
+        b.rss.bytes[RSS_ANON] = 8192;
+        b.lifecycle = Lifecycle::Exited { ts_ns: 1 };
+        let mut retired = HashMap::new();
+        let mut gone = Totals::default();
+        gone.syscalls[SyscallKind::Mmap.index()] = 10;
+        retired.insert("worker".to_string(), gone);
+        let daemon = DaemonCounters::default();
+        let ctx = ScrapeContext {
+            daemon: &daemon,
+            exited_cutoff_ns: 0,
+            refused: 0,
+            group_by: GroupBy::Comm,
+            retired: &retired,
+        };
+        let text = render([&a, &b].into_iter(), &ctx);
+        assert!(
+            text.contains(r#"tracer_syscalls_total{comm="worker",syscall="mmap"} 17"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tracer_rss_bytes{comm="worker",type="anon"} 4096"#),
+            "live only: {text}"
+        );
+        assert!(!text.contains("pid="), "{text}");
     }
 }

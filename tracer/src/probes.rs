@@ -10,7 +10,7 @@ use aya::{
 };
 use thiserror::Error;
 use tracer_common::{
-    config::Config,
+    config::{COMM_EXCLUDE, COMM_FILTER_EXCLUDE, COMM_FILTER_TRACE, COMM_TRACE, Config},
     counters::{
         FaultCounters, GranuleFaults, GranuleKey, RssCounters, STATS_LEN, TRACED_AWAIT_EXEC,
         TRACED_BY_USER, TRACED_STOP_AT_EXEC,
@@ -69,6 +69,11 @@ pub struct ProbeOptions {
     pub ring_buffer_bytes: u32,
     /// Bytes waiting in the ring buffer before the reader is woken (0: every record).
     pub wakeup_bytes: u32,
+    /// Capacity of the traced set (and of every per-process map).
+    pub max_processes: u32,
+    /// Command names that start tracing at exec (--comm) and that end it (--exclude-comm).
+    pub trace_comms: Vec<String>,
+    pub exclude_comms: Vec<String>,
 }
 
 /// What was attached, for the start-up notice.
@@ -158,6 +163,12 @@ pub fn config_from_tracefs(tracefs: &Tracefs, opts: &ProbeOptions) -> Result<Con
         config.rss_size = rss("size")?;
     }
     config.wakeup_bytes = opts.wakeup_bytes;
+    if !opts.trace_comms.is_empty() {
+        config.comm_filter |= COMM_FILTER_TRACE;
+    }
+    if !opts.exclude_comms.is_empty() {
+        config.comm_filter |= COMM_FILTER_EXCLUDE;
+    }
     Ok(config)
 }
 
@@ -236,9 +247,14 @@ impl Probes {
         opts: &ProbeOptions,
     ) -> Result<(Probes, RingBuf<MapData>), ProbeError> {
         let config = config_from_tracefs(tracefs, opts)?;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global("CONFIG", &config, true)
-            .map_max_entries("EVENTS", opts.ring_buffer_bytes)
+            .map_max_entries("EVENTS", opts.ring_buffer_bytes);
+        for map in ["TRACED", "FAULTS", "STACK_LOW", "RSS", "MM_OWNER"] {
+            loader.map_max_entries(map, opts.max_processes);
+        }
+        let mut ebpf = loader
             .load(PROBES_OBJECT)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
         // Messages from the probes (rare: e.g. the traced set being full) go to our logger.
@@ -273,6 +289,21 @@ impl Probes {
         }
         attached.perf_events = attach_major_faults(&mut ebpf)?;
 
+        let mut comm_filter: HashMap<MapData, [u8; 16], u32> = take(&mut ebpf, "COMM_FILTER")?;
+        let lists = [
+            (&opts.trace_comms, COMM_TRACE),
+            (&opts.exclude_comms, COMM_EXCLUDE),
+        ];
+        for (names, value) in lists {
+            for name in names.iter() {
+                comm_filter
+                    .insert(comm_key(name), value, 0)
+                    .map_err(|source| ProbeError::Map {
+                        name: "COMM_FILTER",
+                        source: Box::new(source),
+                    })?;
+            }
+        }
         let ring = match ebpf.take_map("EVENTS") {
             Some(map) => RingBuf::try_from(map).map_err(|source| ProbeError::Map {
                 name: "EVENTS",
@@ -431,6 +462,14 @@ impl Probes {
             logger.flush();
         }
     }
+}
+
+/// A command name as the kernel stores it: NUL-padded to 16 bytes.
+fn comm_key(name: &str) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    let bytes = &name.as_bytes()[..name.len().min(15)];
+    key[..bytes.len()].copy_from_slice(bytes);
+    key
 }
 
 fn sum_per_cpu(array: &PerCpuArray<MapData, u64>, index: u32) -> u64 {

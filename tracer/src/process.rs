@@ -125,6 +125,9 @@ pub struct ProcessState {
     /// (`--exited-grace` after the exit).
     pub final_layout: Option<String>,
     pub model_dropped: bool,
+    /// Tracing of this process ended at an exec of an excluded command (`Exited` then holds
+    /// the time); it did not exit.
+    pub untraced: bool,
 }
 
 impl ProcessState {
@@ -143,6 +146,7 @@ impl ProcessState {
             peak_vmas: 0,
             final_layout: None,
             model_dropped: false,
+            untraced: false,
             tgid,
             parent: None,
             comm,
@@ -313,19 +317,22 @@ impl ProcessTable {
         self.processes.get_mut(&tgid)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &ProcessState> {
+    pub fn iter(&self) -> std::collections::btree_map::Values<'_, u32, ProcessState> {
         self.processes.values()
     }
 
     /// Forgets processes that exited before `cutoff_ns` altogether (the daemon mode, where
-    /// nothing but their metrics would need them). Returns how many.
-    pub fn evict_exited_before(&mut self, cutoff_ns: u64) -> usize {
-        let before = self.processes.len();
-        self.processes.retain(|_, p| match p.lifecycle {
-            Lifecycle::Exited { ts_ns } => ts_ns >= cutoff_ns,
-            Lifecycle::Running => true,
-        });
-        before - self.processes.len()
+    /// nothing but their metrics would need them). Returns them.
+    pub fn evict_exited_before(&mut self, cutoff_ns: u64) -> Vec<ProcessState> {
+        let gone: Vec<u32> = self
+            .processes
+            .values()
+            .filter(|p| matches!(p.lifecycle, Lifecycle::Exited { ts_ns } if ts_ns < cutoff_ns))
+            .map(|p| p.tgid)
+            .collect();
+        gone.into_iter()
+            .filter_map(|tgid| self.processes.remove(&tgid))
+            .collect()
     }
 
     /// Drops the VMAs of processes that exited before `cutoff_ns` (CLOCK_MONOTONIC).
@@ -386,6 +393,7 @@ impl ProcessTable {
                     self.entry(*parent_tgid).threads_created += 1;
                     FollowUp::None
                 }
+                TaskKind::Refused => FollowUp::None,
                 TaskKind::Process => {
                     self.add_child(*parent_tgid, *child_pid);
                     FollowUp::None
@@ -395,6 +403,13 @@ impl ProcessTable {
                     child: *child_pid,
                 },
             },
+            Event::Exec(e) if e.untraced => {
+                let state = self.entry(e.tgid);
+                state.apply_exec(e);
+                state.untraced = true;
+                state.lifecycle = Lifecycle::Exited { ts_ns: e.ts_ns };
+                FollowUp::Exited(e.tgid)
+            }
             Event::Exec(e) => {
                 self.entry(e.tgid).apply_exec(e);
                 FollowUp::Seed {
@@ -562,8 +577,8 @@ mod tests {
         assert_eq!(p.space.vma_count(), 0);
         assert!(crate::summary::render_layout(p).contains("VSZ 4.0 KiB in 1 VMAs"));
         assert_eq!(t.drop_models_exited_before(u64::MAX), 0, "only once");
-        assert_eq!(t.evict_exited_before(100), 0);
-        assert_eq!(t.evict_exited_before(101), 1);
+        assert_eq!(t.evict_exited_before(100).len(), 0);
+        assert_eq!(t.evict_exited_before(101).len(), 1);
         assert!(t.get(5).is_none());
     }
 

@@ -4,7 +4,7 @@
 //! waiting, or at once for exec and exit records) and on a timer, so batched records never wait
 //! longer than `--drain-interval-ms`.
 
-use std::{future::Future, io, time::Duration};
+use std::{collections::HashMap, future::Future, io, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
@@ -14,7 +14,7 @@ use tracer_common::counters::{
 
 use crate::{
     api,
-    cli::CommonArgs,
+    cli::{CommonArgs, GroupBy},
     events::{Event, decode},
     exit::TracerError,
     http::{Answer, Ask, Query},
@@ -43,6 +43,9 @@ pub struct Tracker {
     /// After the grace period, forget exited processes entirely (attach: a long-running
     /// daemon) rather than only their VMAs (run: the summary lists every process).
     pub evict_exited: bool,
+    /// How per-process metrics are labelled, and the counters of forgotten processes per comm.
+    group_by: GroupBy,
+    retired: HashMap<String, crate::metrics::Totals>,
 }
 
 impl Tracker {
@@ -248,7 +251,16 @@ impl Tracker {
         self.read_kernel_counters();
         let cutoff = procfs::monotonic_ns().saturating_sub(self.exited_grace.as_nanos() as u64);
         if self.evict_exited {
-            self.table.evict_exited_before(cutoff);
+            for gone in self.table.evict_exited_before(cutoff) {
+                // Per-comm counters must not go down when a process is forgotten.
+                if self.group_by == GroupBy::Comm {
+                    let totals = crate::metrics::Totals::of(&gone);
+                    self.retired
+                        .entry(gone.comm.clone())
+                        .or_default()
+                        .add(&totals);
+                }
+            }
         } else {
             self.table.drop_models_exited_before(cutoff);
         }
@@ -345,8 +357,14 @@ pub enum Stopped<T> {
 }
 
 impl Session {
-    /// Finds tracefs, loads and attaches the probes, opens the event stream.
-    pub fn start(args: &CommonArgs) -> Result<Session, TracerError> {
+    /// Finds tracefs, loads and attaches the probes, opens the event stream. Processes whose
+    /// comm is in `trace_comms` start being traced when they exec; traced ones that exec a
+    /// comm of `exclude_comms` stop.
+    pub fn start(
+        args: &CommonArgs,
+        trace_comms: &[String],
+        exclude_comms: &[String],
+    ) -> Result<Session, TracerError> {
         let tracefs = match &args.tracefs {
             Some(dir) => Tracefs::user_given(dir),
             None => Tracefs::system(),
@@ -355,6 +373,9 @@ impl Session {
         let opts = ProbeOptions {
             ring_buffer_bytes: args.ring_buffer_size,
             wakeup_bytes: args.wakeup_bytes.min(args.ring_buffer_size / 4),
+            max_processes: args.max_processes,
+            trace_comms: trace_comms.to_vec(),
+            exclude_comms: exclude_comms.to_vec(),
         };
         let (probes, ring) = Probes::load(&tracefs, &opts)?;
         for missing in &probes.attached.optional_missing {
@@ -389,6 +410,8 @@ impl Session {
                 pending_exits: Vec::new(),
                 exited_grace: Duration::from_secs(args.exited_grace),
                 evict_exited: false,
+                group_by: args.group_by,
+                retired: HashMap::new(),
             },
             drain_interval: Duration::from_millis(args.drain_interval_ms),
             drift_interval: (args.drift_check_interval > 0)
@@ -467,7 +490,9 @@ impl Session {
                 let ctx = crate::metrics::ScrapeContext {
                     daemon: &tracker.counters,
                     exited_cutoff_ns: cutoff,
-                    refused: tracker.counters.traced_full,
+                    refused: tracker.counters.traced_full + tracker.counters.refused,
+                    group_by: tracker.group_by,
+                    retired: &tracker.retired,
                 };
                 Answer::Metrics(crate::metrics::render(tracker.table.iter(), &ctx))
             }

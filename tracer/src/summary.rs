@@ -24,6 +24,8 @@ pub struct DaemonCounters {
     pub inflight_full: u64,
     /// Forked processes that could not be traced (traced map full).
     pub traced_full: u64,
+    /// Processes found at attach that could not be traced (traced map full).
+    pub refused: u64,
 }
 
 impl DaemonCounters {
@@ -96,6 +98,9 @@ pub fn render<'a>(processes: impl Iterator<Item = &'a ProcessState>, d: &DaemonC
 fn render_process(out: &mut String, p: &ProcessState) {
     let state = match (&p.lifecycle, p.exit_status) {
         (Lifecycle::Running, _) => "still running".to_string(),
+        (Lifecycle::Exited { .. }, _) if p.untraced => {
+            "no longer traced (exec'd an excluded command)".to_string()
+        }
         (Lifecycle::Exited { .. }, Some(status)) => format!("exited, status {status}"),
         (Lifecycle::Exited { .. }, None) => "exited".to_string(),
     };

@@ -31,14 +31,17 @@ use tracer_common::{
         TRACED_STOP_AT_EXEC,
     },
     record::{
-        EXEC_FILENAME_LEN, EXEC_STOPPED, ExecRecord, ExitRecord, FORK_FLAGS_UNKNOWN, FORK_THREAD,
-        ForkRecord, RECORD_EXEC, RECORD_EXIT, RECORD_FORK,
+        EXEC_FILENAME_LEN, EXEC_STARTED, EXEC_STOPPED, EXEC_UNTRACED, ExecRecord, ExitRecord,
+        FORK_FLAGS_UNKNOWN, FORK_REFUSED, FORK_THREAD, ForkRecord, RECORD_EXEC, RECORD_EXIT,
+        RECORD_FORK,
     },
 };
 
+use tracer_common::config::{COMM_EXCLUDE, COMM_FILTER_EXCLUDE, COMM_FILTER_TRACE, COMM_TRACE};
+
 use crate::maps::{
-    CLONE_FLAGS, EVENTS, FAULTS, INFLIGHT, TRACED, WAKE_NOW, config, count_lost, count_stat,
-    current_ids, header, is_traced,
+    CLONE_FLAGS, COMM_FILTER, EVENTS, FAULTS, INFLIGHT, TRACED, WAKE_NOW, config, count_lost,
+    count_stat, current_ids, header, is_traced,
 };
 
 const SIGSTOP: u32 = 19;
@@ -142,6 +145,7 @@ fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
     if clone_flags & CLONE_THREAD != 0 {
         flags |= FORK_THREAD;
     } else if TRACED.insert(child, TRACED_BY_FORK | inherited, 0).is_err() {
+        flags |= FORK_REFUSED;
         count_stat(STAT_TRACED_FULL);
         warn!(
             ctx,
@@ -171,10 +175,27 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 
 fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let (tgid, pid_tgid) = current_ids();
-    if !is_traced(tgid) {
+    let cfg = config();
+    let mut change = 0;
+    if cfg.comm_filter != 0 {
+        let comm = bpf_get_current_comm().unwrap_or_default();
+        // SAFETY: reading a map value for the duration of the program.
+        let listed = COMM_FILTER.get_ptr(comm).map_or(0, |v| unsafe { *v });
+        let traced = is_traced(tgid);
+        if !traced && cfg.comm_filter & COMM_FILTER_TRACE != 0 && listed == COMM_TRACE {
+            if TRACED.insert(tgid, TRACED_BY_USER, 0).is_err() {
+                count_stat(STAT_TRACED_FULL);
+                return Ok(());
+            }
+            change = EXEC_STARTED;
+        } else if traced && cfg.comm_filter & COMM_FILTER_EXCLUDE != 0 && listed == COMM_EXCLUDE {
+            let _ = TRACED.remove(tgid);
+            change = EXEC_UNTRACED;
+        }
+    }
+    if change == 0 && !is_traced(tgid) {
         return Ok(());
     }
-    let cfg = config();
     let Some(mut slot) = EVENTS.reserve::<ExecRecord>(0) else {
         count_lost(RECORD_EXEC);
         return Ok(());
@@ -205,11 +226,12 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         let stop = TRACED
             .get_ptr(tgid)
             .is_some_and(|s| *s & TRACED_STOP_AT_EXEC != 0);
-        (*record).flags = if stop && bpf_send_signal(SIGSTOP) == 0 {
-            EXEC_STOPPED
-        } else {
-            0
-        };
+        (*record).flags = change
+            | if stop && bpf_send_signal(SIGSTOP) == 0 {
+                EXEC_STOPPED
+            } else {
+                0
+            };
     }
     slot.submit(WAKE_NOW);
     Ok(())

@@ -40,8 +40,51 @@ pub fn resolve_targets(pids: &[u32]) -> Result<Vec<Target>, TracerError> {
     Ok(targets)
 }
 
+/// Running processes selected by `--comm` or `--all`: user processes only, never the tracer
+/// itself, none whose comm is excluded.
+fn discover(args: &AttachArgs) -> Vec<Target> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = procfs::read_stat(pid) else {
+            continue;
+        };
+        if pid == me || stat.is_kernel_thread() || stat.is_zombie() {
+            continue;
+        }
+        if args.exclude_comms.contains(&stat.comm) {
+            continue;
+        }
+        if args.all || args.comms.contains(&stat.comm) {
+            found.push(Target {
+                tgid: pid,
+                comm: stat.comm,
+            });
+        }
+    }
+    found
+}
+
 pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
-    let targets = resolve_targets(&args.pids)?;
+    let mut targets = resolve_targets(&args.pids)?;
+    let follow_new = args.all || !args.comms.is_empty();
+    if follow_new {
+        for found in discover(&args) {
+            if !targets.iter().any(|t| t.tgid == found.tgid) {
+                targets.push(found);
+            }
+        }
+    }
     let listen = match (args.no_listen, args.common.listen) {
         (true, _) => None,
         (false, Some(addr)) => Some(addr),
@@ -52,29 +95,57 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
         ),
     };
     let api = bind_api(listen).await?;
-    let mut session = start_session(&args.common)?;
+    let mut session = start_session(&args.common, &args.comms, &args.exclude_comms)?;
     // A daemon may run for days: exited processes are forgotten after the grace period.
     session.tracker.evict_exited = true;
     if let Some(queries) = api {
         session.serve_queries(queries);
     }
+    let explicit = |tgid: u32| args.pids.contains(&tgid);
+    let mut attached = Vec::new();
     for target in &targets {
-        session.tracker.trace(target.tgid, target.comm.clone())?;
+        match session.tracker.trace(target.tgid, target.comm.clone()) {
+            Ok(()) => attached.push(target.clone()),
+            // The traced set is full (--max-processes): count the refusal and go on.
+            Err(TracerError::Probes(err)) if !explicit(target.tgid) || !attached.is_empty() => {
+                session.tracker.counters.refused += 1;
+                log::warn!("not tracing {} ({}): {err}", target.tgid, target.comm);
+            }
+            Err(err) => return Err(err),
+        }
     }
     // A target that died while the probes were loading is not traced: say so.
-    for target in &targets {
+    for target in &attached {
         let alive = procfs::read_stat(target.tgid).is_ok_and(|s| !s.is_zombie());
         if !alive {
             session.tracker.probes.untrace(target.tgid);
-            return Err(TracerError::ExitedDuringAttach(target.tgid));
+            if explicit(target.tgid) {
+                return Err(TracerError::ExitedDuringAttach(target.tgid));
+            }
+            continue;
         }
         session.tracker.seed(target.tgid, false);
     }
-    let names: Vec<String> = targets
+    let names: Vec<String> = attached
         .iter()
+        .take(10)
         .map(|t| format!("{} ({})", t.tgid, t.comm))
         .collect();
-    eprintln!("tracer: attached to {}; stop with Ctrl-C", names.join(", "));
+    let more = attached.len().saturating_sub(names.len());
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    let new = if follow_new {
+        "; new matching processes are traced as they exec"
+    } else {
+        ""
+    };
+    eprintln!(
+        "tracer: attached to {}{more}{new}; stop with Ctrl-C",
+        names.join(", ")
+    );
 
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_error)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_error)?;
@@ -84,7 +155,8 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
             _ = sigterm.recv() => "SIGTERM",
         }
     };
-    match session.pump(stop, true).await.map_err(io_error)? {
+    // With --comm/--all, processes to trace may come at any time: run until a signal.
+    match session.pump(stop, !follow_new).await.map_err(io_error)? {
         crate::session::Stopped::Finished(signal) => log::info!("{signal}: detaching"),
         crate::session::Stopped::AllExited => log::info!("every traced process has exited"),
     }

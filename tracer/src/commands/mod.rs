@@ -19,10 +19,14 @@ async fn bind_api(
 }
 
 /// Checks privileges and loads the probes.
-fn start_session(common: &crate::cli::CommonArgs) -> Result<Session, TracerError> {
+fn start_session(
+    common: &crate::cli::CommonArgs,
+    trace_comms: &[String],
+    exclude_comms: &[String],
+) -> Result<Session, TracerError> {
     preflight::check_capabilities()?;
     preflight::raise_memlock_limit();
-    Session::start(common)
+    Session::start(common, trace_comms, exclude_comms)
 }
 
 /// Prints the per-process summary to stderr (stdout belongs to the traced command and to

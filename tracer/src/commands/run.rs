@@ -9,7 +9,7 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
     // Resolve CMD first: a typo gets "command not found" before any probe is loaded.
     let prepared = launch::Prepared::new(&args.command, args.no_aslr)?;
     let api = bind_api(args.common.listen).await?;
-    let mut session = start_session(&args.common)?;
+    let mut session = start_session(&args.common, &[], &[])?;
     if let Some(queries) = api {
         session.serve_queries(queries);
     }
