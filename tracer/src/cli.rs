@@ -26,7 +26,8 @@ pub enum Command {
     #[command(after_long_help = EXIT_CODES_HELP)]
     Run(RunArgs),
     /// Trace running processes (and the processes they fork from then on) until SIGINT or
-    /// SIGTERM, or until all of them have exited; then print the summary.
+    /// SIGTERM, or until all of them have exited; then print the summary. With --comm or
+    /// --all, also the processes that start later, until a signal: the daemon mode.
     #[command(after_long_help = EXIT_CODES_HELP)]
     Attach(AttachArgs),
 }
@@ -115,7 +116,8 @@ pub struct CommonArgs {
     #[arg(long, value_name = "DIR")]
     pub tracefs: Option<PathBuf>,
 
-    /// Serve the HTTP API (/api/v1/processes, /healthz) on this address. `attach` listens on
+    /// Serve the HTTP API (/metrics for Prometheus, /api/v1/processes, /healthz) on this
+    /// address (port 0: any free port). `attach` listens on
     /// 127.0.0.1:19410 unless told otherwise (see --no-listen); `run` only when given.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
