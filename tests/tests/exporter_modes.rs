@@ -168,6 +168,8 @@ fn all_traces_everything_but_the_excluded_comms() {
         "--all",
         "--exclude-comm",
         "stop_self",
+        "--exclude-comm",
+        "dash",
         "--listen",
         "127.0.0.1:0",
         "--max-processes",
@@ -206,4 +208,29 @@ fn all_traces_everything_but_the_excluded_comms() {
     );
     resume(excluded.id());
     let _ = excluded.wait();
+    // A child of an excluded process is traced again once it execs a command not excluded.
+    let script = format!("{} 3; true", workload("touch_pages").display());
+    let status = Command::new("/usr/bin/dash")
+        .args(["-c", &script])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let processes = daemon.get_json("/api/v1/processes");
+        let list = processes["processes"].as_array().unwrap();
+        if list.iter().any(|p| p["comm"] == "touch_pages") {
+            assert!(
+                !list
+                    .iter()
+                    .any(|p| p["comm"] == "dash" && p["state"] == "running")
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "touch_pages under an excluded dash was not traced"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

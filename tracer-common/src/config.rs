@@ -10,6 +10,9 @@ pub const COMM_FILTER_TRACE: u32 = 1;
 /// `Config::comm_filter`: a traced process whose comm is `COMM_EXCLUDE` stops being traced
 /// when it execs (`--exclude-comm`).
 pub const COMM_FILTER_EXCLUDE: u32 = 2;
+/// `Config::comm_filter`: any untraced process becomes traced when it execs a command that is
+/// not `COMM_EXCLUDE` (`tracer attach --all`).
+pub const COMM_FILTER_ALL: u32 = 4;
 /// Values of the `COMM_FILTER` map (keyed by the 16-byte comm).
 pub const COMM_TRACE: u32 = 1;
 pub const COMM_EXCLUDE: u32 = 2;
@@ -79,7 +82,8 @@ impl Config {
     }
 
     /// Whether the daemon filled this in (every real tracepoint field sits past the 8-byte
-    /// common header, so a zero offset means "not configured").
+    /// common header, so a zero offset means "not configured"). The loader requires the global
+    /// to exist; probes do not re-check it on their hot paths.
     pub const fn is_set(&self) -> bool {
         self.fault_address != 0
     }

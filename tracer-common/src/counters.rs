@@ -24,7 +24,10 @@ pub struct FaultCounters {
     /// Faults the kernel accounted as major (`perf` software event `page-faults-maj`, emitted
     /// from `mm_account_fault()`, the place that increments `majflt`).
     pub major: u64,
-    pub _reserved: u64,
+    /// Faults (and, of those, majors) that could not be counted in a granule because the
+    /// granule map was full: exported as region "other" so per-region sums stay exact.
+    pub unattributed: u64,
+    pub unattributed_major: u64,
 }
 
 impl FaultCounters {
@@ -39,6 +42,8 @@ impl FaultCounters {
             *mine += theirs;
         }
         self.major += other.major;
+        self.unattributed += other.unattributed;
+        self.unattributed_major += other.unattributed_major;
     }
 }
 
@@ -120,7 +125,7 @@ pub const TRACED_AWAIT_EXEC: u32 = 3;
 /// inherited by forked children. Used by `tracer run`, whose whole tree the tracer owns.
 pub const TRACED_STOP_AT_EXEC: u32 = 0x100;
 
-const _: () = assert!(size_of::<FaultCounters>() == 64);
+const _: () = assert!(size_of::<FaultCounters>() == 72);
 const _: () = assert!(size_of::<RssCounters>() == 48);
 const _: () = assert!(size_of::<GranuleKey>() == 8);
 const _: () = assert!(size_of::<GranuleFaults>() == 16);

@@ -109,8 +109,8 @@ pub struct ExecRecord {
     pub filename: [u8; EXEC_FILENAME_LEN],
 }
 
-/// A task of a traced process exited (`sched:sched_process_exit`). `group_dead != 0` means the
-/// whole process is gone; the kernel side has already removed it from the traced set.
+/// A traced process exited (`sched:sched_process_exit` of its last task, `group_dead`); the
+/// kernel side has already removed it from the traced set. Thread exits send no record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExitRecord {

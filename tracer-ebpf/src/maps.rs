@@ -186,9 +186,10 @@ pub fn add(counter: *mut u64, n: u64) {
     unsafe { *counter += n };
 }
 
-/// Counts a fault in the granule of `address` (`major`: the major-fault event).
+/// Counts a fault in the granule of `address` (`major`: the major-fault event). Returns false
+/// when the granule map is full and the fault could not be attributed.
 #[inline(always)]
-pub fn count_granule(tgid: u32, address: u64, major: bool) {
+pub fn count_granule(tgid: u32, address: u64, major: bool) -> bool {
     let key = GranuleKey {
         tgid,
         granule: (address >> FAULT_GRANULE_SHIFT) as u32,
@@ -201,7 +202,7 @@ pub fn count_granule(tgid: u32, address: u64, major: bool) {
                 Some(slot) => slot,
                 None => {
                     count_stat(STAT_GRANULES_FULL);
-                    return;
+                    return false;
                 }
             }
         }
@@ -214,6 +215,7 @@ pub fn count_granule(tgid: u32, address: u64, major: bool) {
             add(&raw mut (*slot).all, 1);
         }
     }
+    true
 }
 
 /// This CPU's fault counters of `tgid`, created on first use.

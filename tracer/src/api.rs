@@ -2,6 +2,7 @@
 //! process table, no I/O.
 
 use serde_json::{Map, Value, json};
+use tracer_common::counters::{RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP};
 
 use crate::{
     jsonl::{faults_json, hex},
@@ -103,6 +104,13 @@ pub fn process_detail(p: &ProcessState) -> Value {
     out["bytes_mapped"] = json!(p.bytes_mapped);
     out["bytes_unmapped"] = json!(p.bytes_unmapped);
     out["page_faults"] = faults_json(&p.faults);
+    out["rss"] = json!({
+        "file": p.rss.bytes[RSS_FILE],
+        "anon": p.rss.bytes[RSS_ANON],
+        "swap": p.rss.bytes[RSS_SWAP],
+        "shmem": p.rss.bytes[RSS_SHMEM],
+        "peak_resident": p.rss.peak_resident,
+    });
     out["threads_created"] = json!(p.threads_created);
     out["drift"] = json!({
         "resyncs": p.resyncs,

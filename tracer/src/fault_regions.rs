@@ -86,6 +86,7 @@ impl FaultRegions {
         self.seen.keys().copied()
     }
 
+    #[cfg(test)]
     pub fn attributed(&self) -> (u64, u64) {
         (self.minor.iter().sum(), self.major.iter().sum())
     }

@@ -41,18 +41,20 @@ pub struct Totals {
 }
 
 impl Totals {
-    /// A process's counters; faults the granules could not attribute count as "other".
+    /// A process's counters; faults the kernel could not count in a granule (its map was
+    /// full, counted apart) are region "other". Both parts only grow.
     pub fn of(p: &ProcessState) -> Totals {
         let mut t = Totals {
             faults_minor: p.fault_regions.minor,
             faults_major: p.fault_regions.major,
             ..Default::default()
         };
-        let (minor_attributed, major_attributed) = p.fault_regions.attributed();
-        let minor_total = p.faults.total().saturating_sub(p.faults.major);
         let other = MetricRegion::Other as usize;
-        t.faults_minor[other] += minor_total.saturating_sub(minor_attributed);
-        t.faults_major[other] += p.faults.major.saturating_sub(major_attributed);
+        t.faults_minor[other] += p
+            .faults
+            .unattributed
+            .saturating_sub(p.faults.unattributed_major);
+        t.faults_major[other] += p.faults.unattributed_major;
         for kind in SyscallKind::ALL {
             t.syscalls[kind.index()] = p.stats(kind).calls;
             t.syscall_errors[kind.index()] = p.stats(kind).failed;
@@ -401,7 +403,10 @@ mod tests {
             text.contains(r#"tracer_syscalls_total{comm="worker",pid="7",syscall="mmap"} 3"#),
             "{text}"
         );
-        // Unattributed faults are exported as region "other", so the sum stays exact.
+        // Faults the kernel could not put in a granule are exported as region "other".
+        alive.faults.unattributed = 10;
+        alive.faults.unattributed_major = 2;
+        let text = render([&alive, &gone].into_iter(), &ctx);
         assert!(
             text.contains(
                 r#"tracer_page_faults_total{comm="worker",kind="minor",pid="7",region="other"} 8"#

@@ -10,7 +10,9 @@ use aya::{
 };
 use thiserror::Error;
 use tracer_common::{
-    config::{COMM_EXCLUDE, COMM_FILTER_EXCLUDE, COMM_FILTER_TRACE, COMM_TRACE, Config},
+    config::{
+        COMM_EXCLUDE, COMM_FILTER_ALL, COMM_FILTER_EXCLUDE, COMM_FILTER_TRACE, COMM_TRACE, Config,
+    },
     counters::{
         FaultCounters, GranuleFaults, GranuleKey, RssCounters, STATS_LEN, TRACED_AWAIT_EXEC,
         TRACED_BY_USER, TRACED_STOP_AT_EXEC,
@@ -74,6 +76,8 @@ pub struct ProbeOptions {
     /// Command names that start tracing at exec (--comm) and that end it (--exclude-comm).
     pub trace_comms: Vec<String>,
     pub exclude_comms: Vec<String>,
+    /// Trace every process that execs a command not excluded (`attach --all`).
+    pub trace_all: bool,
 }
 
 /// What was attached, for the start-up notice.
@@ -168,6 +172,9 @@ pub fn config_from_tracefs(tracefs: &Tracefs, opts: &ProbeOptions) -> Result<Con
     }
     if !opts.exclude_comms.is_empty() {
         config.comm_filter |= COMM_FILTER_EXCLUDE;
+    }
+    if opts.trace_all {
+        config.comm_filter |= COMM_FILTER_ALL;
     }
     Ok(config)
 }
@@ -348,6 +355,20 @@ impl Probes {
             })
     }
 
+    /// Stops the exec probe from stopping processes at exec (tracing is about to end, and no
+    /// one would resume them).
+    pub fn clear_exec_stops(&mut self) {
+        let stopping: Vec<(u32, u32)> = self
+            .traced
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, state)| state & TRACED_STOP_AT_EXEC != 0)
+            .collect();
+        for (tgid, state) in stopping {
+            let _ = self.traced.insert(tgid, state & !TRACED_STOP_AT_EXEC, 0);
+        }
+    }
+
     /// Stops tracing `tgid` (used when an attach fails half-way).
     pub fn untrace(&mut self, tgid: u32) {
         let _ = self.traced.remove(&tgid);
@@ -358,8 +379,13 @@ impl Probes {
         self.traced.get(&tgid, 0).is_ok()
     }
 
-    /// Tells the fault probe where `tgid`'s main stack starts, so it can see it grow.
-    pub fn set_stack_low(&mut self, tgid: u32, low: u64) {
+    /// Tells the fault probe where `tgid`'s main stack starts, so it can see it grow. For the
+    /// same image (`new_image` false: attach, reseed) it never raises a value the probe has
+    /// lowered since; a new image (exec) has a new stack and always sets it.
+    pub fn set_stack_low(&mut self, tgid: u32, low: u64, new_image: bool) {
+        if !new_image && self.stack_low.get(&tgid, 0).is_ok_and(|seen| seen <= low) {
+            return;
+        }
         if let Err(err) = self.stack_low.insert(tgid, low, 0) {
             log::debug!("cannot record the stack of {tgid}: {err}");
         }
@@ -386,34 +412,34 @@ impl Probes {
     pub fn forget(&mut self, tgid: u32, granules: impl IntoIterator<Item = u32>) {
         let _ = self.faults.remove(&tgid);
         let _ = self.stack_low.remove(&tgid);
+        // The probe keeps one mm per process in MM_OWNER (it drops the old one at exec).
+        if let Ok(rss) = self.rss.get(&tgid, 0)
+            && self
+                .mm_owner
+                .get(&rss.mm_id, 0)
+                .is_ok_and(|owner| owner == tgid)
+        {
+            let _ = self.mm_owner.remove(&rss.mm_id);
+        }
         let _ = self.rss.remove(&tgid);
         for granule in granules {
             let _ = self.granules.remove(&GranuleKey { tgid, granule });
-        }
-        let owned: Vec<u32> = self
-            .mm_owner
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, owner)| *owner == tgid)
-            .map(|(mm, _)| mm)
-            .collect();
-        for mm in owned {
-            let _ = self.mm_owner.remove(&mm);
         }
     }
 
     /// Seeds resident memory read from /proc, for counters no event has reported yet
     /// (`kmem:rss_stat` only reports changes).
+    /// Only when the probe has not reported anything yet: the entry is written whole, and a
+    /// read-merge-write could undo what the probe writes meanwhile.
     pub fn seed_rss(&mut self, tgid: u32, bytes: [u64; 4]) {
-        let mut counters = self.rss.get(&tgid, 0).unwrap_or_default();
-        for (mine, seeded) in counters.bytes.iter_mut().zip(bytes) {
-            if *mine == 0 {
-                *mine = seeded;
-            }
-        }
-        counters.peak_resident = counters.peak_resident.max(counters.resident());
-        if let Err(err) = self.rss.insert(tgid, counters, 0) {
-            log::debug!("cannot seed the RSS of {tgid}: {err}");
+        let mut counters = RssCounters {
+            bytes,
+            ..Default::default()
+        };
+        counters.peak_resident = counters.resident();
+        // BPF_NOEXIST: an entry the probe created first is the better one.
+        if let Err(err) = self.rss.insert(tgid, counters, 1) {
+            log::debug!("RSS of {tgid} not seeded (already reported by the probe): {err}");
         }
     }
 

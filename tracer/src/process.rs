@@ -301,8 +301,16 @@ impl ProcessTable {
         }
     }
 
+    /// Drops an exited entry whose pid a new process now has (pid reuse).
+    fn forget_if_exited(&mut self, tgid: u32) {
+        if self.processes.get(&tgid).is_some_and(|p| !p.is_running()) {
+            self.processes.remove(&tgid);
+        }
+    }
+
     /// Registers a process traced from user space (the command of `run`, or an attach target).
     pub fn add(&mut self, tgid: u32, comm: String) -> &mut ProcessState {
+        self.forget_if_exited(tgid);
         let page_size = self.page_size;
         self.processes
             .entry(tgid)
@@ -361,6 +369,7 @@ impl ProcessTable {
             Some(p) => (p.comm.clone(), p.heap, p.space.fork_copy()),
             None => (String::new(), Heap::default(), AddressSpace::new(page_size)),
         };
+        self.forget_if_exited(child);
         let state = self
             .processes
             .entry(child)
@@ -420,7 +429,8 @@ impl ProcessTable {
             Event::Exit(e) => {
                 let state = self.entry(e.tgid);
                 state.lifecycle = Lifecycle::Exited { ts_ns: e.ts_ns };
-                if !e.comm.is_empty() {
+                // The exit record names the last thread to exit, often not the main one.
+                if state.comm.is_empty() {
                     state.comm = e.comm.clone();
                 }
                 FollowUp::Exited(e.tgid)
@@ -430,8 +440,11 @@ impl ProcessTable {
 
     /// The state of `tgid`, created if an event arrives for a process not seen before (e.g.
     /// its fork record was lost).
+    /// No record follows a process's exit, so a record for an exited entry is from a new
+    /// process that reuses the pid: it starts fresh.
     fn entry(&mut self, tgid: u32) -> &mut ProcessState {
         let page_size = self.page_size;
+        self.forget_if_exited(tgid);
         self.processes
             .entry(tgid)
             .or_insert_with(|| ProcessState::new(tgid, String::new(), page_size))

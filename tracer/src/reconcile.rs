@@ -47,7 +47,7 @@ pub fn seed(p: &mut ProcessState, probes: &mut Probes, at_exec: bool) -> Result<
         p.comm = stat.comm;
     }
     if let Some(stack) = p.space.start_stack.and_then(|s| p.space.find(s)) {
-        probes.set_stack_low(tgid, stack.start);
+        probes.set_stack_low(tgid, stack.start, at_exec);
     }
     if !at_exec {
         seed_rss(tgid, probes);
@@ -180,6 +180,14 @@ pub fn heal(p: &mut ProcessState, drift: &Drift, kernel_text: &str, snapshot_ns:
         describe(&drift.only_model),
         describe(&drift.only_kernel)
     );
+    if let Ok(stat) = procfs::read_stat(p.tgid) {
+        if p.space.start_brk.is_none() && stat.start_brk != 0 {
+            p.space.start_brk = Some(stat.start_brk);
+        }
+        if p.space.start_stack.is_none() && stat.start_stack != 0 {
+            p.space.start_stack = Some(stat.start_stack);
+        }
+    }
     if let Ok(vmas) = maps::parse(kernel_text) {
         p.space.replace_vmas(vmas);
         p.seeded_at_ns = Some(snapshot_ns);

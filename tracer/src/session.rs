@@ -106,10 +106,12 @@ impl Tracker {
                             p.threads_created += 1;
                         }
                     }
-                    _ => {
+                    Ok(_) => {
                         self.table.add_child(parent, child);
                         reconcile::seed_rss(child, &mut self.probes);
                     }
+                    // Gone before it could be classified: nothing to follow.
+                    Err(_) => self.probes.untrace(child),
                 }
                 None
             }
@@ -165,16 +167,17 @@ impl Tracker {
     /// Takes the seed again for processes whose seed a non-repeatable record overlapped.
     /// Returns whether any was taken.
     fn reseed_where_needed(&mut self) -> bool {
-        let pending: Vec<(u32, bool)> = self
+        let pending: Vec<u32> = self
             .table
             .iter()
             .filter(|p| p.reseed_needed && p.is_running())
-            .map(|p| (p.tgid, p.execs > 0))
+            .map(|p| p.tgid)
             .collect();
-        for &(tgid, at_exec) in &pending {
+        for &tgid in &pending {
             if let Some(p) = self.table.get_mut(tgid) {
                 p.reseeds += 1;
-                if let Err(err) = reconcile::seed(p, &mut self.probes, at_exec) {
+                // The same image again (not an exec): what the probes learned stays.
+                if let Err(err) = reconcile::seed(p, &mut self.probes, false) {
                     log::debug!("cannot seed process {tgid} again: {err}");
                     p.reseed_needed = false;
                 }
@@ -348,6 +351,14 @@ pub struct Session {
     lost_checked: u64,
 }
 
+/// Which processes start or stop being traced when they exec (`attach --comm/--all`).
+#[derive(Debug, Default)]
+pub struct ExecFilter<'a> {
+    pub trace_comms: &'a [String],
+    pub exclude_comms: &'a [String],
+    pub all: bool,
+}
+
 /// Why `pump` returned.
 pub enum Stopped<T> {
     /// The stop future completed with this value.
@@ -360,11 +371,7 @@ impl Session {
     /// Finds tracefs, loads and attaches the probes, opens the event stream. Processes whose
     /// comm is in `trace_comms` start being traced when they exec; traced ones that exec a
     /// comm of `exclude_comms` stop.
-    pub fn start(
-        args: &CommonArgs,
-        trace_comms: &[String],
-        exclude_comms: &[String],
-    ) -> Result<Session, TracerError> {
+    pub fn start(args: &CommonArgs, filter: &ExecFilter) -> Result<Session, TracerError> {
         let tracefs = match &args.tracefs {
             Some(dir) => Tracefs::user_given(dir),
             None => Tracefs::system(),
@@ -374,8 +381,9 @@ impl Session {
             ring_buffer_bytes: args.ring_buffer_size,
             wakeup_bytes: args.wakeup_bytes.min(args.ring_buffer_size / 4),
             max_processes: args.max_processes,
-            trace_comms: trace_comms.to_vec(),
-            exclude_comms: exclude_comms.to_vec(),
+            trace_comms: filter.trace_comms.to_vec(),
+            exclude_comms: filter.exclude_comms.to_vec(),
+            trace_all: filter.all,
         };
         let (probes, ring) = Probes::load(&tracefs, &opts)?;
         for missing in &probes.attached.optional_missing {
@@ -529,9 +537,12 @@ impl Session {
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(self.drain_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut drift_tick = tokio::time::interval(self.drift_interval.unwrap_or(Duration::MAX));
-        drift_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        drift_tick.tick().await; // the first tick is immediate
+        let mut drift_tick = self.drift_interval.map(|period| {
+            let start = tokio::time::Instant::now() + period;
+            let mut interval = tokio::time::interval_at(start, period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            interval
+        });
         let mut queries = self.queries.take();
         loop {
             let mut finished = None;
@@ -546,7 +557,7 @@ impl Session {
                     continue;
                 }
                 Some(query) = next_query(&mut queries) => question = Some(query),
-                _ = drift_tick.tick(), if self.drift_interval.is_some() => check_drift = true,
+                _ = next_drift_check(&mut drift_tick) => check_drift = true,
                 _ = tick.tick() => {}
             }
             if let Some(Query { ask, reply }) = question {
@@ -578,6 +589,16 @@ impl Session {
                 return Ok(Stopped::AllExited);
             }
         }
+    }
+}
+
+/// The next periodic drift check, or never when they are off.
+async fn next_drift_check(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -46,8 +46,12 @@ fn on_fault(ctx: &TracePointContext, base: usize) -> Result<(), i64> {
         0
     };
     note_stack_growth(tgid, address);
-    count_granule(tgid, address, false);
+    let attributed = count_granule(tgid, address, false);
     if let Some(counters) = fault_counters(tgid) {
+        if !attributed {
+            // SAFETY: a valid map value; only the address of one of its counters is taken.
+            add(unsafe { &raw mut (*counters).unattributed }, 1);
+        }
         // SAFETY: a valid map value; only the address of one of its counters is taken.
         add(unsafe { &raw mut (*counters).by_access[base + access] }, 1);
     }
@@ -95,8 +99,12 @@ pub fn major_fault(ctx: PerfEventContext) -> u32 {
     }
     // SAFETY: `addr` of `bpf_perf_event_data`, which the verifier lets programs read.
     let address = unsafe { (*ctx.ctx).addr };
-    count_granule(tgid, address, true);
+    let attributed = count_granule(tgid, address, true);
     if let Some(counters) = fault_counters(tgid) {
+        if !attributed {
+            // SAFETY: as in `on_fault`.
+            add(unsafe { &raw mut (*counters).unattributed_major }, 1);
+        }
         // SAFETY: as in `on_fault`.
         add(unsafe { &raw mut (*counters).major }, 1);
     }

@@ -37,7 +37,9 @@ use tracer_common::{
     },
 };
 
-use tracer_common::config::{COMM_EXCLUDE, COMM_FILTER_EXCLUDE, COMM_FILTER_TRACE, COMM_TRACE};
+use tracer_common::config::{
+    COMM_EXCLUDE, COMM_FILTER_ALL, COMM_FILTER_EXCLUDE, COMM_FILTER_TRACE, COMM_TRACE,
+};
 
 use crate::maps::{
     CLONE_FLAGS, COMM_FILTER, EVENTS, FAULTS, INFLIGHT, TRACED, WAKE_NOW, config, count_lost,
@@ -182,7 +184,9 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         // SAFETY: reading a map value for the duration of the program.
         let listed = COMM_FILTER.get_ptr(comm).map_or(0, |v| unsafe { *v });
         let traced = is_traced(tgid);
-        if !traced && cfg.comm_filter & COMM_FILTER_TRACE != 0 && listed == COMM_TRACE {
+        let wanted = (cfg.comm_filter & COMM_FILTER_TRACE != 0 && listed == COMM_TRACE)
+            || (cfg.comm_filter & COMM_FILTER_ALL != 0 && listed != COMM_EXCLUDE);
+        if !traced && wanted {
             if TRACED.insert(tgid, TRACED_BY_USER, 0).is_err() {
                 count_stat(STAT_TRACED_FULL);
                 return Ok(());
@@ -202,7 +206,8 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     };
     let record = slot.as_mut_ptr();
     // SAFETY: `record` is a reserved, exclusively owned ring-buffer slot of the right size;
-    // every field is written before submit. Field offsets come from the tracefs format.
+    // every field is written before submit (`filename` only up to `filename_len`, which is
+    // all the daemon reads). Field offsets come from the tracefs format.
     unsafe {
         (*record).header = header(RECORD_EXEC, pid_tgid);
         (*record).old_tid = ctx.read_at::<u32>(cfg.exec_old_pid as usize).unwrap_or(0);
@@ -250,6 +255,11 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     }
     let _ = INFLIGHT.remove(pid_tgid);
     let _ = CLONE_FLAGS.remove(pid_tgid);
+    let tid = pid_tgid as u32;
+    if tid != tgid {
+        // A thread the fork probe could not classify was added as a process: drop it.
+        let _ = TRACED.remove(tid);
+    }
     // SAFETY: offset of the one-byte `group_dead` field.
     let group_dead =
         unsafe { ctx.read_at::<u8>(config().exit_group_dead as usize) }.map_err(i64::from)?;

@@ -64,8 +64,18 @@ fn try_rss_stat(ctx: &TracePointContext) -> Result<(), i64> {
     // carries the full value, so the next event of that counter corrects a lost update.
     unsafe {
         if curr != 0 {
-            // The process's own event: this is its address space now (new after an exec).
-            (*counters).mm_id = mm_id;
+            // The process's own event: this is its address space now. A new one (after an
+            // exec, or a vfork child's first own event) starts from nothing: its counters and
+            // peak are its own, and the old mm no longer maps to this process.
+            let old = (*counters).mm_id;
+            if old != mm_id {
+                if old != 0 {
+                    let _ = MM_OWNER.remove(old);
+                }
+                (*counters).bytes = [0; RSS_KINDS];
+                (*counters).peak_resident = 0;
+                (*counters).mm_id = mm_id;
+            }
         } else if (*counters).mm_id != mm_id {
             // An address space it no longer uses (left at exec, torn down late).
             return Ok(());

@@ -95,7 +95,12 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
         ),
     };
     let api = bind_api(listen).await?;
-    let mut session = start_session(&args.common, &args.comms, &args.exclude_comms)?;
+    let filter = crate::session::ExecFilter {
+        trace_comms: &args.comms,
+        exclude_comms: &args.exclude_comms,
+        all: args.all,
+    };
+    let mut session = start_session(&args.common, &filter)?;
     // A daemon may run for days: exited processes are forgotten after the grace period.
     session.tracker.evict_exited = true;
     if let Some(queries) = api {

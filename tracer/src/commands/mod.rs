@@ -21,12 +21,11 @@ async fn bind_api(
 /// Checks privileges and loads the probes.
 fn start_session(
     common: &crate::cli::CommonArgs,
-    trace_comms: &[String],
-    exclude_comms: &[String],
+    filter: &crate::session::ExecFilter,
 ) -> Result<Session, TracerError> {
     preflight::check_capabilities()?;
     preflight::raise_memlock_limit();
-    Session::start(common, trace_comms, exclude_comms)
+    Session::start(common, filter)
 }
 
 /// Prints the per-process summary to stderr (stdout belongs to the traced command and to

@@ -9,7 +9,7 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
     // Resolve CMD first: a typo gets "command not found" before any probe is loaded.
     let prepared = launch::Prepared::new(&args.command, args.no_aslr)?;
     let api = bind_api(args.common.listen).await?;
-    let mut session = start_session(&args.common, &[], &[])?;
+    let mut session = start_session(&args.common, &Default::default())?;
     if let Some(queries) = api {
         session.serve_queries(queries);
     }
@@ -58,6 +58,9 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
         Stopped::Finished(status) => status,
         Stopped::AllExited => unreachable!("run stops only when CMD exits"),
     };
+    // Descendants that exec from now on must not be stopped: nothing would resume them. The
+    // drain below resumes any stopped before this.
+    session.tracker.probes.clear_exec_stops();
     session.drain();
     if let Some(p) = session.tracker.table.get_mut(pid) {
         p.exit_status = Some(status);

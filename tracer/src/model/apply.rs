@@ -103,11 +103,11 @@ fn apply_inner(
             (!anonymous).then_some(NeedsName { start, end, fd })
         }
         SyscallKind::Munmap if ok => {
-            space.unmap(a[0], a[0] + align(a[1]));
+            space.unmap(a[0], a[0].saturating_add(align(a[1])));
             None
         }
         SyscallKind::Mprotect => {
-            let (start, end) = (a[0], a[0] + align(a[1]));
+            let (start, end) = (a[0], a[0].saturating_add(align(a[1])));
             let perms = Perms::from_prot(a[2], false);
             match outcome {
                 Outcome::Ok => space.protect(start, end, perms),
@@ -139,7 +139,7 @@ fn apply_inner(
             None
         }
         SyscallKind::Madvise if ok => {
-            let (start, end) = (a[0], a[0] + align(a[1]));
+            let (start, end) = (a[0], a[0].saturating_add(align(a[1])));
             match a[2] {
                 MADV_DONTFORK => space.set_dont_fork(start, end, true),
                 MADV_DOFORK => space.set_dont_fork(start, end, false),
