@@ -228,6 +228,29 @@ impl Daemon {
         }
     }
 
+    /// `tracer run [options] --listen 127.0.0.1:0 -- <workload> [args]` on a workload that
+    /// prints `pid N` first; returns the daemon and that pid.
+    pub fn run_workload(options: &[&str], name: &str, args: &[&str]) -> (Daemon, u32) {
+        use std::io::BufRead;
+        let bin = workload(name);
+        let mut argv = vec!["run", "-q", "--listen", "127.0.0.1:0"];
+        argv.extend(options);
+        argv.extend(["--", bin.to_str().unwrap()]);
+        argv.extend(args);
+        let mut daemon = Daemon::start(&argv);
+        let stdout = daemon.child.stdout.take().expect("stdout is piped");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the workload's first line");
+        let pid = line
+            .split_whitespace()
+            .last()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {line:?}"));
+        (daemon, pid)
+    }
+
     pub fn get(&self, path: &str) -> String {
         let url = format!("{}{path}", self.api);
         let mut response = ureq::get(&url)

@@ -2,7 +2,6 @@
 //! shipped scrape configuration.
 
 use std::{
-    io::BufRead,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -58,23 +57,7 @@ fn a_real_prometheus_scrapes_the_traced_workload() {
         return;
     }
     // The workload stops itself after some churn and stays stopped while Prometheus scrapes.
-    let bin = workload("malloc_churn");
-    let mut daemon = Daemon::start(&[
-        "run",
-        "-q",
-        "--listen",
-        "127.0.0.1:0",
-        "--",
-        bin.to_str().unwrap(),
-        "4",
-        "40",
-        "40",
-    ]);
-    let mut line = String::new();
-    std::io::BufReader::new(daemon.child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let pid: u32 = line.trim().strip_prefix("pid ").unwrap().parse().unwrap();
+    let (mut daemon, pid) = Daemon::run_workload(&[], "malloc_churn", &["4", "40", "40"]);
     assert!(wait_stopped(pid, Duration::from_secs(60)));
 
     // The shipped configuration, pointed at this tracer and scraping every second.

@@ -81,24 +81,7 @@ fn scrapes_pass_promtool_and_agree_with_the_kernel_at_quiescent_points() {
     if !kernel_available() {
         return;
     }
-    let bin = workload("malloc_churn");
-    let mut daemon = Daemon::start(&[
-        "run",
-        "-q",
-        "--listen",
-        "127.0.0.1:0",
-        "--",
-        bin.to_str().unwrap(),
-        "3",
-        "100",
-        "20",
-    ]);
-    let stdout = daemon.child.stdout.take().unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .unwrap();
-    let pid: u32 = line.trim().strip_prefix("pid ").unwrap().parse().unwrap();
+    let (mut daemon, pid) = Daemon::run_workload(&[], "malloc_churn", &["3", "100", "20"]);
     let p = format!("pid=\"{pid}\"");
     let mut previous: Option<(u64, u64, u64, u64)> = None;
     let mut stops = 0;

@@ -19,28 +19,14 @@ fn env_or(name: &str, default: u64) -> u64 {
 /// Runs one seed; returns how many checkpoints were compared.
 fn run_seed(seed: u64, ops: u64, every: u64) -> usize {
     let dir = scratch(&format!("fuzz-{seed}"));
-    let bin = workload("vma_fuzz");
-    let mut daemon = Daemon::start(&[
-        "run",
-        "-q",
-        "--listen",
-        "127.0.0.1:0",
-        "--",
-        bin.to_str().unwrap(),
-        &seed.to_string(),
-        &ops.to_string(),
-        &every.to_string(),
-        dir.to_str().unwrap(),
-    ]);
-    let stdout = daemon.child.stdout.take().unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-    let pid: u32 = line
-        .trim()
-        .strip_prefix("pid ")
-        .expect("pid line")
-        .parse()
-        .unwrap();
+    let args = [
+        seed.to_string(),
+        ops.to_string(),
+        every.to_string(),
+        dir.display().to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mut daemon, pid) = Daemon::run_workload(&[], "vma_fuzz", &args);
     let mut checkpoints = 0;
     while wait_stopped(pid, Duration::from_secs(60)) {
         checkpoints += 1;

@@ -216,22 +216,11 @@ fn lost_records_are_counted_and_the_drift_healed() {
         return;
     }
     let dir = scratch("lossy");
-    let bin = workload("vma_fuzz");
-    let mut daemon = Daemon::start(&[
-        "run",
-        "-q",
-        "--listen",
-        "127.0.0.1:0",
-        "--ring-buffer-size",
-        "4K",
-        "--",
-        bin.to_str().unwrap(),
-        "5",
-        "2000",
-        "1000",
-        dir.to_str().unwrap(),
-    ]);
-    let pid = first_pid(&mut daemon);
+    let (mut daemon, pid) = Daemon::run_workload(
+        &["--ring-buffer-size", "4K"],
+        "vma_fuzz",
+        &["5", "2000", "1000", dir.to_str().unwrap()],
+    );
     let tracer = daemon.child.id() as i32;
     assert!(wait_stopped(pid, LIMIT));
     // A 4 KiB ring may already overflow during the loader's burst of records; what matters is

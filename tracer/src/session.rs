@@ -123,13 +123,10 @@ impl Tracker {
     /// attributed to regions, and its kernel-side state freed, at the end of the drained batch
     /// (`finish_exits`): one pass over the granule map for all the exits of a batch.
     fn collect_exit(&mut self, tgid: u32) -> FaultCounters {
-        let faults = self.probes.faults(tgid);
-        let rss = self.probes.rss(tgid);
+        self.read_kernel_figures(tgid);
+        let mut faults = FaultCounters::default();
         if let Some(p) = self.table.get_mut(tgid) {
-            p.faults = faults;
-            if let Some(rss) = rss {
-                p.rss = rss;
-            }
+            faults = p.faults;
             p.final_layout = Some(crate::summary::render_layout(p));
         }
         self.pending_exits.push(tgid);
@@ -204,13 +201,18 @@ impl Tracker {
         self.attribute_faults();
         let running: Vec<u32> = self.table.running().map(|p| p.tgid).collect();
         for tgid in running {
-            let faults = self.probes.faults(tgid);
-            let rss = self.probes.rss(tgid);
-            if let Some(p) = self.table.get_mut(tgid) {
-                p.faults = faults;
-                if let Some(rss) = rss {
-                    p.rss = rss;
-                }
+            self.read_kernel_figures(tgid);
+        }
+    }
+
+    /// Copies a process's fault counters and resident memory from the kernel maps.
+    fn read_kernel_figures(&mut self, tgid: u32) {
+        let faults = self.probes.faults(tgid);
+        let rss = self.probes.rss(tgid);
+        if let Some(p) = self.table.get_mut(tgid) {
+            p.faults = faults;
+            if let Some(rss) = rss {
+                p.rss = rss;
             }
         }
     }
