@@ -62,6 +62,27 @@ impl Totals {
         t
     }
 
+    /// What a process counted under its current comm (see `counted_under_earlier_comms`).
+    pub fn under_current_comm(p: &ProcessState) -> Totals {
+        let mut t = Totals::of(p);
+        t.subtract(&p.counted_under_earlier_comms);
+        t
+    }
+
+    fn subtract(&mut self, other: &Totals) {
+        let pairs = [
+            (&mut self.faults_minor[..], &other.faults_minor[..]),
+            (&mut self.faults_major[..], &other.faults_major[..]),
+            (&mut self.syscalls[..], &other.syscalls[..]),
+            (&mut self.syscall_errors[..], &other.syscall_errors[..]),
+        ];
+        for (mine, theirs) in pairs {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                *m = m.saturating_sub(*t);
+            }
+        }
+    }
+
     pub fn add(&mut self, other: &Totals) {
         let pairs = [
             (&mut self.faults_minor[..], &other.faults_minor[..]),
@@ -166,7 +187,7 @@ fn series<'a>(
             // Counters count every process of the comm; gauges only the live ones.
             for p in processes {
                 let entry = by_comm.entry(p.comm.clone()).or_default();
-                entry.0.add(&Totals::of(p));
+                entry.0.add(&Totals::under_current_comm(p));
                 if p.is_running() {
                     entry
                         .1
@@ -464,5 +485,37 @@ mod group_tests {
             "live only: {text}"
         );
         assert!(!text.contains("pid="), "{text}");
+    }
+
+    #[test]
+    fn after_an_exec_a_process_counts_under_its_new_comm_only_from_then_on() {
+        let mut p = ProcessState::new(7, "sh".into(), 4096);
+        p.syscalls[SyscallKind::Mmap.index()].calls = 5;
+        // The exec into "worker": the 5 calls stay with "sh" (retired), the offset records them.
+        let mut retired: HashMap<String, Totals> = HashMap::new();
+        retired
+            .entry("sh".into())
+            .or_default()
+            .add(&Totals::under_current_comm(&p));
+        p.counted_under_earlier_comms = Totals::of(&p);
+        p.comm = "worker".into();
+        p.syscalls[SyscallKind::Mmap.index()].calls = 7;
+        let daemon = DaemonCounters::default();
+        let ctx = ScrapeContext {
+            daemon: &daemon,
+            exited_cutoff_ns: 0,
+            refused: 0,
+            group_by: GroupBy::Comm,
+            retired: &retired,
+        };
+        let text = render(std::iter::once(&p), &ctx);
+        assert!(
+            text.contains(r#"tracer_syscalls_total{comm="sh",syscall="mmap"} 5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tracer_syscalls_total{comm="worker",syscall="mmap"} 2"#),
+            "{text}"
+        );
     }
 }

@@ -128,6 +128,9 @@ pub struct ProcessState {
     /// Tracing of this process ended at an exec of an excluded command (`Exited` then holds
     /// the time); it did not exit.
     pub untraced: bool,
+    /// With `--group-by comm`: what was counted while the process had earlier comms (before an
+    /// exec), which stays with those comms' series.
+    pub counted_under_earlier_comms: crate::metrics::Totals,
 }
 
 impl ProcessState {
@@ -147,6 +150,7 @@ impl ProcessState {
             final_layout: None,
             model_dropped: false,
             untraced: false,
+            counted_under_earlier_comms: Default::default(),
             tgid,
             parent: None,
             comm,

@@ -61,6 +61,9 @@ impl Tracker {
             }
         };
         self.counters.records[record_kind(&event)] += 1;
+        if let Event::Exec(exec) = &event {
+            self.retire_comm_on_exec(exec);
+        }
         let follow_up = self.table.apply(&event);
         if let Event::Fork(fork) = &event
             && fork.child == crate::events::TaskKind::Process
@@ -75,6 +78,26 @@ impl Tracker {
             log::error!("writing the event stream failed: {err}; no more events are written");
             self.sink_failed = true;
         }
+    }
+
+    /// With `--group-by comm`, an exec that changes the comm leaves what the process counted so
+    /// far with the old comm, so no per-comm counter goes down.
+    fn retire_comm_on_exec(&mut self, exec: &crate::events::ExecEvent) {
+        if self.group_by != GroupBy::Comm {
+            return;
+        }
+        let Some(p) = self.table.get_mut(exec.tgid) else {
+            return;
+        };
+        if !p.is_running() || p.comm == exec.comm || p.comm.is_empty() {
+            return;
+        }
+        let counted = crate::metrics::Totals::under_current_comm(p);
+        self.retired
+            .entry(p.comm.clone())
+            .or_default()
+            .add(&counted);
+        p.counted_under_earlier_comms = crate::metrics::Totals::of(p);
     }
 
     /// Does the I/O a table update asked for. Returns the final fault counters of a process
@@ -259,7 +282,7 @@ impl Tracker {
             for gone in self.table.evict_exited_before(cutoff) {
                 // Per-comm counters must not go down when a process is forgotten.
                 if self.group_by == GroupBy::Comm {
-                    let totals = crate::metrics::Totals::of(&gone);
+                    let totals = crate::metrics::Totals::under_current_comm(&gone);
                     self.retired
                         .entry(gone.comm.clone())
                         .or_default()
