@@ -129,6 +129,15 @@ fn scrapes_pass_promtool_and_agree_with_the_kernel_at_quiescent_points() {
             sum(&s, "tracer_page_faults_total", &[&p, "region=\"heap\""]) > 0,
             "glibc's heap faults"
         );
+        let detail = daemon.get_json(&format!("/api/v1/processes/{pid}"));
+        let heap_faults: u64 = detail["vma_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["name"] == "[heap]")
+            .map(|v| v["faults"].as_u64().unwrap())
+            .sum();
+        assert!(heap_faults > 0, "per-VMA faults of the heap: {detail}");
         resume(pid);
     }
     assert_eq!(stops, 6);

@@ -77,6 +77,7 @@ pub fn process_detail(p: &ProcessState) -> Value {
                 "offset": hex(v.offset),
                 "name": name_of(&p.space, v),
                 "region": region,
+                "faults": p.fault_regions.faults_in(v.start, v.end),
             })
         })
         .collect();

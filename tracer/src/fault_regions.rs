@@ -81,6 +81,17 @@ impl FaultRegions {
         self.major[region.index()] += major;
     }
 
+    /// Faults counted in the granules whose start address lies in `[start, end)`: a VMA's
+    /// share as far as 64 KiB granules tell (a granule belongs to the VMA holding its start, so
+    /// a VMA smaller than a granule may show none of its faults).
+    pub fn faults_in(&self, start: u64, end: u64) -> u64 {
+        self.seen
+            .iter()
+            .filter(|(g, _)| (start..end).contains(&(u64::from(**g) << FAULT_GRANULE_SHIFT)))
+            .map(|(_, counts)| counts.all)
+            .sum()
+    }
+
     /// Granules seen so far (to free them in the kernel when the process is gone).
     pub fn granules(&self) -> impl Iterator<Item = u32> + '_ {
         self.seen.keys().copied()
@@ -156,6 +167,12 @@ mod tests {
         );
         assert_eq!(f.minor[0], 11);
         assert_eq!(f.attributed(), (18, 3));
+        assert_eq!(
+            f.faults_in(0x555500100000, 0x555500121000),
+            12,
+            "the heap's granules"
+        );
+        assert_eq!(f.faults_in(0x7f0000000000, 0x7f0000100000), 5);
         assert_eq!(f.granules().count(), 4);
     }
 }
