@@ -70,20 +70,15 @@ impl Totals {
     }
 
     fn subtract(&mut self, other: &Totals) {
-        let pairs = [
-            (&mut self.faults_minor[..], &other.faults_minor[..]),
-            (&mut self.faults_major[..], &other.faults_major[..]),
-            (&mut self.syscalls[..], &other.syscalls[..]),
-            (&mut self.syscall_errors[..], &other.syscall_errors[..]),
-        ];
-        for (mine, theirs) in pairs {
-            for (m, t) in mine.iter_mut().zip(theirs) {
-                *m = m.saturating_sub(*t);
-            }
-        }
+        self.combine(other, u64::saturating_sub);
     }
 
     pub fn add(&mut self, other: &Totals) {
+        self.combine(other, |mine, theirs| mine + theirs);
+    }
+
+    /// Applies `f` to every counter of `self` with the same counter of `other`.
+    fn combine(&mut self, other: &Totals, f: impl Fn(u64, u64) -> u64) {
         let pairs = [
             (&mut self.faults_minor[..], &other.faults_minor[..]),
             (&mut self.faults_major[..], &other.faults_major[..]),
@@ -92,7 +87,7 @@ impl Totals {
         ];
         for (mine, theirs) in pairs {
             for (m, t) in mine.iter_mut().zip(theirs) {
-                *m += t;
+                *m = f(*m, *t);
             }
         }
     }

@@ -34,10 +34,11 @@ pub struct Tracker {
     pub counters: DaemonCounters,
     sink: Option<EventSink>,
     sink_failed: bool,
-    /// Processes whose exit record may have been lost: seen gone on the previous tick.
+    /// Processes whose exit record may have been lost: seen gone at the previous check.
     vanishing: Vec<u32>,
     /// Exits of the current batch, completed by `finish_exits`.
     pending_exits: Vec<u32>,
+    last_vanish_check: std::time::Instant,
     /// How long an exited process is kept whole.
     exited_grace: Duration,
     /// After the grace period, forget exited processes entirely (attach: a long-running
@@ -92,11 +93,7 @@ impl Tracker {
         if !p.is_running() || p.comm == exec.comm || p.comm.is_empty() {
             return;
         }
-        let counted = crate::metrics::Totals::under_current_comm(p);
-        self.retired
-            .entry(p.comm.clone())
-            .or_default()
-            .add(&counted);
+        retire(&mut self.retired, p);
         p.counted_under_earlier_comms = crate::metrics::Totals::of(p);
     }
 
@@ -247,8 +244,9 @@ impl Tracker {
         if p.is_running() {
             reconcile::sync_stack(p, &self.probes);
             reconcile::resolve_pending_names(p);
+            self.attribute_faults();
+            self.read_kernel_figures(pid);
         }
-        self.refresh_running();
         self.table.get(pid)
     }
 
@@ -282,16 +280,18 @@ impl Tracker {
             for gone in self.table.evict_exited_before(cutoff) {
                 // Per-comm counters must not go down when a process is forgotten.
                 if self.group_by == GroupBy::Comm {
-                    let totals = crate::metrics::Totals::under_current_comm(&gone);
-                    self.retired
-                        .entry(gone.comm.clone())
-                        .or_default()
-                        .add(&totals);
+                    retire(&mut self.retired, &gone);
                 }
             }
         } else {
             self.table.drop_models_exited_before(cutoff);
         }
+        // A lost exit record is rare: look for vanished processes once a second, not on every
+        // drain tick (it costs a map lookup per traced process).
+        if self.last_vanish_check.elapsed() < VANISH_CHECK_PERIOD {
+            return;
+        }
+        self.last_vanish_check = std::time::Instant::now();
         let gone: Vec<u32> = self
             .table
             .running()
@@ -354,6 +354,12 @@ impl Tracker {
     }
 }
 
+/// Adds what `p` counted under its current comm to that comm's retired totals.
+fn retire(retired: &mut HashMap<String, crate::metrics::Totals>, p: &ProcessState) {
+    let counted = crate::metrics::Totals::under_current_comm(p);
+    retired.entry(p.comm.clone()).or_default().add(&counted);
+}
+
 fn record_kind(event: &Event) -> usize {
     use tracer_common::record::*;
     (match event {
@@ -375,6 +381,9 @@ pub struct Session {
     /// Lost records already answered with a check of every process.
     lost_checked: u64,
 }
+
+/// How often `housekeeping` looks for processes gone without an exit record.
+const VANISH_CHECK_PERIOD: Duration = Duration::from_secs(1);
 
 /// Which processes start or stop being traced when they exec (`attach --comm/--all`).
 #[derive(Debug, Default)]
@@ -441,6 +450,7 @@ impl Session {
                 sink_failed: false,
                 vanishing: Vec::new(),
                 pending_exits: Vec::new(),
+                last_vanish_check: std::time::Instant::now(),
                 exited_grace: Duration::from_secs(args.exited_grace),
                 evict_exited: false,
                 group_by: args.group_by,
