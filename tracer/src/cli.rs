@@ -30,6 +30,57 @@ pub enum Command {
     /// --all, also the processes that start later, until a signal: the daemon mode.
     #[command(after_long_help = EXIT_CODES_HELP)]
     Attach(AttachArgs),
+    /// Compare two reports (written with --report), e.g. main's and a pull request's: print
+    /// what changed, and fail (exit 123) when a --fail-if threshold is exceeded.
+    #[command(after_long_help = DIFF_HELP)]
+    Diff(DiffArgs),
+    /// Evaluate a check file against a saved report, as --check does when tracing ends (to
+    /// write or tune checks without tracing again). Exit 123 when an assertion fails.
+    CheckReport(CheckReportArgs),
+}
+
+const DIFF_HELP: &str = "\
+Processes are paired by comm, in pid order (the 2nd `cc` of OLD with the 2nd of NEW).
+Examples:
+  tracer diff main.json pr.json
+  tracer diff main.json pr.json --fail-if 'peak_rss>10%' --fail-if 'myapp:peak_heap>+4MiB'
+Exit status: 0 within the thresholds, 123 a threshold exceeded, 2 unreadable report or bad
+--fail-if.";
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The baseline report.
+    #[arg(value_name = "OLD.json")]
+    pub old: PathBuf,
+
+    /// The report to compare with it.
+    #[arg(value_name = "NEW.json")]
+    pub new: PathBuf,
+
+    /// Fail (exit 123) when a figure grew beyond a limit: `[SCOPE:]FIGURE>LIMIT`. SCOPE is
+    /// `tree` (the default), a comm, or `*` (every process); LIMIT is a growth in percent
+    /// (`10%`), in bytes (`+4MiB`) or a count (`+100`). Repeat for several.
+    #[arg(long = "fail-if", value_name = "EXPR")]
+    pub fail_if: Vec<String>,
+
+    /// Show unchanged figures too.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckReportArgs {
+    /// A report written with --report.
+    #[arg(value_name = "REPORT.json")]
+    pub report: PathBuf,
+
+    /// The check file (TOML; see "Check files" in the README).
+    #[arg(long, value_name = "FILE")]
+    pub check: PathBuf,
+
+    /// Also write the results as JUnit XML to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +198,22 @@ pub struct CommonArgs {
     /// Do not print the per-process summary at the end.
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Write the JSON report to PATH when tracing ends: per process its identity, syscall
+    /// counts, mmap sizes, heap history, peaks, faults, phases and final address space, and
+    /// totals over the tree (schema in the README; `schema_version` says which).
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+
+    /// Check the assertions of this TOML file when tracing ends (limits on peak RSS, heap,
+    /// faults, syscalls, ...; see "Check files" in the README). The file is validated before
+    /// anything starts; a failed assertion makes the exit status 123.
+    #[arg(long, value_name = "FILE")]
+    pub check: Option<PathBuf>,
+
+    /// Also write the check results as JUnit XML to PATH, for CI test reporters.
+    #[arg(long, value_name = "PATH", requires = "check")]
+    pub junit: Option<PathBuf>,
 }
 
 /// How per-process metrics are labelled.

@@ -7,6 +7,9 @@ use crate::{launch::LaunchError, probes::ProbeError};
 /// Invalid invocation: bad arguments, no such process, a kernel thread, a target that exited
 /// during attach, a --listen address that cannot be bound. (clap's usage errors use 2 too.)
 pub const EXIT_USAGE: i32 = 2;
+/// A `--check` assertion failed (or `tracer diff` found a threshold exceeded). Chosen outside
+/// the codes shells and CMDs commonly use (1, 2, 126-128+N) and next to 124 (timeout).
+pub const EXIT_CHECK_FAILED: i32 = 123;
 /// Tracing itself failed: missing capability or kernel feature, probes not loadable.
 pub const EXIT_TRACING_FAILED: i32 = 125;
 /// CMD was found but could not be executed.
@@ -18,7 +21,10 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit status:
   run      CMD's own exit status (128+N if CMD was killed by signal N), unless:
   2        invalid invocation: bad option, no such process, kernel thread, target exited
-           during attach, --listen address unusable (e.g. port already in use)
+           during attach, --listen address unusable (e.g. port already in use), malformed
+           --check file (reported with its line before anything starts), --report or --junit
+           path not writable
+  123      a --check assertion failed (even if CMD itself failed: the summary says so)
   125      tracing failed: missing capability or kernel feature (tracefs, tracepoint),
            probes could not be loaded or attached
   126      CMD could not be executed
@@ -48,6 +54,9 @@ pub enum TracerError {
     Probes(#[from] ProbeError),
     #[error(transparent)]
     Launch(#[from] LaunchError),
+    /// A check file, report or output path that cannot be used.
+    #[error("{0}")]
+    BadInput(String),
     #[error("{0}")]
     Io(String),
 }
@@ -58,7 +67,8 @@ impl TracerError {
             TracerError::NoSuchProcess(_)
             | TracerError::KernelThread(_)
             | TracerError::ExitedDuringAttach(_)
-            | TracerError::Listen { .. } => EXIT_USAGE,
+            | TracerError::Listen { .. }
+            | TracerError::BadInput(_) => EXIT_USAGE,
             TracerError::MissingCapability { .. } | TracerError::Probes(_) | TracerError::Io(_) => {
                 EXIT_TRACING_FAILED
             }

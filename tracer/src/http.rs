@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use axum::{
     Router,
-    extract::{Path, State},
+    extract::{Path, Query as UrlQuery, State},
     http::{StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::{get, post},
@@ -24,6 +24,13 @@ pub enum Ask {
     Check(u32),
     /// The Prometheus text exposition.
     Metrics,
+    /// Mark a phase: snapshot every running traced process (or one).
+    Phase {
+        name: String,
+        pid: Option<u32>,
+    },
+    /// The report (`--report`'s document) as of now.
+    Report,
 }
 
 /// The session's answer.
@@ -33,6 +40,7 @@ pub enum Answer {
     Text(String),
     Metrics(String),
     NotFound(String),
+    BadRequest(String),
     Failed(String),
 }
 
@@ -63,6 +71,9 @@ impl Api {
             Ok(Answer::NotFound(what)) => {
                 (StatusCode::NOT_FOUND, format!("{what}\n")).into_response()
             }
+            Ok(Answer::BadRequest(why)) => {
+                (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response()
+            }
             Ok(Answer::Failed(why)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, format!("{why}\n")).into_response()
             }
@@ -84,6 +95,9 @@ const LANDING: &str = r#"<!doctype html>
 <li>/api/v1/processes/{pid}: one process, with its VMAs and heap history (JSON)</li>
 <li>/api/v1/processes/{pid}/maps: its reconstructed address space, in /proc/PID/maps format</li>
 <li>POST /api/v1/processes/{pid}/check: compare the model with /proc now</li>
+<li>POST /api/v1/phases?name=NAME[&amp;pid=PID]: mark a phase (snapshot of RSS, heap, VSZ,
+VMAs, faults) for the report and <code>--check</code></li>
+<li><a href="/api/v1/report">/api/v1/report</a>: the report (as <code>--report</code> writes it) as of now</li>
 <li><a href="/healthz">/healthz</a></li>
 </ul>
 </body></html>
@@ -119,7 +133,30 @@ fn router(api: Api) -> Router {
                 api.ask(Ask::Check(pid)).await
             }),
         )
+        .route(
+            "/api/v1/phases",
+            post(
+                |State(api): State<Api>, UrlQuery(mark): UrlQuery<PhaseMark>| async move {
+                    api.ask(Ask::Phase {
+                        name: mark.name,
+                        pid: mark.pid,
+                    })
+                    .await
+                },
+            ),
+        )
+        .route(
+            "/api/v1/report",
+            get(|State(api): State<Api>| async move { api.ask(Ask::Report).await }),
+        )
         .with_state(api)
+}
+
+/// `POST /api/v1/phases?name=NAME[&pid=PID]`.
+#[derive(serde::Deserialize)]
+struct PhaseMark {
+    name: String,
+    pid: Option<u32>,
 }
 
 /// Binds `addr` and serves in the background; returns the query stream for the session and

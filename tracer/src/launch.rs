@@ -88,6 +88,15 @@ impl Prepared {
         })
     }
 
+    /// Sets (or replaces) a variable in CMD's environment.
+    pub fn set_env(&mut self, key: &str, value: &str) -> Result<(), LaunchError> {
+        let prefix = format!("{key}=");
+        self.envp
+            .retain(|kv| !kv.as_bytes().starts_with(prefix.as_bytes()));
+        self.envp.push(c_string(format!("{key}={value}"))?);
+        Ok(())
+    }
+
     /// Forks a child that waits for `Gated::release` before it executes the command.
     pub fn spawn_gated(&self) -> Result<Gated, LaunchError> {
         let (go_read, go_write) = pipe()?;

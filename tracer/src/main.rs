@@ -1,11 +1,14 @@
 //! `tracer`: live allocation tracer daemon and CLI.
 
 mod api;
+mod check;
 mod cli;
 mod commands;
+mod diff;
 mod events;
 mod exit;
 mod fault_regions;
+mod figures;
 mod http;
 mod jsonl;
 mod launch;
@@ -17,10 +20,13 @@ mod probes;
 mod process;
 mod procfs;
 mod reconcile;
+mod report;
 mod session;
+mod sizes;
 mod summary;
 mod syscalls;
 mod tracefs;
+mod units;
 
 use std::process::ExitCode;
 
@@ -55,6 +61,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => commands::run::run(args).await,
             Command::Attach(args) => commands::attach::attach(args).await,
+            Command::Diff(args) => commands::ci::diff(args),
+            Command::CheckReport(args) => commands::ci::check_report(args),
         }
     });
     match result {

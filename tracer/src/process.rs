@@ -40,6 +40,11 @@ pub struct Heap {
     pub peak: Option<u64>,
     /// brk calls that moved the break.
     pub moves: u64,
+    /// Of those, the ones that raised it and the ones that lowered it (gave memory back).
+    pub growths: u64,
+    pub shrinks: u64,
+    /// The largest rise of the break in one brk call.
+    pub largest_growth: u64,
 }
 
 impl Heap {
@@ -47,8 +52,16 @@ impl Heap {
         if self.start.is_none() {
             self.start = Some(brk);
         }
-        if self.end.is_some_and(|old| old != brk) {
+        if let Some(old) = self.end
+            && old != brk
+        {
             self.moves += 1;
+            if brk > old {
+                self.growths += 1;
+                self.largest_growth = self.largest_growth.max(brk - old);
+            } else {
+                self.shrinks += 1;
+            }
         }
         self.end = Some(brk);
         self.peak = Some(self.peak.map_or(brk, |p| p.max(brk)));
@@ -82,11 +95,17 @@ pub struct ProcessState {
     pub comm: String,
     /// The file of the last exec seen, if any.
     pub exe: Option<String>,
+    /// The command line of the current image (from /proc when it was seeded).
+    pub argv: Vec<String>,
+    /// The parent process id as /proc told it when the process was seeded.
+    pub ppid: Option<u32>,
     pub syscalls: [SyscallStats; SyscallKind::ALL.len()],
     /// Page-rounded lengths of successful mmaps (and of mremap growth).
     pub bytes_mapped: u64,
     /// Page-rounded lengths of successful munmaps (and of mremap shrinking).
     pub bytes_unmapped: u64,
+    /// Sizes of successful mmaps and munmaps.
+    pub mmap_sizes: crate::sizes::MmapSizes,
     pub heap: Heap,
     /// Page faults (read from the kernel map; final once the process exited).
     pub faults: FaultCounters,
@@ -131,6 +150,21 @@ pub struct ProcessState {
     /// With `--group-by comm`: what was counted while the process had earlier comms (before an
     /// exec), which stays with those comms' series.
     pub counted_under_earlier_comms: crate::metrics::Totals,
+    /// Snapshots taken when a phase was marked (`POST /api/v1/phases`).
+    pub phases: Vec<PhaseSnapshot>,
+}
+
+/// A process's figures at the moment a phase was marked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhaseSnapshot {
+    pub name: String,
+    pub ts_ns: u64,
+    /// Resident memory (file + anon + shmem).
+    pub rss: u64,
+    pub heap: u64,
+    pub vsz: u64,
+    pub vmas: u64,
+    pub faults: u64,
 }
 
 impl ProcessState {
@@ -151,6 +185,10 @@ impl ProcessState {
             model_dropped: false,
             untraced: false,
             counted_under_earlier_comms: Default::default(),
+            phases: Vec::new(),
+            argv: Vec::new(),
+            ppid: None,
+            mmap_sizes: Default::default(),
             tgid,
             parent: None,
             comm,
@@ -179,6 +217,25 @@ impl ProcessState {
         self.model_dropped = true;
     }
 
+    /// Resident memory now: file, anonymous and shared pages.
+    pub fn resident(&self) -> u64 {
+        use tracer_common::counters::{RSS_ANON, RSS_FILE, RSS_SHMEM};
+        self.rss.bytes[RSS_FILE] + self.rss.bytes[RSS_ANON] + self.rss.bytes[RSS_SHMEM]
+    }
+
+    /// The figures a phase mark records.
+    pub fn snapshot(&self, name: &str, ts_ns: u64) -> PhaseSnapshot {
+        PhaseSnapshot {
+            name: name.to_string(),
+            ts_ns,
+            rss: self.resident(),
+            heap: self.heap.size().unwrap_or(0),
+            vsz: self.space.virtual_size(),
+            vmas: self.space.vma_count() as u64,
+            faults: self.faults.total(),
+        }
+    }
+
     pub fn stats(&self, kind: SyscallKind) -> SyscallStats {
         self.syscalls[kind.index()]
     }
@@ -200,8 +257,17 @@ impl ProcessState {
                     self.record_brk(e.ts_ns, e.ret as u64);
                 }
             }
-            SyscallKind::Mmap if ok => self.bytes_mapped += round(e.args[1]),
-            SyscallKind::Munmap if ok => self.bytes_unmapped += round(e.args[1]),
+            SyscallKind::Mmap if ok => {
+                let len = round(e.args[1]);
+                self.bytes_mapped += len;
+                let anonymous = e.args[3] & libc::MAP_ANONYMOUS as u64 != 0;
+                self.mmap_sizes.mapped(len, anonymous);
+            }
+            SyscallKind::Munmap if ok => {
+                let len = round(e.args[1]);
+                self.bytes_unmapped += len;
+                self.mmap_sizes.unmapped(len);
+            }
             SyscallKind::Mremap if ok => {
                 let (old, new) = (round(e.args[1]), round(e.args[2]));
                 if new > old {
@@ -247,6 +313,7 @@ impl ProcessState {
         self.comm = e.comm.clone();
         self.exe = Some(e.filename.clone());
         self.execs += 1;
+        self.argv.clear();
         // A new image: new break, new address space; the session seeds both from /proc.
         self.heap = Heap::default();
         self.space = AddressSpace::new(self.space.page_size);

@@ -105,6 +105,22 @@ pub fn parse_cap_eff(status: &str) -> Option<u64> {
     u64::from_str_radix(hex.trim(), 16).ok()
 }
 
+/// The command line: NUL-separated arguments (lossily decoded).
+pub fn parse_cmdline(bytes: &[u8]) -> Vec<String> {
+    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    bytes
+        .split(|&b| b == 0)
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect()
+}
+
+pub fn read_cmdline(pid: u32) -> io::Result<Vec<String>> {
+    fs::read(format!("/proc/{pid}/cmdline")).map(|bytes| parse_cmdline(&bytes))
+}
+
 pub fn read_maps(pid: u32) -> io::Result<String> {
     fs::read_to_string(format!("/proc/{pid}/maps"))
 }

@@ -46,6 +46,10 @@ pub fn seed(p: &mut ProcessState, probes: &mut Probes, at_exec: bool) -> Result<
     if p.comm.is_empty() {
         p.comm = stat.comm;
     }
+    p.ppid = Some(stat.ppid);
+    if let Ok(argv) = procfs::read_cmdline(tgid) {
+        p.argv = argv;
+    }
     if let Some(stack) = p.space.start_stack.and_then(|s| p.space.find(s)) {
         probes.set_stack_low(tgid, stack.start, at_exec);
     }

@@ -44,6 +44,11 @@ pub struct Tracker {
     /// After the grace period, forget exited processes entirely (attach: a long-running
     /// daemon) rather than only their VMAs (run: the summary lists every process).
     pub evict_exited: bool,
+    /// Keep exited processes whole until the end (a report was asked for: it describes every
+    /// process, with its final address space).
+    pub keep_exited: bool,
+    /// What the report says about the session.
+    pub report_info: ReportInfo,
     /// How per-process metrics are labelled, and the counters of forgotten processes per comm.
     group_by: GroupBy,
     retired: HashMap<String, crate::metrics::Totals>,
@@ -276,7 +281,9 @@ impl Tracker {
         self.probes.flush_logs();
         self.read_kernel_counters();
         let cutoff = procfs::monotonic_ns().saturating_sub(self.exited_grace.as_nanos() as u64);
-        if self.evict_exited {
+        if self.keep_exited {
+            // Kept for the report.
+        } else if self.evict_exited {
             for gone in self.table.evict_exited_before(cutoff) {
                 // Per-comm counters must not go down when a process is forgotten.
                 if self.group_by == GroupBy::Comm {
@@ -355,6 +362,41 @@ impl Tracker {
 }
 
 /// Adds what `p` counted under its current comm to that comm's retired totals.
+/// What the report says about the session itself.
+pub struct ReportInfo {
+    /// `run` or `attach`.
+    pub mode: String,
+    pub command: Vec<String>,
+    pub started_unix_ms: u64,
+    pub started: std::time::Instant,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Most phase marks kept per process (a client marking in a loop must not grow the daemon).
+const PHASE_LIMIT: usize = 1000;
+
+impl Tracker {
+    /// The report as of now: kernel figures refreshed, every process in the table.
+    pub fn report(&mut self, exit_status: Option<i32>) -> crate::report::Report {
+        self.refresh_running();
+        let info = &self.report_info;
+        let ctx = crate::report::Context {
+            mode: &info.mode,
+            command: info.command.clone(),
+            started_unix_ms: info.started_unix_ms,
+            duration_ms: info.started.elapsed().as_millis() as u64,
+            exit_status,
+            counters: &self.counters,
+        };
+        crate::report::build(self.table.iter(), &ctx)
+    }
+}
+
 fn retire(retired: &mut HashMap<String, crate::metrics::Totals>, p: &ProcessState) {
     let counted = crate::metrics::Totals::under_current_comm(p);
     retired.entry(p.comm.clone()).or_default().add(&counted);
@@ -453,6 +495,13 @@ impl Session {
                 last_vanish_check: std::time::Instant::now(),
                 exited_grace: Duration::from_secs(args.exited_grace),
                 evict_exited: false,
+                keep_exited: args.report.is_some() || args.check.is_some(),
+                report_info: ReportInfo {
+                    mode: String::new(),
+                    command: Vec::new(),
+                    started_unix_ms: unix_ms(),
+                    started: std::time::Instant::now(),
+                },
                 group_by: args.group_by,
                 retired: HashMap::new(),
             },
@@ -467,6 +516,43 @@ impl Session {
     /// Answers the HTTP API's questions from now on.
     pub fn serve_queries(&mut self, queries: tokio::sync::mpsc::Receiver<Query>) {
         self.queries = Some(queries);
+    }
+
+    /// Snapshots the figures of every running traced process (or of `pid`) under phase
+    /// `name`, for the report and `--check`.
+    fn mark_phase(&mut self, name: &str, pid: Option<u32>) -> Answer {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !valid {
+            return Answer::BadRequest(format!(
+                "phase name `{name}`: use 1 to 64 letters, digits, `_`, `-` or `.`"
+            ));
+        }
+        if let Some(pid) = pid
+            && !self.tracker.table.get(pid).is_some_and(|p| p.is_running())
+        {
+            return Answer::NotFound(format!("no running traced process {pid}"));
+        }
+        // The kernel figures (RSS, faults) as of now; the records were drained by `answer`.
+        self.tracker.refresh_running();
+        let now = procfs::monotonic_ns();
+        let targets: Vec<u32> = match pid {
+            Some(pid) => vec![pid],
+            None => self.tracker.table.running().map(|p| p.tgid).collect(),
+        };
+        for &tgid in &targets {
+            if let Some(p) = self.tracker.table.get_mut(tgid)
+                && p.phases.len() < PHASE_LIMIT
+            {
+                let snapshot = p.snapshot(name, now);
+                p.phases.push(snapshot);
+            }
+        }
+        log::info!("phase {name} marked for {} processes", targets.len());
+        Answer::Json(serde_json::json!({"phase": name, "ts_ns": now, "pids": targets}))
     }
 
     /// Compares `tgid`'s model with /proc; a difference that persists after one more drain
@@ -539,6 +625,11 @@ impl Session {
                 };
                 Answer::Metrics(crate::metrics::render(tracker.table.iter(), &ctx))
             }
+            Ask::Phase { name, pid } => self.mark_phase(&name, pid),
+            Ask::Report => match serde_json::to_value(self.tracker.report(None)) {
+                Ok(value) => Answer::Json(value),
+                Err(err) => Answer::Failed(format!("cannot serialise the report: {err}")),
+            },
             Ask::Check(pid) => match self.check(pid) {
                 Ok(differences) => {
                     let p = self.tracker.table.get_mut(pid);

@@ -30,6 +30,33 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "libjemalloc2",
         "jemalloc, preloaded into a traced workload by the model tests",
     ),
+    (
+        "libtcmalloc-minimal4",
+        "tcmalloc, preloaded by the allocator-comparison tests",
+    ),
+    (
+        "libmimalloc2.0",
+        "mimalloc, preloaded by the allocator-comparison tests",
+    ),
+    (
+        "python3-junitparser",
+        "a real JUnit consumer that parses the tracer's --junit output in the tests",
+    ),
+    ("strace", "a peer the benchmark compares against"),
+    ("bpftrace", "a peer the benchmark compares against"),
+    (
+        "linux-perf",
+        "`perf trace` and `perf stat`, peers the benchmark compares against",
+    ),
+    (
+        "qemu-system-x86",
+        "boots the kernel matrix of `cargo xtask vmtest`",
+    ),
+    (
+        "busybox-static",
+        "the shell and tools inside the vmtest initramfs",
+    ),
+    ("cpio", "packs the vmtest initramfs"),
 ];
 
 #[derive(clap::Args)]

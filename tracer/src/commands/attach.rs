@@ -2,10 +2,10 @@
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{bind_api, print_summary, start_session};
+use super::{bind_api, ci::Outputs, print_summary, start_session};
 use crate::{
     cli::{AttachArgs, DEFAULT_ATTACH_LISTEN},
-    exit::TracerError,
+    exit::{EXIT_CHECK_FAILED, TracerError},
     procfs,
 };
 
@@ -94,6 +94,7 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
                 .expect("a valid socket address"),
         ),
     };
+    let outputs = Outputs::prepare(&args.common)?;
     let api = bind_api(listen).await?;
     let filter = crate::session::ExecFilter {
         trace_comms: &args.comms,
@@ -101,9 +102,12 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
         all: args.all,
     };
     let mut session = start_session(&args.common, &filter)?;
-    // A daemon may run for days: exited processes are forgotten after the grace period.
+    // A daemon may run for days: exited processes are forgotten after the grace period
+    // (unless a report is to describe them all: `keep_exited`).
     session.tracker.evict_exited = true;
-    if let Some(queries) = api {
+    session.tracker.report_info.mode = "attach".into();
+    session.tracker.report_info.command = std::env::args().collect();
+    if let Some((queries, _)) = api {
         session.serve_queries(queries);
     }
     let explicit = |tgid: u32| args.pids.contains(&tgid);
@@ -168,6 +172,10 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
     session.drain();
     session.tracker.finish();
     print_summary(&session, args.common.quiet);
+    if !outputs.finish(&mut session.tracker, None)? {
+        eprintln!("tracer: a check failed: exit status {EXIT_CHECK_FAILED}");
+        return Ok(EXIT_CHECK_FAILED);
+    }
     Ok(0)
 }
 

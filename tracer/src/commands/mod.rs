@@ -1,21 +1,23 @@
 //! The subcommands: each validates its input, starts a session and prints the summary.
 pub mod attach;
+pub mod ci;
 pub mod run;
 
 use std::net::SocketAddr;
 
 use crate::{exit::TracerError, http, preflight, session::Session, summary};
 
+/// The HTTP API once bound: the session's query stream and the address actually bound.
+type BoundApi = (tokio::sync::mpsc::Receiver<http::Query>, SocketAddr);
+
 /// Binds the HTTP API before anything else is started, so a busy port fails fast.
-async fn bind_api(
-    listen: Option<SocketAddr>,
-) -> Result<Option<tokio::sync::mpsc::Receiver<http::Query>>, TracerError> {
+async fn bind_api(listen: Option<SocketAddr>) -> Result<Option<BoundApi>, TracerError> {
     let Some(addr) = listen else { return Ok(None) };
     let (queries, bound) = http::serve(addr)
         .await
         .map_err(|err| TracerError::Listen { addr, err })?;
     eprintln!("tracer: serving the API on http://{bound}/");
-    Ok(Some(queries))
+    Ok(Some((queries, bound)))
 }
 
 /// Checks privileges and loads the probes.

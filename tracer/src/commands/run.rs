@@ -2,16 +2,31 @@
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{bind_api, print_summary, start_session};
-use crate::{cli::RunArgs, exit::TracerError, launch, session::Stopped};
+use super::{bind_api, ci::Outputs, print_summary, start_session};
+use crate::{
+    cli::RunArgs,
+    exit::{EXIT_CHECK_FAILED, TracerError},
+    launch,
+    session::Stopped,
+};
 
 pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
     // Resolve CMD first: a typo gets "command not found" before any probe is loaded.
-    let prepared = launch::Prepared::new(&args.command, args.no_aslr)?;
+    let mut prepared = launch::Prepared::new(&args.command, args.no_aslr)?;
+    // A malformed check file is reported before CMD runs.
+    let outputs = Outputs::prepare(&args.common)?;
     let api = bind_api(args.common.listen).await?;
     let mut session = start_session(&args.common, &Default::default())?;
-    if let Some(queries) = api {
+    session.tracker.report_info.mode = "run".into();
+    session.tracker.report_info.command = args
+        .command
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if let Some((queries, bound)) = api {
         session.serve_queries(queries);
+        // CMD (or its test harness) marks phases with POST $TRACER_API_URL/api/v1/phases.
+        prepared.set_env("TRACER_API_URL", &format!("http://{bound}"))?;
     }
 
     let gated = prepared.spawn_gated()?;
@@ -67,6 +82,17 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
     }
     session.tracker.finish();
     print_summary(&session, args.common.quiet);
+    let passed = outputs.finish(&mut session.tracker, Some(status))?;
+    if !passed {
+        if status != 0 {
+            eprintln!(
+                "tracer: {} itself exited with status {status}",
+                prepared.display
+            );
+        }
+        eprintln!("tracer: a check failed: exit status {EXIT_CHECK_FAILED}");
+        return Ok(EXIT_CHECK_FAILED);
+    }
     Ok(status)
 }
 

@@ -1,0 +1,580 @@
+//! The JSON report (`--report PATH`): one versioned document describing every traced process
+//! and the tree, for CI to keep, check (`--check`) and compare (`tracer diff`). Building it is
+//! pure (from the process table); the schema is documented in the README and versioned by
+//! `schema_version`: a field's meaning never changes within a version.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tracer_common::counters::*;
+
+use crate::{
+    fault_regions::MetricRegion,
+    figures,
+    model::{maps::name_of, region::classified},
+    process::{Lifecycle, ProcessState},
+    summary::DaemonCounters,
+    syscalls::SyscallKind,
+};
+
+/// Bumped when a field changes meaning or disappears (adding fields does not bump it).
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub tracer: TracerInfo,
+    /// `run`: CMD's exit status (128+N when killed by signal N). `attach`: null.
+    pub exit_status: Option<i32>,
+    pub events: EventCounts,
+    pub processes: Vec<ProcessReport>,
+    pub totals: Totals,
+}
+
+/// Where the report comes from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TracerInfo {
+    pub version: String,
+    /// `run` or `attach`.
+    pub mode: String,
+    /// `run`: CMD and its arguments. `attach`: the tracer's own arguments.
+    pub command: Vec<String>,
+    /// The kernel release (`uname -r`).
+    pub kernel: String,
+    pub started_unix_ms: u64,
+    pub duration_ms: u64,
+}
+
+/// Records per kind.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KindCounts {
+    pub syscall: u64,
+    pub fork: u64,
+    pub exec: u64,
+    pub exit: u64,
+}
+
+impl KindCounts {
+    fn of(counts: &[u64; tracer_common::record::RECORD_KINDS]) -> KindCounts {
+        KindCounts {
+            syscall: counts[1],
+            fork: counts[2],
+            exec: counts[3],
+            exit: counts[4],
+        }
+    }
+}
+
+/// What the daemon received and what it lost: a report with `lost_total > 0` is incomplete.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EventCounts {
+    pub records: KindCounts,
+    /// Records the kernel could not put in the ring buffer (it was full).
+    pub lost: KindCounts,
+    pub lost_total: u64,
+    pub decode_errors: u64,
+    /// Syscalls already in progress when tracing started (no entry seen).
+    pub exits_without_enter: u64,
+    /// Syscalls whose arguments could not be stashed (in-flight map full).
+    pub inflight_full: u64,
+    /// Processes not traced because `--max-processes` was reached.
+    pub processes_refused: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SyscallCounts {
+    pub calls: u64,
+    pub failed: u64,
+}
+
+/// Successful mmaps of page-rounded length in `[min_bytes, max_bytes]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HistogramBucket {
+    pub min_bytes: u64,
+    pub max_bytes: u64,
+    pub anonymous: u64,
+    pub file: u64,
+}
+
+/// Anonymous mmaps and munmaps (of any mapping) of exactly `bytes` (page-rounded).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LengthCount {
+    pub bytes: u64,
+    pub anonymous_mmaps: u64,
+    pub munmaps: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Mappings {
+    /// Page-rounded lengths of successful mmaps (and of mremap growth).
+    pub bytes_mapped: u64,
+    /// Page-rounded lengths of successful munmaps (and of mremap shrinking).
+    pub bytes_unmapped: u64,
+    pub largest_mmap: u64,
+    pub largest_anonymous_mmap: u64,
+    /// Power-of-two buckets; empty buckets are left out.
+    pub histogram: Vec<HistogramBucket>,
+    pub lengths: Vec<LengthCount>,
+    /// mmaps/munmaps of lengths beyond the first 4096 distinct ones (not in `lengths`).
+    pub lengths_dropped: u64,
+}
+
+/// One change of the program break.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BrkPoint {
+    /// CLOCK_MONOTONIC, nanoseconds.
+    pub ts_ns: u64,
+    /// The new break (hex).
+    pub brk: String,
+    /// Heap size after the change: break minus start_brk.
+    pub size: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HeapReport {
+    pub start_brk: Option<String>,
+    pub brk: Option<String>,
+    pub peak_brk: Option<String>,
+    pub size: u64,
+    pub peak_size: u64,
+    pub growths: u64,
+    pub shrinks: u64,
+    /// The largest rise of the break in one brk call.
+    pub largest_growth: u64,
+    pub history: Vec<BrkPoint>,
+    /// Changes beyond the first 100000 (not in `history`).
+    pub history_dropped: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Peaks {
+    /// Highest resident memory (file + anon + shmem) the kernel reported.
+    pub rss: u64,
+    pub heap: u64,
+    pub vsz: u64,
+    pub vmas: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Rss {
+    pub resident: u64,
+    pub file: u64,
+    pub anon: u64,
+    pub shmem: u64,
+    pub swap: u64,
+}
+
+/// The figures at the end: at exit for a process that exited, else when the report was made.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AtEnd {
+    /// Resident memory of a process still running at the end; a process that exited has
+    /// given all of it back (zeros). Use phases to check RSS at a point of the run.
+    pub rss: Rss,
+    pub heap: u64,
+    pub vsz: u64,
+    pub vmas: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct RegionFaults {
+    pub minor: u64,
+    pub major: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FaultReport {
+    pub total: u64,
+    pub minor: u64,
+    pub major: u64,
+    /// user_read, user_write, user_exec, kernel_read, kernel_write, kernel_exec.
+    pub by_access: BTreeMap<String, u64>,
+    /// heap, stack, anon, file, other (per 64 KiB granule, see README).
+    pub by_region: BTreeMap<String, RegionFaults>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PhaseReport {
+    pub name: String,
+    pub ts_ns: u64,
+    pub rss: u64,
+    pub heap: u64,
+    pub vsz: u64,
+    pub vmas: u64,
+    pub faults: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VmaReport {
+    pub start: String,
+    pub end: String,
+    pub size: u64,
+    pub perms: String,
+    pub offset: String,
+    pub name: Option<String>,
+    pub region: String,
+    pub faults: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Drift {
+    pub resyncs: u64,
+    pub differences: u64,
+    pub reseeds: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProcessReport {
+    pub pid: u32,
+    pub ppid: Option<u32>,
+    /// The traced process that forked this one, if it was followed through a fork.
+    pub traced_parent: Option<u32>,
+    pub comm: String,
+    pub exe: Option<String>,
+    pub argv: Vec<String>,
+    /// `running`, `exited`, or `untraced` (exec'd an excluded command).
+    pub state: String,
+    /// Known for the command of `tracer run` only.
+    pub exit_status: Option<i32>,
+    pub threads_created: u64,
+    pub execs: u64,
+    pub syscalls: BTreeMap<String, SyscallCounts>,
+    pub mappings: Mappings,
+    pub heap: HeapReport,
+    pub peaks: Peaks,
+    pub at_end: AtEnd,
+    pub page_faults: FaultReport,
+    pub phases: Vec<PhaseReport>,
+    /// The address space at the end (at exit for a process that exited).
+    pub address_space: Vec<VmaReport>,
+    pub drift: Drift,
+    /// The figures checks and diffs use, by name (see `figures.rs` and the README).
+    pub figures: BTreeMap<String, u64>,
+}
+
+/// Figures over the whole traced tree.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Totals {
+    pub figures: BTreeMap<String, u64>,
+}
+
+fn hex(v: u64) -> String {
+    format!("{v:#x}")
+}
+
+/// Everything about the session the report needs beside the process table.
+pub struct Context<'a> {
+    pub mode: &'a str,
+    pub command: Vec<String>,
+    pub started_unix_ms: u64,
+    pub duration_ms: u64,
+    pub exit_status: Option<i32>,
+    pub counters: &'a DaemonCounters,
+}
+
+/// Builds the report; processes in pid order.
+pub fn build<'a>(processes: impl Iterator<Item = &'a ProcessState>, ctx: &Context) -> Report {
+    let processes: Vec<ProcessReport> = processes.map(process).collect();
+    let d = ctx.counters;
+    let events = EventCounts {
+        records: KindCounts::of(&d.records),
+        lost: KindCounts::of(&d.lost),
+        lost_total: d.lost_total(),
+        decode_errors: d.decode_errors,
+        exits_without_enter: d.exits_without_enter,
+        inflight_full: d.inflight_full,
+        processes_refused: d.traced_full + d.refused,
+    };
+    let totals = Totals {
+        figures: figures::of_tree(&processes, &events),
+    };
+    Report {
+        schema_version: SCHEMA_VERSION,
+        tracer: TracerInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            mode: ctx.mode.to_string(),
+            command: ctx.command.clone(),
+            kernel: kernel_release(),
+            started_unix_ms: ctx.started_unix_ms,
+            duration_ms: ctx.duration_ms,
+        },
+        exit_status: ctx.exit_status,
+        events,
+        processes,
+        totals,
+    }
+}
+
+/// One process's part of the report.
+pub fn process(p: &ProcessState) -> ProcessReport {
+    let state = match p.lifecycle {
+        Lifecycle::Running => "running",
+        Lifecycle::Exited { .. } if p.untraced => "untraced",
+        Lifecycle::Exited { .. } => "exited",
+    };
+    let syscalls = SyscallKind::ALL
+        .iter()
+        .map(|&kind| {
+            let s = p.stats(kind);
+            let counts = SyscallCounts {
+                calls: s.calls,
+                failed: s.failed,
+            };
+            (kind.name().to_string(), counts)
+        })
+        .collect();
+    let sizes = &p.mmap_sizes;
+    let histogram = sizes
+        .histogram
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.anonymous + b.file > 0)
+        .map(|(k, b)| HistogramBucket {
+            min_bytes: 1 << k,
+            max_bytes: (1u64 << k).saturating_mul(2) - 1,
+            anonymous: b.anonymous,
+            file: b.file,
+        })
+        .collect();
+    let lengths = sizes
+        .lengths
+        .iter()
+        .map(|(&bytes, t)| LengthCount {
+            bytes,
+            anonymous_mmaps: t.anonymous_mmaps,
+            munmaps: t.munmaps,
+        })
+        .collect();
+    let start = p.heap.start.unwrap_or(0);
+    let history = p
+        .brk_history
+        .iter()
+        .map(|c| BrkPoint {
+            ts_ns: c.ts_ns,
+            brk: hex(c.brk),
+            size: c.brk.saturating_sub(start),
+        })
+        .collect();
+    let by_access = [
+        ("user_read", ACCESS_USER_READ),
+        ("user_write", ACCESS_USER_WRITE),
+        ("user_exec", ACCESS_USER_EXEC),
+        ("kernel_read", ACCESS_KERNEL_READ),
+        ("kernel_write", ACCESS_KERNEL_WRITE),
+        ("kernel_exec", ACCESS_KERNEL_EXEC),
+    ]
+    .into_iter()
+    .map(|(name, i)| (name.to_string(), p.faults.by_access[i]))
+    .collect();
+    let totals = crate::metrics::Totals::of(p);
+    let by_region = MetricRegion::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let faults = RegionFaults {
+                minor: totals.faults_minor[i],
+                major: totals.faults_major[i],
+            };
+            (r.name().to_string(), faults)
+        })
+        .collect();
+    let address_space = classified(&p.space)
+        .into_iter()
+        .map(|(v, region)| VmaReport {
+            start: hex(v.start),
+            end: hex(v.end),
+            size: v.len(),
+            perms: v.perms.to_string(),
+            offset: hex(v.offset),
+            name: Some(name_of(&p.space, v)).filter(|n| !n.is_empty()),
+            region: region.name().to_string(),
+            faults: p.fault_regions.faults_in(v.start, v.end),
+        })
+        .collect();
+    let phases = p
+        .phases
+        .iter()
+        .map(|s| PhaseReport {
+            name: s.name.clone(),
+            ts_ns: s.ts_ns,
+            rss: s.rss,
+            heap: s.heap,
+            vsz: s.vsz,
+            vmas: s.vmas,
+            faults: s.faults,
+        })
+        .collect();
+    let total = p.faults.total();
+    let mut report = ProcessReport {
+        pid: p.tgid,
+        ppid: p.ppid,
+        traced_parent: p.parent,
+        comm: p.comm.clone(),
+        exe: p.exe.clone(),
+        argv: p.argv.clone(),
+        state: state.to_string(),
+        exit_status: p.exit_status,
+        threads_created: p.threads_created,
+        execs: p.execs,
+        syscalls,
+        mappings: Mappings {
+            bytes_mapped: p.bytes_mapped,
+            bytes_unmapped: p.bytes_unmapped,
+            largest_mmap: sizes.largest,
+            largest_anonymous_mmap: sizes.largest_anonymous,
+            histogram,
+            lengths,
+            lengths_dropped: sizes.lengths_dropped,
+        },
+        heap: HeapReport {
+            start_brk: p.heap.start.map(hex),
+            brk: p.heap.end.map(hex),
+            peak_brk: p.heap.peak.map(hex),
+            size: p.heap.size().unwrap_or(0),
+            peak_size: p.heap.peak_size().unwrap_or(0),
+            growths: p.heap.growths,
+            shrinks: p.heap.shrinks,
+            largest_growth: p.heap.largest_growth,
+            history,
+            history_dropped: p.brk_history_dropped,
+        },
+        peaks: Peaks {
+            rss: p.rss.peak_resident,
+            heap: p.heap.peak_size().unwrap_or(0),
+            vsz: p.peak_vsz,
+            vmas: p.peak_vmas as u64,
+        },
+        at_end: AtEnd {
+            rss: Rss {
+                resident: p.resident(),
+                file: p.rss.bytes[RSS_FILE],
+                anon: p.rss.bytes[RSS_ANON],
+                shmem: p.rss.bytes[RSS_SHMEM],
+                swap: p.rss.bytes[RSS_SWAP],
+            },
+            heap: p.heap.size().unwrap_or(0),
+            vsz: p.space.virtual_size(),
+            vmas: p.space.vma_count() as u64,
+        },
+        page_faults: FaultReport {
+            total,
+            minor: total.saturating_sub(p.faults.major),
+            major: p.faults.major,
+            by_access,
+            by_region,
+        },
+        phases,
+        address_space,
+        drift: Drift {
+            resyncs: p.resyncs,
+            differences: p.drift_differences,
+            reseeds: p.reseeds,
+        },
+        figures: BTreeMap::new(),
+    };
+    report.figures = figures::of_process(&report);
+    report
+}
+
+/// The running kernel's release, as `uname -r` prints it.
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// Reads a report written by this or an earlier tracer with the same schema version.
+pub fn parse(text: &str) -> Result<Report, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    match value.get("schema_version").and_then(|v| v.as_u64()) {
+        Some(v) if v == u64::from(SCHEMA_VERSION) => {}
+        Some(v) => {
+            return Err(format!(
+                "schema_version {v} is not supported (this tracer reads {SCHEMA_VERSION})"
+            ));
+        }
+        None => return Err("no schema_version: not a tracer report".to_string()),
+    }
+    serde_json::from_value(value).map_err(|e| format!("not a tracer report: {e}"))
+}
+
+/// Writes the report to `path` (through a temporary file, so a reader never sees half of it).
+pub fn write(report: &Report, path: &std::path::Path) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("tmp-tracer");
+    std::fs::write(&tmp, text + "\n")?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Event, SyscallEvent};
+
+    fn syscall(kind: SyscallKind, args: [u64; 6], ret: i64) -> Event {
+        Event::Syscall(SyscallEvent {
+            ts_ns: 10,
+            enter_ns: 5,
+            tgid: 7,
+            tid: 7,
+            kind,
+            args,
+            ret,
+        })
+    }
+
+    #[test]
+    fn report_round_trips_and_carries_its_figures() {
+        let mut table = crate::process::ProcessTable::new(4096);
+        table.add(7, "demo".into());
+        let anon = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        table.apply(&syscall(SyscallKind::Brk, [0; 6], 0x10000));
+        table.apply(&syscall(
+            SyscallKind::Brk,
+            [0x31000, 0, 0, 0, 0, 0],
+            0x31000,
+        ));
+        table.apply(&syscall(
+            SyscallKind::Mmap,
+            [0, 204_800, 3, anon, u64::MAX, 0],
+            0x7f00_0000_0000,
+        ));
+        table.apply(&syscall(
+            SyscallKind::Munmap,
+            [0x7f00_0000_0000, 204_800, 0, 0, 0, 0],
+            0,
+        ));
+        table.apply(&syscall(SyscallKind::Mmap, [0, 4096, 3, anon, 0, 0], -12));
+        let counters = DaemonCounters::default();
+        let ctx = Context {
+            mode: "run",
+            command: vec!["demo".into()],
+            started_unix_ms: 1,
+            duration_ms: 2,
+            exit_status: Some(0),
+            counters: &counters,
+        };
+        let report = build(table.iter(), &ctx);
+        let text = serde_json::to_string(&report).unwrap();
+        let back = parse(&text).unwrap();
+        let p = &back.processes[0];
+        assert_eq!(p.heap.growths, 1);
+        assert_eq!(p.heap.history[0].size, 0x21000);
+        assert_eq!(p.figures["peak_heap"], 0x21000);
+        assert_eq!(p.figures["large_mmaps"], 1);
+        assert_eq!(p.figures["large_munmaps"], 1);
+        assert_eq!(p.figures["large_mmaps_not_unmapped"], 0);
+        assert_eq!(p.figures["mmap_failed"], 1);
+        assert_eq!(p.mappings.histogram[0].min_bytes, 128 * 1024);
+        assert_eq!(back.totals.figures["processes"], 1);
+        assert_eq!(back.totals.figures["mmap_calls"], 2);
+    }
+
+    #[test]
+    fn other_schema_versions_are_refused_by_name() {
+        let err = parse(r#"{"schema_version": 99}"#).unwrap_err();
+        assert!(err.contains("schema_version 99"), "{err}");
+        assert!(parse("[1]").unwrap_err().contains("not a tracer report"));
+        assert!(parse("{").unwrap_err().contains("not JSON"));
+    }
+}

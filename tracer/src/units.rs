@@ -1,0 +1,100 @@
+//! Sizes as people write them in check files and diff thresholds: `4096`, `132KiB`, `64 MiB`,
+//! `1.5GiB`, `10MB`. Binary units (KiB, MiB, GiB, TiB) are powers of 1024, decimal ones (kB,
+//! KB, MB, GB, TB) powers of 1000; units are case-sensitive so that a typo is an error, not a
+//! guess.
+
+const UNITS: &[(&str, u64)] = &[
+    ("B", 1),
+    ("KiB", 1 << 10),
+    ("MiB", 1 << 20),
+    ("GiB", 1 << 30),
+    ("TiB", 1 << 40),
+    ("kB", 1_000),
+    ("KB", 1_000),
+    ("MB", 1_000_000),
+    ("GB", 1_000_000_000),
+    ("TB", 1_000_000_000_000),
+];
+
+/// Parses a size; the error says what is wrong and what is accepted.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let number_end = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(number_end);
+    let unit = unit.trim();
+    if number.is_empty() {
+        return Err(format!(
+            "`{text}` is not a size: it must start with a number"
+        ));
+    }
+    let Some(&(_, factor)) = UNITS
+        .iter()
+        .find(|(name, _)| *name == unit)
+        .or(if unit.is_empty() {
+            Some(&("", 1))
+        } else {
+            None
+        })
+    else {
+        let hint = UNITS
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(unit))
+            .map(|(name, _)| format!("; did you mean `{name}`?"))
+            .unwrap_or_default();
+        return Err(format!(
+            "unknown unit `{unit}` in `{text}`{hint} (units: B, KiB, MiB, GiB, TiB, kB, MB, GB, \
+             TB)"
+        ));
+    };
+    let bytes = if let Some((whole, frac)) = number.split_once('.') {
+        let value: f64 = format!("{}.{frac}", if whole.is_empty() { "0" } else { whole })
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size"))?;
+        let bytes = value * factor as f64;
+        if bytes.fract() != 0.0 {
+            return Err(format!("`{text}` is not a whole number of bytes"));
+        }
+        bytes as u64
+    } else {
+        let value: u64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size"))?;
+        value
+            .checked_mul(factor)
+            .ok_or_else(|| format!("`{text}` is too large"))?
+    };
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_with_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("132KiB"), Ok(132 * 1024));
+        assert_eq!(parse_size("64 MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("0"), Ok(0));
+    }
+
+    #[test]
+    fn typos_are_errors_that_say_what_is_accepted() {
+        let err = parse_size("64Mib").unwrap_err();
+        assert!(err.contains("unknown unit `Mib`"), "{err}");
+        assert!(err.contains("did you mean `MiB`"), "{err}");
+        let err = parse_size("64MiBB").unwrap_err();
+        assert!(err.contains("units: B, KiB"), "{err}");
+        assert!(
+            parse_size("MiB")
+                .unwrap_err()
+                .contains("must start with a number")
+        );
+        assert!(parse_size("1.5B").unwrap_err().contains("whole number"));
+        assert!(parse_size("99999999TiB").unwrap_err().contains("too large"));
+    }
+}
