@@ -125,8 +125,10 @@ fn the_seed_experiments_pass_as_checks_and_the_report_holds_them() {
         .find(|b| b["min_bytes"] == 128 * 1024)
         .unwrap();
     assert_eq!(bucket["anonymous"], 1);
-    // 16 fresh pages touched: at least 16 faults, in anonymous memory.
-    assert!(p["figures"]["anon_faults"].as_u64().unwrap() >= 16, "{p}");
+    // 16 fresh pages touched: at least 16 faults. (Their region is not asserted: faults are
+    // attributed to the region mapped there when the daemon looks, and this mapping may be
+    // gone by then.)
+    assert!(p["figures"]["faults"].as_u64().unwrap() >= 16, "{p}");
     assert!(!p["address_space"].as_array().unwrap().is_empty());
     assert_eq!(r["totals"]["figures"]["processes"], 1);
 
