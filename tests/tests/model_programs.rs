@@ -255,7 +255,9 @@ fn lost_records_are_counted_and_the_drift_healed() {
         lost > lost_before,
         "a stalled reader and a 4 KiB ring buffer lose records"
     );
-    assert_eq!(resyncs, resyncs_before + 1, "{detail}");
+    // At least one resync after the stall (a loss during the loader's burst may be healed
+    // only now too, so not necessarily exactly one).
+    assert!(resyncs > resyncs_before, "{detail}");
     assert!(
         detail["drift"]["differences"].as_u64().unwrap() > 0,
         "{detail}"

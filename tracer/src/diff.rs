@@ -50,6 +50,11 @@ pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
     let unit = figures::unit_of(figure).ok_or_else(|| {
         format!("`{text}`: unknown figure `{figure}` (see \"Check files\" in the README)")
     })?;
+    if scope != Scope::Tree && figures::TREE_FIGURES.iter().any(|f| f.0 == figure) {
+        return Err(format!(
+            "`{text}`: `{figure}` is a figure of the whole tree: write `tree:{figure}>...`"
+        ));
+    }
     if figures::PHASE_FIGURES.iter().any(|f| f.0 == figure) && figures::find(figure).is_none() {
         return Err(format!(
             "`{text}`: `{figure}` is a phase figure; diff compares report figures"
@@ -172,7 +177,8 @@ fn changes(old: &BTreeMap<String, u64>, new: &BTreeMap<String, u64>) -> Vec<Chan
 pub struct Violation {
     pub threshold: String,
     pub subject: String,
-    pub change: Change,
+    /// The change that exceeded it, or why it could not be checked.
+    pub detail: String,
 }
 
 pub struct Diff {
@@ -195,7 +201,13 @@ pub fn compare(
     let tree = changes(&old.totals.figures, &new.totals.figures);
     section(&mut text, "tree", &tree, all);
     for t in thresholds.iter().filter(|t| t.scope == Scope::Tree) {
-        check(t, "tree", &tree, &mut violations);
+        check(
+            t,
+            "tree",
+            &old.totals.figures,
+            &new.totals.figures,
+            &mut violations,
+        );
     }
     let Pairing {
         pairs,
@@ -213,7 +225,7 @@ pub fn compare(
                 Scope::Comm(comm) => &p.comm == comm,
             };
             if applies {
-                check(t, &subject, &figures, &mut violations);
+                check(t, &subject, &p.figures, &q.figures, &mut violations);
             }
         }
     }
@@ -223,12 +235,8 @@ pub fn compare(
         {
             violations.push(Violation {
                 threshold: t.text.clone(),
-                subject: format!("no process `{comm}` in both reports"),
-                change: Change {
-                    figure: t.figure.clone(),
-                    old: 0,
-                    new: 0,
-                },
+                subject: format!("process {comm}"),
+                detail: "no process with this comm in both reports".to_string(),
             });
         }
     }
@@ -254,28 +262,43 @@ pub fn compare(
             let _ = writeln!(
                 text,
                 "FAILED --fail-if '{}': {}: {}",
-                v.threshold,
-                v.subject,
-                {
-                    let unit = figures::unit_of(&v.change.figure).unwrap_or(Unit::Count);
-                    format_change(&v.change, unit)
-                }
+                v.threshold, v.subject, v.detail
             );
         }
     }
     Diff { text, violations }
 }
 
-fn check(t: &Threshold, subject: &str, changes: &[Change], violations: &mut Vec<Violation>) {
-    if let Some(c) = changes.iter().find(|c| c.figure == t.figure)
-        && c.exceeds(&t.growth)
-    {
-        violations.push(Violation {
-            threshold: t.text.clone(),
-            subject: subject.to_string(),
-            change: c.clone(),
-        });
-    }
+/// Checks one threshold on one subject; a figure missing from either report is a violation
+/// (a threshold that silently checks nothing would pass every pull request).
+fn check(
+    t: &Threshold,
+    subject: &str,
+    old: &BTreeMap<String, u64>,
+    new: &BTreeMap<String, u64>,
+    violations: &mut Vec<Violation>,
+) {
+    let unit = figures::unit_of(&t.figure).unwrap_or(Unit::Count);
+    let detail = match (old.get(&t.figure), new.get(&t.figure)) {
+        (Some(&o), Some(&n)) => {
+            let c = Change {
+                figure: t.figure.clone(),
+                old: o,
+                new: n,
+            };
+            if !c.exceeds(&t.growth) {
+                return;
+            }
+            format_change(&c, unit)
+        }
+        (None, _) => format!("the old report has no figure `{}`", t.figure),
+        (_, None) => format!("the new report has no figure `{}`", t.figure),
+    };
+    violations.push(Violation {
+        threshold: t.text.clone(),
+        subject: subject.to_string(),
+        detail,
+    });
 }
 
 fn format_change(c: &Change, unit: Unit) -> String {
@@ -284,9 +307,11 @@ fn format_change(c: &Change, unit: Unit) -> String {
     } else {
         format!("-{}", show(c.old - c.new, unit))
     };
-    let percent = c
-        .percent()
-        .map_or_else(|| "new".to_string(), |p| format!("{p:+.1}%"));
+    let percent = match c.percent() {
+        _ if c.old == c.new => "unchanged".to_string(),
+        Some(p) => format!("{p:+.1}%"),
+        None => "new".to_string(),
+    };
     format!(
         "{} -> {} ({delta}, {percent})",
         show(c.old, unit),
@@ -382,6 +407,25 @@ mod tests {
             d.text.contains("FAILED --fail-if 'app:peak_heap>50%'"),
             "{}",
             d.text
+        );
+        let mut missing = new.clone();
+        missing.processes[0].figures.remove("faults");
+        let d = compare("a", &old, "b", &missing, &thresholds[1..2], false);
+        assert_eq!(d.violations.len(), 1);
+        assert!(d.violations[0].detail.contains("no figure `faults`"));
+        let d = compare(
+            "a",
+            &old,
+            "b",
+            &new,
+            &[parse_threshold("db:faults>1%").unwrap()],
+            false,
+        );
+        assert!(d.violations[0].detail.contains("no process with this comm"));
+        assert!(
+            parse_threshold("app:events_lost>0")
+                .unwrap_err()
+                .contains("tree:")
         );
         let same = compare("a", &old, "b", &old, &thresholds, false);
         assert!(same.violations.is_empty());

@@ -263,14 +263,14 @@ pub const FIGURES: &[Figure] = &[
         "large_mmaps",
         Count,
         Sum,
-        "anonymous mmaps of 128 KiB or more",
+        "allocator-like mmaps (private anonymous read-write, not stacks) of 128 KiB or more",
         |p| large(p, |l| l.anonymous_mmaps),
     ),
     figure(
         "large_munmaps",
         Count,
         Sum,
-        "munmaps of 128 KiB or more",
+        "munmaps of 128 KiB or more of allocator-like memory",
         |p| large(p, |l| l.munmaps),
     ),
     figure(
@@ -305,6 +305,11 @@ pub const TREE_FIGURES: &[(&str, Unit, &str)] = &[
         "events_lost",
         Count,
         "records lost in the kernel (ring buffer full)",
+    ),
+    (
+        "processes_refused",
+        Count,
+        "processes not traced: --max-processes reached",
     ),
 ];
 
@@ -357,6 +362,7 @@ pub fn of_tree(processes: &[ProcessReport], events: &EventCounts) -> BTreeMap<St
         .collect();
     out.insert("processes".into(), processes.len() as u64);
     out.insert("events_lost".into(), events.lost_total);
+    out.insert("processes_refused".into(), events.processes_refused);
     out
 }
 

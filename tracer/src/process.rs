@@ -21,6 +21,8 @@ pub const BRK_HISTORY_LIMIT: usize = 100_000;
 pub struct BrkChange {
     pub ts_ns: u64,
     pub brk: u64,
+    /// The heap size then: the break minus that image's `start_brk` (0 if unknown).
+    pub size: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -260,13 +262,24 @@ impl ProcessState {
             SyscallKind::Mmap if ok => {
                 let len = round(e.args[1]);
                 self.bytes_mapped += len;
-                let anonymous = e.args[3] & libc::MAP_ANONYMOUS as u64 != 0;
-                self.mmap_sizes.mapped(len, anonymous);
+                let (prot, flags) = (e.args[2], e.args[3]);
+                let anonymous = flags & libc::MAP_ANONYMOUS as u64 != 0;
+                // What allocators map for memory: not thread stacks, not PROT_NONE
+                // reservations (glibc's arenas), not shared memory.
+                let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+                let allocator_like = anonymous
+                    && prot & rw == rw
+                    && flags & libc::MAP_STACK as u64 == 0
+                    && flags & libc::MAP_SHARED as u64 == 0;
+                self.mmap_sizes.mapped(len, anonymous, allocator_like);
             }
             SyscallKind::Munmap if ok => {
                 let len = round(e.args[1]);
                 self.bytes_unmapped += len;
-                self.mmap_sizes.unmapped(len);
+                // Asked of the model before it applies the munmap.
+                if self.is_allocator_like(e.args[0], len) {
+                    self.mmap_sizes.unmapped(len);
+                }
             }
             SyscallKind::Mremap if ok => {
                 let (old, new) = (round(e.args[1]), round(e.args[2]));
@@ -295,9 +308,24 @@ impl ProcessState {
         effect.needs_name
     }
 
+    /// Whether all of `[start, start + len)` is private anonymous read-write memory in the
+    /// model (what an allocator gives back with munmap).
+    fn is_allocator_like(&self, start: u64, len: u64) -> bool {
+        let end = start.saturating_add(len);
+        let space = &self.space;
+        len > 0
+            && space.contiguous_end(start, end) == end
+            && space
+                .first_where(start, end, |v| {
+                    !(v.backing.is_anonymous() && v.perms.read && v.perms.write && !v.perms.shared)
+                })
+                .is_none()
+    }
+
     fn record_brk(&mut self, ts_ns: u64, brk: u64) {
         if self.brk_history.len() < BRK_HISTORY_LIMIT {
-            self.brk_history.push(BrkChange { ts_ns, brk });
+            let size = self.heap.start.map_or(0, |start| brk.saturating_sub(start));
+            self.brk_history.push(BrkChange { ts_ns, brk, size });
         } else {
             self.brk_history_dropped += 1;
         }
@@ -314,6 +342,10 @@ impl ProcessState {
         self.exe = Some(e.filename.clone());
         self.execs += 1;
         self.argv.clear();
+        // Peaks describe the current image, like the heap and the resident memory (whose
+        // counters start again with the new mm).
+        self.peak_vsz = 0;
+        self.peak_vmas = 0;
         // A new image: new break, new address space; the session seeds both from /proc.
         self.heap = Heap::default();
         self.space = AddressSpace::new(self.space.page_size);
@@ -362,6 +394,10 @@ pub enum FollowUp {
 pub struct ProcessTable {
     processes: BTreeMap<u32, ProcessState>,
     page_size: u64,
+    /// Keep an exited process whose pid is reused (in `earlier`) instead of dropping it: a
+    /// report must describe every process.
+    pub keep_reused: bool,
+    earlier: Vec<ProcessState>,
 }
 
 impl ProcessTable {
@@ -369,14 +405,24 @@ impl ProcessTable {
         ProcessTable {
             processes: BTreeMap::new(),
             page_size,
+            keep_reused: false,
+            earlier: Vec::new(),
         }
     }
 
-    /// Drops an exited entry whose pid a new process now has (pid reuse).
+    /// Drops (or keeps aside) an exited entry whose pid a new process now has (pid reuse).
     fn forget_if_exited(&mut self, tgid: u32) {
-        if self.processes.get(&tgid).is_some_and(|p| !p.is_running()) {
-            self.processes.remove(&tgid);
+        if self.processes.get(&tgid).is_some_and(|p| !p.is_running())
+            && let Some(old) = self.processes.remove(&tgid)
+            && self.keep_reused
+        {
+            self.earlier.push(old);
         }
+    }
+
+    /// Every process, including exited ones whose pid was reused since (`keep_reused`).
+    pub fn all(&self) -> impl Iterator<Item = &ProcessState> {
+        self.earlier.iter().chain(self.processes.values())
     }
 
     /// Registers a process traced from user space (the command of `run`, or an attach target).
@@ -436,9 +482,21 @@ impl ProcessTable {
     /// Records a fork whose child turned out to be a process.
     pub fn add_child(&mut self, parent: u32, child: u32) {
         let page_size = self.page_size;
-        let (comm, heap, space) = match self.processes.get(&parent) {
-            Some(p) => (p.comm.clone(), p.heap, p.space.fork_copy()),
-            None => (String::new(), Heap::default(), AddressSpace::new(page_size)),
+        let (comm, heap, space, argv, exe) = match self.processes.get(&parent) {
+            Some(p) => (
+                p.comm.clone(),
+                p.heap,
+                p.space.fork_copy(),
+                p.argv.clone(),
+                p.exe.clone(),
+            ),
+            None => (
+                String::new(),
+                Heap::default(),
+                AddressSpace::new(page_size),
+                Vec::new(),
+                None,
+            ),
         };
         self.forget_if_exited(child);
         let state = self
@@ -446,8 +504,18 @@ impl ProcessTable {
             .entry(child)
             .or_insert_with(|| ProcessState::new(child, comm, page_size));
         state.parent = Some(parent);
-        // fork copies the address space, the break included.
-        state.heap = Heap { moves: 0, ..heap };
+        state.ppid = Some(parent);
+        // A child runs its parent's image: same command line and file.
+        state.argv = argv;
+        state.exe = exe;
+        // fork copies the address space, the break included, but none of what the parent's
+        // brk calls counted.
+        state.heap = Heap {
+            start: heap.start,
+            end: heap.end,
+            peak: heap.end,
+            ..Heap::default()
+        };
         state.space = space;
         state.note_peaks();
     }

@@ -17,10 +17,13 @@ use crate::{
     syscalls::SyscallKind,
 };
 
-/// Bumped when a field changes meaning or disappears (adding fields does not bump it).
+/// Bumped when a field changes meaning or disappears (adding fields does not bump it: every
+/// struct reads with `#[serde(default)]`, so a report from an older tracer of the same version
+/// still reads).
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Report {
     pub schema_version: u32,
     pub tracer: TracerInfo,
@@ -32,7 +35,8 @@ pub struct Report {
 }
 
 /// Where the report comes from.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TracerInfo {
     pub version: String,
     /// `run` or `attach`.
@@ -47,6 +51,7 @@ pub struct TracerInfo {
 
 /// Records per kind.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct KindCounts {
     pub syscall: u64,
     pub fork: u64,
@@ -56,17 +61,19 @@ pub struct KindCounts {
 
 impl KindCounts {
     fn of(counts: &[u64; tracer_common::record::RECORD_KINDS]) -> KindCounts {
+        use tracer_common::record::{RECORD_EXEC, RECORD_EXIT, RECORD_FORK, RECORD_SYSCALL};
         KindCounts {
-            syscall: counts[1],
-            fork: counts[2],
-            exec: counts[3],
-            exit: counts[4],
+            syscall: counts[RECORD_SYSCALL as usize],
+            fork: counts[RECORD_FORK as usize],
+            exec: counts[RECORD_EXEC as usize],
+            exit: counts[RECORD_EXIT as usize],
         }
     }
 }
 
 /// What the daemon received and what it lost: a report with `lost_total > 0` is incomplete.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EventCounts {
     pub records: KindCounts,
     /// Records the kernel could not put in the ring buffer (it was full).
@@ -82,13 +89,15 @@ pub struct EventCounts {
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct SyscallCounts {
     pub calls: u64,
     pub failed: u64,
 }
 
 /// Successful mmaps of page-rounded length in `[min_bytes, max_bytes]`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct HistogramBucket {
     pub min_bytes: u64,
     pub max_bytes: u64,
@@ -97,14 +106,16 @@ pub struct HistogramBucket {
 }
 
 /// Anonymous mmaps and munmaps (of any mapping) of exactly `bytes` (page-rounded).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct LengthCount {
     pub bytes: u64,
     pub anonymous_mmaps: u64,
     pub munmaps: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Mappings {
     /// Page-rounded lengths of successful mmaps (and of mremap growth).
     pub bytes_mapped: u64,
@@ -120,7 +131,8 @@ pub struct Mappings {
 }
 
 /// One change of the program break.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct BrkPoint {
     /// CLOCK_MONOTONIC, nanoseconds.
     pub ts_ns: u64,
@@ -130,7 +142,8 @@ pub struct BrkPoint {
     pub size: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HeapReport {
     pub start_brk: Option<String>,
     pub brk: Option<String>,
@@ -146,7 +159,8 @@ pub struct HeapReport {
     pub history_dropped: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Peaks {
     /// Highest resident memory (file + anon + shmem) the kernel reported.
     pub rss: u64,
@@ -155,7 +169,8 @@ pub struct Peaks {
     pub vmas: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Rss {
     pub resident: u64,
     pub file: u64,
@@ -165,7 +180,8 @@ pub struct Rss {
 }
 
 /// The figures at the end: at exit for a process that exited, else when the report was made.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AtEnd {
     /// Resident memory of a process still running at the end; a process that exited has
     /// given all of it back (zeros). Use phases to check RSS at a point of the run.
@@ -176,12 +192,14 @@ pub struct AtEnd {
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RegionFaults {
     pub minor: u64,
     pub major: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct FaultReport {
     pub total: u64,
     pub minor: u64,
@@ -192,7 +210,8 @@ pub struct FaultReport {
     pub by_region: BTreeMap<String, RegionFaults>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct PhaseReport {
     pub name: String,
     pub ts_ns: u64,
@@ -203,7 +222,8 @@ pub struct PhaseReport {
     pub faults: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct VmaReport {
     pub start: String,
     pub end: String,
@@ -215,14 +235,16 @@ pub struct VmaReport {
     pub faults: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Drift {
     pub resyncs: u64,
     pub differences: u64,
     pub reseeds: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ProcessReport {
     pub pid: u32,
     pub ppid: Option<u32>,
@@ -252,7 +274,8 @@ pub struct ProcessReport {
 }
 
 /// Figures over the whole traced tree.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Totals {
     pub figures: BTreeMap<String, u64>,
 }
@@ -273,7 +296,8 @@ pub struct Context<'a> {
 
 /// Builds the report; processes in pid order.
 pub fn build<'a>(processes: impl Iterator<Item = &'a ProcessState>, ctx: &Context) -> Report {
-    let processes: Vec<ProcessReport> = processes.map(process).collect();
+    let mut processes: Vec<ProcessReport> = processes.map(process).collect();
+    processes.sort_by_key(|p| p.pid);
     let d = ctx.counters;
     let events = EventCounts {
         records: KindCounts::of(&d.records),
@@ -330,7 +354,7 @@ pub fn process(p: &ProcessState) -> ProcessReport {
         .filter(|(_, b)| b.anonymous + b.file > 0)
         .map(|(k, b)| HistogramBucket {
             min_bytes: 1 << k,
-            max_bytes: (1u64 << k).saturating_mul(2) - 1,
+            max_bytes: if k == 63 { u64::MAX } else { (2u64 << k) - 1 },
             anonymous: b.anonymous,
             file: b.file,
         })
@@ -344,16 +368,26 @@ pub fn process(p: &ProcessState) -> ProcessReport {
             munmaps: t.munmaps,
         })
         .collect();
-    let start = p.heap.start.unwrap_or(0);
     let history = p
         .brk_history
         .iter()
         .map(|c| BrkPoint {
             ts_ns: c.ts_ns,
             brk: hex(c.brk),
-            size: c.brk.saturating_sub(start),
+            size: c.size,
         })
         .collect();
+    // After an attach the break is unknown until the process calls brk: the [heap] VMA's end
+    // tells the heap's extent (page-rounded).
+    let heap_size = p
+        .heap
+        .size()
+        .or_else(|| Some(p.space.heap_page_end()?.saturating_sub(p.space.start_brk?)));
+    let heap_size = heap_size.unwrap_or(0);
+    let peak_heap = p.heap.peak_size().unwrap_or(0).max(heap_size);
+    // An exited process has given all its memory back; what the last rss_stat events said
+    // depends on how far the teardown had gone when the daemon looked.
+    let rss = |i: usize| if p.is_running() { p.rss.bytes[i] } else { 0 };
     let by_access = [
         ("user_read", ACCESS_USER_READ),
         ("user_write", ACCESS_USER_WRITE),
@@ -429,8 +463,8 @@ pub fn process(p: &ProcessState) -> ProcessReport {
             start_brk: p.heap.start.map(hex),
             brk: p.heap.end.map(hex),
             peak_brk: p.heap.peak.map(hex),
-            size: p.heap.size().unwrap_or(0),
-            peak_size: p.heap.peak_size().unwrap_or(0),
+            size: heap_size,
+            peak_size: peak_heap,
             growths: p.heap.growths,
             shrinks: p.heap.shrinks,
             largest_growth: p.heap.largest_growth,
@@ -439,19 +473,19 @@ pub fn process(p: &ProcessState) -> ProcessReport {
         },
         peaks: Peaks {
             rss: p.rss.peak_resident,
-            heap: p.heap.peak_size().unwrap_or(0),
+            heap: peak_heap,
             vsz: p.peak_vsz,
             vmas: p.peak_vmas as u64,
         },
         at_end: AtEnd {
             rss: Rss {
-                resident: p.resident(),
-                file: p.rss.bytes[RSS_FILE],
-                anon: p.rss.bytes[RSS_ANON],
-                shmem: p.rss.bytes[RSS_SHMEM],
-                swap: p.rss.bytes[RSS_SWAP],
+                resident: rss(RSS_FILE) + rss(RSS_ANON) + rss(RSS_SHMEM),
+                file: rss(RSS_FILE),
+                anon: rss(RSS_ANON),
+                shmem: rss(RSS_SHMEM),
+                swap: rss(RSS_SWAP),
             },
-            heap: p.heap.size().unwrap_or(0),
+            heap: heap_size,
             vsz: p.space.virtual_size(),
             vmas: p.space.vma_count() as u64,
         },
@@ -498,12 +532,33 @@ pub fn parse(text: &str) -> Result<Report, String> {
     serde_json::from_value(value).map_err(|e| format!("not a tracer report: {e}"))
 }
 
-/// Writes the report to `path` (through a temporary file, so a reader never sees half of it).
+/// Writes the report to `path`: `-` is stdout. A regular file (or a new one) is replaced
+/// through a temporary file beside it, so a reader never sees half a report; a symlink is
+/// followed to its target; anything else (a pipe, a device) is written directly.
 pub fn write(report: &Report, path: &std::path::Path) -> std::io::Result<()> {
-    let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
-    let tmp = path.with_extension("tmp-tracer");
-    std::fs::write(&tmp, text + "\n")?;
-    std::fs::rename(&tmp, path)
+    let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)? + "\n";
+    write_file(path, text.as_bytes())
+}
+
+/// Writes an output file as `write` describes.
+pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if path.as_os_str() == "-" {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)?;
+        return out.flush();
+    }
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    match std::fs::metadata(&target) {
+        Ok(meta) if meta.is_dir() => Err(std::io::Error::other("is a directory")),
+        Ok(meta) if !meta.is_file() => std::fs::write(&target, bytes),
+        _ => {
+            let mut tmp = target.clone().into_os_string();
+            tmp.push(".tmp-tracer");
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, &target)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -568,6 +623,61 @@ mod tests {
         assert_eq!(p.mappings.histogram[0].min_bytes, 128 * 1024);
         assert_eq!(back.totals.figures["processes"], 1);
         assert_eq!(back.totals.figures["mmap_calls"], 2);
+    }
+
+    #[test]
+    fn a_forked_child_has_its_parents_image_but_not_its_counts() {
+        let mut table = crate::process::ProcessTable::new(4096);
+        table.add(7, "demo".into()).argv = vec!["demo".into(), "-x".into()];
+        table.apply(&syscall(SyscallKind::Brk, [0; 6], 0x10000));
+        table.apply(&syscall(
+            SyscallKind::Brk,
+            [0x31000, 0, 0, 0, 0, 0],
+            0x31000,
+        ));
+        table.add_child(7, 8);
+        let child = process(table.get(8).unwrap());
+        assert_eq!(child.argv, ["demo", "-x"]);
+        assert_eq!(child.ppid, Some(7));
+        assert_eq!(child.heap.size, 0x21000);
+        assert_eq!((child.heap.growths, child.heap.largest_growth), (0, 0));
+        assert_eq!(child.figures["brk_calls"], 0);
+    }
+
+    #[test]
+    fn thread_stacks_and_reservations_are_not_allocations() {
+        let mut table = crate::process::ProcessTable::new(4096);
+        table.add(7, "demo".into());
+        let anon = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let stack = anon | libc::MAP_STACK as u64;
+        // A thread stack (rw, MAP_STACK) and an arena reservation (PROT_NONE).
+        table.apply(&syscall(
+            SyscallKind::Mmap,
+            [0, 8 << 20, 3, stack, 0, 0],
+            0x1000_0000,
+        ));
+        table.apply(&syscall(
+            SyscallKind::Mmap,
+            [0, 64 << 20, 0, anon, 0, 0],
+            0x4000_0000,
+        ));
+        table.apply(&syscall(
+            SyscallKind::Munmap,
+            [0x4000_0000, 32 << 20, 0, 0, 0, 0],
+            0,
+        ));
+        let p = process(table.get(7).unwrap());
+        assert_eq!(p.figures["large_mmaps"], 0, "{:?}", p.mappings.lengths);
+        assert_eq!(p.figures["large_munmaps"], 0);
+        assert_eq!(p.figures["largest_anonymous_mmap"], 64 << 20);
+    }
+
+    #[test]
+    fn a_minimal_report_of_the_same_version_reads() {
+        // A report from an older tracer lacks fields added since: they read as defaults.
+        let r = parse(r#"{"schema_version": 1, "processes": [{"pid": 3, "comm": "a"}]}"#).unwrap();
+        assert_eq!(r.processes[0].pid, 3);
+        assert!(r.processes[0].figures.is_empty());
     }
 
     #[test]

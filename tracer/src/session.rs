@@ -361,7 +361,6 @@ impl Tracker {
     }
 }
 
-/// Adds what `p` counted under its current comm to that comm's retired totals.
 /// What the report says about the session itself.
 pub struct ReportInfo {
     /// `run` or `attach`.
@@ -393,10 +392,11 @@ impl Tracker {
             exit_status,
             counters: &self.counters,
         };
-        crate::report::build(self.table.iter(), &ctx)
+        crate::report::build(self.table.all(), &ctx)
     }
 }
 
+/// Adds what `p` counted under its current comm to that comm's retired totals.
 fn retire(retired: &mut HashMap<String, crate::metrics::Totals>, p: &ProcessState) {
     let counted = crate::metrics::Totals::under_current_comm(p);
     retired.entry(p.comm.clone()).or_default().add(&counted);
@@ -486,7 +486,11 @@ impl Session {
             ring,
             tracker: Tracker {
                 probes,
-                table: ProcessTable::new(procfs::page_size()),
+                table: {
+                    let mut table = ProcessTable::new(procfs::page_size());
+                    table.keep_reused = args.report.is_some() || args.check.is_some();
+                    table
+                },
                 counters: DaemonCounters::default(),
                 sink,
                 sink_failed: false,

@@ -1,6 +1,7 @@
 //! What sizes a process maps and unmaps: a power-of-two histogram of successful mmaps, the
-//! largest one, and an exact tally per length (so a report can tell whether each large mapping
-//! was unmapped with the same length, as an allocator's mmapped chunk is). Pure.
+//! largest one, and an exact tally per length of allocator-like memory (so a report can tell
+//! whether each large mapping was unmapped with the same length, as an allocator's mmapped
+//! chunk is). Pure.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +20,8 @@ pub struct Bucket {
     pub file: u64,
 }
 
-/// How often one exact length was mapped (anonymous) and unmapped.
+/// How often one exact length of allocator-like memory (private, anonymous, read-write, not a
+/// thread stack) was mapped and unmapped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LengthTally {
     pub anonymous_mmaps: u64,
@@ -32,7 +34,7 @@ pub struct MmapSizes {
     pub histogram: [Bucket; 64],
     pub largest: u64,
     pub largest_anonymous: u64,
-    /// Per page-rounded length: anonymous mmaps and munmaps of exactly that length.
+    /// Per page-rounded length: allocator-like mmaps and munmaps of exactly that length.
     pub lengths: BTreeMap<u64, LengthTally>,
     pub lengths_dropped: u64,
 }
@@ -50,8 +52,9 @@ impl Default for MmapSizes {
 }
 
 impl MmapSizes {
-    /// A successful mmap of `len` bytes (page-rounded).
-    pub fn mapped(&mut self, len: u64, anonymous: bool) {
+    /// A successful mmap of `len` bytes (page-rounded); `allocator_like`: private anonymous
+    /// read-write memory that is not a thread stack.
+    pub fn mapped(&mut self, len: u64, anonymous: bool, allocator_like: bool) {
         if len == 0 {
             return;
         }
@@ -60,7 +63,7 @@ impl MmapSizes {
         if anonymous {
             bucket.anonymous += 1;
             self.largest_anonymous = self.largest_anonymous.max(len);
-            if let Some(tally) = self.tally(len) {
+            if allocator_like && let Some(tally) = self.tally(len) {
                 tally.anonymous_mmaps += 1;
             }
         } else {
@@ -68,7 +71,7 @@ impl MmapSizes {
         }
     }
 
-    /// A successful munmap of `len` bytes (page-rounded).
+    /// A successful munmap of `len` bytes (page-rounded) of allocator-like memory.
     pub fn unmapped(&mut self, len: u64) {
         if let Some(tally) = self.tally(len) {
             tally.munmaps += 1;
@@ -91,9 +94,9 @@ mod tests {
     #[test]
     fn histogram_buckets_are_powers_of_two() {
         let mut s = MmapSizes::default();
-        s.mapped(4096, true);
-        s.mapped(8191 & !4095, false);
-        s.mapped(208_896, true);
+        s.mapped(4096, true, true);
+        s.mapped(8191 & !4095, false, false);
+        s.mapped(208_896, true, true);
         assert_eq!(
             s.histogram[12],
             Bucket {
@@ -109,8 +112,9 @@ mod tests {
     #[test]
     fn lengths_are_tallied_for_anonymous_mmaps_and_all_munmaps() {
         let mut s = MmapSizes::default();
-        s.mapped(208_896, true);
-        s.mapped(2 << 20, false); // a library: file-backed, not an allocation
+        s.mapped(208_896, true, true);
+        s.mapped(2 << 20, false, false); // a library: file-backed, not an allocation
+        s.mapped(8 << 20, true, false); // a thread stack
         s.unmapped(208_896);
         assert_eq!(
             s.lengths[&208_896],
@@ -120,13 +124,15 @@ mod tests {
             }
         );
         assert!(!s.lengths.contains_key(&(2 << 20)));
+        assert!(!s.lengths.contains_key(&(8 << 20)));
+        assert_eq!(s.largest_anonymous, 8 << 20);
     }
 
     #[test]
     fn the_tally_is_bounded() {
         let mut s = MmapSizes::default();
         for i in 0..(LENGTH_TALLY_LIMIT as u64 + 10) {
-            s.mapped((i + 1) * 4096, true);
+            s.mapped((i + 1) * 4096, true, true);
         }
         assert_eq!(s.lengths.len(), LENGTH_TALLY_LIMIT);
         assert_eq!(s.lengths_dropped, 10);

@@ -48,23 +48,23 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
              TB)"
         ));
     };
-    let bytes = if let Some((whole, frac)) = number.split_once('.') {
-        let value: f64 = format!("{}.{frac}", if whole.is_empty() { "0" } else { whole })
-            .parse()
-            .map_err(|_| format!("`{text}` is not a size"))?;
-        let bytes = value * factor as f64;
-        if bytes.fract() != 0.0 {
-            return Err(format!("`{text}` is not a whole number of bytes"));
-        }
-        bytes as u64
-    } else {
-        let value: u64 = number
-            .parse()
-            .map_err(|_| format!("`{text}` is not a size"))?;
-        value
-            .checked_mul(factor)
-            .ok_or_else(|| format!("`{text}` is too large"))?
-    };
+    // Exact decimal arithmetic: "2.01MB" is 2010000 bytes, not what a float makes of it.
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && frac.is_empty() || frac.contains('.') {
+        return Err(format!("`{text}` is not a size"));
+    }
+    let too_large = || format!("`{text}` is too large");
+    let scale = 10u128
+        .checked_pow(frac.len() as u32)
+        .ok_or_else(too_large)?;
+    let digits: u128 = format!("{whole}{frac}").parse().map_err(|_| too_large())?;
+    let scaled = digits
+        .checked_mul(u128::from(factor))
+        .ok_or_else(too_large)?;
+    if scaled % scale != 0 {
+        return Err(format!("`{text}` is not a whole number of bytes"));
+    }
+    let bytes = u64::try_from(scaled / scale).map_err(|_| too_large())?;
     Ok(bytes)
 }
 
@@ -80,6 +80,8 @@ mod tests {
         assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
         assert_eq!(parse_size("10MB"), Ok(10_000_000));
         assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("2.01MB"), Ok(2_010_000));
+        assert_eq!(parse_size(".5KiB"), Ok(512));
     }
 
     #[test]
@@ -96,5 +98,12 @@ mod tests {
         );
         assert!(parse_size("1.5B").unwrap_err().contains("whole number"));
         assert!(parse_size("99999999TiB").unwrap_err().contains("too large"));
+        assert!(
+            parse_size("99999999999.5TiB")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert!(parse_size(".").unwrap_err().contains("not a size"));
+        assert!(parse_size("1.2.3").unwrap_err().contains("not a size"));
     }
 }

@@ -46,6 +46,14 @@ pub fn render(file: &CheckFile, outcomes: &[Outcome], duration_s: f64) -> String
     for subject in subjects {
         let cases: Vec<&Outcome> = outcomes.iter().filter(|o| o.subject == subject).collect();
         let failed = cases.iter().filter(|o| !o.passed).count();
+        // Several processes matched: the pid tells their test cases apart.
+        let mut pids: Vec<u32> = cases.iter().filter_map(|o| o.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        let classname: String = subject
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
         let _ = writeln!(
             xml,
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failed}\" errors=\"0\" \
@@ -54,36 +62,35 @@ pub fn render(file: &CheckFile, outcomes: &[Outcome], duration_s: f64) -> String
             cases.len()
         );
         for o in cases {
+            let name = match o.pid {
+                Some(pid) if pids.len() > 1 => format!("{} [pid {pid}]", o.assertion),
+                _ => o.assertion.clone(),
+            };
             let _ = write!(
                 xml,
-                "    <testcase classname=\"tracer.{}\" name=\"{}\" file=\"{}\" line=\"{}\" \
-                 time=\"0\"",
-                escape(subject),
-                escape(&o.assertion),
+                "    <testcase classname=\"tracer.{classname}\" name=\"{}\" file=\"{}\" \
+                 line=\"{}\" time=\"0\">",
+                escape(&name),
                 escape(&file.path),
                 o.line
             );
-            let pid = o.pid.map(|pid| format!("pid {pid}: ")).unwrap_or_default();
+            let detail = match o.pid {
+                Some(pid) => format!("pid {pid}: {}", o.detail),
+                None => o.detail.clone(),
+            };
             if o.passed {
-                let _ = writeln!(xml, ">");
-                let _ = writeln!(
-                    xml,
-                    "      <system-out>{}</system-out>",
-                    escape(&format!("{pid}{}", o.detail))
-                );
-                let _ = writeln!(xml, "    </testcase>");
+                let _ = writeln!(xml, "\n      <system-out>{}</system-out>", escape(&detail));
             } else {
-                let _ = writeln!(xml, ">");
                 let _ = writeln!(
                     xml,
-                    "      <failure message=\"{}\" type=\"tracer.check\">{}:{}: {}</failure>",
-                    escape(&format!("{pid}{}", o.detail)),
+                    "\n      <failure message=\"{}\" type=\"tracer.check\">{}:{}: {}</failure>",
+                    escape(&detail),
                     escape(&file.path),
                     o.line,
-                    escape(&format!("{pid}{}", o.detail))
+                    escape(&detail)
                 );
-                let _ = writeln!(xml, "    </testcase>");
             }
+            let _ = writeln!(xml, "    </testcase>");
         }
         let _ = writeln!(xml, "  </testsuite>");
     }

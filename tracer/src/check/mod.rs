@@ -53,8 +53,6 @@ pub fn evaluate(file: &CheckFile, report: &Report) -> Vec<Outcome> {
                     .filter(|p| matches(p, comm.as_deref(), argv.as_deref()))
                     .collect();
                 if matched.is_empty() {
-                    let seen: Vec<&str> =
-                        report.processes.iter().map(|p| p.comm.as_str()).collect();
                     out.push(Outcome {
                         subject: group.label.clone(),
                         pid: None,
@@ -63,11 +61,7 @@ pub fn evaluate(file: &CheckFile, report: &Report) -> Vec<Outcome> {
                         passed: false,
                         detail: format!(
                             "no traced process matched (traced: {})",
-                            if seen.is_empty() {
-                                "none".to_string()
-                            } else {
-                                seen.join(", ")
-                            }
+                            comms_seen(report)
                         ),
                     });
                 }
@@ -97,6 +91,27 @@ pub fn evaluate(file: &CheckFile, report: &Report) -> Vec<Outcome> {
             }
         }
     }
+    // Figures from a trace that lost records are incomplete: say so as a failure, unless the
+    // file states how many losses it accepts.
+    let lost = report.events.lost_total;
+    let accepts_losses = file
+        .groups
+        .iter()
+        .flat_map(|g| &g.assertions)
+        .any(|a| matches!(&a.test, Test::Limit { figure, .. } if figure == "events_lost"));
+    if lost > 0 && !accepts_losses {
+        out.push(Outcome {
+            subject: "tree".to_string(),
+            pid: None,
+            assertion: "(complete trace)".to_string(),
+            line: 0,
+            passed: false,
+            detail: format!(
+                "{lost} records were lost (ring buffer full), so every figure is incomplete; \
+                 enlarge --ring-buffer-size, or accept losses with `max_events_lost` in [tree]"
+            ),
+        });
+    }
     out
 }
 
@@ -111,6 +126,27 @@ fn never_marked(phase: &str, p: &ProcessReport) -> String {
             marked.join(", ")
         }
     )
+}
+
+/// Phase names: what `POST /api/v1/phases` accepts, and a check file may refer to.
+pub fn valid_phase_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// The comms of the report, each once, at most 20 named.
+fn comms_seen(report: &Report) -> String {
+    let mut seen: Vec<&str> = report.processes.iter().map(|p| p.comm.as_str()).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    match seen.len() {
+        0 => "none".to_string(),
+        n if n > 20 => format!("{} and {} more", seen[..20].join(", "), n - 20),
+        _ => seen.join(", "),
+    }
 }
 
 /// Whether a process is selected: comm equal, and the command line containing `argv`.
@@ -160,8 +196,7 @@ fn judge(test: &Test, figure: impl Fn(&str) -> Option<u64>) -> (bool, String) {
     }
 }
 
-/// The outcome for people: a header, then every failed assertion, then (unless `only_failed`)
-/// the passed ones.
+/// The outcome for people: a header, then every failed assertion, then the passed ones.
 pub fn render(file: &CheckFile, outcomes: &[Outcome]) -> String {
     let failed = outcomes.iter().filter(|o| !o.passed).count();
     let mut out = String::new();
@@ -183,10 +218,11 @@ pub fn render(file: &CheckFile, outcomes: &[Outcome]) -> String {
 
 fn line(file: &CheckFile, o: &Outcome) -> String {
     let pid = o.pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default();
-    format!(
-        "{}:{} [{}{pid}] {}: {}",
-        file.path, o.line, o.subject, o.assertion, o.detail
-    )
+    let place = match o.line {
+        0 => file.path.clone(),
+        n => format!("{}:{n}", file.path),
+    };
+    format!("{place} [{}{pid}] {}: {}", o.subject, o.assertion, o.detail)
 }
 
 #[cfg(test)]
@@ -274,6 +310,22 @@ pub(crate) mod tests {
         );
         let out = run("[[process]]\nargv = \"--fast\"\nmax_faults = 1\n", &r);
         assert!(out[0].passed, "{out:?}");
+    }
+
+    #[test]
+    fn lost_records_fail_unless_accepted() {
+        let mut r = report(vec![process(5, "demo", &[])]);
+        r.events.lost_total = 3;
+        let out = run("[[process]]\ncomm = \"demo\"\nmax_faults = 10\n", &r);
+        assert!(out[0].passed);
+        assert!(
+            !out[1].passed && out[1].detail.contains("3 records were lost"),
+            "{out:?}"
+        );
+        r.totals.figures.insert("events_lost".into(), 3);
+        let out = run("[tree]\nmax_events_lost = 5\n", &r);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].passed);
     }
 
     #[test]

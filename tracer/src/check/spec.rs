@@ -154,9 +154,10 @@ impl Parser<'_> {
         })
     }
 
-    /// The source text of a span (for echoing what the user wrote).
-    fn source(&self, span: std::ops::Range<usize>) -> &str {
-        self.text.get(span).unwrap_or("").trim()
+    /// The source text of a span (for echoing what the user wrote), on one line.
+    fn source(&self, span: std::ops::Range<usize>) -> String {
+        let text = self.text.get(span).unwrap_or("");
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
     }
 }
 
@@ -218,6 +219,13 @@ pub fn parse(path: &str, text: &str) -> Result<CheckFile, String> {
     }
     // The TOML map is ordered by key: put groups and assertions back in file order.
     groups.sort_by_key(|g| g.line);
+    // Sections are told apart by their labels (in the output, JUnit suites): make them unique.
+    let labels: Vec<String> = groups.iter().map(|g| g.label.clone()).collect();
+    for g in &mut groups {
+        if labels.iter().filter(|l| **l == g.label).count() > 1 {
+            g.label = format!("{} (line {})", g.label, g.line);
+        }
+    }
     if groups.is_empty() {
         return Err(format!(
             "check file {path}: no assertions (add a [tree] or [[process]] section)"
@@ -265,6 +273,9 @@ fn group(
             }
             (Context::Process, "argv") => {
                 let argv = string(p, value, "argv")?;
+                if argv.is_empty() {
+                    return p.err(span, "`argv = \"\"` would match every process");
+                }
                 if let Scope::Processes { argv: slot, .. } = &mut scope {
                     *slot = Some(argv);
                 }
@@ -278,12 +289,28 @@ fn group(
                         return p.err(
                             phase.span(),
                             format!(
-                                "phase `{}` must be a table: `[process.phases.{}]`",
-                                phase.get_ref(),
+                                "`{}` is not a phase: name the phase in the table header, \
+                                 `[process.phases.NAME]`",
                                 phase.get_ref()
                             ),
                         );
                     };
+                    if !crate::check::valid_phase_name(phase.get_ref()) {
+                        return p.err(
+                            phase.span(),
+                            format!(
+                                "phase name `{}`: use 1 to 64 letters, digits, `_`, `-` or `.` \
+                                 (as POST /api/v1/phases accepts)",
+                                phase.get_ref()
+                            ),
+                        );
+                    }
+                    if body.is_empty() {
+                        return p.err(
+                            phase.span(),
+                            format!("no assertions for phase `{}`", phase.get_ref()),
+                        );
+                    }
                     for (key, value) in body {
                         let mut a = assertion(p, Context::Phase, key, value)?;
                         a.phase = Some(phase.get_ref().to_string());
@@ -300,7 +327,7 @@ fn group(
                 heap_returned_at = Some(assertions.len());
                 assertions.push(Assertion {
                     line: p.line_of(span.clone()),
-                    text: p.source(span).to_string(),
+                    text: p.source(span),
                     phase: None,
                     test: Test::HeapReturned { slack: 0 },
                 });
@@ -363,7 +390,7 @@ fn assertion(
 ) -> Result<Assertion, Located> {
     let name = key.get_ref().as_ref();
     let span = key.span().start..value.span().end;
-    let text = p.source(span.clone()).to_string();
+    let text = p.source(span.clone());
     let line = p.line_of(span.clone());
     let make = |test| Assertion {
         line,
@@ -394,6 +421,13 @@ fn assertion(
             .strip_prefix("max_")
             .or(name.strip_prefix("min_"))
             .unwrap_or(name);
+        if context == Context::Tree && ["heap_returned_to_os", "heap_return_slack"].contains(&name)
+        {
+            return p.err(
+                span,
+                format!("`{name}` is about one process: put it under [[process]]"),
+            );
+        }
         if context == Context::Process && TREE_FIGURES.iter().any(|f| f.0 == base) {
             return p.err(
                 span,
@@ -450,15 +484,11 @@ fn must_be_true(p: &Parser, value: &Spanned<DeValue>, key: &str) -> Result<(), L
 fn limit(p: &Parser, value: &Spanned<DeValue>, key: &str, unit: Unit) -> Result<u64, Located> {
     match (value.get_ref(), unit) {
         (DeValue::Integer(i), _) => {
-            let parsed = i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())
-                .ok()
-                .filter(|v| *v >= 0);
-            match parsed {
-                Some(v) => Ok(v as u64),
-                None => p.err(
-                    value.span(),
-                    format!("`{key}` must be a whole number of at least 0"),
-                ),
+            let digits = i.as_str().replace('_', "");
+            match i64::from_str_radix(&digits, i.radix()) {
+                Ok(v) if v >= 0 => Ok(v as u64),
+                Ok(_) => p.err(value.span(), format!("`{key}` cannot be negative")),
+                Err(_) => p.err(value.span(), format!("`{key}`: {digits} is too large")),
             }
         }
         (DeValue::String(s), Unit::Bytes) => {
@@ -626,5 +656,23 @@ max_rss = "1GiB"
 
         let e = err("");
         assert!(e.contains("no assertions"), "{e}");
+
+        let e = err("[[process]]\ncomm = \"x\"\n[process.phases.\"warmed up\"]\nmax_rss = 1\n");
+        assert!(
+            e.contains("line 3") && e.contains("phase name `warmed up`"),
+            "{e}"
+        );
+
+        let e = err("[[process]]\ncomm = \"x\"\n[process.phases]\nmax_rss = 1\n");
+        assert!(e.contains("`max_rss` is not a phase"), "{e}");
+
+        let e = err("[[process]]\nargv = \"\"\nmax_faults = 1\n");
+        assert!(e.contains("would match every process"), "{e}");
+
+        let e = err("[tree]\nheap_returned_to_os = true\n");
+        assert!(e.contains("put it under [[process]]"), "{e}");
+
+        let e = err("[tree]\nmax_faults = 99999999999999999999\n");
+        assert!(e.contains("too large"), "{e}");
     }
 }

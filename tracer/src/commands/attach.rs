@@ -94,7 +94,7 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
                 .expect("a valid socket address"),
         ),
     };
-    let outputs = Outputs::prepare(&args.common)?;
+    let outputs = Outputs::prepare(&args.common, listen.is_some())?;
     let api = bind_api(listen).await?;
     let filter = crate::session::ExecFilter {
         trace_comms: &args.comms,

@@ -27,22 +27,53 @@ fn load_checks(path: &Path) -> Result<CheckFile, TracerError> {
     check::spec::parse(&path.display().to_string(), &text).map_err(TracerError::BadInput)
 }
 
-/// Fails now, not after a long run, when an output file could not be written.
+/// Fails now, not after a long run, when an output file could not be written: a directory,
+/// or a file in a directory where it cannot be created (`report::write_file` replaces it
+/// through a temporary file beside it).
 fn ensure_writable(path: &Path, what: &str) -> Result<(), TracerError> {
-    let probe = path.with_extension("tmp-tracer");
-    std::fs::write(&probe, b"")
-        .and_then(|()| std::fs::remove_file(&probe))
-        .map_err(|e| {
-            TracerError::BadInput(format!(
-                "cannot write the {what} to {}: {e}",
-                path.display()
-            ))
-        })
+    let refuse = |why: String| {
+        TracerError::BadInput(format!(
+            "cannot write the {what} to {}: {why}",
+            path.display()
+        ))
+    };
+    if path.as_os_str() == "-" {
+        return Ok(());
+    }
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    match std::fs::metadata(&target) {
+        Ok(meta) if meta.is_dir() => Err(refuse("it is a directory".into())),
+        // A pipe or a device: written directly at the end.
+        Ok(meta) if !meta.is_file() => Ok(()),
+        _ => {
+            let mut probe = target.into_os_string();
+            probe.push(".tmp-tracer");
+            std::fs::write(&probe, b"")
+                .and_then(|()| std::fs::remove_file(&probe))
+                .map_err(|e| refuse(e.to_string()))
+        }
+    }
 }
 
 impl Outputs {
-    pub fn prepare(common: &CommonArgs) -> Result<Outputs, TracerError> {
+    /// Reads the check file and tries the output paths. `listening`: the HTTP API will be
+    /// served (phases are marked through it).
+    pub fn prepare(common: &CommonArgs, listening: bool) -> Result<Outputs, TracerError> {
         let checks = common.check.as_deref().map(load_checks).transpose()?;
+        if let Some(checks) = &checks
+            && !listening
+            && let Some(a) = checks
+                .groups
+                .iter()
+                .flat_map(|g| &g.assertions)
+                .find(|a| a.phase.is_some())
+        {
+            return Err(TracerError::BadInput(format!(
+                "check file {}, line {}: phase assertions need the HTTP API, through which \
+                 phases are marked: add --listen 127.0.0.1:0 (CMD finds it in $TRACER_API_URL)",
+                checks.path, a.line
+            )));
+        }
         if let Some(path) = &common.report {
             ensure_writable(path, "report")?;
         }
@@ -60,7 +91,9 @@ impl Outputs {
         self.report.is_some() || self.checks.is_some()
     }
 
-    /// Writes the report and evaluates the checks. Returns false when an assertion failed.
+    /// Writes the report and evaluates the checks. Returns false when an assertion failed;
+    /// an output that could not be written is an error only if every assertion passed (the
+    /// checks are evaluated and printed either way).
     pub fn finish(
         &self,
         tracker: &mut Tracker,
@@ -70,18 +103,31 @@ impl Outputs {
             return Ok(true);
         }
         let report = tracker.report(exit_status);
+        let mut failure = None;
         if let Some(path) = &self.report {
-            report::write(&report, path).map_err(|e| {
-                TracerError::Io(format!(
-                    "cannot write the report to {}: {e}",
-                    path.display()
-                ))
-            })?;
-            eprintln!("tracer: report written to {}", path.display());
+            match report::write(&report, path) {
+                Ok(()) => eprintln!("tracer: report written to {}", path.display()),
+                Err(e) => {
+                    let why = format!("cannot write the report to {}: {e}", path.display());
+                    eprintln!("tracer: {why}");
+                    failure = Some(why);
+                }
+            }
         }
-        match &self.checks {
-            Some(checks) => evaluate(checks, &report, self.junit.as_deref()),
-            None => Ok(true),
+        let passed = match &self.checks {
+            Some(checks) => match evaluate(checks, &report, self.junit.as_deref()) {
+                Ok(passed) => passed,
+                Err(err) => {
+                    eprintln!("tracer: {err}");
+                    failure = Some(err.to_string());
+                    false
+                }
+            },
+            None => true,
+        };
+        match failure {
+            Some(why) if passed => Err(TracerError::Io(why)),
+            _ => Ok(passed),
         }
     }
 }
@@ -94,15 +140,9 @@ fn evaluate(
 ) -> Result<bool, TracerError> {
     let outcomes = check::evaluate(checks, report);
     eprint!("{}", check::render(checks, &outcomes));
-    if report.events.lost_total > 0 {
-        eprintln!(
-            "tracer: WARNING: {} records were lost: the figures checked are incomplete",
-            report.events.lost_total
-        );
-    }
     if let Some(path) = junit {
         let xml = check::junit::render(checks, &outcomes, report.tracer.duration_ms as f64 / 1e3);
-        std::fs::write(path, xml).map_err(|e| {
+        report::write_file(path, xml.as_bytes()).map_err(|e| {
             TracerError::Io(format!(
                 "cannot write JUnit results to {}: {e}",
                 path.display()

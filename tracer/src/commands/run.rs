@@ -14,7 +14,7 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
     // Resolve CMD first: a typo gets "command not found" before any probe is loaded.
     let mut prepared = launch::Prepared::new(&args.command, args.no_aslr)?;
     // A malformed check file is reported before CMD runs.
-    let outputs = Outputs::prepare(&args.common)?;
+    let outputs = Outputs::prepare(&args.common, args.common.listen.is_some())?;
     let api = bind_api(args.common.listen).await?;
     let mut session = start_session(&args.common, &Default::default())?;
     session.tracker.report_info.mode = "run".into();
