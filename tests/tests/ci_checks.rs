@@ -69,6 +69,24 @@ max_events_lost = 0
 processes = 1
 "#;
 
+/// Runs the seed demo with `--check checks --junit junit` (and `more` options); returns the
+/// exit status and stderr (printed). 16 pages: the demo's last mapping stays below 128 KiB, so
+/// the 200 KiB block is its only large one.
+fn seed_demo_checked(checks: &Path, junit: &Path, more: &[&str]) -> (Option<i32>, String) {
+    let mut options = vec![
+        "--check",
+        checks.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+    ];
+    options.extend_from_slice(more);
+    let seed_demo = workload("seed_demo");
+    let out = run(&options, &[seed_demo.to_str().unwrap(), "16"]);
+    let stderr = text(&out.stderr);
+    println!("{stderr}");
+    (out.status.code(), stderr)
+}
+
 #[test]
 fn the_seed_experiments_pass_as_checks_and_the_report_holds_them() {
     if !kernel_available() {
@@ -78,23 +96,9 @@ fn the_seed_experiments_pass_as_checks_and_the_report_holds_them() {
     let checks = write(&dir, "seed.toml", SEED_CHECKS);
     let report = dir.join("report.json");
     let junit = dir.join("junit.xml");
-    let seed_demo = workload("seed_demo");
-    // 16 pages: the demo's last mapping stays below 128 KiB, so the 200 KiB block is the only
-    // large one.
-    let out = run(
-        &[
-            "--report",
-            report.to_str().unwrap(),
-            "--check",
-            checks.to_str().unwrap(),
-            "--junit",
-            junit.to_str().unwrap(),
-        ],
-        &[seed_demo.to_str().unwrap(), "16"],
-    );
-    let stderr = text(&out.stderr);
-    println!("{stderr}");
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (status, stderr) =
+        seed_demo_checked(&checks, &junit, &["--report", report.to_str().unwrap()]);
+    assert_eq!(status, Some(0), "{stderr}");
     assert!(stderr.contains("9 passed, 0 failed"), "{stderr}");
 
     let r = read_json(&report);
@@ -187,19 +191,8 @@ fn wrong_limits_fail_with_the_check_status_the_measured_value_and_junit() {
          max_peak_rss = \"64KiB\"\nlarge_mmaps = 1\n",
     );
     let junit = dir.join("junit.xml");
-    let seed_demo = workload("seed_demo");
-    let out = run(
-        &[
-            "--check",
-            checks.to_str().unwrap(),
-            "--junit",
-            junit.to_str().unwrap(),
-        ],
-        &[seed_demo.to_str().unwrap(), "16"],
-    );
-    let stderr = text(&out.stderr);
-    println!("{stderr}");
-    assert_eq!(out.status.code(), Some(EXIT_CHECK_FAILED), "{stderr}");
+    let (status, stderr) = seed_demo_checked(&checks, &junit, &[]);
+    assert_eq!(status, Some(EXIT_CHECK_FAILED), "{stderr}");
     assert!(stderr.contains("1 passed, 2 failed"), "{stderr}");
     let path = checks.display();
     assert!(

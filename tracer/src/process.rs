@@ -156,8 +156,9 @@ pub struct ProcessState {
     pub phases: Vec<PhaseSnapshot>,
 }
 
-/// A process's figures at the moment a phase was marked.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A process's figures at the moment a phase was marked (as the report shows them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PhaseSnapshot {
     pub name: String,
     pub ts_ns: u64,

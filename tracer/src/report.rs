@@ -210,17 +210,8 @@ pub struct FaultReport {
     pub by_region: BTreeMap<String, RegionFaults>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct PhaseReport {
-    pub name: String,
-    pub ts_ns: u64,
-    pub rss: u64,
-    pub heap: u64,
-    pub vsz: u64,
-    pub vmas: u64,
-    pub faults: u64,
-}
+/// A phase snapshot: `{name, ts_ns, rss, heap, vsz, vmas, faults}`.
+pub use crate::process::PhaseSnapshot as PhaseReport;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -424,19 +415,7 @@ pub fn process(p: &ProcessState) -> ProcessReport {
             faults: p.fault_regions.faults_in(v.start, v.end),
         })
         .collect();
-    let phases = p
-        .phases
-        .iter()
-        .map(|s| PhaseReport {
-            name: s.name.clone(),
-            ts_ns: s.ts_ns,
-            rss: s.rss,
-            heap: s.heap,
-            vsz: s.vsz,
-            vmas: s.vmas,
-            faults: s.faults,
-        })
-        .collect();
+    let phases = p.phases.clone();
     let total = p.faults.total();
     let mut report = ProcessReport {
         pid: p.tgid,
