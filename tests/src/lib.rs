@@ -22,9 +22,13 @@ pub fn tracer_bin() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/tracer")
 }
 
-/// A C workload compiled by build.rs.
+/// A C workload compiled by build.rs, or found in `TRACER_WORKLOADS_DIR` when that is set
+/// (`cargo xtask vmtest` runs the test binaries in a VM where the build tree does not exist).
 pub fn workload(name: &str) -> PathBuf {
-    Path::new(env!("WORKLOADS_DIR")).join(name)
+    match std::env::var_os("TRACER_WORKLOADS_DIR") {
+        Some(dir) => PathBuf::from(dir).join(name),
+        None => Path::new(env!("WORKLOADS_DIR")).join(name),
+    }
 }
 
 /// A fresh scratch directory for one test.

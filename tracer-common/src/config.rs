@@ -35,7 +35,9 @@ pub struct Config {
     /// `sched:sched_process_exec`: `filename` (a `__data_loc` word) and `old_pid`.
     pub exec_filename: u16,
     pub exec_old_pid: u16,
-    /// `sched:sched_process_exit`: `group_dead` (a one-byte bool).
+    /// `sched:sched_process_exit`: `group_dead` (a one-byte bool, Linux 6.16+). Zero when the
+    /// kernel lacks it: the exit probe then reads `current->signal->live` at the two offsets
+    /// below, found in the kernel's BTF.
     pub exit_group_dead: u16,
     /// `syscalls:sys_enter_clone`: `clone_flags`; `syscalls:sys_enter_clone3`: `uargs`.
     pub clone_flags: u16,
@@ -47,7 +49,10 @@ pub struct Config {
     pub rss_size: u16,
     /// `COMM_*` bits: which lists of the `COMM_FILTER` map the exec probe applies.
     pub comm_filter: u32,
-    pub _pad2: u32,
+    /// `offsetof(struct task_struct, signal)` and `offsetof(struct signal_struct, live)`,
+    /// from BTF; used only when `exit_group_dead` is zero.
+    pub task_signal: u16,
+    pub signal_live: u16,
     /// Wake the reader only once this many bytes are waiting in the ring buffer; below it the
     /// daemon drains on its own timer. 0 wakes on every record.
     pub wakeup_bytes: u32,
@@ -75,7 +80,8 @@ impl Config {
             rss_member: 0,
             rss_size: 0,
             comm_filter: 0,
-            _pad2: 0,
+            task_signal: 0,
+            signal_live: 0,
             wakeup_bytes: 0,
             _pad: 0,
         }

@@ -13,6 +13,7 @@ use crate::{
     cli::GroupBy,
     fault_regions::MetricRegion,
     model::region::classified,
+    probes::Feature,
     process::{Lifecycle, ProcessState},
     summary::DaemonCounters,
     syscalls::SyscallKind,
@@ -29,6 +30,8 @@ pub struct ScrapeContext<'a> {
     /// Counters of processes already forgotten, per comm (only with `--group-by comm`,
     /// where they keep the per-comm counters from going down).
     pub retired: &'a HashMap<String, Totals>,
+    /// Optional kernel features and whether this kernel has them.
+    pub features: &'a [Feature],
 }
 
 /// The counter figures of one process (or of the processes of one comm).
@@ -356,6 +359,16 @@ pub fn render<'a>(
     traced.with_label_values(&[] as &[&str]).set(running);
     let build = gauge("tracer_build_info", "Version of the tracer", &["version"]);
     build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    let features = gauge(
+        "tracer_kernel_feature_enabled",
+        "Whether an optional kernel feature the tracer uses is available (1) or off (0)",
+        &["feature"],
+    );
+    for f in ctx.features {
+        features
+            .with_label_values(&[f.name])
+            .set(i64::from(f.enabled));
+    }
 
     let registry = Registry::new();
     let collectors: Vec<Box<dyn Collector>> = vec![
@@ -377,6 +390,7 @@ pub fn render<'a>(
         Box::new(refused),
         Box::new(traced),
         Box::new(build),
+        Box::new(features),
     ];
     for collector in collectors {
         registry
@@ -413,8 +427,20 @@ mod tests {
             refused: 0,
             group_by: GroupBy::Pid,
             retired: &retired,
+            features: &[
+                Feature {
+                    name: "rss_stat",
+                    enabled: true,
+                },
+                Feature {
+                    name: "exit_group_dead",
+                    enabled: false,
+                },
+            ],
         };
         let text = render([&alive, &gone].into_iter(), &ctx);
+        assert!(text.contains("tracer_kernel_feature_enabled{feature=\"rss_stat\"} 1"));
+        assert!(text.contains("tracer_kernel_feature_enabled{feature=\"exit_group_dead\"} 0"));
         assert!(
             text.contains(r#"tracer_syscalls_total{comm="worker",pid="7",syscall="mmap"} 3"#),
             "{text}"
@@ -469,6 +495,7 @@ mod group_tests {
             refused: 0,
             group_by: GroupBy::Comm,
             retired: &retired,
+            features: &[],
         };
         let text = render([&a, &b].into_iter(), &ctx);
         assert!(
@@ -502,6 +529,7 @@ mod group_tests {
             refused: 0,
             group_by: GroupBy::Comm,
             retired: &retired,
+            features: &[],
         };
         let text = render(std::iter::once(&p), &ctx);
         assert!(

@@ -53,6 +53,61 @@ pub fn raise_memlock_limit() {
     }
 }
 
+/// Whether a failed `mremap(MREMAP_FIXED)` has already unmapped its destination. Before Linux
+/// 6.17 the kernel unmaps the destination (and a shrinking move's source tail) first and checks
+/// the source after, so a call that fails on the source has changed the address space anyway;
+/// since 6.17 it checks first. Found out by trying it, in the tracer's own address space: a
+/// move from a range with a hole fails on every kernel.
+pub fn mremap_unmaps_before_checking() -> bool {
+    const PAGE: usize = 4096;
+    let anon = |pages: usize| {
+        // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
+        unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                pages * PAGE,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        }
+    };
+    let (src, dst) = (anon(4), anon(4));
+    if src == libc::MAP_FAILED || dst == libc::MAP_FAILED {
+        return false;
+    }
+    let (src, dst) = (src.cast::<u8>(), dst.cast::<u8>());
+    let mut vec = [0u8; 1];
+    // SAFETY: every range below is one of the two mappings made above. After the hole is
+    // punched, only the pieces still ours are unmapped (another thread may map the hole).
+    unsafe {
+        libc::munmap(src.add(PAGE).cast(), PAGE);
+        let moved = libc::mremap(
+            src.cast(),
+            3 * PAGE,
+            4 * PAGE,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            dst,
+        );
+        if moved != libc::MAP_FAILED {
+            // Not expected: the source has a hole. Whatever happened, the result is at dst.
+            libc::munmap(src.cast(), PAGE);
+            libc::munmap(src.add(2 * PAGE).cast(), 2 * PAGE);
+            libc::munmap(dst.cast(), 4 * PAGE);
+            return false;
+        }
+        libc::munmap(src.cast(), PAGE);
+        libc::munmap(src.add(2 * PAGE).cast(), 2 * PAGE);
+        // mincore fails with ENOMEM on an unmapped page.
+        let unmapped = libc::mincore(dst.cast(), PAGE, vec.as_mut_ptr()) != 0;
+        if !unmapped {
+            libc::munmap(dst.cast(), 4 * PAGE);
+        }
+        unmapped
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +127,23 @@ mod tests {
             None
         );
         assert_eq!(missing_capabilities(1 << CAP_SYS_ADMIN), None);
+    }
+}
+
+#[cfg(test)]
+mod mremap_tests {
+    #[test]
+    fn the_mremap_experiment_matches_the_running_kernel() {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut v = release.split(|c: char| !c.is_ascii_digit());
+        let version: (u32, u32) = (
+            v.next().unwrap().parse().unwrap(),
+            v.next().unwrap().parse().unwrap(),
+        );
+        assert_eq!(
+            super::mremap_unmaps_before_checking(),
+            version < (6, 17),
+            "{release}"
+        );
     }
 }

@@ -1,29 +1,28 @@
 //! Loading and attaching the eBPF probes, and typed access to their maps.
 
+mod btf;
+pub mod features;
+
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, MapData, MapType, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         PerfEvent, TracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
+pub use features::Feature;
 use thiserror::Error;
 use tracer_common::{
-    config::{
-        COMM_EXCLUDE, COMM_FILTER_ALL, COMM_FILTER_EXCLUDE, COMM_FILTER_TRACE, COMM_TRACE, Config,
-    },
+    config::{COMM_EXCLUDE, COMM_TRACE},
     counters::{
         FaultCounters, GranuleFaults, GranuleKey, RssCounters, STATS_LEN, TRACED_AWAIT_EXEC,
         TRACED_BY_USER, TRACED_STOP_AT_EXEC,
     },
-    record::{MAX_ARGS, RECORD_KINDS},
+    record::RECORD_KINDS,
 };
 
-use crate::{
-    syscalls::{SYSCALLS, Syscall},
-    tracefs::{Tracefs, TracefsError},
-};
+use crate::tracefs::{Tracefs, TracefsError};
 
 /// The probe object built by `build.rs`.
 static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -38,6 +37,8 @@ pub enum ProbeError {
         size: u16,
         expected: u16,
     },
+    #[error("the kernel lacks {feature}: {need}")]
+    MissingFeature { feature: String, need: String },
     #[error("loading the eBPF probes failed: {0}")]
     Load(#[source] Box<aya::EbpfError>),
     #[error("the kernel rejected probe `{program}`: {source}")]
@@ -84,8 +85,12 @@ pub struct ProbeOptions {
 #[derive(Debug, Default, Clone)]
 pub struct Attached {
     pub tracepoints: Vec<String>,
+    /// Unused: optional features that are off are announced by `Probes::load` itself (one
+    /// warning each) and listed in `features`.
     pub optional_missing: Vec<String>,
     pub perf_events: usize,
+    /// The optional kernel features and whether they are on.
+    pub features: Vec<Feature>,
 }
 
 /// Loaded and attached probes. Dropping this detaches everything.
@@ -101,149 +106,9 @@ pub struct Probes {
     lost: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// Whether kmem:rss_stat is attached.
+    rss_events: bool,
     pub attached: Attached,
-}
-
-/// Builds the probes' configuration from the running kernel's tracepoint formats.
-pub fn config_from_tracefs(tracefs: &Tracefs, opts: &ProbeOptions) -> Result<Config, ProbeError> {
-    let mut config = Config::zeroed();
-    for Syscall {
-        kind, name, args, ..
-    } in SYSCALLS
-    {
-        let enter = format!("sys_enter_{name}");
-        let format = tracefs.format("syscalls", &enter)?;
-        for (i, arg) in args.iter().enumerate() {
-            let field = format
-                .fields
-                .get(*arg)
-                .ok_or_else(|| TracefsError::MissingField {
-                    group: "syscalls".into(),
-                    name: enter.clone(),
-                    field: (*arg).into(),
-                    path: tracefs
-                        .root()
-                        .join("events/syscalls")
-                        .join(&enter)
-                        .join("format"),
-                })?;
-            expect_size(&format!("syscalls:{enter}.{arg}"), field.size, 8)?;
-            config.syscall_args[*kind as usize][i] = field.offset;
-        }
-        debug_assert!(args.len() <= MAX_ARGS);
-        config.syscall_nargs[*kind as usize] = args.len() as u16;
-        config.syscall_ret[*kind as usize] =
-            tracefs.offset("syscalls", &format!("sys_exit_{name}"), "ret")?;
-    }
-    config.fault_address = tracefs.offset("exceptions", "page_fault_user", "address")?;
-    config.fault_error_code = tracefs.offset("exceptions", "page_fault_user", "error_code")?;
-    // page_fault_kernel shares the event class with page_fault_user; check it all the same.
-    for field in ["address", "error_code"] {
-        let user = tracefs.offset("exceptions", "page_fault_user", field)?;
-        let kernel = tracefs.offset("exceptions", "page_fault_kernel", field)?;
-        if user != kernel {
-            return Err(ProbeError::FieldSize {
-                what: format!("exceptions:page_fault_kernel.{field} offset"),
-                size: kernel,
-                expected: user,
-            });
-        }
-    }
-    config.fork_child_pid = tracefs.offset("sched", "sched_process_fork", "child_pid")?;
-    config.exec_filename = tracefs.offset("sched", "sched_process_exec", "filename")?;
-    config.exec_old_pid = tracefs.offset("sched", "sched_process_exec", "old_pid")?;
-    config.exit_group_dead = exit_group_dead_offset(tracefs)?;
-    if tracefs.has("syscalls", "sys_enter_clone") {
-        config.clone_flags = tracefs.offset("syscalls", "sys_enter_clone", "clone_flags")?;
-    }
-    if tracefs.has("syscalls", "sys_enter_clone3") {
-        config.clone3_uargs = tracefs.offset("syscalls", "sys_enter_clone3", "uargs")?;
-    }
-    if tracefs.has("kmem", "rss_stat") {
-        let rss = |field: &str| tracefs.offset("kmem", "rss_stat", field);
-        config.rss_mm_id = rss("mm_id")?;
-        config.rss_curr = rss("curr")?;
-        config.rss_member = rss("member")?;
-        config.rss_size = rss("size")?;
-    }
-    config.wakeup_bytes = opts.wakeup_bytes;
-    if !opts.trace_comms.is_empty() {
-        config.comm_filter |= COMM_FILTER_TRACE;
-    }
-    if !opts.exclude_comms.is_empty() {
-        config.comm_filter |= COMM_FILTER_EXCLUDE;
-    }
-    if opts.trace_all {
-        config.comm_filter |= COMM_FILTER_ALL;
-    }
-    Ok(config)
-}
-
-/// `sched_process_exit` gained `group_dead` in 6.16; before that the probe cannot tell a thread
-/// exit from a process exit by itself.
-fn exit_group_dead_offset(tracefs: &Tracefs) -> Result<u16, ProbeError> {
-    let format = tracefs.format("sched", "sched_process_exit")?;
-    match format.fields.get("group_dead") {
-        Some(field) => {
-            expect_size("sched:sched_process_exit.group_dead", field.size, 1)?;
-            Ok(field.offset)
-        }
-        None => Err(ProbeError::Tracefs(TracefsError::MissingField {
-            group: "sched".into(),
-            name: "sched_process_exit".into(),
-            field: "group_dead (added in Linux 6.16; older kernels are not supported yet)".into(),
-            path: tracefs
-                .root()
-                .join("events/sched/sched_process_exit/format"),
-        })),
-    }
-}
-
-fn expect_size(what: &str, size: u16, expected: u16) -> Result<(), ProbeError> {
-    if size == expected {
-        Ok(())
-    } else {
-        Err(ProbeError::FieldSize {
-            what: what.into(),
-            size,
-            expected,
-        })
-    }
-}
-
-/// Tracepoints a probe of the same name attaches to: (group, name, required).
-fn tracepoints() -> Vec<(&'static str, String, bool)> {
-    let mut list = Vec::new();
-    for s in SYSCALLS {
-        list.push(("syscalls", format!("sys_enter_{}", s.name), true));
-        list.push(("syscalls", format!("sys_exit_{}", s.name), true));
-    }
-    for name in ["page_fault_user", "page_fault_kernel"] {
-        list.push(("exceptions", name.to_string(), true));
-    }
-    for name in [
-        "sched_process_fork",
-        "sched_process_exec",
-        "sched_process_exit",
-    ] {
-        list.push(("sched", name.to_string(), true));
-    }
-    // `tracer run` starts counting its child at execve entry.
-    for name in ["sys_enter_execve", "sys_enter_execveat"] {
-        list.push(("syscalls", name.to_string(), true));
-    }
-    // Without it, resident memory is not reported (RSS metrics are off).
-    list.push(("kmem", "rss_stat".to_string(), false));
-    // Without these, new tasks are classified from /proc instead (FORK_FLAGS_UNKNOWN).
-    for name in [
-        "sys_enter_clone",
-        "sys_enter_clone3",
-        "sys_enter_fork",
-        "sys_enter_vfork",
-    ] {
-        list.push(("syscalls", name.to_string(), false));
-    }
-    list
 }
 
 impl Probes {
@@ -253,10 +118,25 @@ impl Probes {
         tracefs: &Tracefs,
         opts: &ProbeOptions,
     ) -> Result<(Probes, RingBuf<MapData>), ProbeError> {
-        let config = config_from_tracefs(tracefs, opts)?;
+        // Before anything is loaded: a kernel without it would answer with a verifier dump.
+        if let Ok(false) = aya::sys::is_map_supported(MapType::RingBuf) {
+            return Err(ProbeError::MissingFeature {
+                feature: "the BPF ring buffer".into(),
+                need: "BPF_MAP_TYPE_RINGBUF came with Linux 5.8, the oldest kernel tracer \
+                       supports"
+                    .into(),
+            });
+        }
+        let detected = features::detect(&features::Sources::system(tracefs), opts)?;
+        for notice in &detected.notices {
+            log::warn!("{notice}");
+        }
+        for detail in &detected.details {
+            log::info!("{detail}");
+        }
         let mut loader = EbpfLoader::new();
         loader
-            .override_global("CONFIG", &config, true)
+            .override_global("CONFIG", &detected.config, true)
             .map_max_entries("EVENTS", opts.ring_buffer_bytes);
         for map in ["TRACED", "FAULTS", "STACK_LOW", "RSS", "MM_OWNER"] {
             loader.map_max_entries(map, opts.max_processes);
@@ -267,12 +147,11 @@ impl Probes {
         // Messages from the probes (rare: e.g. the traced set being full) go to our logger.
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
 
-        let mut attached = Attached::default();
-        for (group, name, required) in tracepoints() {
-            if !required && !tracefs.has(group, &name) {
-                attached.optional_missing.push(format!("{group}:{name}"));
-                continue;
-            }
+        let mut attached = Attached {
+            features: detected.features,
+            ..Attached::default()
+        };
+        for (group, name) in detected.tracepoints {
             let program: &mut TracePoint = ebpf
                 .program_mut(&name)
                 .ok_or(ProbeError::MissingProgram(name.clone()))?
@@ -328,6 +207,10 @@ impl Probes {
             lost: take(&mut ebpf, "LOST")?,
             stats: take(&mut ebpf, "STATS")?,
             logger,
+            rss_events: attached
+                .features
+                .iter()
+                .any(|f| f.name == features::RSS_STAT && f.enabled),
             _ebpf: ebpf,
             attached,
         };
@@ -432,6 +315,11 @@ impl Probes {
     /// Only when the probe has not reported anything yet: the entry is written whole, and a
     /// read-merge-write could undo what the probe writes meanwhile.
     pub fn seed_rss(&mut self, tgid: u32, bytes: [u64; 4]) {
+        if !self.rss_events {
+            // Without kmem:rss_stat nothing would keep a seed current: RSS stays 0, as the
+            // start-up notice says.
+            return;
+        }
         let mut counters = RssCounters {
             bytes,
             ..Default::default()

@@ -626,6 +626,7 @@ impl Session {
                     refused: tracker.counters.traced_full + tracker.counters.refused,
                     group_by: tracker.group_by,
                     retired: &tracker.retired,
+                    features: &tracker.probes.attached.features,
                 };
                 Answer::Metrics(crate::metrics::render(tracker.table.iter(), &ctx))
             }

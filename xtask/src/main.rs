@@ -2,11 +2,13 @@
 //! .cargo/config.toml), so that setting up, building, running and testing need nothing beyond
 //! cargo and are the same on a laptop and in CI.
 
+mod bench;
 mod build;
 mod run;
 mod setup;
 mod test;
 mod util;
+mod vmtest;
 
 use std::process::ExitCode;
 
@@ -34,6 +36,10 @@ enum Task {
     Run(run::Args),
     /// Build the tracer and run the test suite against it.
     Test(test::Args),
+    /// Measure the tracer's overhead beside bpftrace, perf and strace; write BENCHMARKS.md.
+    Bench(bench::Args),
+    /// Run the kernel-facing tests on a matrix of kernels under QEMU, and on the host kernel.
+    Vmtest(vmtest::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +49,8 @@ fn main() -> ExitCode {
         Task::Build(args) => build::main(&args).map(|()| 0),
         Task::Run(args) => run::main(args).map(|never| match never {}),
         Task::Test(args) => test::main(&args),
+        Task::Bench(args) => bench::main(&args).map(|()| 0),
+        Task::Vmtest(args) => vmtest::main(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -10,7 +10,8 @@
 //!   (the comm fields became __data_loc in 6.x, which moved child_pid: read from tracefs)
 //! sched_process_exec:  field:__data_loc char[] filename; offset:8;  size:4;
 //!                      field:pid_t old_pid;              offset:16; size:4;
-//! sched_process_exit:  field:bool group_dead;            offset:32; size:1;  (6.16+)
+//! sched_process_exit:  field:bool group_dead;            offset:32; size:1;  (6.16+; before
+//!                      it, `current->signal->live` at offsets from BTF, see `group_dead`)
 //! sys_enter_clone:     field:unsigned long clone_flags;  offset:16; size:8;
 //! sys_enter_clone3:    field:struct clone_args * uargs;  offset:16; size:8;
 //! ```
@@ -18,8 +19,9 @@
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{
-        bpf_get_current_comm, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
-        generated::bpf_send_signal,
+        bpf_get_current_comm, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+        bpf_probe_read_user,
+        generated::{bpf_get_current_task, bpf_send_signal},
     },
     macros::tracepoint,
     programs::TracePointContext,
@@ -260,14 +262,14 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         // A thread the fork probe could not classify was added as a process: drop it.
         let _ = TRACED.remove(tid);
     }
-    // SAFETY: offset of the one-byte `group_dead` field.
-    let group_dead =
-        unsafe { ctx.read_at::<u8>(config().exit_group_dead as usize) }.map_err(i64::from)?;
-    if group_dead == 0 {
+    if !group_dead(ctx)? {
         return Ok(());
     }
-    // Removed here, in the kernel, so a recycled pid is never traced by mistake.
-    let _ = TRACED.remove(tgid);
+    // Removed here, in the kernel, so a recycled pid is never traced by mistake. Only the
+    // thread that removes it reports the exit: one record per process (see `group_dead`).
+    if TRACED.remove(tgid).is_err() {
+        return Ok(());
+    }
     let Some(mut slot) = EVENTS.reserve::<ExitRecord>(0) else {
         count_lost(RECORD_EXIT);
         return Ok(());
@@ -280,4 +282,30 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     });
     slot.submit(WAKE_NOW);
     Ok(())
+}
+
+/// Whether the exiting thread's group is dead: no thread of the process runs any more.
+///
+/// Linux 6.16+ says so in the tracepoint (`group_dead`). Before, `do_exit()` has already
+/// decremented `current->signal->live` (the same `atomic_dec_and_test` that computes
+/// `group_dead`) when it fires the tracepoint, so a count of 0 means every thread is past that
+/// point. A thread that decremented earlier can see 0 too, when it reaches the tracepoint after
+/// the last one: the caller's removal from `TRACED`, which succeeds once, picks one of them.
+/// The offsets come from the kernel's BTF (`Config::task_signal`, `Config::signal_live`).
+#[inline(always)]
+fn group_dead(ctx: &TracePointContext) -> Result<bool, i64> {
+    let cfg = config();
+    if cfg.exit_group_dead != 0 {
+        // SAFETY: offset of the one-byte `group_dead` field.
+        let dead = unsafe { ctx.read_at::<u8>(cfg.exit_group_dead as usize) }?;
+        return Ok(dead != 0);
+    }
+    // SAFETY: the helpers check the reads; a wrong offset yields a wrong answer, not a fault.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let signal: *const u8 =
+            bpf_probe_read_kernel(task.add(cfg.task_signal as usize) as *const *const u8)?;
+        let live: i32 = bpf_probe_read_kernel(signal.add(cfg.signal_live as usize) as *const i32)?;
+        Ok(live == 0)
+    }
 }

@@ -1,0 +1,451 @@
+//! Start-up feature detection: what the running kernel offers is detected, not assumed.
+//! Missing optional features degrade with a one-line notice and a metric; missing required ones
+//! stop the tracer with a message naming the kernel feature (exit status 125), never a panic or
+//! a verifier dump. Kernels that lack something are simulated with `--tracefs DIR`, a copy of
+//! the real tracefs formats with parts removed, and with `TRACER_BTF`, the BTF file the tracer
+//! reads (both only change what the tracer reads; it still attaches to the real kernel).
+//!
+//! `cargo xtask vmtest` runs these on every kernel of the matrix, where the real kernel is the
+//! one that lacks things (e.g. `group_dead` before 6.16, exact `rss_stat` before 6.2).
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde_json::Value;
+use tests::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+const EXIT_TRACING_FAILED: i32 = 125;
+
+/// The tracepoints the tracer reads formats of.
+fn tracepoints() -> Vec<String> {
+    let mut events = vec![];
+    for s in [
+        "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "execve", "execveat",
+    ] {
+        events.push(format!("syscalls/sys_enter_{s}"));
+        events.push(format!("syscalls/sys_exit_{s}"));
+    }
+    for s in ["clone", "clone3", "fork", "vfork"] {
+        events.push(format!("syscalls/sys_enter_{s}"));
+    }
+    for e in [
+        "exceptions/page_fault_user",
+        "exceptions/page_fault_kernel",
+        "sched/sched_process_fork",
+        "sched/sched_process_exec",
+        "sched/sched_process_exit",
+        "kmem/rss_stat",
+    ] {
+        events.push(e.to_string());
+    }
+    events
+}
+
+/// The mounted tracefs (the tracer mounts it on first use, which `kernel_available` made).
+fn real_tracefs() -> PathBuf {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("events").is_dir())
+        .expect("a mounted tracefs")
+}
+
+/// A copy of the real format files of the tracer's tracepoints, without those in `skip`, with
+/// `edit(event, text)` applied to the others.
+fn fake_tracefs(test: &str, skip: &[&str], edit: impl Fn(&str, String) -> String) -> PathBuf {
+    let real = real_tracefs();
+    let fake = scratch(test).join("tracefs");
+    for event in tracepoints() {
+        let source = real.join("events").join(&event).join("format");
+        if skip.contains(&event.as_str()) || !source.exists() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&source).unwrap();
+        let dir = fake.join("events").join(&event);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("format"), edit(&event, text)).unwrap();
+    }
+    fake
+}
+
+fn without_group_dead(event: &str, text: String) -> String {
+    if event == "sched/sched_process_exit" {
+        text.lines()
+            .filter(|l| !l.contains(" group_dead;"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    } else {
+        text
+    }
+}
+
+fn has_group_dead() -> bool {
+    std::fs::read_to_string(real_tracefs().join("events/sched/sched_process_exit/format"))
+        .unwrap()
+        .contains(" group_dead;")
+}
+
+fn release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn at_least(major: u32, minor: u32) -> bool {
+    let r = release();
+    let mut parts = r.split(|c: char| !c.is_ascii_digit());
+    let v: (u32, u32) = (
+        parts.next().unwrap().parse().unwrap(),
+        parts.next().unwrap().parse().unwrap(),
+    );
+    v >= (major, minor)
+}
+
+/// Expects the tracer to refuse to start with `message`, in one line, without a panic or a
+/// verifier log.
+fn expect_refusal(args: &[&str], env: &[(&str, &str)], message: &str) {
+    let mut cmd = std::process::Command::new(tracer_bin());
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = wait_with_deadline(cmd.spawn().unwrap(), LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{args:?}: {stderr}");
+    assert_eq!(out.status.code(), Some(EXIT_TRACING_FAILED), "{stderr}");
+    assert!(stderr.contains(message), "lacks {message:?}: {stderr}");
+    assert!(stderr.starts_with("tracer: "), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    for bad in ["panicked", "verifier"] {
+        assert!(!stderr.contains(bad), "{bad}: {stderr}");
+    }
+}
+
+/// `tracer_kernel_feature_enabled{feature="..."}` samples of a scrape.
+fn feature_gauges(metrics: &str) -> Vec<(String, u8)> {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("tracer_kernel_feature_enabled{feature=\""))
+        .map(|rest| {
+            let (name, value) = rest.split_once("\"} ").unwrap();
+            (name.to_owned(), value.trim().parse().unwrap())
+        })
+        .collect()
+}
+
+fn gauge(gauges: &[(String, u8)], name: &str) -> u8 {
+    gauges
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no feature {name} in {gauges:?}"))
+        .1
+}
+
+/// Drives `threads_fork_exec stop_self` under `tracer run` through its stops (see the
+/// workload) and returns its event stream. Exec stops are off so that every stop seen is the
+/// workload's own.
+fn threads_fork_exec(test: &str, options: &[&str]) -> Vec<Value> {
+    let events = scratch(test).join("events.jsonl");
+    let mut args = vec!["--no-exec-stop", "--events", events.to_str().unwrap()];
+    args.extend(options);
+    let stop_self = workload("stop_self");
+    let (mut daemon, pid) =
+        Daemon::run_workload(&args, "threads_fork_exec", &[stop_self.to_str().unwrap()]);
+    for stop in ["A", "B"] {
+        assert!(wait_stopped(pid, LIMIT), "stop {stop}");
+        resume(pid);
+    }
+    let child: u32 = loop {
+        let line = daemon.stderr.recv_timeout(LIMIT).expect("the child's line");
+        if let Some(n) = line.strip_prefix("child ") {
+            break n.trim().parse().unwrap();
+        }
+    };
+    for stop in ["C", "D"] {
+        assert!(wait_stopped(child, LIMIT), "stop {stop}");
+        resume(child);
+    }
+    assert!(wait_stopped(pid, LIMIT), "stop E");
+    resume(pid);
+    let out = daemon.wait(LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    read_events(&events)
+}
+
+/// Exactly one exit record per process, none for its threads, each with final counters.
+fn check_one_exit_per_process(events: &[Value]) {
+    let exec_pids: Vec<u64> = events
+        .iter()
+        .filter(|e| e["type"] == "exec")
+        .map(|e| e["pid"].as_u64().unwrap())
+        .collect();
+    let threads: Vec<u64> = events
+        .iter()
+        .filter(|e| e["type"] == "fork" && e["child"] == "thread")
+        .map(|e| e["child_pid"].as_u64().unwrap())
+        .collect();
+    let exits: Vec<u64> = events
+        .iter()
+        .filter(|e| e["type"] == "exit")
+        .map(|e| e["pid"].as_u64().unwrap())
+        .collect();
+    println!("processes {exec_pids:?}, threads {threads:?}, exit records {exits:?}");
+    assert_eq!(threads.len(), 4, "the workload creates 4 threads");
+    for pid in &exec_pids {
+        assert_eq!(
+            exits.iter().filter(|p| *p == pid).count(),
+            1,
+            "one exit record for {pid}"
+        );
+    }
+    assert!(exits.iter().all(|p| exec_pids.contains(p)), "{exits:?}");
+    let end = end_event(events);
+    assert_eq!(end["records"]["exit"], exec_pids.len() as u64);
+    assert_eq!(end["lost"]["exit"], 0);
+}
+
+#[test]
+fn the_feature_metric_describes_this_kernel() {
+    if !kernel_available() {
+        return;
+    }
+    let stop_self = workload("stop_self");
+    let mut daemon = Daemon::start(&[
+        "run",
+        "-q",
+        "--no-exec-stop",
+        "--listen",
+        "127.0.0.1:0",
+        "--",
+        stop_self.to_str().unwrap(),
+    ]);
+    let metrics = daemon.get("/metrics");
+    let gauges = feature_gauges(&metrics);
+    println!("kernel {}: {gauges:?}", release());
+    let tracefs = real_tracefs();
+    let tp = |event: &str| tracefs.join("events").join(event).join("format").exists();
+    assert_eq!(
+        gauge(&gauges, "exit_group_dead"),
+        u8::from(has_group_dead())
+    );
+    assert_eq!(gauge(&gauges, "rss_stat"), u8::from(tp("kmem/rss_stat")));
+    assert_eq!(gauge(&gauges, "rss_stat_exact"), u8::from(at_least(6, 2)));
+    assert_eq!(
+        gauge(&gauges, "mremap_checks_first"),
+        u8::from(at_least(6, 17))
+    );
+    assert_eq!(
+        gauge(&gauges, "clone_tracepoints"),
+        u8::from(
+            ["clone", "clone3", "fork", "vfork"]
+                .iter()
+                .all(|s| tp(&format!("syscalls/sys_enter_{s}")))
+        )
+    );
+    assert_eq!(
+        gauge(&gauges, "btf"),
+        u8::from(Path::new("/sys/kernel/btf/vmlinux").exists())
+    );
+    // stop_self stopped itself: let it finish.
+    let processes = daemon.get_json("/api/v1/processes");
+    let pid = processes["processes"][0]["pid"].as_u64().unwrap() as u32;
+    wait_stopped(pid, LIMIT);
+    resume(pid);
+    assert!(daemon.wait(LIMIT).status.success());
+}
+
+#[test]
+fn every_process_gets_exactly_one_exit_record() {
+    if !kernel_available() {
+        return;
+    }
+    // On Linux 6.16+ through `group_dead`; before, through BTF (the next test forces that).
+    check_one_exit_per_process(&threads_fork_exec("exits", &[]));
+}
+
+#[test]
+fn without_group_dead_exits_are_found_through_btf() {
+    if !kernel_available() {
+        return;
+    }
+    let fake = fake_tracefs("no-group-dead", &[], without_group_dead);
+    let events = threads_fork_exec("exits-btf", &["--tracefs", fake.to_str().unwrap()]);
+    check_one_exit_per_process(&events);
+}
+
+#[test]
+fn without_group_dead_and_btf_the_tracer_names_both() {
+    if !kernel_available() {
+        return;
+    }
+    let fake = fake_tracefs("no-exit-detection", &[], without_group_dead);
+    expect_refusal(
+        &[
+            "run",
+            "--tracefs",
+            fake.to_str().unwrap(),
+            "--",
+            "/bin/true",
+        ],
+        &[("TRACER_BTF", "/nonexistent/vmlinux")],
+        "tracer: the kernel lacks a way to tell a process's exit from a thread's: \
+         sched:sched_process_exit has no `group_dead` field (Linux 6.16+) and the kernel's BTF \
+         is unusable: cannot read /nonexistent/vmlinux",
+    );
+}
+
+#[test]
+fn a_missing_required_tracepoint_is_named() {
+    if !kernel_available() {
+        return;
+    }
+    for (event, message) in [
+        (
+            "sched/sched_process_fork",
+            "tracer: the kernel has no tracepoint sched:sched_process_fork",
+        ),
+        (
+            "syscalls/sys_exit_mremap",
+            "tracer: the kernel has no tracepoint syscalls:sys_exit_mremap",
+        ),
+        ("exceptions/page_fault_kernel", "exist only on x86 kernels"),
+    ] {
+        let fake = fake_tracefs("no-required", &[event], |_, t| t);
+        expect_refusal(
+            &[
+                "run",
+                "--tracefs",
+                fake.to_str().unwrap(),
+                "--",
+                "/bin/true",
+            ],
+            &[],
+            message,
+        );
+    }
+}
+
+#[test]
+fn missing_optional_features_degrade_with_a_notice_and_a_metric() {
+    if !kernel_available() {
+        return;
+    }
+    let fake = fake_tracefs(
+        "no-optional",
+        &["kmem/rss_stat", "syscalls/sys_enter_clone3"],
+        |_, t| t,
+    );
+    let stop_self = workload("stop_self");
+    let mut daemon = Daemon::start(&[
+        "run",
+        "--no-exec-stop",
+        "--listen",
+        "127.0.0.1:0",
+        "--tracefs",
+        fake.to_str().unwrap(),
+        "--",
+        stop_self.to_str().unwrap(),
+    ]);
+    let gauges = feature_gauges(&daemon.get("/metrics"));
+    println!("{gauges:?}");
+    assert_eq!(gauge(&gauges, "rss_stat"), 0);
+    assert_eq!(gauge(&gauges, "clone_tracepoints"), 0);
+    let pid = daemon.get_json("/api/v1/processes")["processes"][0]["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    wait_stopped(pid, LIMIT);
+    let detail = daemon.get_json(&format!("/api/v1/processes/{pid}"));
+    assert_eq!(detail["rss"]["anon"], 0, "RSS is off: {detail}");
+    resume(pid);
+    let out = daemon.wait(LIMIT);
+    assert!(out.status.success());
+    let stderr = daemon.stderr_so_far();
+    println!("{stderr}");
+    let notice = |what: &str| {
+        stderr
+            .lines()
+            .filter(|l| l.contains(&format!("kernel feature {what} is off")))
+            .count()
+    };
+    assert_eq!(notice("rss_stat"), 1, "one notice: {stderr}");
+    assert!(
+        stderr.contains("kmem:rss_stat is missing; RSS metrics"),
+        "{stderr}"
+    );
+    assert_eq!(notice("clone_tracepoints"), 1, "{stderr}");
+    assert!(
+        stderr.contains("syscalls:sys_enter_clone3 missing"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_rss_stat_of_unknown_layout_is_turned_off() {
+    if !kernel_available() {
+        return;
+    }
+    let fake = fake_tracefs("rss-layout", &[], |event, text| {
+        if event == "kmem/rss_stat" {
+            text.replace(
+                "long size;\toffset:24;\tsize:8;",
+                "long size;\toffset:24;\tsize:4;",
+            )
+        } else {
+            text
+        }
+    });
+    let out = run_tracer(
+        &[
+            "run",
+            "-q",
+            "--tracefs",
+            fake.to_str().unwrap(),
+            "--",
+            "/bin/true",
+        ],
+        LIMIT,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stderr}");
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "kernel feature rss_stat is off: kmem:rss_stat has a layout the probe \
+                         does not know (tracepoint field kmem:rss_stat.size has size 4, \
+                         expected 8)"
+        ),
+        "{stderr}"
+    );
+}
+
+/// What a reader of the VM logs wants to see first: what this kernel offers.
+#[test]
+fn print_the_tracepoint_layouts_of_this_kernel() {
+    if !kernel_available() {
+        return;
+    }
+    let tracefs = real_tracefs();
+    for event in [
+        "sched/sched_process_fork",
+        "sched/sched_process_exit",
+        "kmem/rss_stat",
+    ] {
+        let text = std::fs::read_to_string(tracefs.join("events").join(event).join("format"))
+            .unwrap_or_else(|_| "missing".into());
+        let fields: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("field:") && !l.contains("common_"))
+            .map(|l| l.trim().trim_start_matches("field:"))
+            .collect();
+        println!("{} {event}: {fields:?}", release());
+    }
+}

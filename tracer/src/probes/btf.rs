@@ -1,0 +1,317 @@
+//! Just enough of a BTF reader (Documentation/bpf/btf.rst) to find where a member of a kernel
+//! struct sits, from the running kernel's `/sys/kernel/btf/vmlinux`. The probes are not CO-RE:
+//! the few kernel struct offsets they need are looked up here and handed to them in `Config`,
+//! like the tracepoint offsets read from tracefs.
+
+use std::collections::HashMap;
+
+const MAGIC: u16 = 0xeb9f;
+
+const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_TYPE_TAG: u32 = 18;
+const KIND_ENUM64: u32 = 19;
+
+#[derive(Debug, Clone)]
+struct Member {
+    name: u32,
+    type_id: u32,
+    /// Offset in bits from the start of the struct.
+    bit_offset: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Type {
+    name: u32,
+    kind: u32,
+    /// `size` for INT, STRUCT, UNION, ENUM; the referenced type for PTR, TYPEDEF, CONST...
+    size_or_type: u32,
+    members: Vec<Member>,
+    /// ARRAY: element type and count.
+    array: Option<(u32, u32)>,
+}
+
+/// Where a member sits and what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub offset: u32,
+    /// Its size in bytes, after typedefs and qualifiers (pointers: 8).
+    pub size: u32,
+    pub is_pointer: bool,
+}
+
+/// Parsed type information.
+pub struct Btf {
+    /// Index 0 is `void`; type ids index this vector.
+    types: Vec<Type>,
+    strings: Vec<u8>,
+    structs: HashMap<String, u32>,
+}
+
+fn u32_at(data: &[u8], at: usize) -> Result<u32, String> {
+    data.get(at..at + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| format!("truncated at byte {at}"))
+}
+
+impl Btf {
+    pub fn parse(data: &[u8]) -> Result<Btf, String> {
+        let magic = data
+            .get(0..2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .ok_or("empty")?;
+        if magic != MAGIC {
+            return Err(format!("bad magic {magic:#x} (not little-endian BTF)"));
+        }
+        let hdr_len = u32_at(data, 4)? as usize;
+        let type_off = u32_at(data, 8)? as usize;
+        let type_len = u32_at(data, 12)? as usize;
+        let str_off = u32_at(data, 16)? as usize;
+        let str_len = u32_at(data, 20)? as usize;
+        let types_data = data
+            .get(hdr_len + type_off..hdr_len + type_off + type_len)
+            .ok_or("type section out of bounds")?;
+        let strings = data
+            .get(hdr_len + str_off..hdr_len + str_off + str_len)
+            .ok_or("string section out of bounds")?
+            .to_vec();
+        let mut types = vec![Type {
+            name: 0,
+            kind: 0,
+            size_or_type: 0,
+            members: Vec::new(),
+            array: None,
+        }];
+        let mut at = 0;
+        while at < types_data.len() {
+            let name = u32_at(types_data, at)?;
+            let info = u32_at(types_data, at + 4)?;
+            let size_or_type = u32_at(types_data, at + 8)?;
+            at += 12;
+            let kind = (info >> 24) & 0x1f;
+            let vlen = (info & 0xffff) as usize;
+            let bitfields = info >> 31 == 1;
+            let mut t = Type {
+                name,
+                kind,
+                size_or_type,
+                members: Vec::new(),
+                array: None,
+            };
+            match kind {
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => at += 4,
+                KIND_ARRAY => {
+                    t.array = Some((u32_at(types_data, at)?, u32_at(types_data, at + 8)?));
+                    at += 12;
+                }
+                KIND_STRUCT | KIND_UNION => {
+                    for _ in 0..vlen {
+                        let offset = u32_at(types_data, at + 8)?;
+                        t.members.push(Member {
+                            name: u32_at(types_data, at)?,
+                            type_id: u32_at(types_data, at + 4)?,
+                            // With bitfields, the top 8 bits are the field's width.
+                            bit_offset: if bitfields {
+                                offset & 0xff_ffff
+                            } else {
+                                offset
+                            },
+                        });
+                        at += 12;
+                    }
+                }
+                KIND_ENUM | KIND_FUNC_PROTO => at += 8 * vlen,
+                KIND_DATASEC | KIND_ENUM64 => at += 12 * vlen,
+                0 | KIND_PTR | 7 | KIND_TYPEDEF..=KIND_RESTRICT | 12 | 16 | KIND_TYPE_TAG => {}
+                other => return Err(format!("unknown BTF kind {other}")),
+            }
+            types.push(t);
+        }
+        let mut btf = Btf {
+            types,
+            strings,
+            structs: HashMap::new(),
+        };
+        let mut structs = HashMap::new();
+        for (id, t) in btf.types.iter().enumerate() {
+            if t.kind == KIND_STRUCT && !t.members.is_empty() {
+                structs
+                    .entry(btf.name(t.name).to_owned())
+                    .or_insert(id as u32);
+            }
+        }
+        btf.structs = structs;
+        Ok(btf)
+    }
+
+    fn name(&self, offset: u32) -> &str {
+        let rest = self.strings.get(offset as usize..).unwrap_or_default();
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        std::str::from_utf8(&rest[..end]).unwrap_or("")
+    }
+
+    fn get(&self, id: u32) -> Option<&Type> {
+        self.types.get(id as usize)
+    }
+
+    /// Follows typedefs and qualifiers to the type that has a layout.
+    fn resolve(&self, mut id: u32) -> Option<&Type> {
+        for _ in 0..32 {
+            let t = self.get(id)?;
+            match t.kind {
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = t.size_or_type
+                }
+                _ => return Some(t),
+            }
+        }
+        None
+    }
+
+    fn size_of(&self, id: u32) -> Option<u32> {
+        let t = self.resolve(id)?;
+        match t.kind {
+            KIND_PTR => Some(8),
+            KIND_ARRAY => {
+                let (elem, n) = t.array?;
+                Some(self.size_of(elem)? * n)
+            }
+            _ => Some(t.size_or_type),
+        }
+    }
+
+    /// The member `member` of `struct name`, looking into anonymous structs and unions.
+    pub fn member(&self, name: &str, member: &str) -> Option<MemberInfo> {
+        let id = *self.structs.get(name)?;
+        self.find_member(id, member, 0)
+    }
+
+    fn find_member(&self, id: u32, member: &str, base_bits: u32) -> Option<MemberInfo> {
+        let t = self.resolve(id)?;
+        for m in &t.members {
+            let bits = base_bits + m.bit_offset;
+            if m.name == 0 {
+                // An anonymous struct or union: its members belong to the outer struct.
+                if let Some(found) = self.find_member(m.type_id, member, bits) {
+                    return Some(found);
+                }
+            } else if self.name(m.name) == member {
+                if !bits.is_multiple_of(8) {
+                    return None; // a bitfield: not something a probe can read whole
+                }
+                let resolved = self.resolve(m.type_id)?;
+                return Some(MemberInfo {
+                    offset: bits / 8,
+                    size: self.size_of(m.type_id)?,
+                    is_pointer: resolved.kind == KIND_PTR,
+                });
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a small BTF blob: `struct inner { int a; int b; }` and
+    /// `struct outer { long x; struct { int pad; struct inner *p; }; atomic_t live; }`.
+    fn sample() -> Vec<u8> {
+        let mut strings = b"\0int\0inner\0a\0b\0outer\0x\0pad\0p\0live\0long\0atomic_t\0".to_vec();
+        let off = |s: &str| -> u32 {
+            let needle = format!("\0{s}\0");
+            (strings_find(&strings, needle.as_bytes()) + 1) as u32
+        };
+        fn strings_find(h: &[u8], n: &[u8]) -> usize {
+            h.windows(n.len()).position(|w| w == n).unwrap()
+        }
+        let mut types = Vec::new();
+        let mut push = |words: &[u32]| {
+            for w in words {
+                types.extend_from_slice(&w.to_le_bytes());
+            }
+        };
+        let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
+        // 1: int (4 bytes)
+        push(&[off("int"), info(KIND_INT, 0), 4, 32]);
+        // 2: long (8 bytes)
+        push(&[off("long"), info(KIND_INT, 0), 8, 64]);
+        // 3: struct inner
+        push(&[off("inner"), info(KIND_STRUCT, 2), 8]);
+        push(&[off("a"), 1, 0, off("b"), 1, 32]);
+        // 4: struct inner *
+        push(&[0, info(KIND_PTR, 0), 3]);
+        // 5: anonymous struct { int pad; struct inner *p; }
+        push(&[0, info(KIND_STRUCT, 2), 16]);
+        push(&[off("pad"), 1, 0, off("p"), 4, 64]);
+        // 6: struct { int counter } as atomic_t, via 7: typedef atomic_t
+        push(&[0, info(KIND_STRUCT, 1), 4]);
+        push(&[off("int"), 1, 0]);
+        push(&[off("atomic_t"), info(KIND_TYPEDEF, 0), 6]);
+        // 8: struct outer
+        push(&[off("outer"), info(KIND_STRUCT, 3), 32]);
+        push(&[off("x"), 2, 0, 0, 5, 64, off("live"), 7, 192]);
+        strings.push(0);
+        let mut out = Vec::new();
+        out.extend_from_slice(&MAGIC.to_le_bytes());
+        out.extend_from_slice(&[1, 0]);
+        for w in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out.extend_from_slice(&types);
+        out.extend_from_slice(&strings);
+        out
+    }
+
+    #[test]
+    fn finds_members_through_anonymous_structs_and_typedefs() {
+        let btf = Btf::parse(&sample()).unwrap();
+        let p = btf.member("outer", "p").unwrap();
+        assert_eq!((p.offset, p.size, p.is_pointer), (16, 8, true));
+        let live = btf.member("outer", "live").unwrap();
+        assert_eq!((live.offset, live.size, live.is_pointer), (24, 4, false));
+        assert_eq!(btf.member("inner", "b").unwrap().offset, 4);
+        assert!(btf.member("outer", "missing").is_none());
+        assert!(btf.member("nosuch", "x").is_none());
+    }
+
+    #[test]
+    fn rejects_what_is_not_btf() {
+        assert!(Btf::parse(b"").is_err());
+        assert!(Btf::parse(&[0u8; 64]).is_err());
+        let mut truncated = sample();
+        truncated.truncate(40);
+        assert!(Btf::parse(&truncated).is_err());
+    }
+
+    #[test]
+    fn reads_the_running_kernels_task_struct() {
+        let Ok(data) = std::fs::read("/sys/kernel/btf/vmlinux") else {
+            return; // a kernel without BTF: nothing to check
+        };
+        let btf = Btf::parse(&data).unwrap();
+        let signal = btf.member("task_struct", "signal").unwrap();
+        assert!(signal.is_pointer && signal.offset > 0, "{signal:?}");
+        let live = btf.member("signal_struct", "live").unwrap();
+        assert_eq!(live.size, 4);
+    }
+}

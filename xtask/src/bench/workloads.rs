@@ -1,0 +1,101 @@
+//! The C programs the bench traces (bench/workloads/*.c), compiled here with cc.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::util::{run, target_dir};
+
+/// A timed workload: what one row of the table measures.
+pub struct Workload {
+    /// Short name, also the C file's stem.
+    pub name: &'static str,
+    /// What it does, for the table.
+    pub title: &'static str,
+    /// Arguments of the default and of the `--quick` run.
+    pub args: &'static [&'static str],
+    pub quick_args: &'static [&'static str],
+    /// The goal for `tracer run`'s median ratio (issue 6).
+    pub goal: f64,
+    /// Whether strace can see what the workload is about (it cannot see page faults).
+    pub strace_sees_it: bool,
+    /// Repetitions of the tracer's own modes, in multiples of `--reps`: a goal close to the
+    /// run-to-run noise of a shared machine needs more pairs for a steady median.
+    pub rep_factor: u32,
+}
+
+/// The three timed workloads of the table, in its order.
+pub const TIMED: &[Workload] = &[
+    Workload {
+        name: "churn",
+        title: "malloc/free churn across the mmap threshold",
+        args: &["150000"],
+        quick_args: &["60000"],
+        goal: 1.10,
+        strace_sees_it: true,
+        rep_factor: 1,
+    },
+    Workload {
+        name: "faultstorm",
+        title: "fault storm: mmap 256 MiB, touch every page, munmap",
+        args: &["6", "256"],
+        quick_args: &["2", "256"],
+        goal: 1.15,
+        strace_sees_it: false,
+        rep_factor: 1,
+    },
+    Workload {
+        name: "mixed",
+        title: "realistic mixed allocator program",
+        args: &["5000"],
+        quick_args: &["2000"],
+        goal: 1.03,
+        strace_sees_it: true,
+        rep_factor: 3,
+    },
+];
+
+/// Compiles every `bench/workloads/*.c` into `target/bench/workloads` and returns that
+/// directory. The flags are on each file's first line: `// build: <flags>`.
+pub fn compile_all(root: &Path) -> Result<PathBuf> {
+    let sources = root.join("bench/workloads");
+    let out = target_dir(root).join("bench/workloads");
+    fs::create_dir_all(&out).with_context(|| format!("could not create {}", out.display()))?;
+    let mut entries: Vec<PathBuf> = fs::read_dir(&sources)
+        .with_context(|| format!("could not list {}", sources.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "c"))
+        .collect();
+    entries.sort();
+    for source in entries {
+        let stem = source
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("a workload file name is not UTF-8")?;
+        compile(&source, &out.join(stem))?;
+    }
+    Ok(out)
+}
+
+fn compile(source: &Path, binary: &Path) -> Result<()> {
+    let text = fs::read_to_string(source)
+        .with_context(|| format!("could not read {}", source.display()))?;
+    let flags = text
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("// build:"))
+        .with_context(|| format!("{} must start with `// build: <flags>`", source.display()))?;
+    run(Command::new("cc")
+        .args(flags.split_whitespace())
+        .args(["-Wall", "-Werror", "-o"])
+        .arg(binary)
+        .arg(source))
+    .with_context(|| {
+        format!(
+            "could not compile {} (is gcc installed? try `cargo xtask setup`)",
+            source.display()
+        )
+    })
+}

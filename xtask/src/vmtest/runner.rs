@@ -1,0 +1,380 @@
+//! Running the test binaries: in a QEMU guest (TCG) booted on the initramfs, or on the host
+//! kernel directly; and reading what they printed into per-binary results.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::{Skip, TestBinary};
+use crate::util::say;
+
+/// How one test binary ended.
+#[derive(Debug, Default, Clone)]
+pub struct BinaryResult {
+    pub name: String,
+    /// Its exit status; None if it never finished (VM crash or timeout).
+    pub rc: Option<i32>,
+    pub passed: u32,
+    pub failed: u32,
+    /// Tests left out by `--skip` filters.
+    pub filtered: u32,
+    pub seconds: u64,
+}
+
+impl BinaryResult {
+    pub fn ok(&self) -> bool {
+        self.rc == Some(0)
+    }
+}
+
+/// Everything one kernel's run produced.
+#[derive(Debug, Default)]
+pub struct KernelRun {
+    /// `uname -r` of the kernel the tests ran on.
+    pub release: Option<String>,
+    pub binaries: Vec<BinaryResult>,
+    /// Whether the run got to its end (the VM printed `VMTEST DONE`).
+    pub completed: bool,
+    pub elapsed: Duration,
+    pub log: PathBuf,
+    /// Why it did not complete, when known.
+    pub problem: Option<String>,
+}
+
+impl KernelRun {
+    pub fn passed(&self, expected: usize) -> bool {
+        self.completed
+            && self.problem.is_none()
+            && self.binaries.len() == expected
+            && self.binaries.iter().all(BinaryResult::ok)
+    }
+}
+
+/// Reads the marker lines of the init script (and the test harness's result lines).
+struct Reader {
+    label: String,
+    run: KernelRun,
+    current: Option<BinaryResult>,
+}
+
+impl Reader {
+    fn new(label: &str, log: &Path) -> Reader {
+        Reader {
+            label: label.to_owned(),
+            run: KernelRun {
+                log: log.to_path_buf(),
+                ..Default::default()
+            },
+            current: None,
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        let line = line.trim_end_matches(['\r', '\n']);
+        if let Some(release) = line.strip_prefix("VMTEST KERNEL ") {
+            self.run.release = Some(release.trim().to_owned());
+            say(format_args!(
+                "vmtest [{}]: booted {}",
+                self.label,
+                release.trim()
+            ));
+        } else if let Some(name) = line.strip_prefix("VMTEST BEGIN ") {
+            self.current = Some(BinaryResult {
+                name: name.trim().to_owned(),
+                ..Default::default()
+            });
+        } else if let Some(rest) = line.strip_prefix("VMTEST END ") {
+            let mut result = self.current.take().unwrap_or_default();
+            for word in rest.split_whitespace() {
+                if let Some(rc) = word.strip_prefix("rc=") {
+                    result.rc = rc.parse().ok();
+                } else if let Some(s) = word.strip_prefix("seconds=") {
+                    result.seconds = s.parse().unwrap_or(0);
+                } else if result.name.is_empty() {
+                    result.name = word.to_owned();
+                }
+            }
+            say(format_args!(
+                "vmtest [{}]: {} {} ({} passed, {} failed, {} skipped) in {} s",
+                self.label,
+                result.name,
+                if result.ok() { "ok" } else { "FAILED" },
+                result.passed,
+                result.failed,
+                result.filtered,
+                result.seconds
+            ));
+            self.run.binaries.push(result);
+        } else if line.starts_with("VMTEST DONE") {
+            self.run.completed = true;
+        } else if self.run.problem.is_none()
+            && ["Kernel panic", "Oops:", "BUG:", "WARNING:"]
+                .iter()
+                .any(|w| line.contains(w))
+        {
+            // The guest kernel's own report: worth the table's attention even if tests pass.
+            let text = line.trim();
+            say(format_args!(
+                "vmtest [{}]: guest kernel: {text}",
+                self.label
+            ));
+            self.run.problem = Some(format!("the guest kernel reported: {text}"));
+        } else if let Some(current) = self.current.as_mut()
+            && let Some(counts) = line.trim().strip_prefix("test result: ")
+        {
+            // `test result: ok. 6 passed; 0 failed; 0 ignored; 0 measured; 2 filtered out; ...`
+            for part in counts.split(';') {
+                // `ok. 6 passed`, ` 0 failed`, ` 2 filtered out`: a number, then what.
+                let mut words = part
+                    .split_whitespace()
+                    .skip_while(|w| w.parse::<u32>().is_err());
+                let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let n: u32 = n.parse().unwrap_or(0);
+                match what {
+                    "passed" => current.passed += n,
+                    "failed" => current.failed += n,
+                    "filtered" => current.filtered += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn finish(mut self, elapsed: Duration, problem: Option<String>) -> KernelRun {
+        if let Some(mut unfinished) = self.current.take() {
+            unfinished.rc = None;
+            self.run.binaries.push(unfinished);
+        }
+        self.run.elapsed = elapsed;
+        self.run.problem = self.run.problem.take().or(problem);
+        self.run
+    }
+}
+
+/// How to boot one VM.
+pub struct Vm<'a> {
+    pub label: &'a str,
+    pub vmlinuz: &'a Path,
+    pub initramfs: &'a Path,
+    pub memory: &'a str,
+    pub cpus: u32,
+    pub timeout: Duration,
+    pub log: &'a Path,
+    /// Print every line of the console, not only the progress.
+    pub verbose: bool,
+}
+
+/// Boots the VM and reads its console until it powers off (or the timeout kills it).
+pub fn boot(vm: &Vm) -> Result<KernelRun> {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    // TCG: nested KVM is not usable on the CI machines. One host thread per vCPU.
+    // `-cx16`: QEMU 7.2's TCG sometimes corrupts the flags of a `cmpxchg16b` with a segment
+    // prefix, which SLUB's per-CPU fast path uses since 6.x: a double fault in
+    // __kmalloc_noprof (seen on 6.12, 4 boots in 16). Without CX16 the kernel takes its other
+    // path; nothing the tests look at depends on it.
+    cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max,-cx16"])
+        .args(["-smp", &vm.cpus.to_string(), "-m", vm.memory])
+        .args(["-nodefaults", "-display", "none", "-serial", "stdio"])
+        .arg("-no-reboot")
+        .arg("-kernel")
+        .arg(vm.vmlinuz)
+        .arg("-initrd")
+        .arg(vm.initramfs)
+        // panic=-1 reboots at once on a panic, which -no-reboot turns into QEMU exiting.
+        // random.trust_cpu: Rust's std asks getrandom() for its hash seeds, which would
+        // block on 5.10 until the pool is seeded; RDRAND (emulated by TCG) seeds it at boot.
+        // transparent_hugepage=madvise: Debian's cloud kernels default to `always`, which
+        // turns the tests' 4 KiB page-touching loops into a few huge-page faults; madvise is
+        // the usual distribution default (and the CI machines').
+        .args([
+            "-append",
+            "console=ttyS0 panic=-1 quiet random.trust_cpu=on transparent_hugepage=madvise",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    say(format_args!(
+        "vmtest [{}]: booting {} ({} vCPUs, {} RAM, TCG)",
+        vm.label,
+        vm.vmlinuz.display(),
+        vm.cpus,
+        vm.memory
+    ));
+    let mut child = cmd.spawn().context(
+        "cannot start qemu-system-x86_64 (`cargo xtask setup` installs qemu-system-x86)",
+    )?;
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let tx2 = tx.clone();
+    std::thread::spawn(move || forward_lines(stdout, &tx));
+    std::thread::spawn(move || forward_lines(stderr, &tx2));
+    let mut log =
+        File::create(vm.log).with_context(|| format!("cannot create {}", vm.log.display()))?;
+    let mut reader = Reader::new(vm.label, vm.log);
+    let start = Instant::now();
+    let mut problem = None;
+    loop {
+        let left = vm.timeout.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left.min(Duration::from_secs(1))) {
+            Ok(line) => {
+                let _ = writeln!(log, "{line}");
+                if vm.verbose {
+                    println!("[{}] {line}", vm.label);
+                }
+                reader.line(&line);
+            }
+            // Both pipes closed: QEMU is gone.
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) if start.elapsed() >= vm.timeout => {
+                let _ = child.kill();
+                problem = Some(format!("killed after {} s", vm.timeout.as_secs()));
+                break;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+    let status = child.wait()?;
+    if problem.is_none() && !reader.run.completed {
+        problem = Some(format!("the VM stopped early (QEMU {status}); see the log"));
+    }
+    Ok(reader.finish(start.elapsed(), problem))
+}
+
+fn forward_lines(from: impl std::io::Read, to: &mpsc::Sender<String>) {
+    let mut reader = BufReader::new(from);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                let line = line.trim_end_matches(['\r', '\n']).to_owned();
+                if to.send(line).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Runs the same test binaries on the running kernel, the way the VM's init script does.
+#[allow(clippy::too_many_arguments)]
+pub fn on_host(
+    tests: &[TestBinary],
+    tracer: &Path,
+    workloads: &Path,
+    test_threads: u32,
+    extra_args: &[String],
+    log_path: &Path,
+    verbose: bool,
+) -> Result<KernelRun> {
+    let mut log =
+        File::create(log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
+    let mut reader = Reader::new("host", log_path);
+    let start = Instant::now();
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    reader.line(&format!("VMTEST KERNEL {}", release.trim()));
+    for test in tests {
+        reader.line(&format!("VMTEST BEGIN {}", test.name));
+        let began = Instant::now();
+        let out = Command::new(&test.path)
+            .arg(format!("--test-threads={test_threads}"))
+            .arg("--show-output")
+            .args(extra_args)
+            .env("TRACER_BIN", tracer)
+            .env("TRACER_WORKLOADS_DIR", workloads)
+            .env("TRACER_REQUIRE_KERNEL", "1")
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", test.path.display()))?;
+        for bytes in [&out.stdout, &out.stderr] {
+            for line in String::from_utf8_lossy(bytes).lines() {
+                let _ = writeln!(log, "{line}");
+                if verbose {
+                    println!("[host] {line}");
+                }
+                reader.line(line);
+            }
+        }
+        reader.line(&format!(
+            "VMTEST END {} rc={} seconds={}",
+            test.name,
+            out.status.code().unwrap_or(-1),
+            began.elapsed().as_secs()
+        ));
+    }
+    reader.line("VMTEST DONE");
+    Ok(reader.finish(start.elapsed(), None))
+}
+
+/// The part of a log that belongs to one test binary (to show what failed).
+pub fn section(log: &Path, binary: &str) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let begin = format!("VMTEST BEGIN {binary}");
+    let Some(start) = text.find(&begin) else {
+        // The host log has no markers of its own: show its tail.
+        let lines: Vec<&str> = text.lines().collect();
+        return lines[lines.len().saturating_sub(60)..].join("\n");
+    };
+    let rest = &text[start..];
+    let end = rest
+        .find(&format!("VMTEST END {binary}"))
+        .map_or(rest.len(), |i| i);
+    rest[..end].to_owned()
+}
+
+/// Which tests are skipped in VMs, as the table's footnote says.
+pub fn describe_skips(skips: &[Skip]) -> Vec<String> {
+    skips
+        .iter()
+        .map(|s| format!("{}::{} ({})", s.binary, s.test, s.why))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_markers_and_harness_counts() {
+        let mut r = Reader::new("t", Path::new("/dev/null"));
+        for line in [
+            "VMTEST KERNEL 5.10.0-32-cloud-amd64\r",
+            "VMTEST BEGIN run_counts",
+            "running 6 tests",
+            "test result: ok. 6 passed; 0 failed; 0 ignored; 0 measured; 2 filtered out; \
+             finished in 9.72s",
+            "VMTEST END run_counts rc=0 seconds=61",
+            "VMTEST BEGIN attach",
+            "test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
+            "VMTEST END attach rc=101 seconds=20",
+            "VMTEST BEGIN metrics",
+        ] {
+            r.line(line);
+        }
+        r.line("[  134.7] Oops: double fault: 0000 [#1] PREEMPT SMP NOPTI");
+        let run = r.finish(Duration::from_secs(90), Some("killed".into()));
+        assert!(
+            run.problem
+                .as_deref()
+                .unwrap()
+                .contains("Oops: double fault")
+        );
+        assert_eq!(run.release.as_deref(), Some("5.10.0-32-cloud-amd64"));
+        assert!(!run.completed);
+        let b = &run.binaries;
+        assert_eq!((b[0].passed, b[0].failed, b[0].filtered), (6, 0, 2));
+        assert!(b[0].ok() && !b[1].ok() && b[2].rc.is_none());
+        assert_eq!((b[1].passed, b[1].failed, b[1].seconds), (1, 1, 20));
+        assert!(!run.passed(3));
+    }
+}
