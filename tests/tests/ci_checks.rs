@@ -343,10 +343,13 @@ const ALLOCATORS: &[Allocator] = &[
         name: "jemalloc",
         env: &["LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"],
         // No brk heap: its own chunks (extents of MiBs) by mmap, none given back within the
-        // run (purging waits for its 10 s decay); it probes madvise at start-up.
+        // run (purging waits for its 10 s decay); it probes madvise at start-up. Before Linux
+        // 6.7 the kernel does not place 2 MiB+ anonymous mappings on 2 MiB boundaries, and
+        // jemalloc trims the misaligned ends of a few of its mappings (3 munmaps on 5.10 and
+        // 6.1, none since).
         checks: "peak_heap = 0\nmin_largest_anonymous_mmap = \"2MiB\"\n\
                  max_largest_anonymous_mmap = \"16MiB\"\nmin_madvise_calls = 2\n\
-                 max_madvise_calls = 10\nlarge_munmaps = 0\n",
+                 max_madvise_calls = 10\nmax_large_munmaps = 4\n",
     },
     Allocator {
         name: "jemalloc-nodecay",
@@ -355,7 +358,7 @@ const ALLOCATORS: &[Allocator] = &[
             "MALLOC_CONF=dirty_decay_ms:0,muzzy_decay_ms:0",
         ],
         // The same with immediate purging: freed pages go back by madvise at once.
-        checks: "peak_heap = 0\nmin_madvise_calls = 100\nlarge_munmaps = 0\n",
+        checks: "peak_heap = 0\nmin_madvise_calls = 100\nmax_large_munmaps = 4\n",
     },
     Allocator {
         name: "tcmalloc",
@@ -368,10 +371,10 @@ const ALLOCATORS: &[Allocator] = &[
     Allocator {
         name: "mimalloc",
         env: &["LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2"],
-        // No brk heap: 32 MiB segments reserved by mmap, nothing unmapped or purged within
-        // the run.
-        checks: "peak_heap = 0\nmin_largest_anonymous_mmap = \"32MiB\"\nlarge_munmaps = 0\n\
-                 madvise_calls = 0\n",
+        // No brk heap: 32 MiB segments reserved by mmap, nothing unmapped within the run. (It
+        // purges freed pages with madvise after a delay, so how many depends on how long the
+        // run takes: not asserted.)
+        checks: "peak_heap = 0\nmin_largest_anonymous_mmap = \"32MiB\"\nlarge_munmaps = 0\n",
     },
 ];
 

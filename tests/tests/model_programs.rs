@@ -225,11 +225,15 @@ fn lost_records_are_counted_and_the_drift_healed() {
     assert!(wait_stopped(pid, LIMIT));
     // A 4 KiB ring may already overflow during the loader's burst of records; what matters is
     // that every loss is counted and healed.
+    // Healing is a resync (the drift check after the loss) or a reseed (a record the model
+    // cannot apply, e.g. a failed MREMAP_FIXED before Linux 6.17, made it read /proc first).
     let drift_now = |daemon: &Daemon| {
         let detail = daemon.get_json(&format!("/api/v1/processes/{pid}"));
         let processes = daemon.get_json("/api/v1/processes");
         let lost = processes["daemon"]["lost"]["syscall"].as_u64().unwrap();
-        (lost, detail["drift"]["resyncs"].as_u64().unwrap(), detail)
+        let drift = &detail["drift"];
+        let healed = drift["resyncs"].as_u64().unwrap() + drift["reseeds"].as_u64().unwrap();
+        (lost, healed, detail)
     };
     let (lost_before, resyncs_before, _) = drift_now(&daemon);
     // Stall the reader while the workload runs 1000 operations into a 4 KiB ring buffer.
@@ -255,13 +259,15 @@ fn lost_records_are_counted_and_the_drift_healed() {
         lost > lost_before,
         "a stalled reader and a 4 KiB ring buffer lose records"
     );
-    // At least one resync after the stall (a loss during the loader's burst may be healed
+    // At least one healing after the stall (a loss during the loader's burst may be healed
     // only now too, so not necessarily exactly one).
     assert!(resyncs > resyncs_before, "{detail}");
-    assert!(
-        detail["drift"]["differences"].as_u64().unwrap() > 0,
-        "{detail}"
-    );
+    if detail["drift"]["resyncs"].as_u64().unwrap() > 0 {
+        assert!(
+            detail["drift"]["differences"].as_u64().unwrap() > 0,
+            "{detail}"
+        );
+    }
     compare_maps(&daemon, pid).expect("healed: equal to /proc again");
     resume(pid);
     while wait_stopped(pid, LIMIT) {
