@@ -5,12 +5,14 @@ use std::convert::Infallible;
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::util::{describe, find_in_path, is_root, run, say, target_dir, workspace_root};
+use crate::util::{
+    compile_workload, describe, find_in_path, is_root, say, target_dir, workspace_root,
+};
 use crate::{build, setup};
 
 #[derive(clap::Args)]
@@ -83,24 +85,6 @@ fn compile_demo() -> Result<PathBuf> {
     fs::create_dir_all(&out_dir)
         .with_context(|| format!("could not create {}", out_dir.display()))?;
     let binary = out_dir.join("seed_demo");
-    compile_c(&source, &binary)?;
+    compile_workload(&source, &binary)?;
     Ok(binary)
-}
-
-/// Compiles with the flags on the source's first line (`// build: <flags>`), the same ones
-/// `tests/build.rs` uses, so the demo and the tests trace the same program.
-fn compile_c(source: &Path, binary: &Path) -> Result<()> {
-    let text = fs::read_to_string(source)
-        .with_context(|| format!("could not read {}", source.display()))?;
-    let flags = text
-        .lines()
-        .next()
-        .and_then(|line| line.strip_prefix("// build:"))
-        .with_context(|| format!("{} must start with `// build: <flags>`", source.display()))?;
-    run(Command::new("cc")
-        .args(flags.split_whitespace())
-        .arg("-o")
-        .arg(binary)
-        .arg(source))
-    .context("could not compile the demo workload (is gcc installed? try `cargo xtask setup`)")
 }

@@ -181,3 +181,26 @@ fn quote(word: &OsStr) -> String {
         format!("'{}'", word.replace('\'', r"'\''"))
     }
 }
+
+/// Compiles a C workload with the flags on its first line (`// build: <flags>`), as
+/// `tests/build.rs` does, so the demo, the benchmarks and the tests build programs alike.
+pub fn compile_workload(source: &Path, binary: &Path) -> Result<()> {
+    let text = fs::read_to_string(source)
+        .with_context(|| format!("could not read {}", source.display()))?;
+    let flags = text
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("// build:"))
+        .with_context(|| format!("{} must start with `// build: <flags>`", source.display()))?;
+    run(Command::new("cc")
+        .args(flags.split_whitespace())
+        .args(["-Wall", "-Werror", "-o"])
+        .arg(binary)
+        .arg(source))
+    .with_context(|| {
+        format!(
+            "could not compile {} (is gcc installed? try `cargo xtask setup`)",
+            source.display()
+        )
+    })
+}

@@ -2,11 +2,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::util::{run, target_dir};
+use crate::util::target_dir;
 
 /// A timed workload: what one row of the table measures.
 pub struct Workload {
@@ -74,28 +73,7 @@ pub fn compile_all(root: &Path) -> Result<PathBuf> {
             .file_stem()
             .and_then(|s| s.to_str())
             .context("a workload file name is not UTF-8")?;
-        compile(&source, &out.join(stem))?;
+        crate::util::compile_workload(&source, &out.join(stem))?;
     }
     Ok(out)
-}
-
-fn compile(source: &Path, binary: &Path) -> Result<()> {
-    let text = fs::read_to_string(source)
-        .with_context(|| format!("could not read {}", source.display()))?;
-    let flags = text
-        .lines()
-        .next()
-        .and_then(|line| line.strip_prefix("// build:"))
-        .with_context(|| format!("{} must start with `// build: <flags>`", source.display()))?;
-    run(Command::new("cc")
-        .args(flags.split_whitespace())
-        .args(["-Wall", "-Werror", "-o"])
-        .arg(binary)
-        .arg(source))
-    .with_context(|| {
-        format!(
-            "could not compile {} (is gcc installed? try `cargo xtask setup`)",
-            source.display()
-        )
-    })
 }
