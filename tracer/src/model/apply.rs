@@ -15,6 +15,7 @@ const MAP_SHARED: u64 = 0x01;
 const MAP_SHARED_VALIDATE: u64 = 0x03;
 const MAP_TYPE: u64 = 0x0f;
 const MAP_ANONYMOUS: u64 = 0x20;
+const MREMAP_FIXED: u64 = 2;
 const MREMAP_DONTUNMAP: u64 = 4;
 const MADV_DONTFORK: u64 = 10;
 const MADV_DOFORK: u64 = 11;
@@ -136,6 +137,18 @@ fn apply_inner(
         SyscallKind::Mremap if ok => {
             let keep_source = a[3] & MREMAP_DONTUNMAP != 0;
             space.remap(a[0], align(a[1]), align(a[2]), keep_source, e.ret as u64);
+            None
+        }
+        // A failed MREMAP_FIXED. Before Linux 6.17 the kernel unmaps the destination (and
+        // the tail a shrinking move leaves behind) before it checks the source, and a failed
+        // check keeps them unmapped; since then it checks first and changes nothing. On the
+        // older kernels, which checks failed (some come before the unmapping, and they vary
+        // between versions) is not in the record: take the state from /proc.
+        SyscallKind::Mremap
+            if a[3] & MREMAP_FIXED != 0
+                && crate::probes::features::mremap_unmaps_before_checking() =>
+        {
+            *uncertain = true;
             None
         }
         SyscallKind::Madvise if ok => {
