@@ -349,7 +349,7 @@ const ALLOCATORS: &[Allocator] = &[
         // 6.1, none since).
         checks: "peak_heap = 0\nmin_largest_anonymous_mmap = \"2MiB\"\n\
                  max_largest_anonymous_mmap = \"16MiB\"\nmin_madvise_calls = 2\n\
-                 max_madvise_calls = 10\nmax_large_munmaps = 4\n",
+                 max_madvise_calls = 10\nmax_large_munmaps = 8\n",
     },
     Allocator {
         name: "jemalloc-nodecay",
@@ -358,7 +358,8 @@ const ALLOCATORS: &[Allocator] = &[
             "MALLOC_CONF=dirty_decay_ms:0,muzzy_decay_ms:0",
         ],
         // The same with immediate purging: freed pages go back by madvise at once.
-        checks: "peak_heap = 0\nmin_madvise_calls = 100\nmax_large_munmaps = 4\n",
+        // (How many misaligned ends it trims before 6.7 varies here: 3 to 6 on 5.10.)
+        checks: "peak_heap = 0\nmin_madvise_calls = 100\n",
     },
     Allocator {
         name: "tcmalloc",
