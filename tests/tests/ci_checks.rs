@@ -345,7 +345,7 @@ const ALLOCATORS: &[Allocator] = &[
         // No brk heap: its own chunks (extents of MiBs) by mmap, none given back within the
         // run (purging waits for its 10 s decay); it probes madvise at start-up. Before Linux
         // 6.7 the kernel does not place 2 MiB+ anonymous mappings on 2 MiB boundaries, and
-        // jemalloc trims the misaligned ends of a few of its mappings (3 munmaps on 5.10 and
+        // jemalloc trims the misaligned ends of a few of its mappings (3 to 6 munmaps on 5.10 and
         // 6.1, none since).
         checks: "peak_heap = 0\nmin_largest_anonymous_mmap = \"2MiB\"\n\
                  max_largest_anonymous_mmap = \"16MiB\"\nmin_madvise_calls = 2\n\
