@@ -128,6 +128,11 @@ fn assert_exact(
             "no loss, no warning:\n{stderr}"
         );
     }
+    // Every process of the run has exited by the end, exit record lost or not.
+    assert!(
+        !stderr.contains("still running"),
+        "a process whose exit record was lost is reported as running:\n{stderr}"
+    );
     (seen, lost("syscall"))
 }
 

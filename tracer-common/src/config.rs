@@ -13,6 +13,16 @@ pub const COMM_FILTER_EXCLUDE: u32 = 2;
 /// `Config::comm_filter`: any untraced process becomes traced when it execs a command that is
 /// not `COMM_EXCLUDE` (`tracer attach --all`).
 pub const COMM_FILTER_ALL: u32 = 4;
+/// `Config::flags`: every `syscalls:sys_enter_*` argument sits at `16 + 8 * i` and every
+/// `sys_exit_*` `ret` at 16 (`struct syscall_trace_enter/exit` in kernel/trace/trace_syscalls.c:
+/// the 8-byte common header, `int nr`, then the `unsigned long` slots), as the daemon checked
+/// against tracefs. The syscall probes then read the record with direct loads at constant
+/// offsets (the verifier allows context loads at constant offsets only) instead of a helper
+/// call per argument.
+pub const CONFIG_SYSCALL_LAYOUT_FIXED: u32 = 1;
+/// Where `sys_enter_*` arguments start and `sys_exit_*` `ret` sits in that layout.
+pub const SYSCALL_RECORD_ARGS: u16 = 16;
+
 /// Values of the `COMM_FILTER` map (keyed by the 16-byte comm).
 pub const COMM_TRACE: u32 = 1;
 pub const COMM_EXCLUDE: u32 = 2;
@@ -27,7 +37,9 @@ pub struct Config {
     pub syscall_nargs: [u16; SYSCALL_KINDS],
     /// Offset of `ret` in `syscalls:sys_exit_<name>`.
     pub syscall_ret: [u16; SYSCALL_KINDS],
-    /// `exceptions:page_fault_{user,kernel}`: `address` and `error_code`.
+    /// `exceptions:page_fault_{user,kernel}`: `address` and `error_code`. Checked against
+    /// tracefs at start-up; the fault probes run on the raw tracepoints and take the same two
+    /// values from the tracepoint's arguments.
     pub fault_address: u16,
     pub fault_error_code: u16,
     /// `sched:sched_process_fork`: `child_pid`.
@@ -56,7 +68,8 @@ pub struct Config {
     /// Wake the reader only once this many bytes are waiting in the ring buffer; below it the
     /// daemon drains on its own timer. 0 wakes on every record.
     pub wakeup_bytes: u32,
-    pub _pad: u32,
+    /// `CONFIG_*` bits.
+    pub flags: u32,
 }
 
 impl Config {
@@ -83,7 +96,7 @@ impl Config {
             task_signal: 0,
             signal_live: 0,
             wakeup_bytes: 0,
-            _pad: 0,
+            flags: 0,
         }
     }
 

@@ -32,14 +32,16 @@ pub fn config() -> &'static Config {
 const MAX_TRACED: u32 = 16384;
 const MAX_INFLIGHT: u32 = 16384;
 const MAX_GRANULES: u32 = 65536;
-const DEFAULT_RING_BYTES: u32 = 8 << 20;
+const DEFAULT_RING_BYTES: u32 = 4 << 20;
 
 /// Thread groups being traced (value: `TRACED_BY_*`). User space inserts attach targets; the
 /// fork probe inserts children of traced processes; the exit probe removes dead processes.
 #[map]
 pub static TRACED: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACED, 0);
 
-/// A syscall between its entry and its exit, keyed by pid_tgid (one per thread).
+/// The last traced syscall of a thread, keyed by pid_tgid: stashed at its entry, consumed at
+/// its exit (`syscall` set to `NO_SYSCALL`), kept for the thread's next one and removed when the
+/// thread exits. So the map holds one entry per traced thread that made a traced syscall.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Inflight {
@@ -48,6 +50,9 @@ pub struct Inflight {
     pub args: [u64; MAX_ARGS],
     pub enter_ns: u64,
 }
+
+/// `Inflight::syscall` of an entry whose syscall has exited.
+pub const NO_SYSCALL: u32 = u32::MAX;
 
 #[map]
 pub static INFLIGHT: HashMap<u64, Inflight> = HashMap::with_max_entries(MAX_INFLIGHT, 0);

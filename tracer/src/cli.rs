@@ -148,7 +148,7 @@ pub struct CommonArgs {
     /// Ring buffer size between the probes and the daemon: a power of two from 4K to 1G, in
     /// bytes or with a K/M/G (or KiB/MiB/GiB) suffix. Records that do not fit are counted as
     /// lost, never dropped silently.
-    #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_ring_size)]
+    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_ring_size)]
     pub ring_buffer_size: u32,
 
     /// Wake the daemon only once this many bytes of records wait in the ring buffer (it also

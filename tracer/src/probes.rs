@@ -7,7 +7,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, MapType, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
-        PerfEvent, TracePoint,
+        PerfEvent, RawTracePoint, TracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
@@ -152,25 +152,31 @@ impl Probes {
             ..Attached::default()
         };
         for (group, name) in detected.tracepoints {
-            let program: &mut TracePoint = ebpf
-                .program_mut(&name)
-                .ok_or(ProbeError::MissingProgram(name.clone()))?
-                .try_into()
-                .map_err(|source| ProbeError::Program {
+            if group == "exceptions" {
+                // The fault probes run on the raw tracepoints (the tracepoint's arguments, no
+                // record built): a page fault is the hottest path there is.
+                attach_raw(&mut ebpf, &name)?;
+            } else {
+                let program: &mut TracePoint = ebpf
+                    .program_mut(&name)
+                    .ok_or(ProbeError::MissingProgram(name.clone()))?
+                    .try_into()
+                    .map_err(|source| ProbeError::Program {
+                        program: name.clone(),
+                        source: Box::new(source),
+                    })?;
+                program.load().map_err(|source| ProbeError::Program {
                     program: name.clone(),
                     source: Box::new(source),
                 })?;
-            program.load().map_err(|source| ProbeError::Program {
-                program: name.clone(),
-                source: Box::new(source),
-            })?;
-            program
-                .attach(group, &name)
-                .map_err(|source| ProbeError::Attach {
-                    program: name.clone(),
-                    target: format!("tracepoint {group}:{name}"),
-                    source: Box::new(source),
-                })?;
+                program
+                    .attach(group, &name)
+                    .map_err(|source| ProbeError::Attach {
+                        program: name.clone(),
+                        target: format!("tracepoint {group}:{name}"),
+                        source: Box::new(source),
+                    })?;
+            }
             attached.tracepoints.push(format!("{group}:{name}"));
         }
         attached.perf_events = attach_major_faults(&mut ebpf)?;
@@ -402,6 +408,27 @@ where
         name,
         source: Box::new(source),
     })
+}
+
+/// Loads the raw-tracepoint program `name` and attaches it to the raw tracepoint of the same
+/// name.
+fn attach_raw(ebpf: &mut Ebpf, name: &str) -> Result<(), ProbeError> {
+    let program_error = |source| ProbeError::Program {
+        program: name.to_owned(),
+        source: Box::new(source),
+    };
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name.to_owned()))?
+        .try_into()
+        .map_err(program_error)?;
+    program.load().map_err(program_error)?;
+    program.attach(name).map_err(|source| ProbeError::Attach {
+        program: name.to_owned(),
+        target: format!("raw tracepoint {name}"),
+        source: Box::new(source),
+    })?;
+    Ok(())
 }
 
 /// Counts major faults on the `page-faults-maj` software event of every online CPU (period 1:

@@ -299,18 +299,30 @@ impl Tracker {
             return;
         }
         self.last_vanish_check = std::time::Instant::now();
-        let gone: Vec<u32> = self
-            .table
-            .running()
-            .map(|p| p.tgid)
-            .filter(|&tgid| !self.probes.is_traced(tgid) && procfs::read_stat(tgid).is_err())
-            .collect();
-        for tgid in gone
+        // Seen gone twice: an exit record still on its way through the ring buffer would
+        // have arrived in between.
+        let gone = self.gone_without_exit_record();
+        let confirmed: Vec<u32> = gone
             .iter()
             .copied()
             .filter(|t| self.vanishing.contains(t))
-            .collect::<Vec<_>>()
-        {
+            .collect();
+        self.mark_exited_unseen(&confirmed);
+        self.vanishing = gone;
+    }
+
+    /// Processes the table calls running that are neither traced in the kernel nor in /proc.
+    fn gone_without_exit_record(&self) -> Vec<u32> {
+        self.table
+            .running()
+            .map(|p| p.tgid)
+            .filter(|&tgid| !self.probes.is_traced(tgid) && procfs::read_stat(tgid).is_err())
+            .collect()
+    }
+
+    /// Ends processes whose exit record was lost, as of now.
+    fn mark_exited_unseen(&mut self, gone: &[u32]) {
+        for &tgid in gone {
             log::warn!("process {tgid} is gone but its exit record was not seen (lost?)");
             if let Some(p) = self.table.get_mut(tgid) {
                 p.lifecycle = crate::process::Lifecycle::Exited {
@@ -319,7 +331,7 @@ impl Tracker {
             }
             self.collect_exit(tgid);
         }
-        self.vanishing = gone;
+        self.finish_exits();
     }
 
     fn read_kernel_counters(&mut self) {
@@ -334,6 +346,10 @@ impl Tracker {
     pub fn finish(&mut self) {
         self.probes.flush_logs();
         self.read_kernel_counters();
+        // The ring buffer is drained: a process gone by now without its exit record lost it,
+        // and must not be reported as still running.
+        let gone = self.gone_without_exit_record();
+        self.mark_exited_unseen(&gone);
         self.refresh_running();
         if let Some(sink) = self.sink.as_mut() {
             let mut end = api::daemon_json(&self.counters);

@@ -252,10 +252,12 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 
 fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let (tgid, pid_tgid) = current_ids();
+    // The thread's syscall slot lives until the thread exits, even if its process stopped
+    // being traced meanwhile (an exec of an excluded command): removed for every thread.
+    let _ = INFLIGHT.remove(pid_tgid);
     if !is_traced(tgid) {
         return Ok(());
     }
-    let _ = INFLIGHT.remove(pid_tgid);
     let _ = CLONE_FLAGS.remove(pid_tgid);
     let tid = pid_tgid as u32;
     if tid != tgid {

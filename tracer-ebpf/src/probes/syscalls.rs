@@ -7,10 +7,19 @@
 //! field:unsigned long addr;  offset:16;  size:8;  signed:0;
 //! field:unsigned long len;   offset:24;  size:8;  signed:0;  ... prot, flags, fd, off
 //! ```
-//! and every `sys_exit_*` has `field:long ret; offset:16; size:8; signed:1;`.
+//! and every `sys_exit_*` has `field:long ret; offset:16; size:8; signed:1;`. When the daemon
+//! found exactly that layout (`CONFIG_SYSCALL_LAYOUT_FIXED`, every kernel so far), the probes
+//! read the record with direct loads at constant offsets; otherwise with a helper call per
+//! field at the offsets tracefs gave. The verifier sees the flag's value (a read-only global)
+//! and drops the branch not taken.
+//!
+//! Each thread's `INFLIGHT` entry is created at its first traced syscall and then reused: the
+//! exit marks it consumed (`NO_SYSCALL`) instead of deleting it, so a syscall costs two lookups
+//! instead of an insert and a delete. The exit probe removes it when the thread exits.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{EbpfContext as _, macros::tracepoint, programs::TracePointContext};
 use tracer_common::{
+    config::{CONFIG_SYSCALL_LAYOUT_FIXED, SYSCALL_RECORD_ARGS},
     counters::{STAT_EXIT_WITHOUT_ENTER, STAT_INFLIGHT_FULL},
     record::{
         MAX_ARGS, RECORD_SYSCALL, SYS_BRK, SYS_MADVISE, SYS_MMAP, SYS_MPROTECT, SYS_MREMAP,
@@ -19,31 +28,69 @@ use tracer_common::{
 };
 
 use crate::maps::{
-    EVENTS, INFLIGHT, Inflight, batched_wakeup, config, count_lost, count_stat, current_ids,
-    header, is_counted, now_ns,
+    EVENTS, INFLIGHT, Inflight, NO_SYSCALL, batched_wakeup, config, count_lost, count_stat,
+    current_ids, header, is_counted, now_ns,
 };
 
-fn on_enter(ctx: &TracePointContext, syscall: u32) -> Result<(), i64> {
+/// The 8-byte field at byte `offset` of the tracepoint record, read directly. `offset` must be
+/// a constant, and the kernel refuses to attach a program that reads past the record.
+#[inline(always)]
+fn field_at(ctx: &TracePointContext, offset: usize) -> u64 {
+    // SAFETY: `offset` is a constant inside this tracepoint's record (see above); the verifier
+    // checks the access against the context.
+    unsafe { core::ptr::read_volatile(ctx.as_ptr().cast::<u8>().add(offset).cast::<u64>()) }
+}
+
+/// `NARGS`: how many arguments the syscall has, so that the direct loads stay in its record.
+fn on_enter<const NARGS: usize>(ctx: &TracePointContext, syscall: u32) -> Result<(), i64> {
     let (tgid, pid_tgid) = current_ids();
     if !is_counted(tgid) {
         return Ok(());
     }
     let cfg = config();
-    let offsets = &cfg.syscall_args[syscall as usize];
-    let nargs = cfg.syscall_nargs[syscall as usize] as usize;
     let mut inflight = Inflight {
         syscall,
         _pad: 0,
         args: [0; MAX_ARGS],
         enter_ns: now_ns(),
     };
-    for (i, arg) in inflight.args.iter_mut().enumerate() {
-        if i < nargs {
-            // SAFETY: the offset is that of an 8-byte field of this tracepoint's record.
-            *arg = unsafe { ctx.read_at::<u64>(offsets[i] as usize) }.map_err(i64::from)?;
+    if cfg.flags & CONFIG_SYSCALL_LAYOUT_FIXED != 0 {
+        let base = SYSCALL_RECORD_ARGS as usize;
+        // Unrolled with constant offsets: the verifier refuses variable context offsets.
+        let a = &mut inflight.args;
+        if NARGS > 0 {
+            a[0] = field_at(ctx, base);
+        }
+        if NARGS > 1 {
+            a[1] = field_at(ctx, base + 8);
+        }
+        if NARGS > 2 {
+            a[2] = field_at(ctx, base + 16);
+        }
+        if NARGS > 3 {
+            a[3] = field_at(ctx, base + 24);
+        }
+        if NARGS > 4 {
+            a[4] = field_at(ctx, base + 32);
+        }
+        if NARGS > 5 {
+            a[5] = field_at(ctx, base + 40);
+        }
+    } else {
+        let offsets = &cfg.syscall_args[syscall as usize];
+        let nargs = cfg.syscall_nargs[syscall as usize] as usize;
+        for (i, arg) in inflight.args.iter_mut().enumerate() {
+            if i < nargs {
+                // SAFETY: the offset is that of an 8-byte field of this tracepoint's record.
+                *arg = unsafe { ctx.read_at::<u64>(offsets[i] as usize) }.map_err(i64::from)?;
+            }
         }
     }
-    if INFLIGHT.insert(pid_tgid, inflight, 0).is_err() {
+    if let Some(slot) = INFLIGHT.get_ptr_mut(pid_tgid) {
+        // SAFETY: the entry belongs to this thread; only this thread writes it (the exit probe
+        // removes it once the thread is gone).
+        unsafe { *slot = inflight };
+    } else if INFLIGHT.insert(pid_tgid, inflight, 0).is_err() {
         count_stat(STAT_INFLIGHT_FULL);
     }
     Ok(())
@@ -54,21 +101,26 @@ fn on_exit(ctx: &TracePointContext, syscall: u32) -> Result<(), i64> {
     if !is_counted(tgid) {
         return Ok(());
     }
-    let Some(stashed) = INFLIGHT.get_ptr(pid_tgid) else {
+    let Some(slot) = INFLIGHT.get_ptr_mut(pid_tgid) else {
         // Traced while already inside the syscall: its arguments are unknown.
         count_stat(STAT_EXIT_WITHOUT_ENTER);
         return Ok(());
     };
-    // SAFETY: the entry belongs to this thread; only this thread writes or removes it.
-    let stashed = unsafe { *stashed };
-    let _ = INFLIGHT.remove(pid_tgid);
+    // SAFETY: the entry belongs to this thread; only this thread writes it.
+    let stashed = unsafe { *slot };
+    // SAFETY: as above.
+    unsafe { (*slot).syscall = NO_SYSCALL };
     if stashed.syscall != syscall {
         count_stat(STAT_EXIT_WITHOUT_ENTER);
         return Ok(());
     }
-    // SAFETY: `ret` is an 8-byte field of sys_exit_* records.
-    let ret = unsafe { ctx.read_at::<i64>(config().syscall_ret[syscall as usize] as usize) }
-        .map_err(i64::from)?;
+    let ret = if config().flags & CONFIG_SYSCALL_LAYOUT_FIXED != 0 {
+        field_at(ctx, SYSCALL_RECORD_ARGS as usize) as i64
+    } else {
+        // SAFETY: `ret` is an 8-byte field of sys_exit_* records.
+        unsafe { ctx.read_at::<i64>(config().syscall_ret[syscall as usize] as usize) }
+            .map_err(i64::from)?
+    };
     let Some(mut slot) = EVENTS.reserve::<SyscallRecord>(0) else {
         count_lost(RECORD_SYSCALL);
         return Ok(());
@@ -85,12 +137,12 @@ fn on_exit(ctx: &TracePointContext, syscall: u32) -> Result<(), i64> {
     Ok(())
 }
 
-/// Defines the entry and exit programs of one syscall.
+/// Defines the entry and exit programs of one syscall with `$nargs` arguments.
 macro_rules! syscall_probes {
-    ($enter:ident, $exit:ident, $kind:expr) => {
+    ($enter:ident, $exit:ident, $kind:expr, $nargs:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
-            let _ = on_enter(&ctx, $kind);
+            let _ = on_enter::<$nargs>(&ctx, $kind);
             0
         }
 
@@ -102,9 +154,10 @@ macro_rules! syscall_probes {
     };
 }
 
-syscall_probes!(sys_enter_brk, sys_exit_brk, SYS_BRK);
-syscall_probes!(sys_enter_mmap, sys_exit_mmap, SYS_MMAP);
-syscall_probes!(sys_enter_munmap, sys_exit_munmap, SYS_MUNMAP);
-syscall_probes!(sys_enter_mremap, sys_exit_mremap, SYS_MREMAP);
-syscall_probes!(sys_enter_mprotect, sys_exit_mprotect, SYS_MPROTECT);
-syscall_probes!(sys_enter_madvise, sys_exit_madvise, SYS_MADVISE);
+// Argument counts as in tracer/src/syscalls.rs (the daemon checks them against tracefs).
+syscall_probes!(sys_enter_brk, sys_exit_brk, SYS_BRK, 1);
+syscall_probes!(sys_enter_mmap, sys_exit_mmap, SYS_MMAP, 6);
+syscall_probes!(sys_enter_munmap, sys_exit_munmap, SYS_MUNMAP, 2);
+syscall_probes!(sys_enter_mremap, sys_exit_mremap, SYS_MREMAP, 5);
+syscall_probes!(sys_enter_mprotect, sys_exit_mprotect, SYS_MPROTECT, 3);
+syscall_probes!(sys_enter_madvise, sys_exit_madvise, SYS_MADVISE, 3);

@@ -13,7 +13,10 @@ use std::{
 };
 
 use tracer_common::{
-    config::{COMM_FILTER_ALL, COMM_FILTER_EXCLUDE, COMM_FILTER_TRACE, Config},
+    config::{
+        COMM_FILTER_ALL, COMM_FILTER_EXCLUDE, COMM_FILTER_TRACE, CONFIG_SYSCALL_LAYOUT_FIXED,
+        Config, SYSCALL_RECORD_ARGS,
+    },
     record::MAX_ARGS,
 };
 
@@ -259,7 +262,21 @@ fn syscall_offsets(tracefs: &Tracefs, d: &mut Detected) -> Result<(), ProbeError
         d.tracepoints.push(("syscalls", enter));
         d.tracepoints.push(("syscalls", exit));
     }
+    if syscall_layout_is_fixed(&d.config) {
+        d.config.flags |= CONFIG_SYSCALL_LAYOUT_FIXED;
+    }
     Ok(())
+}
+
+/// Whether the syscall records have the layout every kernel has had since the syscall
+/// tracepoints exist (`CONFIG_SYSCALL_LAYOUT_FIXED`), so the probes can read them directly.
+fn syscall_layout_is_fixed(config: &Config) -> bool {
+    SYSCALLS.iter().all(|Syscall { kind, args, .. }| {
+        let k = *kind as usize;
+        config.syscall_ret[k] == SYSCALL_RECORD_ARGS
+            && (0..args.len())
+                .all(|i| config.syscall_args[k][i] == SYSCALL_RECORD_ARGS + 8 * i as u16)
+    })
 }
 
 /// `exceptions:page_fault_{user,kernel}` (x86): required.
