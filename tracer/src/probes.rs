@@ -157,25 +157,7 @@ impl Probes {
                 // record built): a page fault is the hottest path there is.
                 attach_raw(&mut ebpf, &name)?;
             } else {
-                let program: &mut TracePoint = ebpf
-                    .program_mut(&name)
-                    .ok_or(ProbeError::MissingProgram(name.clone()))?
-                    .try_into()
-                    .map_err(|source| ProbeError::Program {
-                        program: name.clone(),
-                        source: Box::new(source),
-                    })?;
-                program.load().map_err(|source| ProbeError::Program {
-                    program: name.clone(),
-                    source: Box::new(source),
-                })?;
-                program
-                    .attach(group, &name)
-                    .map_err(|source| ProbeError::Attach {
-                        program: name.clone(),
-                        target: format!("tracepoint {group}:{name}"),
-                        source: Box::new(source),
-                    })?;
+                attach_tracepoint(&mut ebpf, group, &name)?;
             }
             attached.tracepoints.push(format!("{group}:{name}"));
         }
@@ -410,6 +392,28 @@ where
     })
 }
 
+/// Loads the tracepoint program `name` and attaches it to the tracepoint `group:name`.
+fn attach_tracepoint(ebpf: &mut Ebpf, group: &str, name: &str) -> Result<(), ProbeError> {
+    let program_error = |source| ProbeError::Program {
+        program: name.to_owned(),
+        source: Box::new(source),
+    };
+    let program: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name.to_owned()))?
+        .try_into()
+        .map_err(program_error)?;
+    program.load().map_err(program_error)?;
+    program
+        .attach(group, name)
+        .map_err(|source| ProbeError::Attach {
+            program: name.to_owned(),
+            target: format!("tracepoint {group}:{name}"),
+            source: Box::new(source),
+        })?;
+    Ok(())
+}
+
 /// Loads the raw-tracepoint program `name` and attaches it to the raw tracepoint of the same
 /// name.
 fn attach_raw(ebpf: &mut Ebpf, name: &str) -> Result<(), ProbeError> {
@@ -435,18 +439,16 @@ fn attach_raw(ebpf: &mut Ebpf, name: &str) -> Result<(), ProbeError> {
 /// majors are rare, and every one must be counted).
 fn attach_major_faults(ebpf: &mut Ebpf) -> Result<usize, ProbeError> {
     let name = "major_fault";
+    let program_error = |source| ProbeError::Program {
+        program: name.to_owned(),
+        source: Box::new(source),
+    };
     let program: &mut PerfEvent = ebpf
         .program_mut(name)
         .ok_or(ProbeError::MissingProgram(name.into()))?
         .try_into()
-        .map_err(|source| ProbeError::Program {
-            program: name.into(),
-            source: Box::new(source),
-        })?;
-    program.load().map_err(|source| ProbeError::Program {
-        program: name.into(),
-        source: Box::new(source),
-    })?;
+        .map_err(program_error)?;
+    program.load().map_err(program_error)?;
     let cpus = aya::util::online_cpus().map_err(|(_, err)| ProbeError::Cpus(err))?;
     for &cpu in &cpus {
         program
