@@ -189,7 +189,21 @@ pub fn main(args: &Args) -> Result<u8> {
                     log: &log,
                     verbose: args.verbose,
                 };
-                (image.package, runner::boot(&vm)?)
+                let mut run = runner::boot(&vm)?;
+                if let Some(trouble) = run.vm_trouble() {
+                    // Kept for whoever looks into it; the table says it happened.
+                    let first_log = log.with_extension("first-boot.log");
+                    fs::rename(&log, &first_log)
+                        .with_context(|| format!("cannot keep {}", log.display()))?;
+                    say(format_args!(
+                        "vmtest [{label}]: {trouble}, no test having failed; booting once more \
+                         (the first console is in {})",
+                        first_log.display()
+                    ));
+                    run = runner::boot(&vm)?;
+                    run.first_boot = Some(format!("{trouble} (log {})", first_log.display()));
+                }
+                (image.package, run)
             }
         };
         for failed in run.binaries.iter().filter(|b| !b.ok()) {
@@ -358,6 +372,9 @@ fn print_table(tests: &[TestBinary], rows: &[(&str, String, runner::KernelRun)],
         println!("  {}", cells.join("  ").trim_end());
     }
     for (label, package, run) in rows {
+        if let Some(first) = &run.first_boot {
+            println!("  {label}: second boot; the first one went wrong: {first}");
+        }
         if let Some(problem) = &run.problem {
             println!("  {label}: {problem}");
         }

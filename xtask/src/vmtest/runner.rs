@@ -44,9 +44,35 @@ pub struct KernelRun {
     pub log: PathBuf,
     /// Why it did not complete, when known.
     pub problem: Option<String>,
+    /// What went wrong on the first boot, when this run is the second (see `vm_trouble`).
+    pub first_boot: Option<String>,
 }
 
 impl KernelRun {
+    /// The VM went wrong (the guest kernel crashed or reported a bug, or QEMU stopped before
+    /// the end) while every test binary that finished had passed. QEMU's TCG has been seen to
+    /// fault a guest by itself (see `boot`, `-cx16`), so such a run earns one more boot; a test
+    /// failure never does, nor a run killed at the timeout (a second one would double it).
+    pub fn vm_trouble(&self) -> Option<String> {
+        if self
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.starts_with(TIMEOUT_PROBLEM))
+        {
+            return None;
+        }
+        // A binary the trouble cut short (no exit status) has not failed a test yet.
+        let tests_ok = self
+            .binaries
+            .iter()
+            .all(|b| b.ok() || (b.rc.is_none() && b.failed == 0));
+        match &self.problem {
+            Some(problem) if tests_ok => Some(problem.clone()),
+            None if tests_ok && !self.completed => Some("the run never got to its end".into()),
+            _ => None,
+        }
+    }
+
     pub fn passed(&self, expected: usize) -> bool {
         self.completed
             && self.problem.is_none()
@@ -168,6 +194,9 @@ impl Reader {
     }
 }
 
+/// How `problem` begins for a VM killed at its timeout.
+const TIMEOUT_PROBLEM: &str = "killed after";
+
 /// How to boot one VM.
 pub struct Vm<'a> {
     pub label: &'a str,
@@ -245,7 +274,7 @@ pub fn boot(vm: &Vm) -> Result<KernelRun> {
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) if start.elapsed() >= vm.timeout => {
                 let _ = child.kill();
-                problem = Some(format!("killed after {} s", vm.timeout.as_secs()));
+                problem = Some(format!("{TIMEOUT_PROBLEM} {} s", vm.timeout.as_secs()));
                 break;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -389,5 +418,37 @@ mod tests {
         assert!(b[0].ok() && !b[1].ok() && b[2].rc.is_none());
         assert_eq!((b[1].passed, b[1].failed, b[1].seconds), (1, 1, 20));
         assert!(!run.passed(3));
+        assert_eq!(run.vm_trouble(), None, "a test failed: no second boot");
+    }
+
+    #[test]
+    fn a_guest_crash_with_no_failed_test_earns_a_second_boot() {
+        let mut r = Reader {
+            announce: false,
+            ..Reader::new("t", Path::new("/dev/null"))
+        };
+        for line in [
+            "VMTEST BEGIN run_counts",
+            "test result: ok. 6 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out",
+            "VMTEST END run_counts rc=0 seconds=30",
+            "VMTEST BEGIN attach",
+            "[   99.1] BUG: unable to handle page fault for address: ffff8880deadbeef",
+        ] {
+            r.line(line);
+        }
+        let run = r.finish(Duration::from_secs(90), Some("killed".into()));
+        assert!(run.vm_trouble().unwrap().contains("BUG: unable to handle"));
+
+        let mut r = Reader {
+            announce: false,
+            ..Reader::new("t", Path::new("/dev/null"))
+        };
+        r.line("VMTEST BEGIN run_counts");
+        r.line("test result: ok. 6 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
+        r.line("VMTEST END run_counts rc=0 seconds=30");
+        r.line("VMTEST DONE");
+        let clean = r.finish(Duration::from_secs(40), None);
+        assert!(clean.passed(1));
+        assert_eq!(clean.vm_trouble(), None);
     }
 }
