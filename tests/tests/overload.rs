@@ -128,10 +128,16 @@ fn assert_exact(
             "no loss, no warning:\n{stderr}"
         );
     }
-    // Every process of the run has exited by the end, exit record lost or not.
+    // Every process of the run has exited by the end, exit record lost or not, and the
+    // summary says which exits it did not see.
     assert!(
         !stderr.contains("still running"),
         "a process whose exit record was lost is reported as running:\n{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("its exit record was lost").count() as u64,
+        lost("exit"),
+        "processes marked as having lost their exit record:\n{stderr}"
     );
     (seen, lost("syscall"))
 }

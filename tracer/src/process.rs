@@ -149,6 +149,9 @@ pub struct ProcessState {
     /// Tracing of this process ended at an exec of an excluded command (`Exited` then holds
     /// the time); it did not exit.
     pub untraced: bool,
+    /// It exited without its exit record reaching the daemon (the ring buffer was full): found
+    /// gone from /proc and from the kernel's traced set instead.
+    pub exit_record_lost: bool,
     /// With `--group-by comm`: what was counted while the process had earlier comms (before an
     /// exec), which stays with those comms' series.
     pub counted_under_earlier_comms: crate::metrics::Totals,
@@ -187,6 +190,7 @@ impl ProcessState {
             final_layout: None,
             model_dropped: false,
             untraced: false,
+            exit_record_lost: false,
             counted_under_earlier_comms: Default::default(),
             phases: Vec::new(),
             argv: Vec::new(),

@@ -248,6 +248,9 @@ pub struct ProcessReport {
     pub state: String,
     /// Known for the command of `tracer run` only.
     pub exit_status: Option<i32>,
+    /// The process exited but its exit record was lost (ring buffer full): the daemon found
+    /// it gone instead.
+    pub exit_record_lost: bool,
     pub threads_created: u64,
     pub execs: u64,
     pub syscalls: BTreeMap<String, SyscallCounts>,
@@ -426,6 +429,7 @@ pub fn process(p: &ProcessState) -> ProcessReport {
         argv: p.argv.clone(),
         state: state.to_string(),
         exit_status: p.exit_status,
+        exit_record_lost: p.exit_record_lost,
         threads_created: p.threads_created,
         execs: p.execs,
         syscalls,

@@ -328,6 +328,7 @@ impl Tracker {
                 p.lifecycle = crate::process::Lifecycle::Exited {
                     ts_ns: procfs::monotonic_ns(),
                 };
+                p.exit_record_lost = true;
             }
             self.collect_exit(tgid);
         }

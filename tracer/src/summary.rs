@@ -104,6 +104,11 @@ fn render_process(out: &mut String, p: &ProcessState) {
         (Lifecycle::Exited { .. }, Some(status)) => format!("exited, status {status}"),
         (Lifecycle::Exited { .. }, None) => "exited".to_string(),
     };
+    let state = if p.exit_record_lost {
+        format!("{state} (its exit record was lost: figures up to the last record seen)")
+    } else {
+        state
+    };
     let _ = write!(out, "\npid {} ({})", p.tgid, p.comm);
     if let Some(exe) = &p.exe {
         let _ = write!(out, " {exe}");
