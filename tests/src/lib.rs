@@ -76,6 +76,72 @@ pub fn kernel_available() -> bool {
 }
 
 /// Runs the tracer to completion, killing it after `limit`.
+/// The tracepoints the tracer reads formats of.
+pub fn tracepoints() -> Vec<String> {
+    let mut events = vec![];
+    for s in [
+        "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "execve", "execveat",
+    ] {
+        events.push(format!("syscalls/sys_enter_{s}"));
+        events.push(format!("syscalls/sys_exit_{s}"));
+    }
+    for s in ["clone", "clone3", "fork", "vfork"] {
+        events.push(format!("syscalls/sys_enter_{s}"));
+    }
+    for e in [
+        "exceptions/page_fault_user",
+        "exceptions/page_fault_kernel",
+        "sched/sched_process_fork",
+        "sched/sched_process_exec",
+        "sched/sched_process_exit",
+        "kmem/rss_stat",
+    ] {
+        events.push(e.to_string());
+    }
+    events
+}
+
+/// The mounted tracefs (the tracer mounts it on first use, which `kernel_available` made).
+pub fn real_tracefs() -> PathBuf {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("events").is_dir())
+        .expect("a mounted tracefs")
+}
+
+/// A copy of the real format files of the tracer's tracepoints (for `--tracefs`), without those
+/// in `skip`, with `edit(event, text)` applied to the others: a kernel that lacks something.
+pub fn fake_tracefs(test: &str, skip: &[&str], edit: impl Fn(&str, String) -> String) -> PathBuf {
+    let real = real_tracefs();
+    let fake = scratch(test).join("tracefs");
+    for event in tracepoints() {
+        let source = real.join("events").join(&event).join("format");
+        if skip.contains(&event.as_str()) || !source.exists() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&source).unwrap();
+        let dir = fake.join("events").join(&event);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("format"), edit(&event, text)).unwrap();
+    }
+    fake
+}
+
+/// An `edit` for `fake_tracefs`: `event`'s format without its field `field`.
+pub fn without_field(event: &'static str, field: &'static str) -> impl Fn(&str, String) -> String {
+    move |e, text| {
+        if e == event {
+            text.lines()
+                .filter(|l| !l.contains(&format!(" {field};")))
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else {
+            text
+        }
+    }
+}
+
 /// Prints a tool's output that holds failures a test provoked on purpose (a check file with
 /// wrong limits, a diff over its threshold). CI log viewers jump to the first `FAILED` in a
 /// log; printed as `failed (expected)`, those leave the first `FAILED` to a real failure.

@@ -142,52 +142,12 @@ fn missing_capabilities_are_named() {
     );
 }
 
-/// A copy of the real tracefs' format files for the tracepoints the tracer uses, minus
-/// `skip`, with `edit` applied to each file's text.
-fn fake_tracefs(
-    test: &str,
-    skip: &str,
-    edit: impl Fn(&str, String) -> String,
-) -> std::path::PathBuf {
-    let real = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.join("events").is_dir())
-        .expect("a mounted tracefs (the tracer mounts it on first use)");
-    let fake = scratch(test);
-    let mut events = vec![];
-    for s in [
-        "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "execve", "execveat",
-    ] {
-        events.push(format!("syscalls/sys_enter_{s}"));
-        events.push(format!("syscalls/sys_exit_{s}"));
-    }
-    for e in [
-        "exceptions/page_fault_user",
-        "exceptions/page_fault_kernel",
-        "sched/sched_process_fork",
-        "sched/sched_process_exec",
-        "sched/sched_process_exit",
-        "syscalls/sys_enter_clone",
-        "syscalls/sys_enter_clone3",
-    ] {
-        events.push(e.to_string());
-    }
-    for event in events.iter().filter(|e| e.as_str() != skip) {
-        let text = std::fs::read_to_string(real.join("events").join(event).join("format")).unwrap();
-        let dir = fake.join("events").join(event);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("format"), edit(event, text)).unwrap();
-    }
-    fake
-}
-
 #[test]
 fn a_kernel_without_a_tracepoint_is_named() {
     if !kernel_available() {
         return;
     }
-    let fake = fake_tracefs("no-tp", "exceptions/page_fault_user", |_, t| t);
+    let fake = fake_tracefs("no-tp", &["exceptions/page_fault_user"], |_, t| t);
     expect(
         &[
             "run",
@@ -219,16 +179,11 @@ fn a_tracepoint_without_an_expected_field_is_named() {
     }
     // A field the probes cannot do without (`group_dead` of sched_process_exit is optional: the
     // tracer falls back on kernels before 6.16, see tests/tests/kernel_features.rs).
-    let fake = fake_tracefs("no-field", "", |event, text| {
-        if event == "syscalls/sys_enter_mmap" {
-            text.lines()
-                .filter(|l| !l.contains(" len;"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        } else {
-            text
-        }
-    });
+    let fake = fake_tracefs(
+        "no-field",
+        &[],
+        without_field("syscalls/sys_enter_mmap", "len"),
+    );
     expect(
         &[
             "run",

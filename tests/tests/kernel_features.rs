@@ -8,79 +8,13 @@
 //! `cargo xtask vmtest` runs these on every kernel of the matrix, where the real kernel is the
 //! one that lacks things (e.g. `group_dead` before 6.16, exact `rss_stat` before 6.2).
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
 use serde_json::Value;
 use tests::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
 const EXIT_TRACING_FAILED: i32 = 125;
-
-/// The tracepoints the tracer reads formats of.
-fn tracepoints() -> Vec<String> {
-    let mut events = vec![];
-    for s in [
-        "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "execve", "execveat",
-    ] {
-        events.push(format!("syscalls/sys_enter_{s}"));
-        events.push(format!("syscalls/sys_exit_{s}"));
-    }
-    for s in ["clone", "clone3", "fork", "vfork"] {
-        events.push(format!("syscalls/sys_enter_{s}"));
-    }
-    for e in [
-        "exceptions/page_fault_user",
-        "exceptions/page_fault_kernel",
-        "sched/sched_process_fork",
-        "sched/sched_process_exec",
-        "sched/sched_process_exit",
-        "kmem/rss_stat",
-    ] {
-        events.push(e.to_string());
-    }
-    events
-}
-
-/// The mounted tracefs (the tracer mounts it on first use, which `kernel_available` made).
-fn real_tracefs() -> PathBuf {
-    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("events").is_dir())
-        .expect("a mounted tracefs")
-}
-
-/// A copy of the real format files of the tracer's tracepoints, without those in `skip`, with
-/// `edit(event, text)` applied to the others.
-fn fake_tracefs(test: &str, skip: &[&str], edit: impl Fn(&str, String) -> String) -> PathBuf {
-    let real = real_tracefs();
-    let fake = scratch(test).join("tracefs");
-    for event in tracepoints() {
-        let source = real.join("events").join(&event).join("format");
-        if skip.contains(&event.as_str()) || !source.exists() {
-            continue;
-        }
-        let text = std::fs::read_to_string(&source).unwrap();
-        let dir = fake.join("events").join(&event);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("format"), edit(&event, text)).unwrap();
-    }
-    fake
-}
-
-fn without_group_dead(event: &str, text: String) -> String {
-    if event == "sched/sched_process_exit" {
-        text.lines()
-            .filter(|l| !l.contains(" group_dead;"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    } else {
-        text
-    }
-}
 
 fn has_group_dead() -> bool {
     std::fs::read_to_string(real_tracefs().join("events/sched/sched_process_exit/format"))
@@ -277,7 +211,11 @@ fn without_group_dead_exits_are_found_through_btf() {
     if !kernel_available() {
         return;
     }
-    let fake = fake_tracefs("no-group-dead", &[], without_group_dead);
+    let fake = fake_tracefs(
+        "no-group-dead",
+        &[],
+        without_field("sched/sched_process_exit", "group_dead"),
+    );
     let events = threads_fork_exec("exits-btf", &["--tracefs", fake.to_str().unwrap()]);
     check_one_exit_per_process(&events);
 }
@@ -287,7 +225,11 @@ fn without_group_dead_and_btf_the_tracer_names_both() {
     if !kernel_available() {
         return;
     }
-    let fake = fake_tracefs("no-exit-detection", &[], without_group_dead);
+    let fake = fake_tracefs(
+        "no-exit-detection",
+        &[],
+        without_field("sched/sched_process_exit", "group_dead"),
+    );
     expect_refusal(
         &[
             "run",
