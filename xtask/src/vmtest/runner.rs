@@ -383,12 +383,17 @@ pub fn describe_skips(skips: &[Skip]) -> Vec<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn reads_markers_and_harness_counts() {
-        let mut r = Reader {
+    /// A reader that keeps its made-up results to itself.
+    fn quiet_reader() -> Reader {
+        Reader {
             announce: false,
             ..Reader::new("t", Path::new("/dev/null"))
-        };
+        }
+    }
+
+    #[test]
+    fn reads_markers_and_harness_counts() {
+        let mut r = quiet_reader();
         for line in [
             "VMTEST KERNEL 5.10.0-32-cloud-amd64\r",
             "VMTEST BEGIN run_counts",
@@ -423,10 +428,7 @@ mod tests {
 
     #[test]
     fn a_guest_crash_with_no_failed_test_earns_a_second_boot() {
-        let mut r = Reader {
-            announce: false,
-            ..Reader::new("t", Path::new("/dev/null"))
-        };
+        let mut r = quiet_reader();
         for line in [
             "VMTEST BEGIN run_counts",
             "test result: ok. 6 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out",
@@ -439,10 +441,7 @@ mod tests {
         let run = r.finish(Duration::from_secs(90), Some("killed".into()));
         assert!(run.vm_trouble().unwrap().contains("BUG: unable to handle"));
 
-        let mut r = Reader {
-            announce: false,
-            ..Reader::new("t", Path::new("/dev/null"))
-        };
+        let mut r = quiet_reader();
         r.line("VMTEST BEGIN run_counts");
         r.line("test result: ok. 6 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
         r.line("VMTEST END run_counts rc=0 seconds=30");
