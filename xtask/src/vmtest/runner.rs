@@ -194,6 +194,10 @@ impl Reader {
     }
 }
 
+/// How long the console is still read after the guest kernel reported a problem (for the
+/// trace that follows it) before the VM is stopped.
+const GUEST_PROBLEM_GRACE: Duration = Duration::from_secs(20);
+
 /// How `problem` begins for a VM killed at its timeout.
 const TIMEOUT_PROBLEM: &str = "killed after";
 
@@ -260,7 +264,17 @@ pub fn boot(vm: &Vm) -> Result<KernelRun> {
     let mut reader = Reader::new(vm.label, vm.log);
     let start = Instant::now();
     let mut problem = None;
+    // When the guest kernel reported a problem: the run has failed then, and a guest that
+    // locked up would otherwise hold on until the timeout.
+    let mut guest_problem_at = None;
     loop {
+        if reader.run.problem.is_some() {
+            let at = *guest_problem_at.get_or_insert_with(Instant::now);
+            if at.elapsed() >= GUEST_PROBLEM_GRACE {
+                let _ = child.kill();
+                break;
+            }
+        }
         let left = vm.timeout.saturating_sub(start.elapsed());
         match rx.recv_timeout(left.min(Duration::from_secs(1))) {
             Ok(line) => {
