@@ -115,14 +115,14 @@ impl Outputs {
             }
         }
         let passed = match &self.checks {
-            Some(checks) => match evaluate(checks, &report, self.junit.as_deref()) {
-                Ok(passed) => passed,
-                Err(err) => {
+            Some(checks) => {
+                let (passed, junit_written) = evaluate(checks, &report, self.junit.as_deref());
+                if let Err(err) = junit_written {
                     eprintln!("tracer: {err}");
                     failure = Some(err.to_string());
-                    false
                 }
-            },
+                passed
+            }
             None => true,
         };
         match failure {
@@ -133,23 +133,28 @@ impl Outputs {
 }
 
 /// Evaluates, prints the outcome to stderr, writes JUnit XML if asked. True if all passed.
+/// Evaluates and prints the checks: whether every assertion passed, and whether the JUnit
+/// file (if asked for) was written; the two are separate, so that a file that could not be
+/// written is not taken for a failed assertion.
 fn evaluate(
     checks: &CheckFile,
     report: &Report,
     junit: Option<&Path>,
-) -> Result<bool, TracerError> {
+) -> (bool, Result<(), TracerError>) {
     let outcomes = check::evaluate(checks, report);
     eprint!("{}", check::render(checks, &outcomes));
-    if let Some(path) = junit {
-        let xml = check::junit::render(checks, &outcomes, report.tracer.duration_ms as f64 / 1e3);
-        report::write_file(path, xml.as_bytes()).map_err(|e| {
-            TracerError::Io(format!(
-                "cannot write JUnit results to {}: {e}",
-                path.display()
-            ))
-        })?;
-    }
-    Ok(outcomes.iter().all(|o| o.passed))
+    let passed = outcomes.iter().all(|o| o.passed);
+    let Some(path) = junit else {
+        return (passed, Ok(()));
+    };
+    let xml = check::junit::render(checks, &outcomes, report.tracer.duration_ms as f64 / 1e3);
+    let written = report::write_file(path, xml.as_bytes()).map_err(|e| {
+        TracerError::Io(format!(
+            "cannot write JUnit results to {}: {e}",
+            path.display()
+        ))
+    });
+    (passed, written)
 }
 
 fn read_report(path: &Path) -> Result<Report, TracerError> {
@@ -191,6 +196,7 @@ pub fn diff(args: DiffArgs) -> Result<i32, TracerError> {
 pub fn check_report(args: CheckReportArgs) -> Result<i32, TracerError> {
     let checks = load_checks(&args.check)?;
     let report = read_report(&args.report)?;
-    let passed = evaluate(&checks, &report, args.junit.as_deref())?;
+    let (passed, junit_written) = evaluate(&checks, &report, args.junit.as_deref());
+    junit_written?;
     Ok(if passed { 0 } else { EXIT_CHECK_FAILED })
 }
