@@ -542,12 +542,7 @@ impl Session {
     /// Snapshots the figures of every running traced process (or of `pid`) under phase
     /// `name`, for the report and `--check`.
     fn mark_phase(&mut self, name: &str, pid: Option<u32>) -> Answer {
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        if !valid {
+        if !crate::check::valid_phase_name(name) {
             return Answer::BadRequest(format!(
                 "phase name `{name}`: use 1 to 64 letters, digits, `_`, `-` or `.`"
             ));
