@@ -462,7 +462,7 @@ pub fn process(p: &ProcessState) -> ProcessReport {
         },
         at_end: AtEnd {
             rss: Rss {
-                resident: rss(RSS_FILE) + rss(RSS_ANON) + rss(RSS_SHMEM),
+                resident: if p.is_running() { p.resident() } else { 0 },
                 file: rss(RSS_FILE),
                 anon: rss(RSS_ANON),
                 shmem: rss(RSS_SHMEM),
