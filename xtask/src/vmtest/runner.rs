@@ -198,6 +198,15 @@ impl Reader {
 /// trace that follows it) before the VM is stopped.
 const GUEST_PROBLEM_GRACE: Duration = Duration::from_secs(20);
 
+/// QEMU's accelerator. Single-threaded TCG runs all vCPUs round-robin on one host thread, so
+/// code that one vCPU patches (the kernel's text patching when tracepoints and static keys are
+/// switched on and off) is invalidated before any other vCPU runs again. Multi-threaded TCG
+/// (`thread=multi`, one host thread per vCPU) let another vCPU execute a stale translation of
+/// the patched bytes: `Oops: int3` in `syscall_exit_to_user_mode_prepare` on 6.12, soft lockups
+/// on 5.10 (docs/kernels.md, "TCG settings"). The guest keeps two CPUs, so the per-CPU paths
+/// (per-CPU maps, perf events on every CPU, cross-CPU wake-ups) are still exercised.
+pub const TCG_ACCEL: &str = "tcg,thread=single";
+
 /// How `problem` begins for a VM killed at its timeout.
 const TIMEOUT_PROBLEM: &str = "killed after";
 
@@ -217,12 +226,13 @@ pub struct Vm<'a> {
 /// Boots the VM and reads its console until it powers off (or the timeout kills it).
 pub fn boot(vm: &Vm) -> Result<KernelRun> {
     let mut cmd = Command::new("qemu-system-x86_64");
-    // TCG: nested KVM is not usable on the CI machines. One host thread per vCPU.
+    // TCG: nested KVM is not usable on the CI machines. `thread=single`: one host thread runs
+    // every vCPU in turn (see `TCG_ACCEL`).
     // `-cx16`: QEMU 7.2's TCG sometimes corrupts the flags of a `cmpxchg16b` with a segment
     // prefix, which SLUB's per-CPU fast path uses since 6.x: a double fault in
     // __kmalloc_noprof (seen on 6.12, 4 boots in 16). Without CX16 the kernel takes its other
     // path; nothing the tests look at depends on it.
-    cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max,-cx16"])
+    cmd.args(["-accel", TCG_ACCEL, "-cpu", "max,-cx16"])
         .args(["-smp", &vm.cpus.to_string(), "-m", vm.memory])
         .args(["-nodefaults", "-display", "none", "-serial", "stdio"])
         .arg("-no-reboot")
