@@ -348,21 +348,18 @@ fn print_table(tests: &[TestBinary], rows: &[(&str, String, runner::KernelRun)],
         }
         let secs = run.elapsed.as_secs();
         row.push(format!("{}m{:02}s", secs / 60, secs % 60));
-        row.push(
-            if run.passed(tests.len()) {
-                "PASS"
-            } else {
-                "FAIL"
-            }
-            .to_owned(),
-        );
+        row.push(run.verdict(tests.len()).to_owned());
         table.push(row);
     }
     let widths: Vec<usize> = (0..table[0].len())
         .map(|c| table.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
     println!();
-    println!("vmtest results (cells: tests passed, or failed/run):");
+    println!(
+        "vmtest results (cells: tests passed, or failed/run; result: PASS, FAIL = a test failed, \
+         PROBES = guest kernel problem with BPF code on its stack, GUEST = guest or QEMU problem \
+         with no test failed and no BPF code involved):"
+    );
     for row in &table {
         let cells: Vec<String> = row
             .iter()
@@ -377,6 +374,17 @@ fn print_table(tests: &[TestBinary], rows: &[(&str, String, runner::KernelRun)],
         }
         if let Some(problem) = &run.problem {
             println!("  {label}: {problem}");
+        }
+        match (run.suspect(), &run.probe_frame) {
+            (Some(runner::Suspect::Probes), Some(frame)) => println!(
+                "  {label}: BPF code was on the reported stack ({frame}): treated as a tracer \
+                 failure, never retried"
+            ),
+            (Some(runner::Suspect::Guest), _) => println!(
+                "  {label}: no BPF code on the reported stack: a guest or QEMU (TCG) problem, \
+                 not a tracer bug (docs/kernels.md, \"TCG settings\")"
+            ),
+            _ => {}
         }
         println!("  {label}: {package}; log {}", run.log.display());
     }

@@ -46,6 +46,41 @@ pub struct KernelRun {
     pub problem: Option<String>,
     /// What went wrong on the first boot, when this run is the second (see `vm_trouble`).
     pub first_boot: Option<String>,
+    /// Frames of BPF programs (the tracer's probes) in what the guest kernel printed from its
+    /// problem report on: the first one found, e.g. `bpf_prog_6deef7357e7b4530_fault_user`.
+    pub probe_frame: Option<String>,
+}
+
+/// Who a guest kernel's problem points at, from the stack traces it printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suspect {
+    /// A BPF program was running (or being dispatched) in the reported context: the tracer's
+    /// probes are the suspect until shown otherwise.
+    Probes,
+    /// No BPF frame in the report: a problem of the guest or of QEMU's TCG (e.g. a stale
+    /// translation after text patching), not of anything the tracer runs in the kernel.
+    Guest,
+}
+
+/// Stack-trace symbols that mean BPF code was on the reported stack: JIT-compiled programs are
+/// named `bpf_prog_<tag>_<name>`, and raw tracepoints, perf tracepoints and perf events enter
+/// programs through these dispatchers.
+const BPF_FRAMES: [&str; 6] = [
+    "bpf_prog_",
+    "bpf_trace_run",
+    "trace_call_bpf",
+    "__bpf_prog_run",
+    "bpf_overflow_handler",
+    "bpf_ringbuf_",
+];
+
+/// The first BPF frame in a console line, if any.
+fn bpf_frame(line: &str) -> Option<&str> {
+    line.split_whitespace().find(|word| {
+        BPF_FRAMES
+            .iter()
+            .any(|f| word.trim_start_matches('?').starts_with(f))
+    })
 }
 
 impl KernelRun {
@@ -54,6 +89,11 @@ impl KernelRun {
     /// fault a guest by itself (see `boot`, `-cx16`), so such a run earns one more boot; a test
     /// failure never does, nor a run killed at the timeout (a second one would double it).
     pub fn vm_trouble(&self) -> Option<String> {
+        // The probes on the reported stack make it the tracer's failure, which a second boot
+        // must not hide.
+        if self.suspect() == Some(Suspect::Probes) {
+            return None;
+        }
         if self
             .problem
             .as_deref()
@@ -70,6 +110,44 @@ impl KernelRun {
             Some(problem) if tests_ok => Some(problem.clone()),
             None if tests_ok && !self.completed => Some("the run never got to its end".into()),
             _ => None,
+        }
+    }
+
+    /// Who the guest kernel's problem report points at; None when it reported none.
+    pub fn suspect(&self) -> Option<Suspect> {
+        let reported = self
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.starts_with(GUEST_PROBLEM));
+        match (reported, &self.probe_frame) {
+            (false, _) => None,
+            (true, Some(_)) => Some(Suspect::Probes),
+            (true, None) => Some(Suspect::Guest),
+        }
+    }
+
+    /// Whether a test binary failed (as opposed to the VM going wrong around passing tests).
+    pub fn test_failed(&self) -> bool {
+        self.binaries
+            .iter()
+            .any(|b| b.failed > 0 || (b.rc.is_some() && !b.ok()))
+    }
+
+    /// The table's verdict: PASS, FAIL (a test failed), PROBES (the guest kernel reported a
+    /// problem with BPF code on its stack: the tracer's fault until shown otherwise), GUEST
+    /// (the guest kernel or QEMU went wrong with no test failed and no BPF code involved),
+    /// or INCOMPLETE (the run stopped early or timed out without either).
+    pub fn verdict(&self, expected: usize) -> &'static str {
+        if self.passed(expected) {
+            "PASS"
+        } else if self.test_failed() {
+            "FAIL"
+        } else {
+            match self.suspect() {
+                Some(Suspect::Probes) => "PROBES",
+                Some(Suspect::Guest) => "GUEST",
+                None => "INCOMPLETE",
+            }
         }
     }
 
@@ -112,6 +190,17 @@ impl Reader {
 
     fn line(&mut self, line: &str) {
         let line = line.trim_end_matches(['\r', '\n']);
+        // After a problem report: its stack traces say whether BPF code was involved.
+        if self.run.problem.is_some()
+            && self.run.probe_frame.is_none()
+            && let Some(frame) = bpf_frame(line)
+        {
+            self.announce(format_args!(
+                "vmtest [{}]: guest kernel: BPF code on the reported stack: {frame}",
+                self.label
+            ));
+            self.run.probe_frame = Some(frame.to_owned());
+        }
         if let Some(release) = line.strip_prefix("VMTEST KERNEL ") {
             self.run.release = Some(release.trim().to_owned());
             self.announce(format_args!(
@@ -159,7 +248,8 @@ impl Reader {
                 "vmtest [{}]: guest kernel: {text}",
                 self.label
             ));
-            self.run.problem = Some(format!("the guest kernel reported: {text}"));
+            self.run.problem = Some(format!("{GUEST_PROBLEM} {text}"));
+            self.run.probe_frame = bpf_frame(line).map(str::to_owned);
         } else if let Some(current) = self.current.as_mut()
             && let Some(counts) = line.trim().strip_prefix("test result: ")
         {
@@ -206,6 +296,9 @@ const GUEST_PROBLEM_GRACE: Duration = Duration::from_secs(20);
 /// on 5.10 (docs/kernels.md, "TCG settings"). The guest keeps two CPUs, so the per-CPU paths
 /// (per-CPU maps, perf events on every CPU, cross-CPU wake-ups) are still exercised.
 pub const TCG_ACCEL: &str = "tcg,thread=single";
+
+/// How `problem` begins when the guest kernel reported a problem.
+const GUEST_PROBLEM: &str = "the guest kernel reported:";
 
 /// How `problem` begins for a VM killed at its timeout.
 const TIMEOUT_PROBLEM: &str = "killed after";
@@ -473,5 +566,73 @@ mod tests {
         let clean = r.finish(Duration::from_secs(40), None);
         assert!(clean.passed(1));
         assert_eq!(clean.vm_trouble(), None);
+    }
+    /// A soft lockup as 5.10 prints it, with the interrupted context's stack.
+    fn lockup(mut r: Reader, frames: &[&str]) -> KernelRun {
+        for line in [
+            "VMTEST BEGIN run_counts",
+            "test result: ok. 6 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out",
+            "VMTEST END run_counts rc=0 seconds=30",
+            "VMTEST BEGIN attach",
+            "[  212.4] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [tracer:196]",
+            "[  212.4] RIP: 0010:smp_call_function_many_cond+0x10c/0x2a0",
+            "[  212.4] Call Trace:",
+        ] {
+            r.line(line);
+        }
+        for frame in frames {
+            r.line(&format!("[  212.4]  {frame}"));
+        }
+        r.finish(Duration::from_secs(300), None)
+    }
+
+    #[test]
+    fn a_guest_problem_without_bpf_frames_is_the_guests() {
+        let run = lockup(
+            quiet_reader(),
+            &[
+                "text_poke_bp_batch+0x8a/0x1d0",
+                "? tracepoint_probe_register+0x5/0x10",
+            ],
+        );
+        assert_eq!(run.suspect(), Some(Suspect::Guest));
+        assert_eq!(run.probe_frame, None);
+        assert!(run.vm_trouble().unwrap().contains("soft lockup"));
+        assert_eq!(run.verdict(2), "GUEST");
+    }
+
+    #[test]
+    fn bpf_frames_on_the_reported_stack_make_it_the_tracers_failure() {
+        let run = lockup(
+            quiet_reader(),
+            &[
+                "bpf_prog_6deef7357e7b4530_fault_user+0x3c/0x1000",
+                "bpf_trace_run3+0x6d/0xd0",
+                "exc_page_fault+0x1bd/0x5f0",
+            ],
+        );
+        assert_eq!(run.suspect(), Some(Suspect::Probes));
+        assert_eq!(
+            run.probe_frame.as_deref(),
+            Some("bpf_prog_6deef7357e7b4530_fault_user+0x3c/0x1000")
+        );
+        assert_eq!(
+            run.vm_trouble(),
+            None,
+            "the probes' failure earns no second boot"
+        );
+        assert_eq!(run.verdict(2), "PROBES");
+    }
+
+    #[test]
+    fn a_failed_test_is_a_failure_whatever_the_guest_said() {
+        let mut r = quiet_reader();
+        r.line("VMTEST BEGIN attach");
+        r.line("test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out");
+        r.line("VMTEST END attach rc=101 seconds=20");
+        r.line("[  99.0] WARNING: CPU: 1 PID: 7 at mm/slub.c:100 foo+0x1/0x2");
+        let run = r.finish(Duration::from_secs(60), None);
+        assert_eq!(run.suspect(), Some(Suspect::Guest));
+        assert_eq!(run.verdict(1), "FAIL");
     }
 }
