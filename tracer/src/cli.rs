@@ -185,9 +185,19 @@ pub struct CommonArgs {
     pub max_processes: u32,
 
     /// Label per-process metrics by `pid` (and comm), or only by `comm`, summing the processes
-    /// that share it: bounded cardinality for fleets of short-lived workers.
-    #[arg(long, value_name = "LABEL", value_enum, default_value_t = GroupBy::Pid)]
-    pub group_by: GroupBy,
+    /// that share it. Default: `comm` for `attach --all` and `attach --comm` (a node agent's
+    /// series must not grow with every short-lived process), `pid` otherwise. The API always
+    /// has per-process detail.
+    #[arg(long, value_name = "LABEL", value_enum)]
+    pub group_by: Option<GroupBy>,
+
+    /// With `--group-by comm`: at most N comms get series of their own; processes of further
+    /// comms count under comm="(other processes)". A comm with no live process gives its place
+    /// up to a new one when all are taken (its counts continue under "(other processes)";
+    /// `tracer_series_groups_folded_total` counts such folds). Per-process series are then at
+    /// most about 37 x (N + 1).
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_series_groups: u32,
 
     /// Keep an exited process whole this many seconds (its metrics series and its address
     /// space in the API). Then `attach` forgets it entirely, and `run` frees its address space

@@ -9,6 +9,7 @@ mod events;
 mod exit;
 mod fault_regions;
 mod figures;
+mod groups;
 mod http;
 mod jsonl;
 mod launch;

@@ -2,7 +2,7 @@
 //! fresh registry, so the series of a process disappear once it is past the grace period
 //! after its exit, and nothing is kept per series between scrapes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use prometheus::{
     Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder, core::Collector,
@@ -12,6 +12,7 @@ use tracer_common::counters::{RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP};
 use crate::{
     cli::GroupBy,
     fault_regions::MetricRegion,
+    groups::CommGroups,
     model::region::classified,
     probes::Feature,
     process::{Lifecycle, ProcessState},
@@ -27,9 +28,9 @@ pub struct ScrapeContext<'a> {
     /// Forked processes not traced because the traced set was full (--max-processes).
     pub refused: u64,
     pub group_by: GroupBy,
-    /// Counters of processes already forgotten, per comm (only with `--group-by comm`,
-    /// where they keep the per-comm counters from going down).
-    pub retired: &'a HashMap<String, Totals>,
+    /// With `--group-by comm`: each process's label, and the counters of processes already
+    /// forgotten per comm (they keep the per-comm counters from going down).
+    pub groups: &'a CommGroups,
     /// Optional kernel features and whether this kernel has them.
     pub features: &'a [Feature],
 }
@@ -179,12 +180,14 @@ fn series<'a>(
             .collect(),
         GroupBy::Comm => {
             let mut by_comm: BTreeMap<String, (Totals, Option<Gauges>)> = BTreeMap::new();
-            for (comm, totals) in ctx.retired {
-                by_comm.entry(comm.clone()).or_default().0.add(totals);
+            for (comm, totals) in ctx.groups.retired() {
+                by_comm.entry(comm.to_owned()).or_default().0.add(totals);
             }
             // Counters count every process of the comm; gauges only the live ones.
             for p in processes {
-                let entry = by_comm.entry(p.comm.clone()).or_default();
+                let entry = by_comm
+                    .entry(ctx.groups.label(p.tgid).to_owned())
+                    .or_default();
                 entry.0.add(&Totals::under_current_comm(p));
                 if p.is_running() {
                     entry
@@ -355,6 +358,12 @@ pub fn render<'a>(
         "Forked processes not traced because the traced set was full (--max-processes)",
         ctx.refused,
     );
+    let folded = single_counter(
+        "tracer_series_groups_folded_total",
+        "With --group-by comm: comms that gave their own series up to a newer comm \
+         (--max-series-groups); their counts continue under comm=\"(other processes)\"",
+        ctx.groups.folded(),
+    );
     let traced = gauge("tracer_traced_processes", "Processes being traced now", &[]);
     traced.with_label_values(&[] as &[&str]).set(running);
     let build = gauge("tracer_build_info", "Version of the tracer", &["version"]);
@@ -388,6 +397,7 @@ pub fn render<'a>(
         Box::new(resync_counter),
         Box::new(difference_counter),
         Box::new(refused),
+        Box::new(folded),
         Box::new(traced),
         Box::new(build),
         Box::new(features),
@@ -420,13 +430,13 @@ mod tests {
         let mut gone = ProcessState::new(8, "old".into(), 4096);
         gone.lifecycle = Lifecycle::Exited { ts_ns: 5 };
         let daemon = DaemonCounters::default();
-        let retired = HashMap::new();
+        let groups = CommGroups::new(10);
         let ctx = ScrapeContext {
             daemon: &daemon,
             exited_cutoff_ns: 10,
             refused: 0,
             group_by: GroupBy::Pid,
-            retired: &retired,
+            groups: &groups,
             features: &[
                 Feature {
                     name: "rss_stat",
@@ -484,17 +494,19 @@ mod group_tests {
         b.syscalls[SyscallKind::Mmap.index()].calls = 4;
         b.rss.bytes[RSS_ANON] = 8192;
         b.lifecycle = Lifecycle::Exited { ts_ns: 1 };
-        let mut retired = HashMap::new();
+        let mut groups = CommGroups::new(10);
         let mut gone = Totals::default();
         gone.syscalls[SyscallKind::Mmap.index()] = 10;
-        retired.insert("worker".to_string(), gone);
+        groups.retire(3, "worker", &gone);
+        groups.join(7, "worker");
+        groups.join(9, "worker");
         let daemon = DaemonCounters::default();
         let ctx = ScrapeContext {
             daemon: &daemon,
             exited_cutoff_ns: 0,
             refused: 0,
             group_by: GroupBy::Comm,
-            retired: &retired,
+            groups: &groups,
             features: &[],
         };
         let text = render([&a, &b].into_iter(), &ctx);
@@ -514,21 +526,20 @@ mod group_tests {
         let mut p = ProcessState::new(7, "sh".into(), 4096);
         p.syscalls[SyscallKind::Mmap.index()].calls = 5;
         // The exec into "worker": the 5 calls stay with "sh" (retired), the offset records them.
-        let mut retired: HashMap<String, Totals> = HashMap::new();
-        retired
-            .entry("sh".into())
-            .or_default()
-            .add(&Totals::under_current_comm(&p));
+        let mut groups = CommGroups::new(10);
+        groups.join(7, "sh");
+        groups.retire(7, "sh", &Totals::under_current_comm(&p));
         p.counted_under_earlier_comms = Totals::of(&p);
         p.comm = "worker".into();
         p.syscalls[SyscallKind::Mmap.index()].calls = 7;
+        groups.join(7, "worker");
         let daemon = DaemonCounters::default();
         let ctx = ScrapeContext {
             daemon: &daemon,
             exited_cutoff_ns: 0,
             refused: 0,
             group_by: GroupBy::Comm,
-            retired: &retired,
+            groups: &groups,
             features: &[],
         };
         let text = render(std::iter::once(&p), &ctx);

@@ -4,7 +4,7 @@
 //! waiting, or at once for exec and exit records) and on a timer, so batched records never wait
 //! longer than `--drain-interval-ms`.
 
-use std::{collections::HashMap, future::Future, io, time::Duration};
+use std::{future::Future, io, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
@@ -51,7 +51,8 @@ pub struct Tracker {
     pub report_info: ReportInfo,
     /// How per-process metrics are labelled, and the counters of forgotten processes per comm.
     group_by: GroupBy,
-    retired: HashMap<String, crate::metrics::Totals>,
+    /// Labels and forgotten processes' counters under `--group-by comm`.
+    groups: crate::groups::CommGroups,
 }
 
 impl Tracker {
@@ -98,7 +99,8 @@ impl Tracker {
         if !p.is_running() || p.comm == exec.comm || p.comm.is_empty() {
             return;
         }
-        retire(&mut self.retired, p);
+        let counted = crate::metrics::Totals::under_current_comm(p);
+        self.groups.retire(p.tgid, &p.comm, &counted);
         p.counted_under_earlier_comms = crate::metrics::Totals::of(p);
     }
 
@@ -284,11 +286,18 @@ impl Tracker {
         if self.keep_exited {
             // Kept for the report.
         } else if self.evict_exited {
-            for gone in self.table.evict_exited_before(cutoff) {
-                // Per-comm counters must not go down when a process is forgotten.
-                if self.group_by == GroupBy::Comm {
-                    retire(&mut self.retired, &gone);
+            let gone = self.table.evict_exited_before(cutoff);
+            // Per-comm counters must not go down when a process is forgotten.
+            if self.group_by == GroupBy::Comm {
+                for p in &gone {
+                    let counted = crate::metrics::Totals::under_current_comm(p);
+                    self.groups.retire(p.tgid, &p.comm, &counted);
                 }
+            }
+            if !gone.is_empty() {
+                drop(gone);
+                self.groups.shrink();
+                release_free_memory();
             }
         } else {
             self.table.drop_models_exited_before(cutoff);
@@ -413,12 +422,6 @@ impl Tracker {
     }
 }
 
-/// Adds what `p` counted under its current comm to that comm's retired totals.
-fn retire(retired: &mut HashMap<String, crate::metrics::Totals>, p: &ProcessState) {
-    let counted = crate::metrics::Totals::under_current_comm(p);
-    retired.entry(p.comm.clone()).or_default().add(&counted);
-}
-
 fn record_kind(event: &Event) -> usize {
     use tracer_common::record::*;
     (match event {
@@ -439,6 +442,17 @@ pub struct Session {
     queries: Option<tokio::sync::mpsc::Receiver<Query>>,
     /// Lost records already answered with a check of every process.
     lost_checked: u64,
+}
+
+/// Returns the heap pages that freed memory left behind to the kernel. After a burst of
+/// short-lived processes the daemon frees thousands of models at once; glibc keeps such memory
+/// in its arenas (one per thread that allocated: the drain loop's and the HTTP server's) unless
+/// asked, and the daemon's RSS would stay at the burst's high-water mark for good.
+fn release_free_memory() {
+    // SAFETY: malloc_trim only walks glibc's own arenas; it takes no pointer.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// How often `housekeeping` looks for processes gone without an exit record.
@@ -523,8 +537,14 @@ impl Session {
                     started_unix_ms: unix_ms(),
                     started: std::time::Instant::now(),
                 },
-                group_by: args.group_by,
-                retired: HashMap::new(),
+                group_by: args.group_by.unwrap_or(
+                    if filter.all || !filter.trace_comms.is_empty() {
+                        GroupBy::Comm
+                    } else {
+                        GroupBy::Pid
+                    },
+                ),
+                groups: crate::groups::CommGroups::new(args.max_series_groups as usize),
             },
             drain_interval: Duration::from_millis(args.drain_interval_ms),
             drift_interval: (args.drift_check_interval > 0)
@@ -629,6 +649,12 @@ impl Session {
             },
             Ask::Metrics => {
                 self.tracker.refresh_running();
+                let tracker = &mut self.tracker;
+                if tracker.group_by == GroupBy::Comm {
+                    for p in tracker.table.iter() {
+                        tracker.groups.join(p.tgid, &p.comm);
+                    }
+                }
                 let tracker = &self.tracker;
                 let cutoff =
                     procfs::monotonic_ns().saturating_sub(tracker.exited_grace.as_nanos() as u64);
@@ -637,7 +663,7 @@ impl Session {
                     exited_cutoff_ns: cutoff,
                     refused: tracker.counters.traced_full + tracker.counters.refused,
                     group_by: tracker.group_by,
-                    retired: &tracker.retired,
+                    groups: &tracker.groups,
                     features: &tracker.probes.attached.features,
                 };
                 Answer::Metrics(crate::metrics::render(tracker.table.iter(), &ctx))
