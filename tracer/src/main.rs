@@ -15,6 +15,7 @@ mod launch;
 mod layout;
 mod metrics;
 mod model;
+mod outfile;
 mod preflight;
 mod probes;
 mod process;
