@@ -48,7 +48,7 @@ pub enum TracerError {
     MissingCapability { missing: String },
     #[error("cannot listen on {addr}: {err}")]
     Listen {
-        addr: std::net::SocketAddr,
+        addr: crate::listener::ListenAddr,
         err: std::io::Error,
     },
     #[error(transparent)]

@@ -4,6 +4,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::{bind_api, ci::Outputs, print_summary, start_session};
 use crate::{
+    access::Policy,
     cli::{AttachArgs, DEFAULT_ATTACH_LISTEN},
     exit::{EXIT_CHECK_FAILED, TracerError},
     procfs,
@@ -85,7 +86,7 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
             }
         }
     }
-    let listen = match (args.no_listen, args.common.listen) {
+    let listen = match (args.no_listen, args.common.listen.clone()) {
         (true, _) => None,
         (false, Some(addr)) => Some(addr),
         (false, None) => Some(
@@ -95,7 +96,11 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
         ),
     };
     let outputs = Outputs::prepare(&args.common, listen.is_some())?;
-    let api = bind_api(listen).await?;
+    let policy = Policy {
+        trust_tcp: args.common.trust_tcp_clients,
+        token: None,
+    };
+    let api = bind_api(listen.as_ref(), policy)?;
     let filter = crate::session::ExecFilter {
         trace_comms: &args.comms,
         exclude_comms: &args.exclude_comms,

@@ -3,20 +3,22 @@ pub mod attach;
 pub mod ci;
 pub mod run;
 
-use std::net::SocketAddr;
-
-use crate::{exit::TracerError, http, preflight, session::Session, summary};
+use crate::{
+    access::Policy, exit::TracerError, http, listener::ListenAddr, preflight, session::Session,
+    summary,
+};
 
 /// The HTTP API once bound: the session's query stream and the address actually bound.
-type BoundApi = (tokio::sync::mpsc::Receiver<http::Query>, SocketAddr);
+type BoundApi = (tokio::sync::mpsc::Receiver<http::Query>, ListenAddr);
 
 /// Binds the HTTP API before anything else is started, so a busy port fails fast.
-async fn bind_api(listen: Option<SocketAddr>) -> Result<Option<BoundApi>, TracerError> {
+fn bind_api(listen: Option<&ListenAddr>, policy: Policy) -> Result<Option<BoundApi>, TracerError> {
     let Some(addr) = listen else { return Ok(None) };
-    let (queries, bound) = http::serve(addr)
-        .await
-        .map_err(|err| TracerError::Listen { addr, err })?;
-    eprintln!("tracer: serving the API on http://{bound}/");
+    let (queries, bound) = http::serve(addr, policy).map_err(|err| TracerError::Listen {
+        addr: addr.clone(),
+        err,
+    })?;
+    eprintln!("tracer: serving the API on {}/", bound.url());
     Ok(Some((queries, bound)))
 }
 
