@@ -101,8 +101,11 @@ fn scope(method: &Method, path: &str, query: Option<&str>) -> Scope {
     }
 }
 
-/// Whether `host` (a Host header value) names this machine's loopback or the listen address.
-fn host_is_local(host: &str, local: &SocketAddr) -> bool {
+/// Whether `host` (a Host header value) is `localhost` or an IP address. DNS rebinding, the
+/// attack this check stops, needs a name the attacker controls; an address literal cannot be
+/// rebound (a page whose origin is that address is served by that address), and allowing any
+/// lets a proxy in front of the loopback listener (a sidecar) pass its own address on.
+fn host_is_local(host: &str) -> bool {
     let name = if let Some(bracketed) = host.strip_prefix('[') {
         match bracketed.split_once(']') {
             Some((name, port)) if port.is_empty() || port.starts_with(':') => name,
@@ -118,9 +121,7 @@ fn host_is_local(host: &str, local: &SocketAddr) -> bool {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     name == "localhost"
         || name.ends_with(".localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback() || ip == local.ip())
+        || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// Whether the request carries a header no CORS "simple request" can have.
@@ -168,12 +169,12 @@ pub fn decide<B>(policy: &Policy, peer: &Peer, request: &Request<B>) -> Result<A
                     .and_then(|h| h.to_str().ok())
                     .or_else(|| request.uri().authority().map(|a| a.as_str()));
                 if let Some(host) = host
-                    && !host_is_local(host, local)
+                    && !host_is_local(host)
                 {
                     return Err(refuse(
                         StatusCode::MISDIRECTED_REQUEST,
                         "this API answers only requests addressed to the loopback address it \
-                         listens on (Host: localhost, 127.0.0.1 or [::1])",
+                         listens on (Host: localhost or an IP address, not a name)",
                     ));
                 }
             }
@@ -251,8 +252,9 @@ mod tests {
         for host in [
             "attacker.example",
             "attacker.example:19410",
-            "10.0.0.1",
-            "[::2]:1",
+            "127.0.0.1.nip.io",
+            "[::1",
+            "[attacker.example]:1",
         ] {
             let r = request("GET", "/metrics", &[("host", host)]);
             let refused = decide(&policy, &tcp(), &r).unwrap_err();
