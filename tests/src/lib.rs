@@ -270,7 +270,7 @@ impl Daemon {
         let tcp_listen = args
             .windows(2)
             .any(|w| w[0] == "--listen" && !w[1].starts_with("unix:"));
-        if tcp_listen && !args.contains(&"--trust-tcp-clients") {
+        if tcp_listen && !args.contains(&"--trust-tcp-clients") && !args.contains(&"--web-config") {
             args.insert(1, "--trust-tcp-clients");
         }
         Daemon::start_as_is(&args)

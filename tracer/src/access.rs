@@ -11,6 +11,10 @@
 //!   would; over TCP only a client with the bearer token `tracer run` hands its command
 //!   (`TRACER_API_TOKEN`), or any client with `--trust-tcp-clients`.
 //!
+//! With `--web-config` (TLS, basic auth: see `webconfig`), a TCP client that passes basic auth
+//! or presents a certificate the client CA verified sees everything; with users configured,
+//! every request needs one (401).
+//!
 //! A loopback TCP listener also refuses a foreign `Host` (421), so a web page cannot read it by
 //! DNS rebinding, and every `POST` over TCP must carry a header a browser sends only after a
 //! CORS preflight (which the API never grants): `Authorization` or `Content-Type:
@@ -23,8 +27,16 @@ use axum::http::{Method, Request, StatusCode, header};
 /// Who is on the other end of a connection.
 #[derive(Clone, Debug)]
 pub enum Peer {
-    Tcp { local: SocketAddr },
-    Unix { uid: u32, gid: u32, pid: i32 },
+    /// `client_cert`: over TLS, with a certificate the configured client CA verified.
+    Tcp {
+        local: SocketAddr,
+        client_cert: bool,
+    },
+    Unix {
+        uid: u32,
+        gid: u32,
+        pid: i32,
+    },
 }
 
 /// What a client may see, decided per request (an extension on the request).
@@ -39,6 +51,8 @@ pub enum Access {
 /// The API's access settings.
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
+    /// `--web-config`: TLS and basic-auth users.
+    pub web: Option<crate::webconfig::WebConfig>,
     /// `--trust-tcp-clients`: every TCP client sees everything.
     pub trust_tcp: bool,
     /// A bearer token that grants full access (`tracer run` gives it to CMD).
@@ -57,6 +71,27 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
         status,
         message: message.into(),
     }
+}
+
+/// Whether basic auth is configured (`--web-config` with users).
+pub fn basic_auth_required(policy: &Policy) -> bool {
+    policy.web.as_ref().is_some_and(|w| w.users.required())
+}
+
+/// The user and password of an `Authorization: Basic` header.
+pub fn basic_credentials<B>(request: &Request<B>) -> Option<(String, Vec<u8>)> {
+    use base64::Engine as _;
+    let value = request.headers().get(header::AUTHORIZATION)?.as_bytes();
+    let (scheme, encoded) = value.split_at(value.iter().position(|&b| b == b' ')?);
+    if !scheme.eq_ignore_ascii_case(b"basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim_ascii())
+        .ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    let user = String::from_utf8(decoded[..colon].to_vec()).ok()?;
+    Some((user, decoded[colon + 1..].to_vec()))
 }
 
 /// Which processes a restricted route reveals or changes.
@@ -119,9 +154,7 @@ fn host_is_local(host: &str) -> bool {
         }
     };
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    name == "localhost"
-        || name.ends_with(".localhost")
-        || name.parse::<std::net::IpAddr>().is_ok()
+    name == "localhost" || name.ends_with(".localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// Whether the request carries a header no CORS "simple request" can have.
@@ -155,13 +188,19 @@ const HOW_TCP: &str = "this route shows what /proc shows only to the process's o
      the tracer with --trust-tcp-clients on a machine where every local user may see every \
      traced process";
 
-/// Decides a request: the access it gets, or why it is refused.
-pub fn decide<B>(policy: &Policy, peer: &Peer, request: &Request<B>) -> Result<Access, Refusal> {
+/// Decides a request: the access it gets, or why it is refused. `basic_ok`: whether its basic
+/// auth credentials were those of a configured user (checked beforehand: bcrypt blocks).
+pub fn decide<B>(
+    policy: &Policy,
+    peer: &Peer,
+    request: &Request<B>,
+    basic_ok: bool,
+) -> Result<Access, Refusal> {
     let method = request.method();
     let path = request.uri().path();
     let scope = scope(method, path, request.uri().query());
     match peer {
-        Peer::Tcp { local } => {
+        Peer::Tcp { local, client_cert } => {
             if local.ip().is_loopback() {
                 let host = request
                     .headers()
@@ -178,6 +217,12 @@ pub fn decide<B>(policy: &Policy, peer: &Peer, request: &Request<B>) -> Result<A
                     ));
                 }
             }
+            if basic_auth_required(policy) && !basic_ok {
+                return Err(refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "this API needs a user of its web config (basic auth)",
+                ));
+            }
             if method == Method::POST && !preflighted(request.headers()) {
                 return Err(refuse(
                     StatusCode::FORBIDDEN,
@@ -189,7 +234,7 @@ pub fn decide<B>(policy: &Policy, peer: &Peer, request: &Request<B>) -> Result<A
                 .as_deref()
                 .zip(bearer(request))
                 .is_some_and(|(token, given)| same_token(given, token.as_bytes()));
-            let full = policy.trust_tcp || token_ok;
+            let full = policy.trust_tcp || token_ok || basic_ok || *client_cert;
             if bearer(request).is_some() && !token_ok && !policy.trust_tcp {
                 return Err(refuse(StatusCode::UNAUTHORIZED, "wrong API token"));
             }
@@ -243,6 +288,7 @@ mod tests {
     fn tcp() -> Peer {
         Peer::Tcp {
             local: "127.0.0.1:19410".parse().unwrap(),
+            client_cert: false,
         }
     }
 
@@ -257,7 +303,7 @@ mod tests {
             "[attacker.example]:1",
         ] {
             let r = request("GET", "/metrics", &[("host", host)]);
-            let refused = decide(&policy, &tcp(), &r).unwrap_err();
+            let refused = decide(&policy, &tcp(), &r, false).unwrap_err();
             assert_eq!(refused.status, StatusCode::MISDIRECTED_REQUEST, "{host}");
         }
         for host in [
@@ -268,21 +314,26 @@ mod tests {
             "LOCALHOST:1",
         ] {
             let r = request("GET", "/metrics", &[("host", host)]);
-            assert_eq!(decide(&policy, &tcp(), &r), Ok(Access::Public), "{host}");
+            assert_eq!(
+                decide(&policy, &tcp(), &r, false),
+                Ok(Access::Public),
+                "{host}"
+            );
         }
         // On a non-loopback listener the name is not known: no check.
         let wide = Peer::Tcp {
             local: "10.1.2.3:19410".parse().unwrap(),
+            client_cert: false,
         };
         let r = request("GET", "/metrics", &[("host", "tracer.monitoring.svc")]);
-        assert_eq!(decide(&policy, &wide, &r), Ok(Access::Public));
+        assert_eq!(decide(&policy, &wide, &r, false), Ok(Access::Public));
     }
 
     #[test]
     fn restricted_routes_need_authorization_over_tcp() {
         let policy = Policy {
-            trust_tcp: false,
             token: Some("s3cret".into()),
+            ..Policy::default()
         };
         let host = ("host", "127.0.0.1");
         for uri in [
@@ -290,30 +341,34 @@ mod tests {
             "/api/v1/processes/1/maps",
             "/api/v1/report",
         ] {
-            let refused = decide(&policy, &tcp(), &request("GET", uri, &[host])).unwrap_err();
+            let refused =
+                decide(&policy, &tcp(), &request("GET", uri, &[host]), false).unwrap_err();
             assert_eq!(refused.status, StatusCode::FORBIDDEN, "{uri}");
             assert!(refused.message.contains("--listen unix:"), "{uri}");
             let with_token = request("GET", uri, &[host, ("authorization", "Bearer s3cret")]);
-            assert_eq!(decide(&policy, &tcp(), &with_token), Ok(Access::Full));
+            assert_eq!(
+                decide(&policy, &tcp(), &with_token, false),
+                Ok(Access::Full)
+            );
             let wrong = request("GET", uri, &[host, ("authorization", "Bearer s3cre")]);
             assert_eq!(
-                decide(&policy, &tcp(), &wrong).unwrap_err().status,
+                decide(&policy, &tcp(), &wrong, false).unwrap_err().status,
                 StatusCode::UNAUTHORIZED
             );
         }
         let trusting = Policy {
             trust_tcp: true,
-            token: None,
+            ..Policy::default()
         };
         let r = request("GET", "/api/v1/report", &[host]);
-        assert_eq!(decide(&trusting, &tcp(), &r), Ok(Access::Full));
+        assert_eq!(decide(&trusting, &tcp(), &r, false), Ok(Access::Full));
     }
 
     #[test]
     fn a_post_is_never_a_simple_request() {
         let trusting = Policy {
             trust_tcp: true,
-            token: None,
+            ..Policy::default()
         };
         let host = ("host", "127.0.0.1");
         for ct in [
@@ -324,7 +379,7 @@ mod tests {
             let mut headers = vec![host];
             headers.extend(ct.map(|c| ("content-type", c)));
             let r = request("POST", "/api/v1/phases?name=x", &headers);
-            let refused = decide(&trusting, &tcp(), &r).unwrap_err();
+            let refused = decide(&trusting, &tcp(), &r, false).unwrap_err();
             assert_eq!(refused.status, StatusCode::FORBIDDEN, "{ct:?}");
         }
         let json = request(
@@ -332,9 +387,9 @@ mod tests {
             "/api/v1/phases?name=x",
             &[host, ("content-type", "application/json")],
         );
-        assert_eq!(decide(&trusting, &tcp(), &json), Ok(Access::Full));
+        assert_eq!(decide(&trusting, &tcp(), &json, false), Ok(Access::Full));
         // Preflighted but not authorised: still refused by default.
-        let refused = decide(&Policy::default(), &tcp(), &json).unwrap_err();
+        let refused = decide(&Policy::default(), &tcp(), &json, false).unwrap_err();
         assert_eq!(refused.status, StatusCode::FORBIDDEN);
     }
 

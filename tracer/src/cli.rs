@@ -184,6 +184,15 @@ pub struct CommonArgs {
     #[arg(long)]
     pub trust_tcp_clients: bool,
 
+    /// A web configuration file as the Prometheus exporter toolkit reads it
+    /// (`--web.config.file`): `tls_server_config` (cert_file, key_file, client_auth_type,
+    /// client_ca_file) serves the TCP API over TLS, and `basic_auth_users` (bcrypt hashes)
+    /// requires one of those users on every request. A client that passes basic auth, or
+    /// presents a certificate the client CA verified, sees everything. See "Security" in the
+    /// README.
+    #[arg(long, alias = "web.config.file", value_name = "FILE")]
+    pub web_config: Option<PathBuf>,
+
     /// Compare each traced process's rebuilt address space with /proc/PID/maps every SECS
     /// seconds; differences are counted, logged and healed by a resync. 0 turns it off.
     #[arg(long, value_name = "SECS", default_value_t = 30)]

@@ -144,6 +144,9 @@ pub fn spawn(listener: Bound, router: Router, policy: Policy) -> std::io::Result
         .spawn(move || {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                // bcrypt checks of basic-auth passwords run there: a flood of wrong
+                // passwords must not take more than two cores' worth.
+                .max_blocking_threads(2)
                 .build()
             {
                 Ok(runtime) => runtime,
@@ -183,13 +186,29 @@ async fn accept_loop(listener: Bound, router: Router, policy: Arc<Policy>) {
         let accepted = match &listener {
             Listener::Tcp(l) => l.accept().await.and_then(|(stream, _)| {
                 let local = stream.local_addr()?;
-                Ok(tokio::spawn(serve_connection(
-                    stream,
-                    Peer::Tcp { local },
-                    router.clone(),
-                    policy.clone(),
-                    slot,
-                )))
+                let (router, policy) = (router.clone(), policy.clone());
+                let tls = policy.web.as_ref().and_then(|w| w.tls.clone());
+                Ok(tokio::spawn(async move {
+                    let Some(tls) = tls else {
+                        let peer = Peer::Tcp {
+                            local,
+                            client_cert: false,
+                        };
+                        return serve_connection(stream, peer, router, policy, slot).await;
+                    };
+                    // The handshake gets the same deadline as a request's headers.
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            // Only a certificate the client CA verified is ever presented here.
+                            let client_cert = stream.get_ref().1.peer_certificates().is_some();
+                            let peer = Peer::Tcp { local, client_cert };
+                            serve_connection(stream, peer, router, policy, slot).await
+                        }
+                        Ok(Err(err)) => log::debug!("TLS handshake failed: {err}"),
+                        Err(_) => log::debug!("TLS handshake timed out"),
+                    }
+                }))
             }),
             Listener::Unix(l) => l.accept().await.and_then(|(stream, _)| {
                 let cred = stream.peer_cred()?;
@@ -225,10 +244,31 @@ async fn serve_connection<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
-        let decision = access::decide(&policy, &peer, &request);
         let mut router = router.clone();
+        let (policy, peer) = (policy.clone(), peer.clone());
         async move {
+            let basic_ok = match access::basic_credentials(&request) {
+                Some((user, password)) if access::basic_auth_required(&policy) => {
+                    let users = policy.web.as_ref().map(|w| w.users.clone());
+                    tokio::task::spawn_blocking(move || {
+                        users.is_some_and(|u| u.check(&user, &password))
+                    })
+                    .await
+                    .unwrap_or(false)
+                }
+                _ => false,
+            };
+            let decision = access::decide(&policy, &peer, &request, basic_ok);
             let response: Response = match decision {
+                Err(refusal) if refusal.status == axum::http::StatusCode::UNAUTHORIZED => (
+                    refusal.status,
+                    [(
+                        axum::http::header::WWW_AUTHENTICATE,
+                        "Basic realm=\"tracer\", charset=\"UTF-8\"",
+                    )],
+                    format!("{}\n", refusal.message),
+                )
+                    .into_response(),
                 Err(refusal) => (refusal.status, format!("{}\n", refusal.message)).into_response(),
                 Ok(access) => {
                     request.extensions_mut().insert(access);

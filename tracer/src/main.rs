@@ -31,6 +31,7 @@ mod summary;
 mod syscalls;
 mod tracefs;
 mod units;
+mod webconfig;
 
 use std::process::ExitCode;
 

@@ -2,9 +2,8 @@
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{bind_api, ci::Outputs, print_summary, start_session};
+use super::{api_policy, bind_api, ci::Outputs, print_summary, start_session};
 use crate::{
-    access::Policy,
     cli::{AttachArgs, DEFAULT_ATTACH_LISTEN},
     exit::{EXIT_CHECK_FAILED, TracerError},
     procfs,
@@ -96,10 +95,7 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
         ),
     };
     let outputs = Outputs::prepare(&args.common, listen.is_some())?;
-    let policy = Policy {
-        trust_tcp: args.common.trust_tcp_clients,
-        token: None,
-    };
+    let policy = api_policy(&args.common, None)?;
     let api = bind_api(listen.as_ref(), policy)?;
     let filter = crate::session::ExecFilter {
         trace_comms: &args.comms,

@@ -11,14 +11,39 @@ use crate::{
 /// The HTTP API once bound: the session's query stream and the address actually bound.
 type BoundApi = (tokio::sync::mpsc::Receiver<http::Query>, ListenAddr);
 
+/// The access policy of the API: `--trust-tcp-clients`, `--web-config` (read and checked now:
+/// a mistake is a usage error), and `token` (`run` gives CMD one).
+fn api_policy(
+    common: &crate::cli::CommonArgs,
+    token: Option<String>,
+) -> Result<Policy, TracerError> {
+    let web = common
+        .web_config
+        .as_deref()
+        .map(crate::webconfig::load)
+        .transpose()
+        .map_err(TracerError::BadInput)?;
+    Ok(Policy {
+        web,
+        trust_tcp: common.trust_tcp_clients,
+        token,
+    })
+}
+
 /// Binds the HTTP API before anything else is started, so a busy port fails fast.
 fn bind_api(listen: Option<&ListenAddr>, policy: Policy) -> Result<Option<BoundApi>, TracerError> {
     let Some(addr) = listen else { return Ok(None) };
+    let policy_tls = policy.web.as_ref().is_some_and(|w| w.tls.is_some());
     let (queries, bound) = http::serve(addr, policy).map_err(|err| TracerError::Listen {
         addr: addr.clone(),
         err,
     })?;
-    eprintln!("tracer: serving the API on {}/", bound.url());
+    let url = if policy_tls {
+        bound.url().replacen("http://", "https://", 1)
+    } else {
+        bound.url()
+    };
+    eprintln!("tracer: serving the API on {url}/");
     Ok(Some((queries, bound)))
 }
 

@@ -2,9 +2,8 @@
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{bind_api, ci::Outputs, print_summary, start_session};
+use super::{api_policy, bind_api, ci::Outputs, print_summary, start_session};
 use crate::{
-    access::Policy,
     cli::RunArgs,
     exit::{EXIT_CHECK_FAILED, TracerError},
     launch,
@@ -19,10 +18,7 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
     // CMD may mark phases (and read its own layout) over TCP with this token, which only it
     // and the tracer know: its environment is readable by its owner and root alone.
     let token = args.common.listen.as_ref().map(|_| random_token());
-    let policy = Policy {
-        trust_tcp: args.common.trust_tcp_clients,
-        token: token.clone(),
-    };
+    let policy = api_policy(&args.common, token.clone())?;
     let api = bind_api(args.common.listen.as_ref(), policy)?;
     let mut session = start_session(&args.common, &Default::default())?;
     session.tracker.report_info.mode = "run".into();
