@@ -153,6 +153,10 @@ VMAs, faults) for the report and <code>--check</code></li>
 <li><a href="/api/v1/report">/api/v1/report</a>: the report (as <code>--report</code> writes it) as of now</li>
 <li><a href="/healthz">/healthz</a></li>
 </ul>
+<p>A process's detail and maps, the report and the POST routes need authorization: over the
+Unix socket (<code>--listen unix:PATH</code>) as the process's owner or root, with
+<code>--web-config</code> users, or <code>--trust-tcp-clients</code>. See "Security" in the
+README.</p>
 </body></html>
 "#;
 
