@@ -38,12 +38,14 @@ fn bind_api(listen: Option<&ListenAddr>, policy: Policy) -> Result<Option<BoundA
         addr: addr.clone(),
         err,
     })?;
-    let url = if policy_tls {
-        bound.url().replacen("http://", "https://", 1)
-    } else {
-        bound.url()
+    let url = match &bound {
+        ListenAddr::Tcp(_) if policy_tls => {
+            format!("{}/", bound.url().replacen("http", "https", 1))
+        }
+        ListenAddr::Tcp(_) => format!("{}/", bound.url()),
+        ListenAddr::Unix(_) => bound.url(),
     };
-    eprintln!("tracer: serving the API on {url}/");
+    eprintln!("tracer: serving the API on {url}");
     Ok(Some((queries, bound)))
 }
 
