@@ -365,6 +365,52 @@ mod tests {
     }
 
     #[test]
+    fn with_web_config_users_every_request_needs_one_and_they_see_everything() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let text = format!("basic_auth_users:\n  prom: '{hash}'\n");
+        let policy = Policy {
+            web: Some(crate::webconfig::parse(&text, std::path::Path::new(".")).unwrap()),
+            ..Policy::default()
+        };
+        let host = ("host", "127.0.0.1");
+        // "prom:pw" and "prom:no" in base64.
+        let good = request(
+            "GET",
+            "/api/v1/report",
+            &[host, ("authorization", "Basic cHJvbTpwdw==")],
+        );
+        let (user, password) = basic_credentials(&good).unwrap();
+        assert_eq!((user.as_str(), password.as_slice()), ("prom", &b"pw"[..]));
+        let checked = policy.web.as_ref().unwrap().users.check(&user, &password);
+        assert_eq!(decide(&policy, &tcp(), &good, checked), Ok(Access::Full));
+        let bad = request(
+            "GET",
+            "/metrics",
+            &[host, ("authorization", "Basic cHJvbTpubw==")],
+        );
+        let (user, password) = basic_credentials(&bad).unwrap();
+        let checked = policy.web.as_ref().unwrap().users.check(&user, &password);
+        assert!(!checked);
+        let refused = decide(&policy, &tcp(), &bad, checked).unwrap_err();
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+        let none = request("GET", "/metrics", &[host]);
+        assert_eq!(
+            decide(&policy, &tcp(), &none, false).unwrap_err().status,
+            StatusCode::UNAUTHORIZED
+        );
+        // A client certificate verified by the client CA (no users configured).
+        let cert = Peer::Tcp {
+            local: "127.0.0.1:19410".parse().unwrap(),
+            client_cert: true,
+        };
+        let r = request("GET", "/api/v1/report", &[host]);
+        assert_eq!(
+            decide(&Policy::default(), &cert, &r, false),
+            Ok(Access::Full)
+        );
+    }
+
+    #[test]
     fn a_post_is_never_a_simple_request() {
         let trusting = Policy {
             trust_tcp: true,

@@ -133,7 +133,7 @@ pub fn load(path: &Path) -> Result<WebConfig, String> {
     parse(&text, dir).map_err(|e| format!("web config {}: {e}", path.display()))
 }
 
-fn parse(text: &str, dir: &Path) -> Result<WebConfig, String> {
+pub(crate) fn parse(text: &str, dir: &Path) -> Result<WebConfig, String> {
     let file: File = if text.trim().is_empty() {
         File::default()
     } else {

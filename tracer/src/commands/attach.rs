@@ -2,7 +2,7 @@
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{api_policy, bind_api, ci::Outputs, print_summary, start_session};
+use super::{api_policy, bind_api, ci::Outputs, print_summary, remove_socket, start_session};
 use crate::{
     cli::{AttachArgs, DEFAULT_ATTACH_LISTEN},
     exit::{EXIT_CHECK_FAILED, TracerError},
@@ -172,6 +172,7 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
     }
     session.drain();
     session.tracker.finish();
+    remove_socket(listen.as_ref());
     print_summary(&session, args.common.quiet);
     if !outputs.finish(&mut session.tracker, None)? {
         eprintln!("tracer: a check failed: exit status {EXIT_CHECK_FAILED}");

@@ -49,6 +49,14 @@ fn bind_api(listen: Option<&ListenAddr>, policy: Policy) -> Result<Option<BoundA
     Ok(Some((queries, bound)))
 }
 
+/// Removes the API's Unix socket when tracing has ended (a socket left behind by a crash is
+/// replaced at the next start).
+fn remove_socket(listen: Option<&ListenAddr>) {
+    if let Some(ListenAddr::Unix(path)) = listen {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Checks privileges and loads the probes.
 fn start_session(
     common: &crate::cli::CommonArgs,

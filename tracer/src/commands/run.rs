@@ -2,7 +2,7 @@
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{api_policy, bind_api, ci::Outputs, print_summary, start_session};
+use super::{api_policy, bind_api, ci::Outputs, print_summary, remove_socket, start_session};
 use crate::{
     cli::RunArgs,
     exit::{EXIT_CHECK_FAILED, TracerError},
@@ -88,6 +88,7 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
         p.exit_status = Some(status);
     }
     session.tracker.finish();
+    remove_socket(args.common.listen.as_ref());
     print_summary(&session, args.common.quiet);
     let passed = outputs.finish(&mut session.tracker, Some(status))?;
     if !passed {
