@@ -262,10 +262,32 @@ impl Daemon {
     /// Starts the tracer with `args` (which must include `--listen 127.0.0.1:0`) and waits
     /// until it serves its API and, for `attach`, until it is attached (the API comes up
     /// first). `stdout` of the tracer (and of a `run` command) is piped.
+    ///
+    /// A TCP `--listen` gets `--trust-tcp-clients` added: these tests read the address spaces
+    /// and reports the API serves only to authorised clients (`start_as_is` does not add it).
     pub fn start(args: &[&str]) -> Daemon {
+        let mut args = args.to_vec();
+        let tcp_listen = args
+            .windows(2)
+            .any(|w| w[0] == "--listen" && !w[1].starts_with("unix:"));
+        if tcp_listen && !args.contains(&"--trust-tcp-clients") && !args.contains(&"--web-config") {
+            args.insert(1, "--trust-tcp-clients");
+        }
+        Daemon::start_as_is(&args)
+    }
+
+    /// `start` without adding anything to `args`.
+    pub fn start_as_is(args: &[&str]) -> Daemon {
+        let mut command = Command::new(tracer_bin());
+        command.args(args);
+        Daemon::spawn(command, args.first() == Some(&"attach"))
+    }
+
+    /// Starts `command` (the tracer with its arguments; `attaching`: an `attach`) as `start`
+    /// describes.
+    pub fn spawn(mut command: Command, attaching: bool) -> Daemon {
         use std::io::BufRead;
-        let mut child = Command::new(tracer_bin())
-            .args(args)
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -275,7 +297,6 @@ impl Daemon {
         let (tx, rx) = std::sync::mpsc::channel();
         let (api_tx, api_rx) = std::sync::mpsc::channel();
         // `attach` binds its port before it loads the probes: wait for "attached" too.
-        let attaching = args.first() == Some(&"attach");
         std::thread::spawn(move || {
             let mut api = None;
             let mut api_tx = Some(api_tx);
@@ -343,7 +364,9 @@ impl Daemon {
 
     pub fn post_json(&self, path: &str) -> Value {
         let url = format!("{}{path}", self.api);
+        // A POST must not look like a CORS simple request: the tracer wants a JSON type.
         let mut response = ureq::post(&url)
+            .header("Content-Type", "application/json")
             .send_empty()
             .unwrap_or_else(|e| panic!("POST {url}: {e}"));
         serde_json::from_str(&response.body_mut().read_to_string().expect("body")).expect("JSON")

@@ -1,6 +1,6 @@
 // build: -O1 -g
 /* Marks phases for the tracer (`POST $TRACER_API_URL/api/v1/phases?name=...`, the way a test
- * harness would): allocates and touches MIB MiB, marks "loaded", frees it, marks "freed".
+ * harness would, with the token the tracer gives it in $TRACER_API_TOKEN): allocates and touches MIB MiB, marks "loaded", frees it, marks "freed".
  * Exits 3 if a mark was not acknowledged with HTTP 200.
  * Usage: phase_marks MIB */
 #include <arpa/inet.h>
@@ -22,11 +22,15 @@ static int mark(const char *name) {
     if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) return -1;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) return -1;
-    char request[256];
+    /* The tracer hands its command a token: marks (POSTs) need authorization. */
+    const char *token = getenv("TRACER_API_TOKEN");
+    char request[512];
     int len = snprintf(request, sizeof request,
                        "POST /api/v1/phases?name=%s HTTP/1.1\r\nHost: %s\r\n"
+                       "Authorization: Bearer %.128s\r\n"
                        "Content-Length: 0\r\nConnection: close\r\n\r\n",
-                       name, host);
+                       name, host, token ? token : "");
+    if (len < 0 || (size_t)len >= sizeof request) return -1;
     if (write(fd, request, (size_t)len) != len) return -1;
     char response[512] = {0};
     ssize_t got = read(fd, response, sizeof response - 1);

@@ -168,10 +168,30 @@ pub struct CommonArgs {
     pub tracefs: Option<PathBuf>,
 
     /// Serve the HTTP API (/metrics for Prometheus, /api/v1/processes, /healthz) on this
-    /// address (port 0: any free port). `attach` listens on
-    /// 127.0.0.1:19410 unless told otherwise (see --no-listen); `run` only when given.
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<std::net::SocketAddr>,
+    /// address: IP:PORT (port 0: any free port) or unix:PATH (a Unix-domain socket, where each
+    /// request is checked against the caller's credentials). `attach` listens on
+    /// 127.0.0.1:19410 unless told otherwise (see --no-listen); `run` only when given. Over
+    /// TCP, address spaces, file names, argv, reports and POSTs need authorization (see
+    /// --trust-tcp-clients and "Security" in the README).
+    #[arg(long, value_name = "ADDR|unix:PATH")]
+    pub listen: Option<crate::listener::ListenAddr>,
+
+    /// Serve everything to every TCP client of --listen: address spaces (ASLR bases), file
+    /// names, command lines, reports, and state-changing POSTs. Only for a loopback listener
+    /// on a machine where every local user may see every traced process (a CI runner, a
+    /// single-user container). A POST must still carry Content-Type: application/json (or an
+    /// Authorization header), so that no web page can send one.
+    #[arg(long)]
+    pub trust_tcp_clients: bool,
+
+    /// A web configuration file as the Prometheus exporter toolkit reads it
+    /// (`--web.config.file`): `tls_server_config` (cert_file, key_file, client_auth_type,
+    /// client_ca_file) serves the TCP API over TLS, and `basic_auth_users` (bcrypt hashes)
+    /// requires one of those users on every request. A client that passes basic auth, or
+    /// presents a certificate the client CA verified, sees everything. See "Security" in the
+    /// README.
+    #[arg(long, alias = "web.config.file", value_name = "FILE")]
+    pub web_config: Option<PathBuf>,
 
     /// Compare each traced process's rebuilt address space with /proc/PID/maps every SECS
     /// seconds; differences are counted, logged and healed by a resync. 0 turns it off.

@@ -22,8 +22,9 @@ Exit status:
   run      CMD's own exit status (128+N if CMD was killed by signal N), unless:
   2        invalid invocation: bad option, no such process, kernel thread, target exited
            during attach, --listen address unusable (e.g. port already in use), malformed
-           --check file (reported with its line before anything starts), --report or --junit
-           path not writable
+           --check file (reported with its line before anything starts), --report, --junit
+           or --events path not writable or not a regular file (a symlink, FIFO, device or
+           directory there is refused, never written through)
   123      a --check assertion failed (even if CMD itself failed: the summary says so)
   125      tracing failed: missing capability or kernel feature (tracefs, tracepoint),
            probes could not be loaded or attached
@@ -47,7 +48,7 @@ pub enum TracerError {
     MissingCapability { missing: String },
     #[error("cannot listen on {addr}: {err}")]
     Listen {
-        addr: std::net::SocketAddr,
+        addr: crate::listener::ListenAddr,
         err: std::io::Error,
     },
     #[error(transparent)]

@@ -2,10 +2,10 @@
 //! the session loop, which answers between two ring-buffer drains, so the hot path needs no
 //! locks and every answer reflects all records drained so far.
 
-use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::{
-    Router,
+    Extension, Router,
     extract::{Path, Query as UrlQuery, State},
     http::{StatusCode, header},
     response::{Html, IntoResponse, Response},
@@ -13,6 +13,14 @@ use axum::{
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    access::{Access, Policy},
+    listener::{self, ListenAddr},
+};
+
+/// How long a request waits for the session's answer before it gets a 503.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a handler asks the session.
 #[derive(Debug)]
@@ -41,6 +49,8 @@ pub enum Answer {
     Metrics(String),
     NotFound(String),
     BadRequest(String),
+    /// A limit was reached (the phase table of a process is full): nothing was changed.
+    TooMany(String),
     Failed(String),
 }
 
@@ -55,31 +65,74 @@ struct Api {
 }
 
 impl Api {
-    async fn ask(&self, ask: Ask) -> Response {
+    /// The session's answer, or the response to give when it is shutting down or did not
+    /// answer in time.
+    async fn answer(&self, ask: Ask) -> Result<Answer, Response> {
         let (reply, answer) = oneshot::channel();
-        if self.queries.send(Query { ask, reply }).await.is_err() {
-            return (StatusCode::SERVICE_UNAVAILABLE, "tracer is shutting down\n").into_response();
+        let asked = async {
+            self.queries.send(Query { ask, reply }).await.ok()?;
+            answer.await.ok()
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, asked).await {
+            Ok(Some(answer)) => Ok(answer),
+            Ok(None) => {
+                Err((StatusCode::SERVICE_UNAVAILABLE, "tracer is shutting down\n").into_response())
+            }
+            Err(_) => Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the tracer did not answer in time\n",
+            )
+                .into_response()),
         }
-        match answer.await {
-            Ok(Answer::Json(value)) => axum::Json(value).into_response(),
-            Ok(Answer::Text(text)) => {
+    }
+
+    async fn ask(&self, ask: Ask) -> Response {
+        let answer = match self.answer(ask).await {
+            Ok(answer) => answer,
+            Err(response) => return response,
+        };
+        match answer {
+            Answer::Json(value) => axum::Json(value).into_response(),
+            Answer::Text(text) => {
                 ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
             }
-            Ok(Answer::Metrics(text)) => {
+            Answer::Metrics(text) => {
                 ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
             }
-            Ok(Answer::NotFound(what)) => {
-                (StatusCode::NOT_FOUND, format!("{what}\n")).into_response()
-            }
-            Ok(Answer::BadRequest(why)) => {
+            Answer::NotFound(what) => (StatusCode::NOT_FOUND, format!("{what}\n")).into_response(),
+            Answer::BadRequest(why) => {
                 (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response()
             }
-            Ok(Answer::Failed(why)) => {
+            Answer::TooMany(why) => {
+                (StatusCode::TOO_MANY_REQUESTS, format!("{why}\n")).into_response()
+            }
+            Answer::Failed(why) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, format!("{why}\n")).into_response()
             }
-            Err(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "tracer is shutting down\n").into_response()
+        }
+    }
+
+    /// The process list; without authorization, without the executables' paths (which
+    /// /proc/PID/exe shows only to the owner).
+    async fn processes(&self, access: Access) -> Response {
+        match self.answer(Ask::Processes).await {
+            Ok(Answer::Json(mut value)) => {
+                if access != Access::Full
+                    && let Some(list) = value["processes"].as_array_mut()
+                {
+                    for p in list {
+                        if let Some(p) = p.as_object_mut() {
+                            p.remove("exe");
+                        }
+                    }
+                }
+                axum::Json(value).into_response()
             }
+            Ok(other) => {
+                log::error!("unexpected answer to the process list: {other:?}");
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
+            Err(response) => response,
         }
     }
 }
@@ -100,6 +153,10 @@ VMAs, faults) for the report and <code>--check</code></li>
 <li><a href="/api/v1/report">/api/v1/report</a>: the report (as <code>--report</code> writes it) as of now</li>
 <li><a href="/healthz">/healthz</a></li>
 </ul>
+<p>A process's detail and maps, the report and the POST routes need authorization: over the
+Unix socket (<code>--listen unix:PATH</code>) as the process's owner or root, with
+<code>--web-config</code> users, or <code>--trust-tcp-clients</code>. See "Security" in the
+README.</p>
 </body></html>
 "#;
 
@@ -113,7 +170,12 @@ fn router(api: Api) -> Router {
         )
         .route(
             "/api/v1/processes",
-            get(|State(api): State<Api>| async move { api.ask(Ask::Processes).await }),
+            get(
+                |State(api): State<Api>, access: Option<Extension<Access>>| async move {
+                    let access = access.map_or(Access::Public, |Extension(a)| a);
+                    api.processes(access).await
+                },
+            ),
         )
         .route(
             "/api/v1/processes/{pid}",
@@ -159,17 +221,14 @@ struct PhaseMark {
     pid: Option<u32>,
 }
 
-/// Binds `addr` and serves in the background; returns the query stream for the session and
-/// the address actually bound (port 0 picks a free one).
-pub async fn serve(addr: SocketAddr) -> std::io::Result<(mpsc::Receiver<Query>, SocketAddr)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
+/// Binds `addr` and serves it from a thread of its own (see `listener`); returns the query
+/// stream for the session and the address actually bound (port 0 picks a free one).
+pub fn serve(
+    addr: &ListenAddr,
+    policy: Policy,
+) -> std::io::Result<(mpsc::Receiver<Query>, ListenAddr)> {
+    let (bound, local) = listener::bind(addr)?;
     let (queries, receiver) = mpsc::channel(64);
-    let app = router(Api { queries });
-    tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app).await {
-            log::error!("HTTP server stopped: {err}");
-        }
-    });
-    Ok((receiver, bound))
+    listener::spawn(bound, router(Api { queries }), policy)?;
+    Ok((receiver, local))
 }

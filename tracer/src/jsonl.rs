@@ -3,7 +3,6 @@
 //! (`"0x7f..."`), so 64-bit values survive JSON consumers that use doubles.
 
 use std::{
-    fs::File,
     io::{self, BufWriter, Write},
     path::Path,
 };
@@ -21,12 +20,13 @@ pub struct EventSink {
 }
 
 impl EventSink {
-    /// Opens PATH for writing (truncating), or stdout for `-`.
-    pub fn open(path: &Path) -> io::Result<EventSink> {
-        let out: Box<dyn Write + Send> = if path == Path::new("-") {
+    /// Creates PATH (replacing a regular file there, never following a symlink: see
+    /// `outfile`), or writes to stdout for `-`.
+    pub fn open(path: &Path) -> Result<EventSink, crate::outfile::OutputError> {
+        let out: Box<dyn Write + Send> = if crate::outfile::is_stdout(path) {
             Box::new(io::stdout())
         } else {
-            Box::new(File::create(path)?)
+            Box::new(crate::outfile::create_stream(path)?)
         };
         Ok(EventSink {
             out: BufWriter::new(out),

@@ -33,6 +33,8 @@ pub struct Prepared {
     envp: Vec<CString>,
     pub display: String,
     no_aslr: bool,
+    /// The descriptor limit to give back to CMD (the tracer raised its own).
+    nofile: Option<libc::rlimit>,
 }
 
 /// Finds `program` like execvp would: as given if it contains a slash, else along PATH.
@@ -85,6 +87,7 @@ impl Prepared {
             argv,
             envp,
             no_aslr,
+            nofile: crate::preflight::original_nofile_limit(),
         })
     }
 
@@ -106,7 +109,7 @@ impl Prepared {
         let mut envp: Vec<*const libc::c_char> = self.envp.iter().map(|a| a.as_ptr()).collect();
         envp.push(std::ptr::null());
         // SAFETY: fork has no preconditions; the child only makes async-signal-safe calls
-        // (close, personality, sigprocmask, read, execve, write, _exit) on memory prepared
+        // (close, personality, setrlimit, sigprocmask, read, execve, write, _exit) on memory prepared
         // before the fork.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
@@ -147,6 +150,9 @@ unsafe fn child_wait_and_exec(
     unsafe {
         if prepared.no_aslr {
             libc::personality(libc::ADDR_NO_RANDOMIZE as libc::c_ulong);
+        }
+        if let Some(limit) = &prepared.nofile {
+            libc::setrlimit(libc::RLIMIT_NOFILE, limit);
         }
         // The tracer's runtime may block signals in some threads; the command starts clean.
         let mut empty: libc::sigset_t = std::mem::zeroed();

@@ -1,5 +1,6 @@
 //! `tracer`: live allocation tracer daemon and CLI.
 
+mod access;
 mod api;
 mod check;
 mod cli;
@@ -14,8 +15,11 @@ mod http;
 mod jsonl;
 mod launch;
 mod layout;
+mod listener;
 mod metrics;
 mod model;
+mod outfile;
+mod peercred;
 mod preflight;
 mod probes;
 mod process;
@@ -28,6 +32,7 @@ mod summary;
 mod syscalls;
 mod tracefs;
 mod units;
+mod webconfig;
 
 use std::process::ExitCode;
 
@@ -46,6 +51,9 @@ fn main() -> ExitCode {
         .format_target(false)
         .init();
 
+    // Before any descriptor is opened: the API's connections must not starve the tracer of
+    // descriptors for /proc and perf events (CMD gets the original limit back).
+    preflight::raise_nofile_limit();
     // One thread: the reader is not CPU-bound, and a single-threaded parent keeps the fork in
     // `tracer run` simple.
     let runtime = match tokio::runtime::Builder::new_current_thread()

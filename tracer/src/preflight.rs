@@ -53,6 +53,39 @@ pub fn raise_memlock_limit() {
     }
 }
 
+/// RLIMIT_NOFILE as the tracer found it, before `raise_nofile_limit`.
+static ORIGINAL_NOFILE: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock::new();
+
+/// Raises the soft descriptor limit to the hard one (often 1024 against 500000 or more): every
+/// traced process costs descriptors for /proc reads, and the API holds one per connection.
+pub fn raise_nofile_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid rlimit struct to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let _ = ORIGINAL_NOFILE.set(limit);
+    let raised = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: a valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        log::debug!(
+            "could not raise RLIMIT_NOFILE: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// The descriptor limit the tracer started with, for the commands it starts.
+pub fn original_nofile_limit() -> Option<libc::rlimit> {
+    ORIGINAL_NOFILE.get().copied()
+}
+
 /// Whether a failed `mremap(MREMAP_FIXED)` has already unmapped its destination. Before Linux
 /// 6.17 the kernel unmaps the destination (and a shrinking move's source tail) first and checks
 /// the source after, so a call that fails on the source has changed the address space anyway;

@@ -515,33 +515,11 @@ pub fn parse(text: &str) -> Result<Report, String> {
     serde_json::from_value(value).map_err(|e| format!("not a tracer report: {e}"))
 }
 
-/// Writes the report to `path`: `-` is stdout. A regular file (or a new one) is replaced
-/// through a temporary file beside it, so a reader never sees half a report; a symlink is
-/// followed to its target; anything else (a pipe, a device) is written directly.
-pub fn write(report: &Report, path: &std::path::Path) -> std::io::Result<()> {
+/// Writes the report to `path` (`-` is stdout) the way every output file is written: never
+/// through a symlink, FIFO or device, replaced atomically (see `outfile`).
+pub fn write(report: &Report, path: &std::path::Path) -> Result<(), crate::outfile::OutputError> {
     let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)? + "\n";
-    write_file(path, text.as_bytes())
-}
-
-/// Writes an output file as `write` describes.
-pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    if path.as_os_str() == "-" {
-        let mut out = std::io::stdout().lock();
-        out.write_all(bytes)?;
-        return out.flush();
-    }
-    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    match std::fs::metadata(&target) {
-        Ok(meta) if meta.is_dir() => Err(std::io::Error::other("is a directory")),
-        Ok(meta) if !meta.is_file() => std::fs::write(&target, bytes),
-        _ => {
-            let mut tmp = target.clone().into_os_string();
-            tmp.push(".tmp-tracer");
-            std::fs::write(&tmp, bytes)?;
-            std::fs::rename(&tmp, &target)
-        }
-    }
+    crate::outfile::write(path, text.as_bytes())
 }
 
 #[cfg(test)]

@@ -579,10 +579,20 @@ impl Session {
             Some(pid) => vec![pid],
             None => self.tracker.table.running().map(|p| p.tgid).collect(),
         };
+        // A mark that cannot be kept for every target is refused whole (429), not dropped
+        // for some behind a 200: a CI verdict must not rest on a phase that was not taken.
+        if let Some(full) = targets.iter().find(|&&tgid| {
+            self.tracker
+                .table
+                .get(tgid)
+                .is_some_and(|p| p.phases.len() >= PHASE_LIMIT)
+        }) {
+            return Answer::TooMany(format!(
+                "process {full} already has {PHASE_LIMIT} phases: phase `{name}` not marked"
+            ));
+        }
         for &tgid in &targets {
-            if let Some(p) = self.tracker.table.get_mut(tgid)
-                && p.phases.len() < PHASE_LIMIT
-            {
+            if let Some(p) = self.tracker.table.get_mut(tgid) {
                 let snapshot = p.snapshot(name, now);
                 p.phases.push(snapshot);
             }

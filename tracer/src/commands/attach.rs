@@ -2,7 +2,7 @@
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{bind_api, ci::Outputs, print_summary, start_session};
+use super::{api_policy, bind_api, ci::Outputs, print_summary, remove_socket, start_session};
 use crate::{
     cli::{AttachArgs, DEFAULT_ATTACH_LISTEN},
     exit::{EXIT_CHECK_FAILED, TracerError},
@@ -85,7 +85,7 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
             }
         }
     }
-    let listen = match (args.no_listen, args.common.listen) {
+    let listen = match (args.no_listen, args.common.listen.clone()) {
         (true, _) => None,
         (false, Some(addr)) => Some(addr),
         (false, None) => Some(
@@ -95,7 +95,8 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
         ),
     };
     let outputs = Outputs::prepare(&args.common, listen.is_some())?;
-    let api = bind_api(listen).await?;
+    let policy = api_policy(&args.common, None)?;
+    let api = bind_api(listen.as_ref(), policy)?;
     let filter = crate::session::ExecFilter {
         trace_comms: &args.comms,
         exclude_comms: &args.exclude_comms,
@@ -171,6 +172,7 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
     }
     session.drain();
     session.tracker.finish();
+    remove_socket(listen.as_ref());
     print_summary(&session, args.common.quiet);
     if !outputs.finish(&mut session.tracker, None)? {
         eprintln!("tracer: a check failed: exit status {EXIT_CHECK_FAILED}");

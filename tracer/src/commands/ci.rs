@@ -8,6 +8,7 @@ use crate::{
     cli::{CheckReportArgs, CommonArgs, DiffArgs},
     diff,
     exit::{EXIT_CHECK_FAILED, TracerError},
+    outfile,
     report::{self, Report},
     session::Tracker,
 };
@@ -27,32 +28,17 @@ fn load_checks(path: &Path) -> Result<CheckFile, TracerError> {
     check::spec::parse(&path.display().to_string(), &text).map_err(TracerError::BadInput)
 }
 
-/// Fails now, not after a long run, when an output file could not be written: a directory,
-/// or a file in a directory where it cannot be created (`report::write_file` replaces it
-/// through a temporary file beside it).
+/// Fails now, not after a long run, when an output file could not be written: not a regular
+/// file (a symlink, FIFO, device or directory is refused, never written through), or in a
+/// directory that does not take a new file (`outfile` replaces it through a temporary file
+/// beside it).
 fn ensure_writable(path: &Path, what: &str) -> Result<(), TracerError> {
-    let refuse = |why: String| {
+    outfile::check(path).map_err(|e| {
         TracerError::BadInput(format!(
-            "cannot write the {what} to {}: {why}",
+            "cannot write the {what} to {}: {e}",
             path.display()
         ))
-    };
-    if path.as_os_str() == "-" {
-        return Ok(());
-    }
-    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    match std::fs::metadata(&target) {
-        Ok(meta) if meta.is_dir() => Err(refuse("it is a directory".into())),
-        // A pipe or a device: written directly at the end.
-        Ok(meta) if !meta.is_file() => Ok(()),
-        _ => {
-            let mut probe = target.into_os_string();
-            probe.push(".tmp-tracer");
-            std::fs::write(&probe, b"")
-                .and_then(|()| std::fs::remove_file(&probe))
-                .map_err(|e| refuse(e.to_string()))
-        }
-    }
+    })
 }
 
 impl Outputs {
@@ -79,6 +65,9 @@ impl Outputs {
         }
         if let Some(path) = &common.junit {
             ensure_writable(path, "JUnit results")?;
+        }
+        if let Some(path) = &common.events {
+            ensure_writable(path, "event stream")?;
         }
         Ok(Outputs {
             report: common.report.clone(),
@@ -148,7 +137,7 @@ fn evaluate(
         return (passed, Ok(()));
     };
     let xml = check::junit::render(checks, &outcomes, report.tracer.duration_ms as f64 / 1e3);
-    let written = report::write_file(path, xml.as_bytes()).map_err(|e| {
+    let written = outfile::write(path, xml.as_bytes()).map_err(|e| {
         TracerError::Io(format!(
             "cannot write JUnit results to {}: {e}",
             path.display()
@@ -196,6 +185,9 @@ pub fn diff(args: DiffArgs) -> Result<i32, TracerError> {
 pub fn check_report(args: CheckReportArgs) -> Result<i32, TracerError> {
     let checks = load_checks(&args.check)?;
     let report = read_report(&args.report)?;
+    if let Some(path) = &args.junit {
+        ensure_writable(path, "JUnit results")?;
+    }
     let (passed, junit_written) = evaluate(&checks, &report, args.junit.as_deref());
     junit_written?;
     Ok(if passed { 0 } else { EXIT_CHECK_FAILED })

@@ -3,21 +3,58 @@ pub mod attach;
 pub mod ci;
 pub mod run;
 
-use std::net::SocketAddr;
-
-use crate::{exit::TracerError, http, preflight, session::Session, summary};
+use crate::{
+    access::Policy, exit::TracerError, http, listener::ListenAddr, preflight, session::Session,
+    summary,
+};
 
 /// The HTTP API once bound: the session's query stream and the address actually bound.
-type BoundApi = (tokio::sync::mpsc::Receiver<http::Query>, SocketAddr);
+type BoundApi = (tokio::sync::mpsc::Receiver<http::Query>, ListenAddr);
+
+/// The access policy of the API: `--trust-tcp-clients`, `--web-config` (read and checked now:
+/// a mistake is a usage error), and `token` (`run` gives CMD one).
+fn api_policy(
+    common: &crate::cli::CommonArgs,
+    token: Option<String>,
+) -> Result<Policy, TracerError> {
+    let web = common
+        .web_config
+        .as_deref()
+        .map(crate::webconfig::load)
+        .transpose()
+        .map_err(TracerError::BadInput)?;
+    Ok(Policy {
+        web,
+        trust_tcp: common.trust_tcp_clients,
+        token,
+    })
+}
 
 /// Binds the HTTP API before anything else is started, so a busy port fails fast.
-async fn bind_api(listen: Option<SocketAddr>) -> Result<Option<BoundApi>, TracerError> {
+fn bind_api(listen: Option<&ListenAddr>, policy: Policy) -> Result<Option<BoundApi>, TracerError> {
     let Some(addr) = listen else { return Ok(None) };
-    let (queries, bound) = http::serve(addr)
-        .await
-        .map_err(|err| TracerError::Listen { addr, err })?;
-    eprintln!("tracer: serving the API on http://{bound}/");
+    let policy_tls = policy.web.as_ref().is_some_and(|w| w.tls.is_some());
+    let (queries, bound) = http::serve(addr, policy).map_err(|err| TracerError::Listen {
+        addr: addr.clone(),
+        err,
+    })?;
+    let url = match &bound {
+        ListenAddr::Tcp(_) if policy_tls => {
+            format!("{}/", bound.url().replacen("http", "https", 1))
+        }
+        ListenAddr::Tcp(_) => format!("{}/", bound.url()),
+        ListenAddr::Unix(_) => bound.url(),
+    };
+    eprintln!("tracer: serving the API on {url}");
     Ok(Some((queries, bound)))
+}
+
+/// Removes the API's Unix socket when tracing has ended (a socket left behind by a crash is
+/// replaced at the next start).
+fn remove_socket(listen: Option<&ListenAddr>) {
+    if let Some(ListenAddr::Unix(path)) = listen {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Checks privileges and loads the probes.

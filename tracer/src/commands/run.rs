@@ -2,7 +2,7 @@
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{bind_api, ci::Outputs, print_summary, start_session};
+use super::{api_policy, bind_api, ci::Outputs, print_summary, remove_socket, start_session};
 use crate::{
     cli::RunArgs,
     exit::{EXIT_CHECK_FAILED, TracerError},
@@ -15,7 +15,11 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
     let mut prepared = launch::Prepared::new(&args.command, args.no_aslr)?;
     // A malformed check file is reported before CMD runs.
     let outputs = Outputs::prepare(&args.common, args.common.listen.is_some())?;
-    let api = bind_api(args.common.listen).await?;
+    // CMD may mark phases (and read its own layout) over TCP with this token, which only it
+    // and the tracer know: its environment is readable by its owner and root alone.
+    let token = args.common.listen.as_ref().map(|_| random_token());
+    let policy = api_policy(&args.common, token.clone())?;
+    let api = bind_api(args.common.listen.as_ref(), policy)?;
     let mut session = start_session(&args.common, &Default::default())?;
     session.tracker.report_info.mode = "run".into();
     session.tracker.report_info.command = args
@@ -26,7 +30,10 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
     if let Some((queries, bound)) = api {
         session.serve_queries(queries);
         // CMD (or its test harness) marks phases with POST $TRACER_API_URL/api/v1/phases.
-        prepared.set_env("TRACER_API_URL", &format!("http://{bound}"))?;
+        prepared.set_env("TRACER_API_URL", &bound.url())?;
+        if let Some(token) = &token {
+            prepared.set_env("TRACER_API_TOKEN", token)?;
+        }
     }
 
     let gated = prepared.spawn_gated()?;
@@ -81,6 +88,7 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
         p.exit_status = Some(status);
     }
     session.tracker.finish();
+    remove_socket(args.common.listen.as_ref());
     print_summary(&session, args.common.quiet);
     let passed = outputs.finish(&mut session.tracker, Some(status))?;
     if !passed {
@@ -103,4 +111,13 @@ fn forward(pid: u32, signal: i32) {
 
 fn io_error(err: std::io::Error) -> TracerError {
     TracerError::Io(err.to_string())
+}
+
+/// 128 random bits in hex.
+fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    // SAFETY: writes at most `bytes.len()` bytes into the buffer.
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    assert_eq!(got, bytes.len() as isize, "getrandom failed");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

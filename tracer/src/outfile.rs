@@ -1,0 +1,327 @@
+//! Every file the tracer writes (`--report`, `--junit`, `--events`) goes through here.
+//!
+//! The tracer runs as root and the output path often lies in a directory other users can write
+//! to (`/tmp`, a CI workspace). So the path's last component is never followed: a symlink, a
+//! FIFO, a device or a directory there is refused (exit 2) instead of being written through,
+//! and the data goes to a temporary file created exclusively (`O_EXCL|O_NOFOLLOW`, random
+//! name, mode 0600 while it is written) beside the target, which is fsync'd and renamed over
+//! it. A rename replaces the directory entry itself, so a symlink planted between the check
+//! and the rename is replaced, never followed.
+//!
+//! The final file gets the mode of the regular file it replaces, or `0666 & ~umask` when it is
+//! new (what a plain `open(O_CREAT)` would give). `-` means stdout and is written as is.
+
+use std::{
+    ffi::OsString,
+    fs::File,
+    io::{self, Write},
+    os::unix::{
+        ffi::OsStrExt,
+        fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt},
+    },
+    path::{Path, PathBuf},
+};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum OutputError {
+    /// Something other than a regular file is at the path: refused before anything is written.
+    #[error(
+        "it is {0}, not a regular file: refusing to write through it (give a regular file's path, or `-` for stdout)"
+    )]
+    NotRegular(&'static str),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Whether the path means stdout.
+pub fn is_stdout(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// What kind of non-regular file `meta` (from `symlink_metadata`) describes, if it is one.
+fn non_regular(meta: &std::fs::Metadata) -> Option<&'static str> {
+    let t = meta.file_type();
+    if t.is_file() {
+        None
+    } else if t.is_symlink() {
+        Some("a symbolic link")
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_char_device() {
+        Some("a character device")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
+    }
+}
+
+/// The existing regular file at `path` (None when there is none); an error for anything else.
+fn existing(path: &Path) -> Result<Option<std::fs::Metadata>, OutputError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => match non_regular(&meta) {
+            Some(kind) => Err(OutputError::NotRegular(kind)),
+            None => Ok(Some(meta)),
+        },
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The directory the target lies in (`.` for a bare file name).
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// 64 random bits in hex, for a temporary name nobody can predict.
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 8];
+    // SAFETY: writes at most `bytes.len()` bytes into the buffer.
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if got != bytes.len() as isize {
+        // getrandom(2) exists since Linux 3.17; the tracer needs far newer kernels. Still,
+        // O_EXCL keeps a predictable name safe; only the retry loop would run longer.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bytes = (nanos ^ u64::from(std::process::id()).rotate_left(32)).to_ne_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A temporary file beside `target`, created exclusively with mode 0600.
+fn create_temp(target: &Path) -> io::Result<(File, PathBuf)> {
+    let dir = parent_of(target);
+    let base = target
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?;
+    let mut last = None;
+    for _ in 0..16 {
+        let mut name = OsString::from(".");
+        // Keep the name short enough for NAME_MAX whatever the target's length.
+        let base = &base.as_bytes()[..base.len().min(200)];
+        name.push(std::ffi::OsStr::from_bytes(base));
+        name.push(format!(".tracer-{}.tmp", random_suffix()));
+        let tmp = dir.join(name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((file, tmp)),
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => last = Some(err),
+            Err(err) => return Err(err),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no free temporary name")))
+}
+
+/// The process's umask, read without changing it (`umask(2)` can only set it, and other
+/// threads create files).
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+/// The mode the finished file gets: that of the file it replaces, else `0666 & ~umask`.
+fn final_mode(replaced: Option<&std::fs::Metadata>) -> u32 {
+    match replaced {
+        Some(meta) => meta.mode() & 0o7777,
+        None => 0o666 & !umask(),
+    }
+}
+
+/// Fails now, not after a long run, when `path` could not be written at the end: it is not a
+/// regular file, or its directory does not take a new file.
+pub fn check(path: &Path) -> Result<(), OutputError> {
+    if is_stdout(path) {
+        return Ok(());
+    }
+    existing(path)?;
+    let (file, tmp) = create_temp(path)?;
+    drop(file);
+    std::fs::remove_file(&tmp)?;
+    Ok(())
+}
+
+/// Gives the temporary file its final mode, syncs it and renames it over `target`; removes
+/// it on failure.
+fn install(file: &File, tmp: &Path, target: &Path, mode: u32) -> Result<(), OutputError> {
+    let done = (|| -> Result<(), OutputError> {
+        // Checked again just before the rename: a directory, FIFO or device that appeared
+        // since the start is still refused (a symlink would merely be replaced).
+        existing(target)?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.sync_all()?;
+        std::fs::rename(tmp, target)?;
+        // The rename itself is durable once the directory is synced; failing that is no
+        // reason to fail the run.
+        if let Ok(dir) = File::open(parent_of(target)) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    })();
+    if done.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    done
+}
+
+/// Replaces `path` with `bytes` (see the module comment); `-` writes them to stdout.
+pub fn write(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
+    if is_stdout(path) {
+        let mut out = io::stdout().lock();
+        out.write_all(bytes)?;
+        out.flush()?;
+        return Ok(());
+    }
+    let replaced = existing(path)?;
+    let (mut file, tmp) = create_temp(path)?;
+    if let Err(err) = file.write_all(bytes) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err.into());
+    }
+    install(&file, &tmp, path, final_mode(replaced.as_ref()))
+}
+
+/// A file written as a stream (`--events`): created as `write` creates one, but renamed into
+/// place at once (still empty), so that a reader can follow it while the tracer writes.
+pub fn create_stream(path: &Path) -> Result<File, OutputError> {
+    let replaced = existing(path)?;
+    let (file, tmp) = create_temp(path)?;
+    install(&file, &tmp, path, final_mode(replaced.as_ref()))?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("tracer-outfile-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Files in `dir` other than those named.
+    fn leftovers(dir: &Path, expected: &[&str]) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !expected.contains(&n.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_symlink_is_refused_and_its_target_untouched() {
+        let dir = scratch("symlink");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "secret").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.join("report.json");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        for result in [
+            check(&link),
+            write(&link, b"x"),
+            create_stream(&link).map(drop),
+        ] {
+            assert!(
+                matches!(result, Err(OutputError::NotRegular(_))),
+                "{result:?}"
+            );
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "secret");
+        let meta = std::fs::metadata(&victim).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert!(leftovers(&dir, &["victim", "report.json"]).is_empty());
+    }
+
+    #[test]
+    fn a_fifo_and_a_directory_are_refused() {
+        let dir = scratch("fifo");
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Opening a FIFO for writing would block without a reader: refusing must not open it.
+        assert!(matches!(
+            check(&fifo),
+            Err(OutputError::NotRegular("a FIFO"))
+        ));
+        assert!(matches!(
+            write(&fifo, b"x"),
+            Err(OutputError::NotRegular(_))
+        ));
+        let sub = dir.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        assert!(matches!(
+            write(&sub, b"x"),
+            Err(OutputError::NotRegular("a directory"))
+        ));
+        assert!(leftovers(&dir, &["fifo", "sub"]).is_empty());
+    }
+
+    #[test]
+    fn a_regular_file_is_replaced_keeping_its_mode() {
+        let dir = scratch("regular");
+        let path = dir.join("out.json");
+        std::fs::write(&path, "old contents that are longer").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let before = std::fs::metadata(&path).unwrap().ino();
+        write(&path, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o640);
+        // Replaced by rename, not rewritten in place: a hard link to the old file keeps it.
+        assert_ne!(meta.ino(), before);
+        assert!(leftovers(&dir, &["out.json"]).is_empty());
+
+        let new = dir.join("new.json");
+        write(&new, b"fresh").unwrap();
+        let mode = std::fs::metadata(&new).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o666 & !umask());
+
+        let mut stream = create_stream(&dir.join("events.jsonl")).unwrap();
+        stream.write_all(b"line\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("events.jsonl")).unwrap(),
+            "line\n"
+        );
+        assert!(leftovers(&dir, &["out.json", "new.json", "events.jsonl"]).is_empty());
+    }
+
+    #[test]
+    fn a_missing_directory_fails_the_check() {
+        let dir = scratch("missing");
+        assert!(matches!(
+            check(&dir.join("no/such/file")),
+            Err(OutputError::Io(_))
+        ));
+        assert!(check(Path::new("-")).is_ok());
+    }
+}
