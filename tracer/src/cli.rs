@@ -223,9 +223,24 @@ pub enum GroupBy {
     Comm,
 }
 
-/// A command name as the kernel keeps it: at most 15 bytes.
+/// A command name as the kernel keeps it: at most 15 bytes. Bytes that are not UTF-8 or are
+/// control characters are written as the tracer shows them, `\ooo` in octal (`\377evil`),
+/// each counting as one byte.
 fn parse_comm(text: &str) -> Result<String, String> {
-    if text.is_empty() || text.len() > 15 || text.contains('\0') {
+    let octal = |s: &str| s.len() == 3 && s.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    let mut bytes = 0;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        let step = if c == '\\' && rest.get(1..4).is_some_and(octal) {
+            bytes += 1;
+            4
+        } else {
+            bytes += c.len_utf8();
+            c.len_utf8()
+        };
+        rest = &rest[step..];
+    }
+    if bytes == 0 || bytes > 15 || text.contains('\0') {
         return Err(format!("`{text}`: a command name (comm) has 1 to 15 bytes"));
     }
     Ok(text.to_string())
@@ -261,6 +276,17 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn comms_count_escaped_bytes_as_one() {
+        assert!(parse_comm("\\377evil").is_ok());
+        assert!(parse_comm("\\377\\377\\377\\377\\377\\377\\377\\377").is_ok());
+        assert!(parse_comm("0123456789abcde").is_ok());
+        assert!(parse_comm("\\377123456789abcd").is_ok());
+        assert!(parse_comm("0123456789abcdef").is_err());
+        assert!(parse_comm("\\377123456789abcdef").is_err());
+        assert!(parse_comm("").is_err());
     }
 
     #[test]
