@@ -7,6 +7,7 @@ use std::{
     io,
     os::unix::ffi::{OsStrExt, OsStringExt},
     path::{Path, PathBuf},
+    sync::OnceLock,
 };
 
 use thiserror::Error;
@@ -33,6 +34,40 @@ pub struct Prepared {
     envp: Vec<CString>,
     pub display: String,
     no_aslr: bool,
+    /// Signals CMD starts with ignored: those the tracer itself was started with ignored.
+    ignored: Vec<libc::c_int>,
+}
+
+/// Highest signal number on Linux (SIGRTMAX).
+const MAX_SIGNAL: libc::c_int = 64;
+
+/// The signals ignored when the tracer started (`nohup` ignores SIGHUP), which CMD inherits
+/// as it would untraced. SIGPIPE is left out: the Rust runtime ignores it before `main`, so
+/// whether the tracer's parent did cannot be seen; a command starts with it at its default,
+/// as a shell starts it.
+static INHERITED_IGNORED: OnceLock<Vec<libc::c_int>> = OnceLock::new();
+
+/// Whether the tracer was started with `sig` ignored (after `note_inherited_dispositions`).
+pub fn was_ignored(sig: libc::c_int) -> bool {
+    INHERITED_IGNORED
+        .get()
+        .is_some_and(|ignored| ignored.contains(&sig))
+}
+
+/// Records which signals the tracer was started with ignored; call first thing in `main`,
+/// before anything installs a handler.
+pub fn note_inherited_dispositions() {
+    INHERITED_IGNORED.get_or_init(|| {
+        (1..=MAX_SIGNAL)
+            .filter(|&sig| sig != libc::SIGPIPE)
+            .filter(|&sig| {
+                // SAFETY: querying (not changing) a disposition into a zeroed struct.
+                let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+                let rc = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+                rc == 0 && old.sa_sigaction == libc::SIG_IGN
+            })
+            .collect()
+    });
 }
 
 /// Finds `program` like execvp would: as given if it contains a slash, else along PATH.
@@ -85,6 +120,7 @@ impl Prepared {
             argv,
             envp,
             no_aslr,
+            ignored: INHERITED_IGNORED.get().cloned().unwrap_or_default(),
         })
     }
 
@@ -105,9 +141,11 @@ impl Prepared {
         argv.push(std::ptr::null());
         let mut envp: Vec<*const libc::c_char> = self.envp.iter().map(|a| a.as_ptr()).collect();
         envp.push(std::ptr::null());
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
         // SAFETY: fork has no preconditions; the child only makes async-signal-safe calls
-        // (close, personality, sigprocmask, read, execve, write, _exit) on memory prepared
-        // before the fork.
+        // (close, personality, sigaction, sigprocmask, prctl, getppid, read, execve, write,
+        // _exit) on memory prepared before the fork.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(sys("fork"));
@@ -117,7 +155,7 @@ impl Prepared {
             unsafe {
                 libc::close(go_write);
                 libc::close(err_read);
-                child_wait_and_exec(go_read, err_write, self, &argv, &envp)
+                child_wait_and_exec(go_read, err_write, parent, self, &argv, &envp)
             }
         }
         // SAFETY: closing our copies of the child's ends.
@@ -139,6 +177,7 @@ impl Prepared {
 unsafe fn child_wait_and_exec(
     go: libc::c_int,
     err: libc::c_int,
+    parent: libc::pid_t,
     prepared: &Prepared,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
@@ -148,10 +187,41 @@ unsafe fn child_wait_and_exec(
         if prepared.no_aslr {
             libc::personality(libc::ADDR_NO_RANDOMIZE as libc::c_ulong);
         }
+        // CMD starts with the dispositions it would have untraced: the tracer's handlers are
+        // reset by execve anyway, but what it ignores (SIGPIPE, by the Rust runtime) would be
+        // inherited. The numbers glibc reserves for itself are refused by sigaction: harmless.
+        for sig in 1..=MAX_SIGNAL {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = if prepared.ignored.contains(&sig) {
+                libc::SIG_IGN
+            } else {
+                libc::SIG_DFL
+            };
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
         // The tracer's runtime may block signals in some threads; the command starts clean.
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        // Should the tracer die (SIGKILL, the OOM killer) while CMD is stopped at its exec,
+        // the kernel continues CMD: a stop nobody will resume must not outlive the tracer.
+        // SIGCONT is harmless to a running CMD. The fork runs on the tracer's main thread
+        // (single-threaded runtime), whose exit is the process's, so it fires only then.
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGCONT as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        if libc::getppid() != parent {
+            // The tracer died before the prctl: do not run untraced.
+            libc::_exit(125);
+        }
         let mut byte = 0u8;
         loop {
             let n = libc::read(go, (&raw mut byte).cast(), 1);

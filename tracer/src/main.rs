@@ -35,6 +35,8 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // Before anything installs a handler: CMD of `tracer run` inherits what was ignored.
+    launch::note_inherited_dispositions();
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",
