@@ -326,6 +326,47 @@ pub fn wait_status(pid: u32) -> i32 {
     }
 }
 
+/// Continues every stopped process below `root` in the process tree (after a crash of the
+/// tracer: the exec stops it made have nobody left to end them). Returns how many. Two passes,
+/// since a stop the probe sent just before it was detached may take effect after the first.
+pub fn resume_stopped_descendants(root: u32) -> usize {
+    let mut resumed = std::collections::BTreeSet::new();
+    for pass in 0..2 {
+        if pass > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        for pid in stopped_descendants(root) {
+            // SAFETY: continuing a stopped process of our own tree.
+            unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+            resumed.insert(pid);
+        }
+    }
+    resumed.len()
+}
+
+/// Processes in state T below `root`, from a walk over /proc.
+fn stopped_descendants(root: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let stats: Vec<crate::procfs::Stat> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| crate::procfs::read_stat(pid).ok())
+        .collect();
+    let mut below = vec![root];
+    let mut stopped = Vec::new();
+    while let Some(parent) = below.pop() {
+        for s in stats.iter().filter(|s| s.ppid == parent && s.pid != root) {
+            below.push(s.pid);
+            if s.state == 'T' {
+                stopped.push(s.pid);
+            }
+        }
+    }
+    stopped
+}
+
 fn pipe() -> Result<(libc::c_int, libc::c_int), LaunchError> {
     let mut fds = [0; 2];
     // SAFETY: fds has room for two descriptors.
@@ -377,6 +418,23 @@ mod tests {
         assert_eq!(wait_status(pid), 0);
         assert!(marker.exists());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn stopped_descendants_are_resumed() {
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "kill -STOP $$; exit 7"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let state = || crate::procfs::read_stat(pid).map(|s| s.state).ok();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while state() != Some('T') {
+            assert!(std::time::Instant::now() < deadline, "sh did not stop");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(resume_stopped_descendants(std::process::id()) >= 1);
+        assert_eq!(child.wait().unwrap().code(), Some(7));
     }
 
     #[test]

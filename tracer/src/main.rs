@@ -59,14 +59,27 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::EXIT_TRACING_FAILED as u8);
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Run(args) => commands::run::run(args).await,
-            Command::Attach(args) => commands::attach::attach(args).await,
-            Command::Diff(args) => commands::ci::diff(args),
-            Command::CheckReport(args) => commands::ci::check_report(args),
-        }
-    });
+    // A panic unwinds out of block_on, dropping the session (which detaches the probes); the
+    // processes its exec stops left stopped are then resumed here, since nobody else will.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async {
+            match cli.command {
+                Command::Run(args) => commands::run::run(args).await,
+                Command::Attach(args) => commands::attach::attach(args).await,
+                Command::Diff(args) => commands::ci::diff(args),
+                Command::CheckReport(args) => commands::ci::check_report(args),
+            }
+        })
+    }));
+    let Ok(result) = result else {
+        let resumed = launch::resume_stopped_descendants(std::process::id());
+        eprintln!(
+            "tracer: internal error (the panic above is a bug); resumed {resumed} stopped \
+             process(es); exit status {}",
+            exit::EXIT_INTERNAL_ERROR
+        );
+        return ExitCode::from(exit::EXIT_INTERNAL_ERROR as u8);
+    };
     match result {
         Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
         Err(err) => {
