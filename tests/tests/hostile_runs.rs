@@ -135,67 +135,82 @@ fn cmd_starts_with_the_signal_dispositions_it_has_untraced() {
     assert_eq!(traced, untraced);
 }
 
-#[test]
-fn a_tracer_killed_while_cmd_is_stopped_at_its_exec_leaves_it_running() {
-    if !kernel_available() {
-        return;
-    }
-    // The exec stop lasts as long as the tracer takes to read the new image: watch for it,
-    // freeze the tracer there (so the stop is certainly the tracer's to end), then kill it.
+/// Runs `tracer run -- SHAPE(marker)` until it catches a `/bin/sleep MARKER` of the traced
+/// tree at its exec stop, freezes the tracer there (so the stop is certainly the tracer's to
+/// end), kills it with SIGKILL, and returns the state of that process shortly after.
+fn kill_the_tracer_at_an_exec_stop(shape: impl Fn(&str) -> Vec<String>) -> Option<char> {
     for attempt in 0..40 {
         let marker = format!("3.{}{attempt}", std::process::id());
         let mut tracer = Command::new(tracer_bin())
-            .args(["run", "-q", "--", "/bin/sleep", &marker])
+            .args(["run", "-q", "--"])
+            .args(shape(&marker))
             .stdin(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let children = format!("/proc/{}/task/{}/children", tracer.id(), tracer.id());
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut caught = None;
-        while Instant::now() < deadline {
-            let child: Option<u32> = std::fs::read_to_string(&children)
-                .ok()
-                .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()));
-            let Some(child) = child else { continue };
-            // Until its exec the child is a copy of the tracer (cmdline included).
-            let sleeping = std::fs::read_link(format!("/proc/{child}/exe"))
-                .is_ok_and(|exe| exe.ends_with("sleep"));
-            match state(child) {
-                Some('T') if sleeping => {
+        'watch: while Instant::now() < deadline {
+            // Until its exec a process is a copy of its parent (cmdline included).
+            let sleeps = processes_with(&marker).into_iter().filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e.ends_with("sleep"))
+            });
+            for pid in sleeps {
+                if state(pid) == Some('T') {
                     kill(tracer.id(), libc::SIGSTOP);
-                    // Still stopped with the tracer frozen: the tracer's exec stop, caught.
-                    if state(child) == Some('T') {
-                        caught = Some(child);
+                    if state(pid) == Some('T') {
+                        caught = Some(pid);
                     }
-                    break;
-                }
-                // Running its image already, or gone: this attempt missed the stop.
-                None => break,
-                Some(_) if sleeping => break,
-                _ => {}
+                } // else: running its image already, this attempt missed the stop
+                break 'watch;
             }
         }
         kill(tracer.id(), libc::SIGKILL);
         let _ = tracer.wait();
-        let Some(child) = caught else {
+        let Some(pid) = caught else {
             for pid in processes_with(&marker) {
                 kill(pid, libc::SIGKILL);
             }
             continue;
         };
-        // The kernel delivers the tracer's death to CMD: it must not stay stopped.
-        std::thread::sleep(Duration::from_millis(300));
-        let left = state(child);
-        kill(child, libc::SIGKILL);
-        println!("attempt {attempt}: caught {child} at its exec stop; after the kill: {left:?}");
-        assert!(
-            !matches!(left, Some('T') | Some('t')),
-            "{child} stayed stopped after the tracer was killed"
-        );
+        // The tracer's death must reach the stopped process: it must not stay stopped.
+        std::thread::sleep(Duration::from_millis(500));
+        let left = state(pid);
+        for pid in processes_with(&marker) {
+            kill(pid, libc::SIGKILL);
+        }
+        println!("attempt {attempt}: caught {pid} at its exec stop; after the kill: {left:?}");
+        return left;
+    }
+    panic!("never caught a process at its exec stop in 40 attempts");
+}
+
+#[test]
+fn a_tracer_killed_while_cmd_is_stopped_at_its_exec_leaves_it_running() {
+    if !kernel_available() {
         return;
     }
-    panic!("never caught CMD at its exec stop in 40 attempts");
+    let left = kill_the_tracer_at_an_exec_stop(|marker| vec!["/bin/sleep".into(), marker.into()]);
+    assert!(!matches!(left, Some('T') | Some('t')), "CMD stayed stopped");
+}
+
+#[test]
+fn a_tracer_killed_while_a_descendant_is_stopped_at_its_exec_leaves_it_running() {
+    if !kernel_available() {
+        return;
+    }
+    // `; true` makes the shell fork for sleep instead of exec'ing it.
+    let left = kill_the_tracer_at_an_exec_stop(|marker| {
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("/bin/sleep {marker}; true"),
+        ]
+    });
+    assert!(
+        !matches!(left, Some('T') | Some('t')),
+        "the descendant stayed stopped"
+    );
 }
 
 #[test]

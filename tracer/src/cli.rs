@@ -37,6 +37,13 @@ pub enum Command {
     /// Evaluate a check file against a saved report, as --check does when tracing ends (to
     /// write or tune checks without tracing again). Exit 123 when an assertion fails.
     CheckReport(CheckReportArgs),
+    /// Internal: the guard `tracer run` starts, which continues the processes below CMD_PID
+    /// that are left stopped should the tracer die (see watchdog.rs).
+    #[command(name = crate::watchdog::SUBCOMMAND, hide = true)]
+    ResumeOnDeath {
+        #[arg(value_name = "CMD_PID")]
+        cmd: u32,
+    },
 }
 
 const DIFF_HELP: &str = "\

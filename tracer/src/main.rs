@@ -27,6 +27,7 @@ mod summary;
 mod syscalls;
 mod tracefs;
 mod units;
+mod watchdog;
 
 use std::process::ExitCode;
 
@@ -68,6 +69,7 @@ fn main() -> ExitCode {
                 Command::Attach(args) => commands::attach::attach(args).await,
                 Command::Diff(args) => commands::ci::diff(args),
                 Command::CheckReport(args) => commands::ci::check_report(args),
+                Command::ResumeOnDeath { cmd } => Ok(watchdog::guard(cmd)),
             }
         })
     }));

@@ -33,6 +33,11 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
 
     let gated = prepared.spawn_gated()?;
     let pid = gated.pid();
+    // Started before CMD may stop at an exec, so that the tracer's death cannot leave any
+    // process below CMD stopped.
+    let guard = (!args.no_exec_stop)
+        .then(|| crate::watchdog::Guard::start(pid))
+        .flatten();
     let program = args.command[0].as_bytes();
     let comm = procfs::escape(program.rsplit(|&b| b == b'/').next().unwrap_or_default());
     if let Err(err) = session
@@ -75,6 +80,9 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
     // drain below resumes any stopped before this.
     session.tracker.probes.clear_exec_stops();
     session.drain();
+    if let Some(guard) = guard {
+        guard.disarm();
+    }
     if let Some(p) = session.tracker.table.get_mut(pid) {
         p.exit_status = Some(status);
     }
