@@ -150,20 +150,19 @@ fn kill_the_tracer_at_an_exec_stop(shape: impl Fn(&str) -> Vec<String>) -> Optio
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut caught = None;
-        'watch: while Instant::now() < deadline {
+        while Instant::now() < deadline {
             // Until its exec a process is a copy of its parent (cmdline included).
-            let sleeps = processes_with(&marker).into_iter().filter(|pid| {
+            let sleep = processes_with(&marker).into_iter().find(|pid| {
                 std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e.ends_with("sleep"))
             });
-            for pid in sleeps {
+            let Some(pid) = sleep else { continue };
+            if state(pid) == Some('T') {
+                kill(tracer.id(), libc::SIGSTOP);
                 if state(pid) == Some('T') {
-                    kill(tracer.id(), libc::SIGSTOP);
-                    if state(pid) == Some('T') {
-                        caught = Some(pid);
-                    }
-                } // else: running its image already, this attempt missed the stop
-                break 'watch;
-            }
+                    caught = Some(pid);
+                }
+            } // else: running its image already, this attempt missed the stop
+            break;
         }
         kill(tracer.id(), libc::SIGKILL);
         let _ = tracer.wait();
