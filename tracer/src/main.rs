@@ -15,6 +15,8 @@ mod launch;
 mod layout;
 mod metrics;
 mod model;
+#[cfg(test)]
+mod parser_props;
 mod preflight;
 mod probes;
 mod process;
