@@ -364,6 +364,58 @@ mod tests {
         assert!(btf.member("big", "b").is_none());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Random type graphs (small ids, so types refer to each other and to themselves):
+        /// parsing and every member lookup end without a panic.
+        #[test]
+        fn random_type_graphs_never_panic(
+            types in proptest::collection::vec(
+                (proptest::sample::select(&[1u32, 2, 3, 4, 5, 8, 9, 10, 18, 30][..]), 0..3u32,
+                 0..10u32, proptest::collection::vec(0..10u32, 9)),
+                0..12,
+            ),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8),
+        ) {
+            let strings = b"\0s\0a\0b\0".to_vec();
+            let mut section = Vec::new();
+            for (kind, vlen, size_or_type, words) in &types {
+                let mut push = |w: u32| section.extend_from_slice(&w.to_le_bytes());
+                push(1 + (words[0] % 3) * 2);
+                push((kind << 24) | vlen);
+                push(*size_or_type);
+                let extra = match *kind {
+                    KIND_INT => 1,
+                    KIND_ARRAY => 3,
+                    KIND_STRUCT | KIND_UNION => 3 * vlen,
+                    _ => 0,
+                };
+                for i in 0..extra as usize {
+                    // Member names 0 (anonymous) to 5, types and offsets small.
+                    push(if i % 3 == 0 { words[1 + i % 8] % 6 } else { words[1 + i % 8] });
+                }
+            }
+            section.extend_from_slice(&tail);
+            let mut blob = Vec::new();
+            blob.extend_from_slice(&MAGIC.to_le_bytes());
+            blob.extend_from_slice(&[1, 0]);
+            for w in [24u32, 0, section.len() as u32, section.len() as u32, strings.len() as u32] {
+                blob.extend_from_slice(&w.to_le_bytes());
+            }
+            blob.extend_from_slice(&section);
+            blob.extend_from_slice(&strings);
+            if let Ok(btf) = Btf::parse(&blob) {
+                let names: Vec<String> = btf.structs.keys().cloned().collect();
+                for name in names {
+                    for member in ["a", "b", "s", ""] {
+                        let _ = btf.member(&name, member);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn rejects_what_is_not_btf() {
         assert!(Btf::parse(b"").is_err());
