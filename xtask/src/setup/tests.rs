@@ -23,6 +23,8 @@ const TEST_PROGRAMS: &[(&str, &str)] = &[
     ("true", "coreutils"),
     ("/bin/true", "coreutils"),
     ("/usr/bin/env", "coreutils"),
+    ("/bin/sleep", "coreutils"),
+    ("/bin/cat", "coreutils"),
     // Run inside shell scripts the tests start (the scanner does not parse shell).
     ("seq", "coreutils"),
     ("/bin/sh", "dash"),
