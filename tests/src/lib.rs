@@ -339,9 +339,13 @@ impl Daemon {
         let mut daemon = Daemon::start(&argv);
         let stdout = daemon.child.stdout.take().expect("stdout is piped");
         let mut line = String::new();
-        std::io::BufReader::new(stdout)
+        let mut reader = std::io::BufReader::new(stdout);
+        reader
             .read_line(&mut line)
             .expect("the workload's first line");
+        // Keep reading what it prints later: CMD starts with SIGPIPE at its default, so a
+        // closed pipe would kill a workload that prints again (as it would in a shell).
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
         let pid = line
             .split_whitespace()
             .last()

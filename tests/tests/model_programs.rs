@@ -63,9 +63,10 @@ fn checkpoint(daemon: &Daemon, pid: u32, label: &str) {
 fn first_pid(daemon: &mut Daemon) -> u32 {
     let stdout = daemon.child.stdout.take().unwrap();
     let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .unwrap();
+    let mut reader = std::io::BufReader::new(stdout);
+    reader.read_line(&mut line).unwrap();
+    // Drain the rest: a closed pipe would kill a workload that prints again (SIGPIPE).
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     line.split_whitespace()
         .last()
         .and_then(|p| p.parse().ok())

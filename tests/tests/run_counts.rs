@@ -72,9 +72,15 @@ fn failed_calls_carry_their_errno() {
     assert_eq!(refused["errno"], "ENOMEM");
 }
 
-/// Runs the seed demo and returns (events, pid).
-fn seed_demo(pages: &str) -> (Vec<Value>, u64) {
-    let traced = trace_workload(&format!("seed-{pages}"), &["-q"], "seed_demo", &[pages]);
+/// Runs the seed demo and returns (events, pid). `test` names the scratch directory: tests
+/// run in parallel, and two sharing one would overwrite each other's event file.
+fn seed_demo(test: &str, pages: &str) -> (Vec<Value>, u64) {
+    let traced = trace_workload(
+        &format!("seed-{test}-{pages}"),
+        &["-q"],
+        "seed_demo",
+        &[pages],
+    );
     (traced.events, traced.pid)
 }
 
@@ -83,7 +89,7 @@ fn seed_malloc_1_grows_the_heap_by_132_kib_in_one_brk() {
     if !kernel_available() {
         return;
     }
-    let (events, pid) = seed_demo("64");
+    let (events, pid) = seed_demo("brk", "64");
     let brks = syscalls(&events, pid, Some("brk"));
     // The first brk that moves the break: glibc asks for the break, then sets it 0x21000 on.
     let first_move = brks
@@ -106,7 +112,7 @@ fn seed_large_malloc_is_an_mmap_freed_by_munmap_of_the_same_range() {
     if !kernel_available() {
         return;
     }
-    let (events, pid) = seed_demo("64");
+    let (events, pid) = seed_demo("mmap", "64");
     let calls = syscalls(&events, pid, None);
     let big = calls
         .iter()

@@ -37,6 +37,13 @@ pub enum Command {
     /// Evaluate a check file against a saved report, as --check does when tracing ends (to
     /// write or tune checks without tracing again). Exit 123 when an assertion fails.
     CheckReport(CheckReportArgs),
+    /// Internal: the guard `tracer run` starts, which continues the processes below CMD_PID
+    /// that are left stopped should the tracer die (see watchdog.rs).
+    #[command(name = crate::watchdog::SUBCOMMAND, hide = true)]
+    ResumeOnDeath {
+        #[arg(value_name = "CMD_PID")]
+        cmd: u32,
+    },
 }
 
 const DIFF_HELP: &str = "\
@@ -111,7 +118,9 @@ pub struct AttachArgs {
     pub common: CommonArgs,
 
     /// A process to trace (repeat for several). A thread id selects its whole process.
-    #[arg(short, long = "pid", value_name = "PID", required_unless_present_any = ["comms", "all"])]
+    /// 1 to 4194304 (the kernel's PID_MAX_LIMIT).
+    #[arg(short, long = "pid", value_name = "PID", required_unless_present_any = ["comms", "all"],
+          value_parser = clap::value_parser!(u32).range(1..=PID_MAX_LIMIT))]
     pub pids: Vec<u32>,
 
     /// Trace every process whose command name (comm, as `ps -o comm` shows it) is NAME: those
@@ -153,11 +162,14 @@ pub struct CommonArgs {
 
     /// Wake the daemon only once this many bytes of records wait in the ring buffer (it also
     /// drains every --drain-interval-ms). 0 wakes it for every record. Capped at a quarter of
-    /// the ring buffer, so a wakeup always comes before it fills.
-    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024)]
+    /// the ring buffer, so a wakeup always comes before it fills. At most 256M (a quarter of
+    /// the largest ring buffer).
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024,
+          value_parser = clap::value_parser!(u32).range(0..=(1 << 28)))]
     pub wakeup_bytes: u32,
 
-    /// How often the daemon drains the ring buffer when no wakeup came (milliseconds).
+    /// How often the daemon drains the ring buffer when no wakeup came (milliseconds, 1 to
+    /// 10000).
     #[arg(long, value_name = "MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub drain_interval_ms: u64,
 
@@ -194,13 +206,15 @@ pub struct CommonArgs {
     pub web_config: Option<PathBuf>,
 
     /// Compare each traced process's rebuilt address space with /proc/PID/maps every SECS
-    /// seconds; differences are counted, logged and healed by a resync. 0 turns it off.
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    /// seconds; differences are counted, logged and healed by a resync. 0 turns it off; at
+    /// most 86400 (a day).
+    #[arg(long, value_name = "SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_INTERVAL_SECS))]
     pub drift_check_interval: u64,
 
     /// Trace at most this many processes at once. A process beyond it (a new child, or a
     /// process found by --comm/--all) is not traced; refusals are counted
-    /// (`tracer_processes_refused_total`) and logged.
+    /// (`tracer_processes_refused_total`) and logged. 1 to 1000000.
     #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_processes: u32,
 
@@ -221,8 +235,9 @@ pub struct CommonArgs {
 
     /// Keep an exited process whole this many seconds (its metrics series and its address
     /// space in the API). Then `attach` forgets it entirely, and `run` frees its address space
-    /// but keeps its counters and final layout for the summary.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    /// but keeps its counters and final layout for the summary. 0 to 604800 (a week).
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_GRACE_SECS))]
     pub exited_grace: u64,
 
     /// Do not print the per-process summary at the end.
@@ -246,6 +261,16 @@ pub struct CommonArgs {
     pub junit: Option<PathBuf>,
 }
 
+/// The kernel's PID_MAX_LIMIT (include/linux/threads.h): no pid is larger.
+pub const PID_MAX_LIMIT: i64 = 4 * 1024 * 1024;
+
+/// Longest `--drift-check-interval`: durations stay far from what `Instant` arithmetic can
+/// hold, and a longer period is as good as off (0).
+pub const MAX_INTERVAL_SECS: u64 = 86_400;
+
+/// Longest `--exited-grace`: an exited process is kept at most a week.
+pub const MAX_GRACE_SECS: u64 = 7 * 86_400;
+
 /// How per-process metrics are labelled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum GroupBy {
@@ -253,9 +278,24 @@ pub enum GroupBy {
     Comm,
 }
 
-/// A command name as the kernel keeps it: at most 15 bytes.
+/// A command name as the kernel keeps it: at most 15 bytes. Bytes that are not UTF-8 or are
+/// control characters are written as the tracer shows them, `\ooo` in octal (`\377evil`),
+/// each counting as one byte.
 fn parse_comm(text: &str) -> Result<String, String> {
-    if text.is_empty() || text.len() > 15 || text.contains('\0') {
+    let octal = |s: &str| s.len() == 3 && s.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    let mut bytes = 0;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        let step = if c == '\\' && rest.get(1..4).is_some_and(octal) {
+            bytes += 1;
+            4
+        } else {
+            bytes += c.len_utf8();
+            c.len_utf8()
+        };
+        rest = &rest[step..];
+    }
+    if bytes == 0 || bytes > 15 || text.contains('\0') {
         return Err(format!("`{text}`: a command name (comm) has 1 to 15 bytes"));
     }
     Ok(text.to_string())
@@ -291,6 +331,42 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn comms_count_escaped_bytes_as_one() {
+        assert!(parse_comm("\\377evil").is_ok());
+        assert!(parse_comm("\\377\\377\\377\\377\\377\\377\\377\\377").is_ok());
+        assert!(parse_comm("0123456789abcde").is_ok());
+        assert!(parse_comm("\\377123456789abcd").is_ok());
+        assert!(parse_comm("0123456789abcdef").is_err());
+        assert!(parse_comm("\\377123456789abcdef").is_err());
+        assert!(parse_comm("").is_err());
+    }
+
+    /// Every numeric option refuses values beyond its documented range (clap's status 2).
+    #[test]
+    fn numeric_options_have_ranges() {
+        let parse = |opt: &str, value: &str| {
+            Cli::try_parse_from(["tracer", "run", opt, value, "--", "true"]).map(|_| ())
+        };
+        for (opt, ok, too_big) in [
+            ("--drift-check-interval", "86400", "86401"),
+            ("--exited-grace", "604800", "604801"),
+            ("--wakeup-bytes", "268435456", "268435457"),
+            ("--drain-interval-ms", "10000", "10001"),
+            ("--max-processes", "1000000", "1000001"),
+        ] {
+            assert!(parse(opt, ok).is_ok(), "{opt} {ok}");
+            let err = parse(opt, too_big).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{opt} {too_big}");
+            assert!(parse(opt, "18446744073709551615").is_err(), "{opt}");
+            assert!(parse(opt, "-1").is_err(), "{opt}");
+        }
+        let attach = |pid: &str| Cli::try_parse_from(["tracer", "attach", "--pid", pid]);
+        assert!(attach("4194304").is_ok());
+        assert!(attach("4194305").is_err());
+        assert!(attach("0").is_err());
     }
 
     #[test]

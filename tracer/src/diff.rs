@@ -95,38 +95,42 @@ pub struct Pairing<'a> {
 }
 
 /// Processes of the two reports paired by comm and order of pid (the n-th `cc1` of the old run
-/// with the n-th of the new one): pids differ between runs.
+/// with the n-th of the new one): pids differ between runs. The pairing key is the pair
+/// (comm, n), never the text `comm#n`: a process may well be named `cc#2` itself.
 pub fn pair<'a>(old: &'a Report, new: &'a Report) -> Pairing<'a> {
+    type Key<'r> = (&'r str, usize);
     let keyed = |r: &'a Report| {
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-        let mut out: BTreeMap<String, &'a ProcessReport> = BTreeMap::new();
+        let mut out: BTreeMap<Key<'a>, &'a ProcessReport> = BTreeMap::new();
         let mut by_pid: Vec<&ProcessReport> = r.processes.iter().collect();
         by_pid.sort_by_key(|p| p.pid);
         for p in by_pid {
             let n = seen.entry(&p.comm).or_default();
             *n += 1;
-            let key = if *n == 1 {
-                p.comm.clone()
-            } else {
-                format!("{}#{n}", p.comm)
-            };
-            out.insert(key, p);
+            out.insert((p.comm.as_str(), *n), p);
         }
         out
+    };
+    let show = |&(comm, n): &Key| {
+        if n == 1 {
+            comm.to_string()
+        } else {
+            format!("{comm}#{n}")
+        }
     };
     let (old_keyed, new_keyed) = (keyed(old), keyed(new));
     let mut pairs = Vec::new();
     let mut only_old = Vec::new();
     for (key, p) in &old_keyed {
         match new_keyed.get(key) {
-            Some(q) => pairs.push((key.clone(), *p, *q)),
-            None => only_old.push(format!("{key} (pid {})", p.pid)),
+            Some(q) => pairs.push((show(key), *p, *q)),
+            None => only_old.push(format!("{} (pid {})", show(key), p.pid)),
         }
     }
     let only_new = new_keyed
         .iter()
         .filter(|(k, _)| !old_keyed.contains_key(*k))
-        .map(|(k, p)| format!("{k} (pid {})", p.pid))
+        .map(|(k, p)| format!("{} (pid {})", show(k), p.pid))
         .collect();
     Pairing {
         pairs,
@@ -452,5 +456,39 @@ mod tests {
         assert_eq!(keys, vec![("cc", 1, 5), ("cc#2", 2, 7)]);
         assert_eq!(only_old, vec!["ld (pid 3)"]);
         assert!(only_new.is_empty());
+    }
+
+    /// A process literally named `cc#2` is not confused with the second `cc`: its regression
+    /// is caught whatever the pid order.
+    #[test]
+    fn a_comm_that_looks_like_a_pairing_key_keeps_its_own_figures() {
+        for literal_pid in [2, 4] {
+            let reports = |peak: u64| {
+                report(vec![
+                    process(1, "cc", &[("peak_rss", 100)]),
+                    process(literal_pid, "cc#2", &[("peak_rss", peak)]),
+                    process(3, "cc", &[("peak_rss", 100)]),
+                ])
+            };
+            let (old, new) = (reports(100), reports(1_000_000_000));
+            let pairing = pair(&old, &new);
+            assert_eq!(pairing.pairs.len(), 3);
+            let d = compare(
+                "a",
+                &old,
+                "b",
+                &new,
+                &[parse_threshold("*:peak_rss>10%").unwrap()],
+                false,
+            );
+            assert_eq!(d.violations.len(), 1, "{}", d.text);
+            assert!(
+                d.violations[0]
+                    .subject
+                    .contains(&format!("pid {literal_pid} ->")),
+                "{}",
+                d.text
+            );
+        }
     }
 }

@@ -113,10 +113,11 @@ fn read<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-/// Text up to the first NUL, lossily decoded.
+/// Text up to the first NUL, escaped like the same name read from /proc (a comm or a path
+/// is bytes: lossy decoding would make it differ from /proc's and merge distinct names).
 pub fn c_string(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    crate::procfs::escape(&bytes[..end])
 }
 
 /// Decodes one ring-buffer record.

@@ -10,6 +10,9 @@ pub const EXIT_USAGE: i32 = 2;
 /// A `--check` assertion failed (or `tracer diff` found a threshold exceeded). Chosen outside
 /// the codes shells and CMDs commonly use (1, 2, 126-128+N) and next to 124 (timeout).
 pub const EXIT_CHECK_FAILED: i32 = 123;
+/// The tracer hit a bug (a panic): it resumed every process it had stopped and gave up.
+/// EX_SOFTWARE of sysexits.h.
+pub const EXIT_INTERNAL_ERROR: i32 = 70;
 /// Tracing itself failed: missing capability or kernel feature, probes not loadable.
 pub const EXIT_TRACING_FAILED: i32 = 125;
 /// CMD was found but could not be executed.
@@ -25,6 +28,7 @@ Exit status:
            --check file (reported with its line before anything starts), --report, --junit
            or --events path not writable or not a regular file (a symlink, FIFO, device or
            directory there is refused, never written through)
+  70       internal error (a bug in the tracer): every process it had stopped was resumed
   123      a --check assertion failed (even if CMD itself failed: the summary says so)
   125      tracing failed: missing capability or kernel feature (tracefs, tracepoint),
            probes could not be loaded or attached

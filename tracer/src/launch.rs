@@ -7,6 +7,7 @@ use std::{
     io,
     os::unix::ffi::{OsStrExt, OsStringExt},
     path::{Path, PathBuf},
+    sync::OnceLock,
 };
 
 use thiserror::Error;
@@ -35,6 +36,40 @@ pub struct Prepared {
     no_aslr: bool,
     /// The descriptor limit to give back to CMD (the tracer raised its own).
     nofile: Option<libc::rlimit>,
+    /// Signals CMD starts with ignored: those the tracer itself was started with ignored.
+    ignored: Vec<libc::c_int>,
+}
+
+/// Highest signal number on Linux (SIGRTMAX).
+const MAX_SIGNAL: libc::c_int = 64;
+
+/// The signals ignored when the tracer started (`nohup` ignores SIGHUP), which CMD inherits
+/// as it would untraced. SIGPIPE is left out: the Rust runtime ignores it before `main`, so
+/// whether the tracer's parent did cannot be seen; a command starts with it at its default,
+/// as a shell starts it.
+static INHERITED_IGNORED: OnceLock<Vec<libc::c_int>> = OnceLock::new();
+
+/// Whether the tracer was started with `sig` ignored (after `note_inherited_dispositions`).
+pub fn was_ignored(sig: libc::c_int) -> bool {
+    INHERITED_IGNORED
+        .get()
+        .is_some_and(|ignored| ignored.contains(&sig))
+}
+
+/// Records which signals the tracer was started with ignored; call first thing in `main`,
+/// before anything installs a handler.
+pub fn note_inherited_dispositions() {
+    INHERITED_IGNORED.get_or_init(|| {
+        (1..=MAX_SIGNAL)
+            .filter(|&sig| sig != libc::SIGPIPE)
+            .filter(|&sig| {
+                // SAFETY: querying (not changing) a disposition into a zeroed struct.
+                let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+                let rc = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+                rc == 0 && old.sa_sigaction == libc::SIG_IGN
+            })
+            .collect()
+    });
 }
 
 /// Finds `program` like execvp would: as given if it contains a slash, else along PATH.
@@ -88,6 +123,7 @@ impl Prepared {
             envp,
             no_aslr,
             nofile: crate::preflight::original_nofile_limit(),
+            ignored: INHERITED_IGNORED.get().cloned().unwrap_or_default(),
         })
     }
 
@@ -108,9 +144,11 @@ impl Prepared {
         argv.push(std::ptr::null());
         let mut envp: Vec<*const libc::c_char> = self.envp.iter().map(|a| a.as_ptr()).collect();
         envp.push(std::ptr::null());
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
         // SAFETY: fork has no preconditions; the child only makes async-signal-safe calls
-        // (close, personality, setrlimit, sigprocmask, read, execve, write, _exit) on memory prepared
-        // before the fork.
+        // (close, personality, setrlimit, sigaction, sigprocmask, prctl, getppid, read, execve,
+        // write, _exit) on memory prepared before the fork.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(sys("fork"));
@@ -120,7 +158,7 @@ impl Prepared {
             unsafe {
                 libc::close(go_write);
                 libc::close(err_read);
-                child_wait_and_exec(go_read, err_write, self, &argv, &envp)
+                child_wait_and_exec(go_read, err_write, parent, self, &argv, &envp)
             }
         }
         // SAFETY: closing our copies of the child's ends.
@@ -142,6 +180,7 @@ impl Prepared {
 unsafe fn child_wait_and_exec(
     go: libc::c_int,
     err: libc::c_int,
+    parent: libc::pid_t,
     prepared: &Prepared,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
@@ -154,10 +193,41 @@ unsafe fn child_wait_and_exec(
         if let Some(limit) = &prepared.nofile {
             libc::setrlimit(libc::RLIMIT_NOFILE, limit);
         }
+        // CMD starts with the dispositions it would have untraced: the tracer's handlers are
+        // reset by execve anyway, but what it ignores (SIGPIPE, by the Rust runtime) would be
+        // inherited. The numbers glibc reserves for itself are refused by sigaction: harmless.
+        for sig in 1..=MAX_SIGNAL {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = if prepared.ignored.contains(&sig) {
+                libc::SIG_IGN
+            } else {
+                libc::SIG_DFL
+            };
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
         // The tracer's runtime may block signals in some threads; the command starts clean.
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        // Should the tracer die (SIGKILL, the OOM killer) while CMD is stopped at its exec,
+        // the kernel continues CMD: a stop nobody will resume must not outlive the tracer.
+        // SIGCONT is harmless to a running CMD. The fork runs on the tracer's main thread
+        // (single-threaded runtime), whose exit is the process's, so it fires only then.
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGCONT as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        if libc::getppid() != parent {
+            // The tracer died before the prctl: do not run untraced.
+            libc::_exit(125);
+        }
         let mut byte = 0u8;
         loop {
             let n = libc::read(go, (&raw mut byte).cast(), 1);
@@ -262,6 +332,47 @@ pub fn wait_status(pid: u32) -> i32 {
     }
 }
 
+/// Continues every stopped process below `root` in the process tree (after a crash of the
+/// tracer: the exec stops it made have nobody left to end them). Returns how many. Two passes,
+/// since a stop the probe sent just before it was detached may take effect after the first.
+pub fn resume_stopped_descendants(root: u32) -> usize {
+    let mut resumed = std::collections::BTreeSet::new();
+    for pass in 0..2 {
+        if pass > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        for pid in stopped_descendants(root) {
+            // SAFETY: continuing a stopped process of our own tree.
+            unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+            resumed.insert(pid);
+        }
+    }
+    resumed.len()
+}
+
+/// Processes in state T below `root`, from a walk over /proc.
+fn stopped_descendants(root: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let stats: Vec<crate::procfs::Stat> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| crate::procfs::read_stat(pid).ok())
+        .collect();
+    let mut below = vec![root];
+    let mut stopped = Vec::new();
+    while let Some(parent) = below.pop() {
+        for s in stats.iter().filter(|s| s.ppid == parent && s.pid != root) {
+            below.push(s.pid);
+            if s.state == 'T' {
+                stopped.push(s.pid);
+            }
+        }
+    }
+    stopped
+}
+
 fn pipe() -> Result<(libc::c_int, libc::c_int), LaunchError> {
     let mut fds = [0; 2];
     // SAFETY: fds has room for two descriptors.
@@ -313,6 +424,23 @@ mod tests {
         assert_eq!(wait_status(pid), 0);
         assert!(marker.exists());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn stopped_descendants_are_resumed() {
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "kill -STOP $$; exit 7"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let state = || crate::procfs::read_stat(pid).map(|s| s.state).ok();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while state() != Some('T') {
+            assert!(std::time::Instant::now() < deadline, "sh did not stop");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(resume_stopped_descendants(std::process::id()) >= 1);
+        assert_eq!(child.wait().unwrap().code(), Some(7));
     }
 
     #[test]

@@ -19,6 +19,8 @@ mod listener;
 mod metrics;
 mod model;
 mod outfile;
+#[cfg(test)]
+mod parser_props;
 mod peercred;
 mod preflight;
 mod probes;
@@ -32,6 +34,7 @@ mod summary;
 mod syscalls;
 mod tracefs;
 mod units;
+mod watchdog;
 mod webconfig;
 
 use std::process::ExitCode;
@@ -41,6 +44,8 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // Before anything installs a handler: CMD of `tracer run` inherits what was ignored.
+    launch::note_inherited_dispositions();
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",
@@ -66,14 +71,28 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::EXIT_TRACING_FAILED as u8);
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Run(args) => commands::run::run(args).await,
-            Command::Attach(args) => commands::attach::attach(args).await,
-            Command::Diff(args) => commands::ci::diff(args),
-            Command::CheckReport(args) => commands::ci::check_report(args),
-        }
-    });
+    // A panic unwinds out of block_on, dropping the session (which detaches the probes); the
+    // processes its exec stops left stopped are then resumed here, since nobody else will.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async {
+            match cli.command {
+                Command::Run(args) => commands::run::run(args).await,
+                Command::Attach(args) => commands::attach::attach(args).await,
+                Command::Diff(args) => commands::ci::diff(args),
+                Command::CheckReport(args) => commands::ci::check_report(args),
+                Command::ResumeOnDeath { cmd } => Ok(watchdog::guard(cmd)),
+            }
+        })
+    }));
+    let Ok(result) = result else {
+        let resumed = launch::resume_stopped_descendants(std::process::id());
+        eprintln!(
+            "tracer: internal error (the panic above is a bug); resumed {resumed} stopped \
+             process(es); exit status {}",
+            exit::EXIT_INTERNAL_ERROR
+        );
+        return ExitCode::from(exit::EXIT_INTERNAL_ERROR as u8);
+    };
     match result {
         Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
         Err(err) => {

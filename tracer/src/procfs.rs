@@ -1,6 +1,6 @@
 //! Reading /proc: pure parsers of the text formats, and thin readers around them.
 
-use std::{fs, io};
+use std::{fmt::Write as _, fs, io};
 
 /// `PF_KTHREAD` from `include/linux/sched.h`: the task is a kernel thread.
 const PF_KTHREAD: u64 = 0x0020_0000;
@@ -33,14 +33,25 @@ impl Stat {
 }
 
 /// Parses the text of `/proc/PID/stat`. The comm is enclosed in parentheses and may itself
-/// contain spaces and ')', so fields are counted from the last ')'.
-pub fn parse_stat(text: &str) -> Option<Stat> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let pid = text[..open].trim().parse().ok()?;
-    let comm = text[open + 1..close].to_string();
-    // Fields from 3 (state) on.
-    let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
+/// contain spaces and ')', so fields are counted from the last ')'. Bytes, not text: the
+/// kernel prints the comm as the process set it (any bytes but NUL, `prctl(PR_SET_NAME)`), so
+/// the file need not be UTF-8. The comm is kept escaped (`escape`).
+pub fn parse_stat(bytes: impl AsRef<[u8]>) -> Option<Stat> {
+    let bytes = bytes.as_ref();
+    let open = bytes.iter().position(|&b| b == b'(')?;
+    let close = bytes.iter().rposition(|&b| b == b')')?;
+    if close < open {
+        return None;
+    }
+    let pid = std::str::from_utf8(&bytes[..open])
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let comm = escape(&bytes[open + 1..close]);
+    // Fields from 3 (state) on: numbers and a state letter, ASCII on any kernel.
+    let rest = std::str::from_utf8(&bytes[close + 1..]).ok()?;
+    let rest: Vec<&str> = rest.split_whitespace().collect();
     let field = |n: usize| rest.get(n - 3).copied();
     let num = |n: usize| field(n)?.parse::<u64>().ok();
     Some(Stat {
@@ -57,8 +68,55 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
 }
 
 pub fn read_stat(pid: u32) -> io::Result<Stat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_stat(&text).ok_or_else(|| io::Error::other(format!("malformed /proc/{pid}/stat")))
+    let bytes = fs::read(format!("/proc/{pid}/stat"))?;
+    parse_stat(&bytes).ok_or_else(|| io::Error::other(format!("malformed /proc/{pid}/stat")))
+}
+
+/// Text the kernel hands over as bytes (comm, file names, arguments) made safe to keep in a
+/// `String` and to show anywhere (terminal, log, JSON, Prometheus label): valid UTF-8 passes
+/// through, every byte of an invalid sequence or of a control character (`\n`, ESC, DEL, C1)
+/// becomes `\ooo` in octal, the way `/proc/PID/maps` escapes a newline in a file name. So a
+/// name read from `maps` and the same name read with `readlink` come out equal. As in
+/// `/proc`, a backslash is kept as is.
+pub fn escape(bytes: &[u8]) -> String {
+    fn octal(out: &mut String, byte: u8) {
+        let _ = write!(out, "\\{byte:03o}");
+    }
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() {
+                let mut buf = [0; 4];
+                for &b in c.encode_utf8(&mut buf).as_bytes() {
+                    octal(&mut out, b);
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        for &b in chunk.invalid() {
+            octal(&mut out, b);
+        }
+    }
+    out
+}
+
+/// A `/proc` text of lines (`maps`) with each line escaped; the newlines between lines stay.
+pub fn escape_lines(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&escape(line));
+    }
+    out
+}
+
+/// A `/proc` text of which only ASCII fields are read (`status`): its `Name:` line holds the
+/// comm, which need not be UTF-8.
+fn read_lossy(path: &str) -> io::Result<String> {
+    fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// `Tgid:` of `/proc/PID/status`: the process a thread id belongs to.
@@ -70,7 +128,7 @@ pub fn parse_tgid(status: &str) -> Option<u32> {
 }
 
 pub fn read_tgid(pid: u32) -> io::Result<u32> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let text = read_lossy(&format!("/proc/{pid}/status"))?;
     parse_tgid(&text).ok_or_else(|| io::Error::other(format!("no Tgid in /proc/{pid}/status")))
 }
 
@@ -95,7 +153,7 @@ pub fn parse_rss(status: &str) -> Option<[u64; 4]> {
 }
 
 pub fn read_rss(pid: u32) -> io::Result<[u64; 4]> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let text = read_lossy(&format!("/proc/{pid}/status"))?;
     parse_rss(&text).ok_or_else(|| io::Error::other(format!("no Rss lines in /proc/{pid}/status")))
 }
 
@@ -105,24 +163,22 @@ pub fn parse_cap_eff(status: &str) -> Option<u64> {
     u64::from_str_radix(hex.trim(), 16).ok()
 }
 
-/// The command line: NUL-separated arguments (lossily decoded).
+/// The command line: NUL-separated arguments (escaped).
 pub fn parse_cmdline(bytes: &[u8]) -> Vec<String> {
     let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
     if bytes.is_empty() {
         return Vec::new();
     }
-    bytes
-        .split(|&b| b == 0)
-        .map(|arg| String::from_utf8_lossy(arg).into_owned())
-        .collect()
+    bytes.split(|&b| b == 0).map(escape).collect()
 }
 
 pub fn read_cmdline(pid: u32) -> io::Result<Vec<String>> {
     fs::read(format!("/proc/{pid}/cmdline")).map(|bytes| parse_cmdline(&bytes))
 }
 
+/// `/proc/PID/maps` with file names escaped: a process may map a file whose name is not UTF-8.
 pub fn read_maps(pid: u32) -> io::Result<String> {
-    fs::read_to_string(format!("/proc/{pid}/maps"))
+    fs::read(format!("/proc/{pid}/maps")).map(|bytes| escape_lines(&bytes))
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`, so record timestamps
@@ -138,14 +194,14 @@ pub fn monotonic_ns() -> u64 {
 }
 
 /// The file behind a mapping or descriptor link (`/proc/PID/map_files/...`, `/proc/PID/fd/N`):
-/// its path and (major, minor, inode).
+/// its path (escaped like `maps` names) and (major, minor, inode).
 pub fn link_target(link: &str) -> Option<(String, (u32, u32), u64)> {
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::{ffi::OsStrExt, fs::MetadataExt};
     let path = fs::read_link(link).ok()?;
     let meta = fs::metadata(link).ok()?;
     let dev = meta.dev();
     Some((
-        path.to_string_lossy().into_owned(),
+        escape(path.as_os_str().as_bytes()),
         (libc::major(dev), libc::minor(dev)),
         meta.ino(),
     ))
@@ -186,6 +242,55 @@ mod tests {
         let s = parse_stat(text).unwrap();
         assert!(s.is_kernel_thread());
         assert_eq!(s.start_brk, 0);
+    }
+
+    #[test]
+    fn stat_with_a_comm_that_is_not_utf8_or_has_control_characters() {
+        let text = b"77 (\xffevil\n)x) R 1 77 77 0 -1 0 1 0 2 0";
+        let s = parse_stat(text).unwrap();
+        assert_eq!(s.comm, "\\377evil\\012)x");
+        assert_eq!(s.state, 'R');
+        assert_eq!(s.minflt, 1);
+    }
+
+    #[test]
+    fn malformed_stat_is_refused_without_panicking() {
+        for text in [
+            ")(",
+            "(",
+            ")",
+            "",
+            "1 (",
+            "1 )(",
+            "x (a) S 1",
+            "1 (a) \u{e9} 1",
+        ] {
+            assert_eq!(parse_stat(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn escapes_like_proc_and_keeps_utf8() {
+        assert_eq!(escape(b"plain name"), "plain name");
+        assert_eq!(escape("caf\u{e9}".as_bytes()), "caf\u{e9}");
+        assert_eq!(escape(b"a\nb\x1b[31m\x7f"), "a\\012b\\033[31m\\177");
+        assert_eq!(escape(b"\xff\xfe"), "\\377\\376");
+        // C1 control characters are valid UTF-8 but control a terminal too.
+        assert_eq!(escape("\u{9b}".as_bytes()), "\\302\\233");
+        assert_eq!(escape(b"back\\slash"), "back\\slash");
+        // Only control characters and invalid bytes are escaped.
+        let escaped = escape(&(0..=255u8).collect::<Vec<_>>());
+        assert!(!escaped.chars().any(char::is_control), "{escaped}");
+        assert_eq!(
+            escape_lines(b"a\xff\nb\n"),
+            "a\\377\nb\n",
+            "newlines between lines stay"
+        );
+    }
+
+    #[test]
+    fn cmdline_arguments_are_escaped() {
+        assert_eq!(parse_cmdline(b"a\0\xff\0\0"), ["a", "\\377", ""]);
     }
 
     #[test]

@@ -282,7 +282,7 @@ impl Tracker {
     fn housekeeping(&mut self) {
         self.probes.flush_logs();
         self.read_kernel_counters();
-        let cutoff = procfs::monotonic_ns().saturating_sub(self.exited_grace.as_nanos() as u64);
+        let cutoff = procfs::monotonic_ns().saturating_sub(nanos(self.exited_grace));
         if self.keep_exited {
             // Kept for the report.
         } else if self.evict_exited {
@@ -457,6 +457,12 @@ fn release_free_memory() {
 
 /// How often `housekeeping` looks for processes gone without an exit record.
 const VANISH_CHECK_PERIOD: Duration = Duration::from_secs(1);
+
+/// A duration in nanoseconds, saturating instead of wrapping (`as u64` would turn a long grace
+/// period into a short one).
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
 
 /// Which processes start or stop being traced when they exec (`attach --comm/--all`).
 #[derive(Debug, Default)]
@@ -666,8 +672,7 @@ impl Session {
                     }
                 }
                 let tracker = &self.tracker;
-                let cutoff =
-                    procfs::monotonic_ns().saturating_sub(tracker.exited_grace.as_nanos() as u64);
+                let cutoff = procfs::monotonic_ns().saturating_sub(nanos(tracker.exited_grace));
                 let ctx = crate::metrics::ScrapeContext {
                     daemon: &tracker.counters,
                     exited_cutoff_ns: cutoff,
@@ -716,11 +721,12 @@ impl Session {
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(self.drain_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut drift_tick = self.drift_interval.map(|period| {
-            let start = tokio::time::Instant::now() + period;
+        // checked_add: a period beyond what an Instant holds means "never", not a panic.
+        let mut drift_tick = self.drift_interval.and_then(|period| {
+            let start = tokio::time::Instant::now().checked_add(period)?;
             let mut interval = tokio::time::interval_at(start, period);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            interval
+            Some(interval)
         });
         let mut queries = self.queries.take();
         loop {

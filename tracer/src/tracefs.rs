@@ -94,14 +94,19 @@ fn parse_field(rest: &str) -> Option<Field> {
         Some(i) if decl.ends_with(']') && !decl[..i].ends_with(char::is_whitespace) => &decl[..i],
         _ => decl,
     };
-    let split = decl_no_array.rfind(|c: char| c.is_whitespace() || c == '*')?;
-    let name = decl_no_array[split + 1..].trim();
+    // By char, not byte: a separator may be a multi-byte character (U+00A0 is whitespace), and
+    // slicing at its first byte plus one would split it.
+    let (split, separator) = decl_no_array
+        .char_indices()
+        .rfind(|&(_, c)| c.is_whitespace() || c == '*')?;
+    let after = split + separator.len_utf8();
+    let name = decl_no_array[after..].trim();
     if name.is_empty() {
         return None;
     }
     Some(Field {
         name: name.to_string(),
-        c_type: decl_no_array[..=split].trim().to_string(),
+        c_type: decl_no_array[..after].trim().to_string(),
         offset: offset?,
         size: size?,
     })
@@ -241,6 +246,24 @@ print fmt: \"comm=%s pid=%d child_comm=%s child_pid=%d\", __get_str(parent_comm)
 \tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:0;
 \tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;
 ";
+
+    /// Multi-byte characters anywhere in a field line are parsed or refused, never a panic.
+    #[test]
+    fn multi_byte_characters_in_field_lines_do_not_panic() {
+        let f = Format::parse("\tfield:int\u{a0}x;\toffset:0;\tsize:4;\tsigned:1;\n").unwrap();
+        assert_eq!(f.fields["x"].c_type, "int");
+        let f = Format::parse("\tfield:char *\u{e9}t\u{e9};\toffset:8;\tsize:8;\n").unwrap();
+        assert_eq!(f.fields["\u{e9}t\u{e9}"].c_type, "char *");
+        for line in [
+            "field:\u{3000};offset:0;size:4;",
+            "field:\u{a0}[\u{e9}];offset:0;size:4;",
+            "field:int \u{1f600}[1];offset:\u{e9};size:4;",
+            "field:\u{e9}\u{a0}\u{e9}\u{a0};offset:0;size:4;",
+        ] {
+            // Any answer will do; reaching the next line is the test.
+            let _ = Format::parse(line);
+        }
+    }
 
     #[test]
     fn parses_data_loc_layout_of_recent_kernels() {

@@ -13,6 +13,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::util::{capture, find_in_path, home_dir, is_root, run, say};
 
+#[cfg(test)]
+mod tests;
+
 /// Debian packages the build and the tests need, each with who needs it (printed when the
 /// package is missing, so that whoever is asked to install it knows why).
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
@@ -57,6 +60,19 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "the shell and tools inside the vmtest initramfs",
     ),
     ("cpio", "packs the vmtest initramfs"),
+    (
+        "openssl",
+        "makes the TLS certificates of the --web-config test",
+    ),
+    (
+        "prometheus",
+        "promtool and the Prometheus server the exporter deployment tests run",
+    ),
+    // Essential on Debian, listed because the tests run them: setup is the one list of what
+    // the tests need (setup/tests.rs checks every program the tests start against it).
+    ("coreutils", "true, env and seq, run by the tests"),
+    ("dash", "/bin/sh, the shell of the test scripts"),
+    ("bash", "a shell the exporter tests run"),
 ];
 
 #[derive(clap::Args)]

@@ -6,7 +6,7 @@ use super::{api_policy, bind_api, ci::Outputs, print_summary, remove_socket, sta
 use crate::{
     cli::{AttachArgs, DEFAULT_ATTACH_LISTEN},
     exit::{EXIT_CHECK_FAILED, TracerError},
-    procfs,
+    launch, procfs,
 };
 
 /// A validated attach target.
@@ -152,19 +152,35 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
     } else {
         ""
     };
+    // Installed before "attached" is printed: a signal sent as soon as that line is seen
+    // must find the handlers, not the default action (death without a report).
+    let mut sigint = signal(SignalKind::interrupt()).map_err(io_error)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(io_error)?;
+    // A closed terminal or a HUP ends the daemon like SIGTERM, with its report, instead of
+    // killing it silently; unless it was started ignoring HUP (`nohup`), which stays so.
+    let mut sighup = if launch::was_ignored(libc::SIGHUP) {
+        None
+    } else {
+        Some(signal(SignalKind::hangup()).map_err(io_error)?)
+    };
+    let stop = async move {
+        let hangup = async {
+            match &mut sighup {
+                Some(sighup) => sighup.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sigint.recv() => "SIGINT",
+            _ = sigterm.recv() => "SIGTERM",
+            _ = hangup => "SIGHUP",
+        }
+    };
     eprintln!(
         "tracer: attached to {}{more}{new}; stop with Ctrl-C",
         names.join(", ")
     );
 
-    let mut sigint = signal(SignalKind::interrupt()).map_err(io_error)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(io_error)?;
-    let stop = async move {
-        tokio::select! {
-            _ = sigint.recv() => "SIGINT",
-            _ = sigterm.recv() => "SIGTERM",
-        }
-    };
     // With --comm/--all, processes to trace may come at any time: run until a signal.
     match session.pump(stop, !follow_new).await.map_err(io_error)? {
         crate::session::Stopped::Finished(signal) => log::info!("{signal}: detaching"),

@@ -1,12 +1,14 @@
 //! `tracer run -- CMD`: trace a command from its first instruction.
 
+use std::os::unix::ffi::OsStrExt;
+
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{api_policy, bind_api, ci::Outputs, print_summary, remove_socket, start_session};
 use crate::{
     cli::RunArgs,
     exit::{EXIT_CHECK_FAILED, TracerError},
-    launch,
+    launch, procfs,
     session::Stopped,
 };
 
@@ -25,7 +27,7 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
     session.tracker.report_info.command = args
         .command
         .iter()
-        .map(|a| a.to_string_lossy().into_owned())
+        .map(|a| procfs::escape(a.as_bytes()))
         .collect();
     if let Some((queries, bound)) = api {
         session.serve_queries(queries);
@@ -38,12 +40,13 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
 
     let gated = prepared.spawn_gated()?;
     let pid = gated.pid();
-    let comm = args.command[0]
-        .to_string_lossy()
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    // Started before CMD may stop at an exec, so that the tracer's death cannot leave any
+    // process below CMD stopped.
+    let guard = (!args.no_exec_stop)
+        .then(|| crate::watchdog::Guard::start(pid))
+        .flatten();
+    let program = args.command[0].as_bytes();
+    let comm = procfs::escape(program.rsplit(|&b| b == b'/').next().unwrap_or_default());
     if let Err(err) = session
         .tracker
         .trace_from_exec(pid, comm, !args.no_exec_stop)
@@ -84,6 +87,9 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
     // drain below resumes any stopped before this.
     session.tracker.probes.clear_exec_stops();
     session.drain();
+    if let Some(guard) = guard {
+        guard.disarm();
+    }
     if let Some(p) = session.tracker.table.get_mut(pid) {
         p.exit_status = Some(status);
     }

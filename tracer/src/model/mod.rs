@@ -10,6 +10,8 @@ pub mod space;
 pub mod vma;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 pub use space::AddressSpace;

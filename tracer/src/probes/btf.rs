@@ -24,6 +24,10 @@ const KIND_DECL_TAG: u32 = 17;
 const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
 
+/// Deepest nesting of arrays or anonymous structs followed; the kernel's own types nest a few
+/// levels, a cycle in a malformed blob would nest forever.
+const MAX_DEPTH: u32 = 32;
+
 #[derive(Debug, Clone)]
 struct Member {
     name: u32,
@@ -180,13 +184,16 @@ impl Btf {
         None
     }
 
-    fn size_of(&self, id: u32) -> Option<u32> {
+    /// Size in bytes; `None` past `MAX_DEPTH` nested arrays (a malformed or hostile blob may
+    /// make an array its own element) or when the size does not fit.
+    fn size_of(&self, id: u32, depth: u32) -> Option<u32> {
+        let depth = depth.checked_sub(1)?;
         let t = self.resolve(id)?;
         match t.kind {
             KIND_PTR => Some(8),
             KIND_ARRAY => {
                 let (elem, n) = t.array?;
-                Some(self.size_of(elem)? * n)
+                self.size_of(elem, depth)?.checked_mul(n)
             }
             _ => Some(t.size_or_type),
         }
@@ -195,16 +202,19 @@ impl Btf {
     /// The member `member` of `struct name`, looking into anonymous structs and unions.
     pub fn member(&self, name: &str, member: &str) -> Option<MemberInfo> {
         let id = *self.structs.get(name)?;
-        self.find_member(id, member, 0)
+        self.find_member(id, member, 0, MAX_DEPTH)
     }
 
-    fn find_member(&self, id: u32, member: &str, base_bits: u32) -> Option<MemberInfo> {
+    /// Looks for `member` at most `depth` anonymous structs deep: a struct that contains
+    /// itself (malformed BTF) must end the search, not the stack.
+    fn find_member(&self, id: u32, member: &str, base_bits: u32, depth: u32) -> Option<MemberInfo> {
+        let depth = depth.checked_sub(1)?;
         let t = self.resolve(id)?;
         for m in &t.members {
-            let bits = base_bits + m.bit_offset;
+            let bits = base_bits.checked_add(m.bit_offset)?;
             if m.name == 0 {
                 // An anonymous struct or union: its members belong to the outer struct.
-                if let Some(found) = self.find_member(m.type_id, member, bits) {
+                if let Some(found) = self.find_member(m.type_id, member, bits, depth) {
                     return Some(found);
                 }
             } else if self.name(m.name) == member {
@@ -214,7 +224,7 @@ impl Btf {
                 let resolved = self.resolve(m.type_id)?;
                 return Some(MemberInfo {
                     offset: bits / 8,
-                    size: self.size_of(m.type_id)?,
+                    size: self.size_of(m.type_id, MAX_DEPTH)?,
                     is_pointer: resolved.kind == KIND_PTR,
                 });
             }
@@ -292,6 +302,118 @@ mod tests {
         assert_eq!(btf.member("inner", "b").unwrap().offset, 4);
         assert!(btf.member("outer", "missing").is_none());
         assert!(btf.member("nosuch", "x").is_none());
+    }
+
+    /// A blob whose types refer to themselves: `struct loop { struct loop; }` (anonymous
+    /// member), `struct arr { arr_t a; }` with `arr_t` an array of itself, and an array whose
+    /// size overflows. Lookups end with `None` instead of overflowing the stack or a u32.
+    fn cyclic() -> Vec<u8> {
+        let strings = b"\0loop\0arr\0a\0big\0b\0int\0".to_vec();
+        let off = |s: &str| -> u32 {
+            let needle = format!("\0{s}\0");
+            (strings
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes())
+                .unwrap()
+                + 1) as u32
+        };
+        let mut types = Vec::new();
+        let mut push = |words: &[u32]| {
+            for w in words {
+                types.extend_from_slice(&w.to_le_bytes());
+            }
+        };
+        let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
+        // 1: struct loop { <anonymous> struct loop; }
+        push(&[off("loop"), info(KIND_STRUCT, 1), 4]);
+        push(&[0, 1, 0]);
+        // 2: array of 2 x type 2
+        push(&[0, info(KIND_ARRAY, 0), 0]);
+        push(&[2, 4, 2]);
+        // 3: struct arr { type-2 a; }
+        push(&[off("arr"), info(KIND_STRUCT, 1), 8]);
+        push(&[off("a"), 2, 0]);
+        // 4: int; 5: int[0x8000_0000]; 6: struct big { type-5 b; }
+        push(&[off("int"), info(KIND_INT, 0), 4, 32]);
+        push(&[0, info(KIND_ARRAY, 0), 0]);
+        push(&[4, 4, 0x8000_0000]);
+        push(&[off("big"), info(KIND_STRUCT, 1), 8]);
+        push(&[off("b"), 5, 0]);
+        let mut out = Vec::new();
+        out.extend_from_slice(&MAGIC.to_le_bytes());
+        out.extend_from_slice(&[1, 0]);
+        for w in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out.extend_from_slice(&types);
+        out.extend_from_slice(&strings);
+        out
+    }
+
+    #[test]
+    fn self_referring_types_end_the_lookup() {
+        let btf = Btf::parse(&cyclic()).unwrap();
+        assert!(btf.member("loop", "x").is_none());
+        assert!(btf.member("arr", "a").is_none());
+        assert!(btf.member("big", "b").is_none());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Random type graphs (small ids, so types refer to each other and to themselves):
+        /// parsing and every member lookup end without a panic.
+        #[test]
+        fn random_type_graphs_never_panic(
+            types in proptest::collection::vec(
+                (proptest::sample::select(&[1u32, 2, 3, 4, 5, 8, 9, 10, 18, 30][..]), 0..3u32,
+                 0..10u32, proptest::collection::vec(0..10u32, 9)),
+                0..12,
+            ),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8),
+        ) {
+            let strings = b"\0s\0a\0b\0".to_vec();
+            let mut section = Vec::new();
+            for (kind, vlen, size_or_type, words) in &types {
+                let mut push = |w: u32| section.extend_from_slice(&w.to_le_bytes());
+                push(1 + (words[0] % 3) * 2);
+                push((kind << 24) | vlen);
+                push(*size_or_type);
+                let extra = match *kind {
+                    KIND_INT => 1,
+                    KIND_ARRAY => 3,
+                    KIND_STRUCT | KIND_UNION => 3 * vlen,
+                    _ => 0,
+                };
+                for i in 0..extra as usize {
+                    // Member names 0 (anonymous) to 5, types and offsets small.
+                    push(if i % 3 == 0 { words[1 + i % 8] % 6 } else { words[1 + i % 8] });
+                }
+            }
+            section.extend_from_slice(&tail);
+            let mut blob = Vec::new();
+            blob.extend_from_slice(&MAGIC.to_le_bytes());
+            blob.extend_from_slice(&[1, 0]);
+            for w in [24u32, 0, section.len() as u32, section.len() as u32, strings.len() as u32] {
+                blob.extend_from_slice(&w.to_le_bytes());
+            }
+            blob.extend_from_slice(&section);
+            blob.extend_from_slice(&strings);
+            if let Ok(btf) = Btf::parse(&blob) {
+                let names: Vec<String> = btf.structs.keys().cloned().collect();
+                for name in names {
+                    for member in ["a", "b", "s", ""] {
+                        let _ = btf.member(&name, member);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
