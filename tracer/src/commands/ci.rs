@@ -15,6 +15,7 @@ use crate::{
 /// What to produce when tracing ends, validated before anything starts.
 pub struct Outputs {
     report: Option<PathBuf>,
+    html: Option<PathBuf>,
     checks: Option<CheckFile>,
     junit: Option<PathBuf>,
 }
@@ -80,15 +81,19 @@ impl Outputs {
         if let Some(path) = &common.junit {
             ensure_writable(path, "JUnit results")?;
         }
+        if let Some(path) = &common.html {
+            ensure_writable(path, "HTML page")?;
+        }
         Ok(Outputs {
             report: common.report.clone(),
+            html: common.html.clone(),
             checks,
             junit: common.junit.clone(),
         })
     }
 
     pub fn wanted(&self) -> bool {
-        self.report.is_some() || self.checks.is_some()
+        self.report.is_some() || self.checks.is_some() || self.html.is_some()
     }
 
     /// Writes the report and evaluates the checks. Returns false when an assertion failed;
@@ -109,6 +114,19 @@ impl Outputs {
                 Ok(()) => eprintln!("tracer: report written to {}", path.display()),
                 Err(e) => {
                     let why = format!("cannot write the report to {}: {e}", path.display());
+                    eprintln!("tracer: {why}");
+                    failure = Some(why);
+                }
+            }
+        }
+        if let Some(path) = &self.html {
+            let written = crate::page::offline(&report)
+                .map_err(std::io::Error::other)
+                .and_then(|page| report::write_file(path, page.as_bytes()));
+            match written {
+                Ok(()) => eprintln!("tracer: HTML page written to {}", path.display()),
+                Err(e) => {
+                    let why = format!("cannot write the HTML page to {}: {e}", path.display());
                     eprintln!("tracer: {why}");
                     failure = Some(why);
                 }
