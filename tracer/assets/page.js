@@ -277,7 +277,10 @@
       if (it.big) return;
       if (first === null) { first = it; labelAt(it.y0 + 10, it.eh || hexOf(it.e)); }
       var next = items[i + 1];
-      if (!next || next.big) { labelAt(it.y1 - 2, it.sh || hexOf(it.s)); first = null; }
+      if (!next || next.big) {
+        if (it.y1 - first.y0 >= 24) labelAt(it.y1 - 2, it.sh || hexOf(it.s));
+        first = null;
+      }
     });
 
     // The program break.
@@ -402,7 +405,7 @@
     var newest = list.length ? list[0].ts_ns : 0;
     list.forEach(function (c) {
       var tr = el('tr', { 'data-kind': str(c.kind) });
-      tr.appendChild(el('td', {}, ((c.ts_ns - newest) / 1e9).toFixed(3) + ' s'));
+      tr.appendChild(el('td', {}, ((c.ts_ns - newest) / 1e6).toFixed(3) + ' ms'));
       tr.appendChild(el('td', { 'class': 'text' }, str(c.kind)));
       tr.appendChild(el('td', {}, str(c.addr)));
       tr.appendChild(el('td', {}, c.kind === 'brk' ? '' : bytes(c.len)));
@@ -464,7 +467,7 @@
         selected = processes.slice().sort(function (a, b) { return (b.rss || 0) - (a.rss || 0); })[0].pid;
       }
       renderTable();
-      $('status').textContent = 'live \u00B7 ' + processes.length + ' processes \u00B7 ' + new Date(now).toLocaleTimeString();
+      $('status').textContent = 'live \u00B7 ' + processes.length + (processes.length === 1 ? ' process \u00B7 ' : ' processes \u00B7 ') + new Date(now).toLocaleTimeString();
       if (selected === null || !seen.has(selected)) return null;
       return fetchJson('api/v1/processes/' + selected).then(function (d) {
         var pts = series.get(selected) || [];
