@@ -162,11 +162,25 @@
       if (it.gap) return it.big ? 0 : 0.3 * w;
       return (it.region === 'heap' || it.region === 'stack') ? 3 + w : w;
     };
-    var bigs = 0, total = 0;
-    items.forEach(function (it) { it.w = weight(it); total += it.w; if (it.big) bigs++; });
-    var scale = total > 0 ? Math.max(0, COLUMN_H - bigs * GAP_PX) / total : 0;
+    // Stretches between big gaps (stack; mmap area; heap; the program's image) share the
+    // column by the logarithm of their size, so that 30k VMAs of the mmap area do not squeeze
+    // the heap to nothing; within a stretch, items share its height by their weights.
+    var stretches = [], cur = null, bigs = 0;
+    items.forEach(function (it) {
+      it.w = weight(it);
+      if (it.big) { bigs++; cur = null; return; }
+      if (!cur) { cur = { items: [], w: 0, bytes: 0 }; stretches.push(cur); }
+      cur.items.push(it); cur.w += it.w; cur.bytes += it.e - it.s;
+    });
+    var avail = Math.max(0, COLUMN_H - bigs * GAP_PX - stretches.length * 12);
+    var sw = 0;
+    stretches.forEach(function (st) { st.share = 4 + Math.log2(1 + st.bytes / 4096); sw += st.share; });
+    stretches.forEach(function (st) {
+      var h = 12 + (sw > 0 ? avail * st.share / sw : 0);
+      st.items.forEach(function (it) { it.h = st.w > 0 ? h * it.w / st.w : 0; });
+    });
     var y = 0;
-    items.forEach(function (it) { it.y0 = y; y += it.big ? GAP_PX : it.w * scale; it.y1 = y; });
+    items.forEach(function (it) { it.y0 = y; y += it.big ? GAP_PX : it.h; it.y1 = y; });
     return items;
   }
 
@@ -185,7 +199,7 @@
     var box = $('layout');
     clear(box);
     var items = buildItems(view.vmas || []);
-    var W = 430, X = 90, CW = 130, H = items.length ? items[items.length - 1].y1 + 20 : 40;
+    var W = 520, X = 90, CW = 130, H = items.length ? items[items.length - 1].y1 + 20 : 40;
     var svg = sv('svg', { width: W, height: H, viewBox: '0 0 ' + W + ' ' + H, id: 'space-svg', 'data-vmas': (view.vmas || []).length });
     var defs = sv('defs');
     var pat = sv('pattern', { id: 'hatch', width: 6, height: 6, patternUnits: 'userSpaceOnUse', patternTransform: 'rotate(45)' });
@@ -230,7 +244,7 @@
         var gr = sv('rect', { 'class': 'gap', x: X, y: it.y0.toFixed(2), width: CW, height: GAP_PX, 'data-start': hexOf(it.s), 'data-end': hexOf(it.e) });
         gr.appendChild(sv('title', {}, 'unmapped: ' + bytes(it.e - it.s) + ' (compressed)'));
         g.appendChild(gr);
-        g.appendChild(sv('text', { x: X + CW + 6, y: (it.y0 + GAP_PX / 2 + 4).toFixed(2) }, '\u22EE ' + bytes(it.e - it.s) + ' gap'));
+        g.appendChild(sv('text', { 'class': 'gap-label', x: X + CW + 110, y: (it.y0 + GAP_PX / 2 + 4).toFixed(2) }, '\u22EE ' + bytes(it.e - it.s) + ' unmapped'));
         return;
       }
       if (it.gap && !group.length) return;
@@ -271,7 +285,12 @@
     endRun();
 
     // Addresses beside the column at the edges of every stretch between big gaps.
-    var labelAt = function (y, text) { g.appendChild(sv('text', { x: X + CW + 6, y: y.toFixed(2) }, text)); };
+    var lastLabel = -100;
+    var labelAt = function (y, text) {
+      if (y - lastLabel < 12) return;
+      lastLabel = y;
+      g.appendChild(sv('text', { x: X + CW + 6, y: y.toFixed(2) }, text));
+    };
     var first = null;
     items.forEach(function (it, i) {
       if (it.big) return;
@@ -427,6 +446,7 @@
   }
 
   function showDetail(view, pts) {
+    var t0 = performance.now();
     $('detail').hidden = false;
     $('title').textContent = 'pid ' + view.pid + ' \u2014 ' + str(view.comm) + (view.exe ? ' (' + str(view.exe) + ')' : '') + ', ' + str(view.state);
     drawSpace(view);
@@ -435,6 +455,8 @@
     drawPhases(view);
     renders++;
     document.body.setAttribute('data-renders', renders);
+    // For the benchmark: how long the last drawing took.
+    document.body.setAttribute('data-render-ms', (performance.now() - t0).toFixed(1));
     document.body.setAttribute('data-state', 'ok');
   }
 
