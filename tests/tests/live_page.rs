@@ -68,7 +68,10 @@ fn browse(url: &str, shot: &Path, profile: &Path) -> String {
         format!("--screenshot={}", shot.display()),
     ]);
     let png = std::fs::read(shot).expect("the screenshot");
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "no real screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "no real screenshot"
+    );
     run(&["--dump-dom".into()])
 }
 
@@ -143,8 +146,14 @@ fn check_page(dom: &str, pid: u32, heap: (u64, u64), live: bool) {
             .any(|r| r.get("data-pid") == Some(&pid.to_string())),
         "pid {pid} is not in the table"
     );
-    assert!(dom.contains("&lt;i id=pwned&gt;x&amp;"), "the name is not shown as text");
-    assert!(!dom.contains("<i id=\"pwned\">"), "the process name became markup");
+    assert!(
+        dom.contains("&lt;i id=pwned&gt;x&amp;"),
+        "the name is not shown as text"
+    );
+    assert!(
+        !dom.contains("<i id=\"pwned\">"),
+        "the process name became markup"
+    );
 
     // The heap band is where the kernel puts [heap]; the break is inside it.
     let rects = elements(dom, "rect");
@@ -164,7 +173,10 @@ fn check_page(dom: &str, pid: u32, heap: (u64, u64), live: bool) {
         .into_iter()
         .find_map(|l| l.get("data-brk").map(|b| hex(b)))
         .expect("the program break is marked");
-    assert!(heap.0 < brk && brk <= heap.1, "brk {brk:#x} outside the heap");
+    assert!(
+        heap.0 < brk && brk <= heap.1,
+        "brk {brk:#x} outside the heap"
+    );
     let vmas: usize = rects
         .iter()
         .filter(|r| r.get("class").map(String::as_str) == Some("vma"))

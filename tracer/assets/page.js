@@ -360,8 +360,14 @@
         var v = H - B - (p[1] / y1) * (H - T - B);
         if (!cols.has(c) || cols.get(c) > v) cols.set(c, v);
       });
-      var pts = [];
-      cols.forEach(function (v, c) { pts.push(c + ',' + v.toFixed(1)); });
+      // Steps, not slopes: a value holds until the next sample.
+      var pts = [], last = null;
+      Array.from(cols.keys()).sort(function (a, b) { return a - b; }).forEach(function (c) {
+        var v = cols.get(c).toFixed(1);
+        if (last !== null) pts.push(c + ',' + last);
+        pts.push(c + ',' + v);
+        last = v;
+      });
       svg.appendChild(sv('polyline', { points: pts.join(' '), stroke: l.color, 'data-series': l.name, 'data-points': l.pts.length }));
       if (lines.length > 1 || l.name !== title) {
         svg.appendChild(sv('text', { x: lx, y: H - 3, style: 'fill:' + l.color }, '\u25A0 ' + l.name));

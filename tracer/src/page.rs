@@ -74,10 +74,12 @@ mod tests {
         let mut report = Report::default();
         report.processes.push(Default::default());
         report.processes[0].comm = "</script><script>alert(1)</script><!--".into();
-        report.processes[0].address_space.push(crate::report::VmaReport {
-            name: Some("/tmp/</SCRIPT>&\u{2028}".into()),
-            ..Default::default()
-        });
+        report.processes[0]
+            .address_space
+            .push(crate::report::VmaReport {
+                name: Some("/tmp/</SCRIPT>&\u{2028}".into()),
+                ..Default::default()
+            });
         let page = offline(&report).unwrap();
         let start = page.find("id=\"tracer-data\">").unwrap();
         let data = &page[start + "id=\"tracer-data\">".len()..];
@@ -85,7 +87,10 @@ mod tests {
         assert!(!data.contains('<') && !data.contains('>'));
         // The escapes decode to the very same names.
         let back: serde_json::Value = serde_json::from_str(data).unwrap();
-        assert_eq!(back["processes"][0]["comm"], report.processes[0].comm.as_str());
+        assert_eq!(
+            back["processes"][0]["comm"],
+            report.processes[0].comm.as_str()
+        );
         assert_eq!(
             back["processes"][0]["address_space"][0]["name"],
             "/tmp/</SCRIPT>&\u{2028}"
@@ -106,14 +111,22 @@ mod tests {
     /// The script never turns data into markup, and fetches nothing but the daemon's API.
     #[test]
     fn the_script_builds_no_markup_and_loads_nothing_from_elsewhere() {
-        for banned in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+        for banned in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
             assert!(!SCRIPT.contains(banned), "page.js uses {banned}");
         }
         let page = assemble(None);
         let foreign: Vec<&str> = page
             .match_indices("http")
             .map(|(i, _)| &page[i..(i + 40).min(page.len())])
-            .filter(|s| !s.starts_with("http://www.w3.org/2000/svg") && !s.starts_with("http-equiv"))
+            .filter(|s| {
+                !s.starts_with("http://www.w3.org/2000/svg") && !s.starts_with("http-equiv")
+            })
             .collect();
         assert!(foreign.is_empty(), "URLs in the page: {foreign:?}");
     }

@@ -44,11 +44,22 @@ impl RecentChanges {
         let (addr, len) = match e.kind {
             SyscallKind::Brk if moved_break || !ok => (e.ret as u64, 0),
             SyscallKind::Mmap | SyscallKind::Mremap if ok => {
-                let len = if e.kind == SyscallKind::Mmap { e.args[1] } else { e.args[2] };
+                let len = if e.kind == SyscallKind::Mmap {
+                    e.args[1]
+                } else {
+                    e.args[2]
+                };
                 (e.ret as u64, len)
             }
-            SyscallKind::Mmap | SyscallKind::Mremap | SyscallKind::Munmap | SyscallKind::Mprotect => {
-                let len = if e.kind == SyscallKind::Mremap { e.args[2] } else { e.args[1] };
+            SyscallKind::Mmap
+            | SyscallKind::Mremap
+            | SyscallKind::Munmap
+            | SyscallKind::Mprotect => {
+                let len = if e.kind == SyscallKind::Mremap {
+                    e.args[2]
+                } else {
+                    e.args[1]
+                };
                 (e.args[0], len)
             }
             _ => return,
@@ -110,13 +121,19 @@ mod tests {
     fn keeps_the_newest_changes_only() {
         let mut r = RecentChanges::default();
         for i in 0..(RECENT_LIMIT as u64 + 10) {
-            r.note(&call(SyscallKind::Munmap, [0x1000 * i, 4096, 0, 0, 0, 0], 0), false);
+            r.note(
+                &call(SyscallKind::Munmap, [0x1000 * i, 4096, 0, 0, 0, 0], 0),
+                false,
+            );
         }
         assert_eq!(r.iter().count(), RECENT_LIMIT);
         assert_eq!(r.total, RECENT_LIMIT as u64 + 10);
         assert_eq!(r.iter().next().unwrap().addr, 0x1000 * 10);
         let json = r.to_json();
-        assert_eq!(json["list"][0]["addr"], hex(0x1000 * (RECENT_LIMIT as u64 + 9)));
+        assert_eq!(
+            json["list"][0]["addr"],
+            hex(0x1000 * (RECENT_LIMIT as u64 + 9))
+        );
     }
 
     #[test]
@@ -124,11 +141,27 @@ mod tests {
         let mut r = RecentChanges::default();
         // brk(0) asks where the break is; madvise does not change the layout.
         r.note(&call(SyscallKind::Brk, [0; 6], 0x55_0000), false);
-        r.note(&call(SyscallKind::Madvise, [0x1000, 4096, 4, 0, 0, 0], 0), false);
+        r.note(
+            &call(SyscallKind::Madvise, [0x1000, 4096, 4, 0, 0, 0], 0),
+            false,
+        );
         assert_eq!(r.total, 0);
-        r.note(&call(SyscallKind::Brk, [0x57_0000, 0, 0, 0, 0, 0], 0x57_0000), true);
-        r.note(&call(SyscallKind::Mmap, [0, 8192, 3, 0x22, u64::MAX, 0], 0x7f00_0000), false);
-        r.note(&call(SyscallKind::Mmap, [0, 8192, 3, 0x22, u64::MAX, 0], -12), false);
+        r.note(
+            &call(SyscallKind::Brk, [0x57_0000, 0, 0, 0, 0, 0], 0x57_0000),
+            true,
+        );
+        r.note(
+            &call(
+                SyscallKind::Mmap,
+                [0, 8192, 3, 0x22, u64::MAX, 0],
+                0x7f00_0000,
+            ),
+            false,
+        );
+        r.note(
+            &call(SyscallKind::Mmap, [0, 8192, 3, 0x22, u64::MAX, 0], -12),
+            false,
+        );
         let kept: Vec<_> = r.iter().map(|c| (c.kind, c.addr, c.len)).collect();
         assert_eq!(
             kept,

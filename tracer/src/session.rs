@@ -519,7 +519,8 @@ impl Session {
                 probes,
                 table: {
                     let mut table = ProcessTable::new(procfs::page_size());
-                    table.keep_reused = args.report.is_some() || args.check.is_some() || args.html.is_some();
+                    table.keep_reused =
+                        args.report.is_some() || args.check.is_some() || args.html.is_some();
                     table
                 },
                 counters: DaemonCounters::default(),
