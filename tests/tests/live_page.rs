@@ -273,3 +273,20 @@ fn the_live_page_and_the_html_file_show_the_address_space() {
     );
     check_page(&dom, pid, heap, false);
 }
+
+/// A `--html` path that cannot be written is refused before anything runs, not after a long
+/// trace.
+#[test]
+fn an_html_path_that_cannot_be_written_is_refused_up_front() {
+    let dir = scratch("html-dir");
+    let out = tests::run_tracer(
+        &["run", "--html", dir.to_str().unwrap(), "--", "/bin/true"],
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot write the HTML page to") && stderr.contains("is a directory"),
+        "{stderr}"
+    );
+}

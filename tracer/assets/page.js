@@ -407,6 +407,13 @@
         }
         return out;
       };
+      // Faults counted in each region's VMAs (approximate: by 64 KiB granule), cumulative.
+      var regions = ORDER.filter(function (r) { return pts.some(function (p) { return p.byRegion && p.byRegion[r]; }); });
+      if (regions.length) {
+        box.appendChild(chart('page faults by region (total)', regions.map(function (r) {
+          return { name: r, color: COLORS[r], pts: pts.map(function (p) { return [p.t, (p.byRegion && p.byRegion[r]) || 0]; }) };
+        }), count));
+      }
       box.appendChild(chart('page faults per second', [
         { name: 'minor', color: '#29335c', pts: rate('minor') }, { name: 'major', color: '#e4572e', pts: rate('major') }
       ], function (v) { return count(v) + '/s'; }));
@@ -500,7 +507,12 @@
       return fetchJson('api/v1/processes/' + selected).then(function (d) {
         var pts = series.get(selected) || [];
         var rss = d.rss || {}, f = d.page_faults || {};
-        pts.push({ t: now, rssFile: rss.file, rssAnon: rss.anon, rssShmem: rss.shmem, rssSwap: rss.swap, vsz: d.virtual_memory_bytes, heap: d.heap_bytes || 0, minor: f.minor || 0, major: f.major || 0 });
+        var byRegion = {};
+        (d.vma_list || []).forEach(function (v) {
+          var r = COLORS[v.region] ? v.region : 'other';
+          byRegion[r] = (byRegion[r] || 0) + (Number(v.faults) || 0);
+        });
+        pts.push({ t: now, rssFile: rss.file, rssAnon: rss.anon, rssShmem: rss.shmem, rssSwap: rss.swap, vsz: d.virtual_memory_bytes, heap: d.heap_bytes || 0, minor: f.minor || 0, major: f.major || 0, byRegion: byRegion });
         if (pts.length > MAX_POINTS) pts.splice(0, pts.length - MAX_POINTS);
         series.set(selected, pts);
         var heap = d.heap || {};
