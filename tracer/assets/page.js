@@ -351,7 +351,7 @@
     svg.appendChild(sv('text', { x: L - 4, y: H - B, 'text-anchor': 'end' }, fmt(0)));
     svg.appendChild(sv('line', { 'class': 'axis', x1: L, x2: W - R, y1: H - B, y2: H - B }));
     svg.appendChild(sv('line', { 'class': 'axis', x1: L, x2: L, y1: T, y2: H - B }));
-    svg.appendChild(sv('text', { x: W - R, y: H - 3, 'text-anchor': 'end' }, ((x1 - x0) / 1000).toFixed(1) + ' s'));
+    svg.appendChild(sv('text', { x: W - R, y: H - 3, 'text-anchor': 'end' }, (x1 - x0 < 1000 ? (x1 - x0).toFixed(1) + ' ms' : ((x1 - x0) / 1000).toFixed(1) + ' s')));
     var lx = L;
     lines.forEach(function (l) {
       var cols = new Map();
