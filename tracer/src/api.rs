@@ -59,6 +59,9 @@ pub fn process_summary(p: &ProcessState) -> Value {
         "virtual_memory_bytes": p.space.virtual_size(),
         "vmas": p.space.vma_count(),
         "heap_bytes": p.heap.size(),
+        // For the live page's table (sorted by these) and its fault rate.
+        "rss_bytes": p.resident(),
+        "page_faults": p.faults.total(),
         "syscalls": syscalls_json(p),
     })
 }
@@ -119,6 +122,8 @@ pub fn process_detail(p: &ProcessState) -> Value {
         "reseeds": p.reseeds,
     });
     out["seeded_at_ns"] = json!(p.seeded_at_ns);
+    out["recent_changes"] = p.recent.to_json();
+    out["phases"] = serde_json::to_value(&p.phases).unwrap_or(Value::Null);
     out["vma_list"] = Value::Array(vmas);
     out
 }

@@ -250,6 +250,12 @@ pub struct CommonArgs {
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
 
+    /// Write one self-contained HTML page to PATH when tracing ends: the address space of each
+    /// process as the textbooks draw it, its heap (brk) history and phase snapshots; the live
+    /// page of `--listen` (GET /), offline, with the report's data inside.
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
+
     /// Check the assertions of this TOML file when tracing ends (limits on peak RSS, heap,
     /// faults, syscalls, ...; see "Check files" in the README). The file is validated before
     /// anything starts; a failed assertion makes the exit status 123.

@@ -8,7 +8,7 @@ use axum::{
     Extension, Router,
     extract::{Path, Query as UrlQuery, State},
     http::{StatusCode, header},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use serde_json::Value;
@@ -137,32 +137,9 @@ impl Api {
     }
 }
 
-const LANDING: &str = r#"<!doctype html>
-<html><head><meta charset="utf-8"><title>tracer</title></head>
-<body>
-<h1>tracer</h1>
-<p>Live allocation tracer: VMAs, heap and page faults of traced processes.</p>
-<ul>
-<li><a href="/metrics">/metrics</a>: Prometheus metrics</li>
-<li><a href="/api/v1/processes">/api/v1/processes</a>: traced processes (JSON)</li>
-<li>/api/v1/processes/{pid}: one process, with its VMAs and heap history (JSON)</li>
-<li>/api/v1/processes/{pid}/maps: its reconstructed address space, in /proc/PID/maps format</li>
-<li>POST /api/v1/processes/{pid}/check: compare the model with /proc now</li>
-<li>POST /api/v1/phases?name=NAME[&amp;pid=PID]: mark a phase (snapshot of RSS, heap, VSZ,
-VMAs, faults) for the report and <code>--check</code></li>
-<li><a href="/api/v1/report">/api/v1/report</a>: the report (as <code>--report</code> writes it) as of now</li>
-<li><a href="/healthz">/healthz</a></li>
-</ul>
-<p>A process's detail and maps, the report and the POST routes need authorization: over the
-Unix socket (<code>--listen unix:PATH</code>) as the process's owner or root, with
-<code>--web-config</code> users, or <code>--trust-tcp-clients</code>. See "Security" in the
-README.</p>
-</body></html>
-"#;
-
 fn router(api: Api) -> Router {
     Router::new()
-        .route("/", get(|| async { Html(LANDING) }))
+        .route("/", get(|| async { crate::page::live() }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/metrics",

@@ -19,6 +19,7 @@ mod listener;
 mod metrics;
 mod model;
 mod outfile;
+mod page;
 #[cfg(test)]
 mod parser_props;
 mod peercred;
@@ -26,6 +27,7 @@ mod preflight;
 mod probes;
 mod process;
 mod procfs;
+mod recent;
 mod reconcile;
 mod report;
 mod session;

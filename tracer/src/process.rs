@@ -136,6 +136,8 @@ pub struct ProcessState {
     /// Every change of the break, with its time (up to `BRK_HISTORY_LIMIT`).
     pub brk_history: Vec<BrkChange>,
     pub brk_history_dropped: u64,
+    /// The last few address-space changes, for the live page.
+    pub recent: crate::recent::RecentChanges,
     /// Resyncs from /proc after the model was found to differ, and the differing lines found.
     pub resyncs: u64,
     pub drift_differences: u64,
@@ -183,6 +185,7 @@ impl ProcessState {
             reseeds: 0,
             brk_history: Vec::new(),
             brk_history_dropped: 0,
+            recent: Default::default(),
             resyncs: 0,
             drift_differences: 0,
             peak_vsz: 0,
@@ -260,9 +263,11 @@ impl ProcessState {
             SyscallKind::Brk => {
                 let before = self.heap.end;
                 self.heap.observe_break(e.ret as u64);
-                if before != self.heap.end && before.is_some() {
+                let moved = before != self.heap.end && before.is_some();
+                if moved {
                     self.record_brk(e.ts_ns, e.ret as u64);
                 }
+                self.recent.note(e, moved);
             }
             SyscallKind::Mmap if ok => {
                 let len = round(e.args[1]);
@@ -295,6 +300,9 @@ impl ProcessState {
                 }
             }
             _ => {}
+        }
+        if e.kind != SyscallKind::Brk {
+            self.recent.note(e, false);
         }
         // Records older than the seed are already part of it.
         if let Some(seeded) = self.seeded_at_ns {

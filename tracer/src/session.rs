@@ -525,7 +525,8 @@ impl Session {
                 probes,
                 table: {
                     let mut table = ProcessTable::new(procfs::page_size());
-                    table.keep_reused = args.report.is_some() || args.check.is_some();
+                    table.keep_reused =
+                        args.report.is_some() || args.check.is_some() || args.html.is_some();
                     table
                 },
                 counters: DaemonCounters::default(),
@@ -536,7 +537,7 @@ impl Session {
                 last_vanish_check: std::time::Instant::now(),
                 exited_grace: Duration::from_secs(args.exited_grace),
                 evict_exited: false,
-                keep_exited: args.report.is_some() || args.check.is_some(),
+                keep_exited: args.report.is_some() || args.check.is_some() || args.html.is_some(),
                 report_info: ReportInfo {
                     mode: String::new(),
                     command: Vec::new(),
@@ -644,6 +645,8 @@ impl Session {
         let not_found = |pid: u32| Answer::NotFound(format!("no traced process {pid}"));
         match ask {
             Ask::Processes => {
+                // RSS and faults are in the list (the live page sorts by them): current ones.
+                self.tracker.refresh_running();
                 let list: Vec<serde_json::Value> = self
                     .tracker
                     .table

@@ -65,6 +65,14 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "makes the TLS certificates of the --web-config test",
     ),
     (
+        "chromium",
+        "a real browser that renders the live page and the --html file in the tests",
+    ),
+    (
+        "fonts-dejavu-core",
+        "a font for the browser test's screenshots",
+    ),
+    (
         "prometheus",
         "promtool and the Prometheus server the exporter deployment tests run",
     ),

@@ -16,6 +16,7 @@ use crate::{
 /// What to produce when tracing ends, validated before anything starts.
 pub struct Outputs {
     report: Option<PathBuf>,
+    html: Option<PathBuf>,
     checks: Option<CheckFile>,
     junit: Option<PathBuf>,
 }
@@ -69,15 +70,19 @@ impl Outputs {
         if let Some(path) = &common.events {
             ensure_writable(path, "event stream")?;
         }
+        if let Some(path) = &common.html {
+            ensure_writable(path, "HTML page")?;
+        }
         Ok(Outputs {
             report: common.report.clone(),
+            html: common.html.clone(),
             checks,
             junit: common.junit.clone(),
         })
     }
 
     pub fn wanted(&self) -> bool {
-        self.report.is_some() || self.checks.is_some()
+        self.report.is_some() || self.checks.is_some() || self.html.is_some()
     }
 
     /// Writes the report and evaluates the checks. Returns false when an assertion failed;
@@ -98,6 +103,21 @@ impl Outputs {
                 Ok(()) => eprintln!("tracer: report written to {}", path.display()),
                 Err(e) => {
                     let why = format!("cannot write the report to {}: {e}", path.display());
+                    eprintln!("tracer: {why}");
+                    failure = Some(why);
+                }
+            }
+        }
+        if let Some(path) = &self.html {
+            let written = crate::page::offline(&report)
+                .map_err(|e| e.to_string())
+                .and_then(|page| {
+                    crate::outfile::write(path, page.as_bytes()).map_err(|e| e.to_string())
+                });
+            match written {
+                Ok(()) => eprintln!("tracer: HTML page written to {}", path.display()),
+                Err(e) => {
+                    let why = format!("cannot write the HTML page to {}: {e}", path.display());
                     eprintln!("tracer: {why}");
                     failure = Some(why);
                 }

@@ -89,7 +89,7 @@ pub fn name_of(space: &AddressSpace, vma: &Vma) -> String {
 }
 
 /// A line of the comparison: what /proc shows, with names already decided.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Line {
     pub start: u64,
     pub end: u64,
@@ -170,15 +170,20 @@ pub fn proc_lines(text: &str) -> Result<Vec<Line>, String> {
 }
 
 /// The differences between two coalesced lists: lines only in `model`, lines only in `kernel`.
+/// Linear: with 30k VMAs, looking each line up in the other list took minutes (debug build)
+/// and held up the session loop, and with it every API answer.
 pub fn diff(model: &[Line], kernel: &[Line]) -> (Vec<Line>, Vec<Line>) {
+    use std::collections::HashSet;
+    let (in_model, in_kernel): (HashSet<&Line>, HashSet<&Line>) =
+        (model.iter().collect(), kernel.iter().collect());
     let only_model = model
         .iter()
-        .filter(|l| !kernel.contains(l))
+        .filter(|l| !in_kernel.contains(l))
         .cloned()
         .collect();
     let only_kernel = kernel
         .iter()
-        .filter(|l| !model.contains(l))
+        .filter(|l| !in_model.contains(l))
         .cloned()
         .collect();
     (only_model, only_kernel)

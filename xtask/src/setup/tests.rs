@@ -28,6 +28,7 @@ const TEST_PROGRAMS: &[(&str, &str)] = &[
     ("cat", "coreutils"),
     ("sleep", "coreutils"),
     ("openssl", "openssl"),
+    ("chromium", "chromium"),
     // Run inside shell scripts the tests start (the scanner does not parse shell).
     ("seq", "coreutils"),
     ("/bin/sh", "dash"),
