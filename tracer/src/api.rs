@@ -2,15 +2,12 @@
 //! process table, no I/O.
 
 use serde_json::{Map, Value, json};
-use tracer_common::counters::{RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP};
 
 use crate::{
     jsonl::{faults_json, hex},
-    model::{
-        maps::name_of,
-        region::{Region, classified},
-    },
+    model::region::{Region, classified},
     process::{Lifecycle, ProcessState},
+    process_figures::RSS_TYPES,
     summary::DaemonCounters,
     syscalls::SyscallKind,
 };
@@ -44,21 +41,21 @@ pub fn vsz_by_region(p: &ProcessState) -> Vec<(Region, u64)> {
 
 /// One line per process for `/api/v1/processes`.
 pub fn process_summary(p: &ProcessState) -> Value {
-    let (state, exited_ns) = match p.lifecycle {
-        Lifecycle::Running => ("running", None),
-        Lifecycle::Exited { ts_ns } => ("exited", Some(ts_ns)),
+    let exited_ns = match p.lifecycle {
+        Lifecycle::Running => None,
+        Lifecycle::Exited { ts_ns } => Some(ts_ns),
     };
     json!({
         "pid": p.tgid,
         "parent": p.parent,
         "comm": p.comm,
         "exe": p.exe,
-        "state": state,
+        "state": p.state_name(),
         "exited_ts_ns": exited_ns,
         "exit_status": p.exit_status,
         "virtual_memory_bytes": p.space.virtual_size(),
         "vmas": p.space.vma_count(),
-        "heap_bytes": p.heap.size(),
+        "heap_bytes": p.heap_size(),
         "syscalls": syscalls_json(p),
     })
 }
@@ -66,18 +63,20 @@ pub fn process_summary(p: &ProcessState) -> Value {
 /// Everything about one process for `/api/v1/processes/{pid}`.
 pub fn process_detail(p: &ProcessState) -> Value {
     let mut out = process_summary(p);
-    let vmas: Vec<Value> = classified(&p.space)
+    let vmas: Vec<Value> = p
+        .vma_rows()
         .into_iter()
-        .map(|(v, region)| {
+        .map(|row| {
+            let v = row.vma;
             json!({
                 "start": hex(v.start),
                 "end": hex(v.end),
                 "size": v.len(),
                 "perms": v.perms.to_string(),
                 "offset": hex(v.offset),
-                "name": name_of(&p.space, v),
-                "region": region,
-                "faults": p.fault_regions.faults_in(v.start, v.end),
+                "name": row.name,
+                "region": row.region,
+                "faults": row.faults,
             })
         })
         .collect();
@@ -94,8 +93,8 @@ pub fn process_detail(p: &ProcessState) -> Value {
         "start_brk": opt_hex(p.heap.start),
         "brk": opt_hex(p.heap.end),
         "peak_brk": opt_hex(p.heap.peak),
-        "size": p.heap.size(),
-        "peak_size": p.heap.peak_size(),
+        "size": p.heap_size(),
+        "peak_size": p.heap_peak(),
         "moves": p.heap.moves,
         "history": history,
         "history_dropped": p.brk_history_dropped,
@@ -105,13 +104,13 @@ pub fn process_detail(p: &ProcessState) -> Value {
     out["bytes_mapped"] = json!(p.bytes_mapped);
     out["bytes_unmapped"] = json!(p.bytes_unmapped);
     out["page_faults"] = faults_json(&p.faults);
-    out["rss"] = json!({
-        "file": p.rss.bytes[RSS_FILE],
-        "anon": p.rss.bytes[RSS_ANON],
-        "swap": p.rss.bytes[RSS_SWAP],
-        "shmem": p.rss.bytes[RSS_SHMEM],
-        "peak_resident": p.rss.peak_resident,
-    });
+    let now = p.rss_now();
+    let mut rss: Map<String, Value> = RSS_TYPES
+        .iter()
+        .map(|&(name, kind)| (name.to_string(), json!(now[kind])))
+        .collect();
+    rss.insert("peak_resident".into(), json!(p.rss_peak()));
+    out["rss"] = Value::Object(rss);
     out["threads_created"] = json!(p.threads_created);
     out["drift"] = json!({
         "resyncs": p.resyncs,
@@ -125,9 +124,15 @@ pub fn process_detail(p: &ProcessState) -> Value {
 
 /// The daemon's own counters.
 pub fn daemon_json(d: &DaemonCounters) -> Value {
+    let by_kind = |counts| -> Map<String, Value> {
+        DaemonCounters::by_kind(counts)
+            .into_iter()
+            .map(|(name, n)| (name.to_string(), json!(n)))
+            .collect()
+    };
     json!({
-        "records": {"syscall": d.records[1], "fork": d.records[2], "exec": d.records[3], "exit": d.records[4]},
-        "lost": {"syscall": d.lost[1], "fork": d.lost[2], "exec": d.lost[3], "exit": d.lost[4]},
+        "records": by_kind(&d.records),
+        "lost": by_kind(&d.lost),
         "decode_errors": d.decode_errors,
         "exits_without_enter": d.exits_without_enter,
         "inflight_full": d.inflight_full,

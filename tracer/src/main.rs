@@ -18,6 +18,7 @@ mod model;
 mod preflight;
 mod probes;
 mod process;
+mod process_figures;
 mod procfs;
 mod reconcile;
 mod report;

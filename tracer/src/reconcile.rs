@@ -54,19 +54,28 @@ pub fn seed(p: &mut ProcessState, probes: &mut Probes, at_exec: bool) -> Result<
         probes.set_stack_low(tgid, stack.start, at_exec);
     }
     if !at_exec {
-        seed_rss(tgid, probes);
+        seed_rss(p, probes);
     }
     p.note_peaks();
     Ok(())
 }
 
-/// Seeds resident memory from /proc where no `kmem:rss_stat` event told it yet: at attach,
-/// and for a forked child (whose copied counters were reported in its parent's context,
-/// before the child was known).
-pub fn seed_rss(tgid: u32, probes: &mut Probes) {
-    match procfs::read_rss(tgid) {
-        Ok(bytes) => probes.seed_rss(tgid, bytes),
-        Err(err) => log::debug!("cannot read the RSS of {tgid}: {err}"),
+/// Seeds resident memory from /proc for a process traced mid-life: at attach, and for a
+/// forked child (whose copied counters were reported in its parent's context, before the
+/// child was known). The process is traced in the kernel before this read, so a kind that
+/// changes after it is reported by an event, and one that does not keeps this value
+/// (`ProcessState::observe_rss` merges the two). Without `kmem:rss_stat` nothing would keep a
+/// seed current: RSS stays 0 then, as the start-up notice says.
+pub fn seed_rss(p: &mut ProcessState, probes: &Probes) {
+    if !probes.rss_events() {
+        return;
+    }
+    match procfs::read_rss(p.tgid) {
+        Ok(bytes) => {
+            p.rss_seed = Some(bytes);
+            p.observe_rss(probes.rss(p.tgid).unwrap_or_default());
+        }
+        Err(err) => log::debug!("cannot read the RSS of {}: {err}", p.tgid),
     }
 }
 

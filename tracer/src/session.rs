@@ -73,8 +73,9 @@ impl Tracker {
         let follow_up = self.table.apply(&event);
         if let Event::Fork(fork) = &event
             && fork.child == crate::events::TaskKind::Process
+            && let Some(child) = self.table.get_mut(fork.child_pid)
         {
-            reconcile::seed_rss(fork.child_pid, &mut self.probes);
+            reconcile::seed_rss(child, &self.probes);
         }
         let final_faults = self.follow_up(follow_up);
         if let Some(sink) = self.sink.as_mut()
@@ -133,7 +134,9 @@ impl Tracker {
                     }
                     Ok(_) => {
                         self.table.add_child(parent, child);
-                        reconcile::seed_rss(child, &mut self.probes);
+                        if let Some(child) = self.table.get_mut(child) {
+                            reconcile::seed_rss(child, &self.probes);
+                        }
                     }
                     // Gone before it could be classified: nothing to follow.
                     Err(_) => self.probes.untrace(child),
@@ -236,8 +239,9 @@ impl Tracker {
         let rss = self.probes.rss(tgid);
         if let Some(p) = self.table.get_mut(tgid) {
             p.faults = faults;
-            if let Some(rss) = rss {
-                p.rss = rss;
+            // No entry yet: no event since the seed, which then holds every kind.
+            if rss.is_some() || p.rss_seed.is_some() {
+                p.observe_rss(rss.unwrap_or_default());
             }
         }
     }

@@ -1,0 +1,189 @@
+//! One definition per figure of a process: the summary, the API, `/metrics`, the report,
+//! phases and checks all read these (each used to compute its own, and they disagreed: the
+//! heap after an attach was 0 everywhere but in the report, state names differed).
+
+use tracer_common::counters::{
+    RSS_ANON, RSS_FILE, RSS_KINDS, RSS_RESIDENT_MASK, RSS_SHMEM, RSS_SWAP, RssCounters,
+};
+
+use crate::{
+    model::{maps::name_of, region::Region, vma::Vma},
+    process::{Lifecycle, ProcessState},
+};
+
+/// RSS kinds by name, in the order every view lists them.
+pub const RSS_TYPES: [(&str, usize); RSS_KINDS] = [
+    ("file", RSS_FILE),
+    ("anon", RSS_ANON),
+    ("swap", RSS_SWAP),
+    ("shmem", RSS_SHMEM),
+];
+
+/// One row of the address space as the API and the report list it.
+#[derive(Clone, Debug)]
+pub struct VmaRow<'a> {
+    pub vma: &'a Vma,
+    pub region: Region,
+    /// As /proc/PID/maps names it (empty for an anonymous mapping without a name).
+    pub name: String,
+    /// Faults counted in the granules that start inside the VMA.
+    pub faults: u64,
+}
+
+impl ProcessState {
+    /// `running`, `exited`, or `untraced` (it exec'd an excluded command and is no longer
+    /// followed; it did not exit).
+    pub fn state_name(&self) -> &'static str {
+        match self.lifecycle {
+            Lifecycle::Running => "running",
+            Lifecycle::Exited { .. } if self.untraced => "untraced",
+            Lifecycle::Exited { .. } => "exited",
+        }
+    }
+
+    /// Size of the brk heap: the break minus `start_brk` once a brk call told the break;
+    /// before that (after an attach) the extent of the `[heap]` VMA, page-rounded as /proc
+    /// shows it. None if the process has no known heap start.
+    pub fn heap_size(&self) -> Option<u64> {
+        self.heap
+            .size()
+            .or_else(|| Some(self.space.heap_page_end()?.saturating_sub(self.space.start_brk?)))
+    }
+
+    /// The largest heap seen: the highest break, or the heap as it is now when no brk call
+    /// raised it above that.
+    pub fn heap_peak(&self) -> Option<u64> {
+        match (self.heap.peak_size(), self.heap_size()) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0).max(b.unwrap_or(0))),
+        }
+    }
+
+    /// Resident memory by `RSS_*` kind now; a process that exited has given all of it back
+    /// (what the last rss_stat events said depends on how far its teardown had gone).
+    pub fn rss_now(&self) -> [u64; RSS_KINDS] {
+        if self.is_running() {
+            self.rss.bytes
+        } else {
+            [0; RSS_KINDS]
+        }
+    }
+
+    /// Resident memory now: file, anonymous and shared pages (VmRSS).
+    pub fn resident(&self) -> u64 {
+        let rss = self.rss_now();
+        rss[RSS_FILE] + rss[RSS_ANON] + rss[RSS_SHMEM]
+    }
+
+    /// The highest resident memory seen.
+    pub fn rss_peak(&self) -> u64 {
+        self.rss.peak_resident
+    }
+
+    /// Takes in resident memory as the probe keeps it. A kind no `kmem:rss_stat` event
+    /// reported since the process became traced has not changed since: its value is the
+    /// seed read from /proc then (the probe holds 0 for it). Exact at every quiescent point,
+    /// whether or not the process faults again after the attach.
+    pub fn observe_rss(&mut self, probe: RssCounters) {
+        let mut merged = probe;
+        let mut seeded_resident = 0;
+        if let Some(seed) = self.rss_seed {
+            for kind in 0..RSS_KINDS {
+                if !probe.was_reported(kind) {
+                    merged.bytes[kind] = seed[kind];
+                    if RSS_RESIDENT_MASK & (1 << kind) != 0 {
+                        seeded_resident += seed[kind];
+                    }
+                }
+            }
+        }
+        // The probe's peak counts only the kinds it saw; those not seen yet held their seed
+        // then too (a lower bound of the true peak when kinds were reported since).
+        merged.peak_resident = self
+            .rss
+            .peak_resident
+            .max(probe.peak_resident + seeded_resident)
+            .max(merged.resident());
+        self.rss = merged;
+    }
+
+    /// The address space as rows, with region, name and faults per VMA. One sweep over the
+    /// VMAs and the fault granules (both sorted): linear, however big the process.
+    pub fn vma_rows(&self) -> Vec<VmaRow<'_>> {
+        let classified = crate::model::region::classified(&self.space);
+        let faults = self
+            .fault_regions
+            .faults_per_range(classified.iter().map(|(v, _)| (v.start, v.end)));
+        classified
+            .into_iter()
+            .zip(faults)
+            .map(|((vma, region), faults)| VmaRow {
+                vma,
+                region,
+                name: name_of(&self.space, vma),
+                faults,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::maps;
+
+    fn attached() -> ProcessState {
+        let mut p = ProcessState::new(7, "w".into(), 4096);
+        let text = "555500100000-555500121000 rw-p 00000000 00:00 0 [heap]\n";
+        p.space.replace_vmas(maps::parse(text).unwrap());
+        p.space.start_brk = Some(0x5555_0010_0000);
+        p.heap.start = p.space.start_brk;
+        p
+    }
+
+    #[test]
+    fn the_heap_after_an_attach_is_the_heap_vma_until_brk_tells_the_break() {
+        let mut p = attached();
+        assert_eq!(p.heap_size(), Some(0x21000));
+        assert_eq!(p.heap_peak(), Some(0x21000));
+        p.heap.end = Some(0x5555_0012_2000);
+        p.heap.peak = p.heap.end;
+        assert_eq!(p.heap_size(), Some(0x22000));
+        assert_eq!(ProcessState::new(8, "x".into(), 4096).heap_size(), None);
+    }
+
+    #[test]
+    fn rss_kinds_no_event_reported_keep_their_seed() {
+        let mut p = attached();
+        // /proc at attach: file 6 MiB, anon 1 MiB, swap 0, shmem 4 KiB.
+        p.rss_seed = Some([6 << 20, 1 << 20, 0, 4096]);
+        p.observe_rss(RssCounters::default());
+        assert_eq!(p.rss_now(), [6 << 20, 1 << 20, 0, 4096]);
+        assert_eq!(p.resident(), (7 << 20) + 4096);
+        // The process then faults anonymous memory: the event carries the kind's full value.
+        let mut probe = RssCounters::default();
+        probe.bytes[RSS_ANON] = 2 << 20;
+        probe.reported = 1 << RSS_ANON;
+        probe.peak_resident = 2 << 20;
+        p.observe_rss(probe);
+        assert_eq!(p.rss_now(), [6 << 20, 2 << 20, 0, 4096]);
+        assert_eq!(p.rss_peak(), (8 << 20) + 4096);
+        // It unmapped a file: 0 reported is 0, not the seed.
+        probe.reported |= 1 << RSS_FILE;
+        p.observe_rss(probe);
+        assert_eq!(p.rss_now()[RSS_FILE], 0);
+        assert_eq!(p.rss_peak(), (8 << 20) + 4096, "the peak stays");
+        p.lifecycle = Lifecycle::Exited { ts_ns: 1 };
+        assert_eq!(p.resident(), 0, "an exited process gave its memory back");
+    }
+
+    #[test]
+    fn state_names() {
+        let mut p = attached();
+        assert_eq!(p.state_name(), "running");
+        p.lifecycle = Lifecycle::Exited { ts_ns: 1 };
+        assert_eq!(p.state_name(), "exited");
+        p.untraced = true;
+        assert_eq!(p.state_name(), "untraced");
+    }
+}
