@@ -4,9 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use prometheus::{
-    Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder, core::Collector,
-};
 use crate::{
     cli::GroupBy,
     fault_regions::MetricRegion,
@@ -16,6 +13,9 @@ use crate::{
     process_figures::RSS_TYPES,
     summary::DaemonCounters,
     syscalls::SyscallKind,
+};
+use prometheus::{
+    Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder, core::Collector,
 };
 
 /// What a scrape needs besides the processes.

@@ -45,9 +45,13 @@ impl ProcessState {
     /// before that (after an attach) the extent of the `[heap]` VMA, page-rounded as /proc
     /// shows it. None if the process has no known heap start.
     pub fn heap_size(&self) -> Option<u64> {
-        self.heap
-            .size()
-            .or_else(|| Some(self.space.heap_page_end()?.saturating_sub(self.space.start_brk?)))
+        self.heap.size().or_else(|| {
+            Some(
+                self.space
+                    .heap_page_end()?
+                    .saturating_sub(self.space.start_brk?),
+            )
+        })
     }
 
     /// The largest heap seen: the highest break, or the heap as it is now when no brk call

@@ -9,10 +9,7 @@ use serde::{Deserialize, Serialize};
 use tracer_common::counters::*;
 
 use crate::{
-    fault_regions::MetricRegion,
-    figures,
-    process::ProcessState,
-    summary::DaemonCounters,
+    fault_regions::MetricRegion, figures, process::ProcessState, summary::DaemonCounters,
     syscalls::SyscallKind,
 };
 
