@@ -143,6 +143,8 @@ pub struct ProcessState {
     /// Resyncs from /proc after the model was found to differ, and the differing lines found.
     pub resyncs: u64,
     pub drift_differences: u64,
+    /// How the last drift checks went (for reporting recurring drift once).
+    pub drift: crate::reconcile::DriftHistory,
     /// Highest virtual size and VMA count seen.
     pub peak_vsz: u64,
     pub peak_vmas: usize,
@@ -189,6 +191,7 @@ impl ProcessState {
             brk_history_dropped: 0,
             resyncs: 0,
             drift_differences: 0,
+            drift: Default::default(),
             peak_vsz: 0,
             peak_vmas: 0,
             final_layout: None,

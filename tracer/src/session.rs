@@ -586,6 +586,7 @@ impl Session {
                 .ok_or_else(|| format!("no traced process {tgid}"))?;
             let (drift, text, snapshot_ns) = reconcile::compare(p, probes)?;
             if drift.differences() == 0 {
+                reconcile::agreed(p);
                 return Ok(0);
             }
             if attempt == 1 {
