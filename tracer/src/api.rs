@@ -1,11 +1,15 @@
 //! JSON views of the tracer's state for the HTTP API (`/api/v1/...`). Pure: built from the
 //! process table, no I/O.
 
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value, json};
 
 use crate::{
     jsonl::{faults_json, hex},
-    model::region::{Region, classified},
+    model::{
+        region::{Region, classified},
+        vma::Perms,
+    },
     process::{Lifecycle, ProcessState},
     process_figures::RSS_TYPES,
     summary::DaemonCounters,
@@ -60,24 +64,62 @@ pub fn process_summary(p: &ProcessState) -> Value {
     })
 }
 
+/// An address in the JSON views' `"0x..."` form, written without a JSON tree node.
+struct Hex(u64);
+
+impl Serialize for Hex {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{:#x}", self.0))
+    }
+}
+
+struct PermsText(Perms);
+
+impl Serialize for PermsText {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// One row of `vma_list`.
+#[derive(Serialize)]
+struct VmaJson {
+    start: Hex,
+    end: Hex,
+    size: u64,
+    perms: PermsText,
+    offset: Hex,
+    name: String,
+    region: Region,
+    faults: u64,
+}
+
+/// Everything about one process for `/api/v1/processes/{pid}`: the figures as a JSON object
+/// and the VMAs as rows serialised straight to text (a big process has tens of thousands; a
+/// JSON tree of them cost more than the rest of the view, on the loop that drains the ring
+/// buffer).
+#[derive(Serialize)]
+pub struct ProcessDetail {
+    #[serde(flatten)]
+    pub figures: Value,
+    vma_list: Vec<VmaJson>,
+}
+
 /// Everything about one process for `/api/v1/processes/{pid}`.
-pub fn process_detail(p: &ProcessState) -> Value {
+pub fn process_detail(p: &ProcessState) -> ProcessDetail {
     let mut out = process_summary(p);
-    let vmas: Vec<Value> = p
+    let vmas: Vec<VmaJson> = p
         .vma_rows()
         .into_iter()
-        .map(|row| {
-            let v = row.vma;
-            json!({
-                "start": hex(v.start),
-                "end": hex(v.end),
-                "size": v.len(),
-                "perms": v.perms.to_string(),
-                "offset": hex(v.offset),
-                "name": row.name,
-                "region": row.region,
-                "faults": row.faults,
-            })
+        .map(|row| VmaJson {
+            start: Hex(row.vma.start),
+            end: Hex(row.vma.end),
+            size: row.vma.len(),
+            perms: PermsText(row.vma.perms),
+            offset: Hex(row.vma.offset),
+            name: row.name,
+            region: row.region,
+            faults: row.faults,
         })
         .collect();
     let by_region: Map<String, Value> = vsz_by_region(p)
@@ -118,8 +160,10 @@ pub fn process_detail(p: &ProcessState) -> Value {
         "reseeds": p.reseeds,
     });
     out["seeded_at_ns"] = json!(p.seeded_at_ns);
-    out["vma_list"] = Value::Array(vmas);
-    out
+    ProcessDetail {
+        figures: out,
+        vma_list: vmas,
+    }
 }
 
 /// The daemon's own counters.

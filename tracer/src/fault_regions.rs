@@ -198,4 +198,43 @@ mod tests {
         assert_eq!(f.faults_in(0x7f0000000000, 0x7f0000100000), 5);
         assert_eq!(f.granules().count(), 4);
     }
+
+    #[test]
+    fn faults_per_range_sums_the_granules_starting_in_each_range() {
+        let s = space();
+        let mut f = FaultRegions::default();
+        let granules = [
+            0x5555_0010_0000u64,
+            0x5555_0011_0000,
+            0x7f00_0000_0000,
+            0x7f00_0011_0000,
+        ];
+        for (i, &g) in granules.iter().enumerate() {
+            let counts = GranuleFaults {
+                all: 1 << i,
+                major: 0,
+            };
+            f.observe(&s, granule(g), counts);
+        }
+        let ranges = [
+            (0x5555_0010_0000, 0x5555_0012_1000),
+            (0x7f00_0000_0000, 0x7f00_0010_0000),
+            (0x7f00_0010_0000, 0x7f00_0011_0000),
+            (0x7f00_0011_0000, 0x7f00_0011_0001),
+            (0x1000, 0x2000),
+        ];
+        let naive: Vec<u64> = ranges
+            .iter()
+            .map(|&(start, end)| {
+                granules
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, g)| (start..end).contains(*g))
+                    .map(|(i, _)| 1u64 << i)
+                    .sum()
+            })
+            .collect();
+        assert_eq!(f.faults_per_range(ranges), naive);
+        assert_eq!(naive, [3, 4, 0, 8, 0]);
+    }
 }

@@ -37,6 +37,8 @@ pub enum Ask {
 #[derive(Debug)]
 pub enum Answer {
     Json(Value),
+    /// JSON already serialised.
+    JsonText(String),
     Text(String),
     Metrics(String),
     NotFound(String),
@@ -62,6 +64,9 @@ impl Api {
         }
         match answer.await {
             Ok(Answer::Json(value)) => axum::Json(value).into_response(),
+            Ok(Answer::JsonText(text)) => {
+                ([(header::CONTENT_TYPE, "application/json")], text).into_response()
+            }
             Ok(Answer::Text(text)) => {
                 ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
             }

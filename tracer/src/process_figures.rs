@@ -92,11 +92,11 @@ impl ProcessState {
         let mut merged = probe;
         let mut seeded_resident = 0;
         if let Some(seed) = self.rss_seed {
-            for kind in 0..RSS_KINDS {
+            for (kind, (value, seeded)) in merged.bytes.iter_mut().zip(seed).enumerate() {
                 if !probe.was_reported(kind) {
-                    merged.bytes[kind] = seed[kind];
+                    *value = seeded;
                     if RSS_RESIDENT_MASK & (1 << kind) != 0 {
-                        seeded_resident += seed[kind];
+                        seeded_resident += seeded;
                     }
                 }
             }
@@ -189,5 +189,97 @@ mod tests {
         assert_eq!(p.state_name(), "exited");
         p.untraced = true;
         assert_eq!(p.state_name(), "untraced");
+    }
+}
+
+#[cfg(test)]
+mod big_view {
+    use std::time::{Duration, Instant};
+
+    use tracer_common::counters::GranuleFaults;
+
+    use crate::model::vma::{Backing, Perms, Vma};
+
+    use super::*;
+
+    /// 65,536 VMAs (alternating permissions, so none coalesce) with faults in one 64 KiB
+    /// granule each.
+    fn big_process() -> ProcessState {
+        const N: u64 = 65_536;
+        let mut p = ProcessState::new(1, "big".into(), 4096);
+        let vmas = (0..N).map(|i| Vma {
+            start: 0x7000_0000_0000 + i * 0x10000,
+            end: 0x7000_0000_0000 + (i + 1) * 0x10000,
+            perms: Perms {
+                read: true,
+                write: i % 2 == 0,
+                exec: false,
+                shared: false,
+            },
+            offset: 0,
+            backing: Backing::Anonymous,
+            dont_fork: false,
+        });
+        p.space.replace_vmas(vmas);
+        for i in 0..N {
+            let granule = ((0x7000_0000_0000 + i * 0x10000) >> 16) as u32;
+            p.fault_regions
+                .observe(&p.space, granule, GranuleFaults { all: 3, major: 1 });
+        }
+        p
+    }
+
+    /// CPU time of this thread: on a shared machine the wall clock also counts the time spent
+    /// waiting for a core, which says nothing of what the view costs.
+    fn thread_cpu() -> Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid timespec to fill in.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+
+    /// The result of `f`, with the CPU time and the wall time it took.
+    fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+        let (cpu, wall) = (thread_cpu(), Instant::now());
+        let out = f();
+        let (cpu, wall) = (thread_cpu() - cpu, wall.elapsed());
+        println!(
+            "  {:.1} ms CPU ({:.1} ms wall)",
+            cpu.as_secs_f64() * 1e3,
+            wall.as_secs_f64() * 1e3
+        );
+        (out, cpu)
+    }
+
+    /// `cargo test -p tracer --release -- --ignored --nocapture big_view` (BENCHMARKS.md):
+    /// the detail view and a drift comparison of a process with 65k VMAs and 65k touched
+    /// granules (each used to scan every granule per VMA, or every line per line).
+    #[test]
+    #[ignore = "a measurement: run in release, see BENCHMARKS.md"]
+    fn detail_view_of_65k_vmas_and_65k_granules() {
+        let p = big_process();
+        // What the loop does for `GET /api/v1/processes/PID`: build and serialise the view.
+        let (text, view) = timed(|| serde_json::to_string(&crate::api::process_detail(&p)));
+        let detail: serde_json::Value = serde_json::from_str(&text.unwrap()).unwrap();
+        let rows = detail["vma_list"].as_array().unwrap();
+        assert_eq!(rows.len(), 65_536);
+        assert!(rows.iter().all(|r| r["faults"] == 3));
+        let model = crate::model::maps::model_lines(&p.space);
+        let mut kernel = model.clone();
+        kernel[40_000].name = "[heap]".into();
+        let ((only_model, only_kernel), compare) =
+            timed(|| crate::model::maps::diff(&model, &kernel));
+        assert_eq!((only_model.len(), only_kernel.len()), (1, 1));
+        println!(
+            "detail view of 65536 VMAs x 65536 granules: {:.1} ms CPU; maps diff of 65536 \
+             lines: {:.1} ms CPU",
+            view.as_secs_f64() * 1e3,
+            compare.as_secs_f64() * 1e3
+        );
+        assert!(view < Duration::from_millis(100), "{view:?}");
+        assert!(compare < Duration::from_millis(100), "{compare:?}");
     }
 }

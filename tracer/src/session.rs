@@ -625,7 +625,10 @@ impl Session {
                 }))
             }
             Ask::Process(pid) => match self.tracker.current_view(pid) {
-                Some(p) => Answer::Json(api::process_detail(p)),
+                Some(p) => match serde_json::to_string(&api::process_detail(p)) {
+                    Ok(text) => Answer::JsonText(text),
+                    Err(err) => Answer::Failed(format!("cannot serialise the process: {err}")),
+                },
                 None => not_found(pid),
             },
             Ask::Maps(pid) => match self.tracker.current_view(pid) {
