@@ -2,7 +2,7 @@
 //! names, stack growth), and the drift check that compares the model with the kernel's own
 //! `/proc/PID/maps` and heals it.
 
-use std::sync::Arc;
+use std::{io, sync::Arc};
 
 use crate::{
     model::{
@@ -16,19 +16,54 @@ use crate::{
     procfs,
 };
 
+/// Why the model could not be seeded or compared with /proc.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("no traced process {0}")]
+    NotTraced(u32),
+    #[error("process {0} has exited")]
+    Exited(u32),
+    #[error("cannot read /proc/{tgid}/{file}")]
+    Read {
+        tgid: u32,
+        file: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("/proc/{tgid}/maps {what}")]
+    Parse { tgid: u32, what: String },
+}
+
+/// Reads `/proc/PID/maps`, keeping the cause of a failure.
+fn maps_text(tgid: u32) -> Result<String, ReconcileError> {
+    procfs::read_maps(tgid).map_err(|source| ReconcileError::Read {
+        tgid,
+        file: "maps",
+        source,
+    })
+}
+
 /// Seeds a process's address space from /proc. Records produced before the snapshot started
 /// are already in it and will not be applied again; later ones are (applying one twice is
 /// harmless: each sets the state of its own range).
-pub fn seed(p: &mut ProcessState, probes: &mut Probes, at_exec: bool) -> Result<(), String> {
+pub fn seed(
+    p: &mut ProcessState,
+    probes: &mut Probes,
+    at_exec: bool,
+) -> Result<(), ReconcileError> {
     let tgid = p.tgid;
     let started = procfs::monotonic_ns();
-    let text = procfs::read_maps(tgid).map_err(|e| format!("/proc/{tgid}/maps: {e}"))?;
-    let stat = procfs::read_stat(tgid).map_err(|e| format!("/proc/{tgid}/stat: {e}"))?;
+    let text = maps_text(tgid)?;
+    let stat = procfs::read_stat(tgid).map_err(|source| ReconcileError::Read {
+        tgid,
+        file: "stat",
+        source,
+    })?;
     // An exited process (a zombie) still has /proc entries, but no address space left.
     if stat.is_zombie() || text.is_empty() {
-        return Err(format!("process {tgid} has exited"));
+        return Err(ReconcileError::Exited(tgid));
     }
-    let vmas = maps::parse(&text).map_err(|e| format!("/proc/{tgid}/maps {e}"))?;
+    let vmas = maps::parse(&text).map_err(|what| ReconcileError::Parse { tgid, what })?;
     p.space.replace_vmas(vmas);
     p.space.start_brk = (stat.start_brk != 0).then_some(stat.start_brk);
     p.space.start_stack = (stat.start_stack != 0).then_some(stat.start_stack);
@@ -165,14 +200,18 @@ impl Drift {
 /// Compares the model with `/proc/PID/maps`. Unknown file names are filled in from the
 /// kernel's view first (that is resolution, not drift). Returns the kernel's text too, for a
 /// resync.
-pub fn compare(p: &mut ProcessState, probes: &Probes) -> Result<(Drift, String, u64), String> {
+pub fn compare(
+    p: &mut ProcessState,
+    probes: &Probes,
+) -> Result<(Drift, String, u64), ReconcileError> {
     sync_stack(p, probes);
     let tgid = p.tgid;
     let started = procfs::monotonic_ns();
-    let text = procfs::read_maps(tgid).map_err(|e| format!("/proc/{tgid}/maps: {e}"))?;
-    let kernel_vmas = maps::parse(&text).map_err(|e| format!("/proc/{tgid}/maps {e}"))?;
+    let text = maps_text(tgid)?;
+    let parse_error = |what| ReconcileError::Parse { tgid, what };
+    let kernel_vmas = maps::parse(&text).map_err(parse_error)?;
     maps::resolve_names(&mut p.space, &kernel_vmas);
-    let kernel = maps::proc_lines(&text)?;
+    let kernel = maps::proc_lines(&text).map_err(parse_error)?;
     let model = maps::model_lines(&p.space);
     let (only_model, only_kernel) = maps::diff(&model, &kernel);
     Ok((

@@ -185,7 +185,7 @@ impl Tracker {
             return;
         };
         if let Err(err) = reconcile::seed(p, &mut self.probes, at_exec) {
-            log::debug!("cannot seed process {tgid}: {err}");
+            log::debug!("cannot seed process {tgid}: {}", error_chain(&err));
         }
     }
 
@@ -203,7 +203,7 @@ impl Tracker {
                 p.reseeds += 1;
                 // The same image again (not an exec): what the probes learned stays.
                 if let Err(err) = reconcile::seed(p, &mut self.probes, false) {
-                    log::debug!("cannot seed process {tgid} again: {err}");
+                    log::debug!("cannot seed process {tgid} again: {}", error_chain(&err));
                     p.reseed_needed = false;
                 }
             }
@@ -417,6 +417,17 @@ impl Tracker {
     }
 }
 
+/// An error with its causes, `outer: inner: ...`, for an answer or a log line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
 /// Adds what `p` counted under its current comm to that comm's retired totals.
 fn retire(retired: &mut HashMap<String, crate::metrics::Totals>, p: &ProcessState) {
     let counted = crate::metrics::Totals::under_current_comm(p);
@@ -577,13 +588,13 @@ impl Session {
 
     /// Compares `tgid`'s model with /proc; a difference that persists after one more drain
     /// (so not a record still on its way) is counted, logged and healed by a resync.
-    pub fn check(&mut self, tgid: u32) -> Result<usize, String> {
+    pub fn check(&mut self, tgid: u32) -> Result<usize, reconcile::ReconcileError> {
         for attempt in 0..2 {
             self.drain();
             let Tracker { table, probes, .. } = &mut self.tracker;
             let p = table
                 .get_mut(tgid)
-                .ok_or_else(|| format!("no traced process {tgid}"))?;
+                .ok_or(reconcile::ReconcileError::NotTraced(tgid))?;
             let (drift, text, snapshot_ns) = reconcile::compare(p, probes)?;
             if drift.differences() == 0 {
                 reconcile::agreed(p);
@@ -602,7 +613,7 @@ impl Session {
         let running: Vec<u32> = self.tracker.table.running().map(|p| p.tgid).collect();
         for tgid in running {
             if let Err(err) = self.check(tgid) {
-                log::debug!("drift check of {tgid} skipped: {err}");
+                log::debug!("drift check of {tgid} skipped: {}", error_chain(&err));
             }
         }
     }
@@ -666,8 +677,10 @@ impl Session {
                         "differences_total": total,
                     }))
                 }
-                Err(err) if err.starts_with("no traced process") => Answer::NotFound(err),
-                Err(err) => Answer::Failed(err),
+                Err(err @ reconcile::ReconcileError::NotTraced(_)) => {
+                    Answer::NotFound(err.to_string())
+                }
+                Err(err) => Answer::Failed(error_chain(&err)),
             },
         }
     }
