@@ -76,7 +76,7 @@ fn main() -> ExitCode {
 }
 
 /// The error and its sources, joined, so the kernel's own reason is not lost.
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -185,7 +185,7 @@ impl Tracker {
             return;
         };
         if let Err(err) = reconcile::seed(p, &mut self.probes, at_exec) {
-            log::debug!("cannot seed process {tgid}: {}", error_chain(&err));
+            log::debug!("cannot seed process {tgid}: {}", crate::error_chain(&err));
         }
     }
 
@@ -203,7 +203,10 @@ impl Tracker {
                 p.reseeds += 1;
                 // The same image again (not an exec): what the probes learned stays.
                 if let Err(err) = reconcile::seed(p, &mut self.probes, false) {
-                    log::debug!("cannot seed process {tgid} again: {}", error_chain(&err));
+                    log::debug!(
+                        "cannot seed process {tgid} again: {}",
+                        crate::error_chain(&err)
+                    );
                     p.reseed_needed = false;
                 }
             }
@@ -417,17 +420,6 @@ impl Tracker {
     }
 }
 
-/// An error with its causes, `outer: inner: ...`, for an answer or a log line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
-}
-
 /// Adds what `p` counted under its current comm to that comm's retired totals.
 fn retire(retired: &mut HashMap<String, crate::metrics::Totals>, p: &ProcessState) {
     let counted = crate::metrics::Totals::under_current_comm(p);
@@ -505,15 +497,19 @@ impl Session {
             probes.attached.perf_events
         );
         let sink = match &args.events {
-            Some(path) => Some(EventSink::open(path).map_err(|e| {
-                TracerError::Io(format!("cannot open event stream {}: {e}", path.display()))
+            Some(path) => Some(EventSink::open(path).map_err(|source| TracerError::Os {
+                what: format!("cannot open event stream {}", path.display()),
+                source,
             })?),
             None => None,
         };
         // SAFETY: the AsyncFd owns the ring buffer, which owns the descriptor, so it stays open
         // for as long as it is registered.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-            .map_err(|e| TracerError::Io(format!("cannot poll the ring buffer: {e}")))?;
+            .map_err(|err| TracerError::Os {
+                what: "cannot poll the ring buffer".into(),
+                source: err.into(),
+            })?;
         Ok(Session {
             ring,
             tracker: Tracker {
@@ -613,7 +609,10 @@ impl Session {
         let running: Vec<u32> = self.tracker.table.running().map(|p| p.tgid).collect();
         for tgid in running {
             if let Err(err) = self.check(tgid) {
-                log::debug!("drift check of {tgid} skipped: {}", error_chain(&err));
+                log::debug!(
+                    "drift check of {tgid} skipped: {}",
+                    crate::error_chain(&err)
+                );
             }
         }
     }
@@ -680,7 +679,7 @@ impl Session {
                 Err(err @ reconcile::ReconcileError::NotTraced(_)) => {
                     Answer::NotFound(err.to_string())
                 }
-                Err(err) => Answer::Failed(error_chain(&err)),
+                Err(err) => Answer::Failed(crate::error_chain(&err)),
             },
         }
     }
