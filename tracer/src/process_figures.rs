@@ -205,9 +205,13 @@ mod big_view {
     /// 65,536 VMAs (alternating permissions, so none coalesce) with faults in one 64 KiB
     /// granule each.
     fn big_process() -> ProcessState {
-        const N: u64 = 65_536;
+        process_of(65_536)
+    }
+
+    /// `n` VMAs with faults in one granule each.
+    fn process_of(n: u64) -> ProcessState {
         let mut p = ProcessState::new(1, "big".into(), 4096);
-        let vmas = (0..N).map(|i| Vma {
+        let vmas = (0..n).map(|i| Vma {
             start: 0x7000_0000_0000 + i * 0x10000,
             end: 0x7000_0000_0000 + (i + 1) * 0x10000,
             perms: Perms {
@@ -221,12 +225,39 @@ mod big_view {
             dont_fork: false,
         });
         p.space.replace_vmas(vmas);
-        for i in 0..N {
+        for i in 0..n {
             let granule = ((0x7000_0000_0000 + i * 0x10000) >> 16) as u32;
             p.fault_regions
                 .observe(&p.space, granule, GranuleFaults { all: 3, major: 1 });
         }
         p
+    }
+
+    /// Four times the VMAs and granules cost about four times as much (a scan of every granule
+    /// per VMA cost sixteen times as much).
+    #[test]
+    fn per_vma_faults_and_the_drift_diff_grow_linearly() {
+        let cost = |n: u64| {
+            let p = process_of(n);
+            let model = crate::model::maps::model_lines(&p.space);
+            let best = (0..3)
+                .map(|_| {
+                    let start = thread_cpu();
+                    let rows = p.vma_rows();
+                    let diff = crate::model::maps::diff(&model, &model);
+                    assert_eq!((rows.len() as u64, diff.0.len()), (n, 0));
+                    thread_cpu() - start
+                })
+                .min()
+                .unwrap();
+            best.as_secs_f64()
+        };
+        let (small, big) = (cost(4096), cost(16_384));
+        assert!(
+            big < 10.0 * small,
+            "4x the VMAs cost {:.1}x ({small:.4} s, {big:.4} s)",
+            big / small
+        );
     }
 
     /// CPU time of this thread: on a shared machine the wall clock also counts the time spent
