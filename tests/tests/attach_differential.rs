@@ -302,6 +302,18 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A server this test started: killed (and continued first, if stopped) however the test ends,
+/// so a failed assertion does not leave it behind.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        resume(self.0.id());
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn stop(pid: u32) {
     // SAFETY: stopping a process this test started.
     unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
@@ -320,7 +332,7 @@ fn redis_under_load_after_attach() {
     );
     let port = free_port().to_string();
     let dir = scratch("redis");
-    let mut redis = Command::new(server)
+    let redis = Command::new(server)
         .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
         .args([
             "--appendonly",
@@ -336,7 +348,8 @@ fn redis_under_load_after_attach() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start redis-server");
-    let pid = redis.id();
+    let redis = Server(redis);
+    let pid = redis.0.id();
     let benchmark = |requests: &str| {
         let out = Command::new("/usr/bin/redis-benchmark")
             .args([
@@ -371,9 +384,7 @@ fn redis_under_load_after_attach() {
             &format!("redis, after load {round}"),
         ));
     }
-    resume(pid);
-    let _ = redis.kill();
-    let _ = redis.wait();
+    drop(redis);
     drop(daemon);
     assert_equal_everywhere(&wrong);
 }
