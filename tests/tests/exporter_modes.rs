@@ -196,10 +196,11 @@ fn all_traces_everything_but_the_excluded_comms() {
         "this test process itself is traced under --all"
     );
     assert!(!has(daemon.child.id()), "never the tracer itself");
-    // The excluded program stopped being traced at its exec.
+    // The excluded program stopped being traced at its exec (the API names that state as the
+    // report does).
     let excluded_state = daemon.get_json(&format!("/api/v1/processes/{}", excluded.id()));
     assert_eq!(
-        excluded_state["state"], "exited",
+        excluded_state["state"], "untraced",
         "untraced at exec: {excluded_state}"
     );
     assert_eq!(

@@ -67,13 +67,24 @@ pub struct RssCounters {
     /// `mm_id` of the address space the process uses now (learned from its own events):
     /// events for another mm, e.g. the one it left at exec being torn down late, are ignored.
     pub mm_id: u32,
-    pub _pad: u32,
+    /// Bit `1 << RSS_*` set once an event reported that kind for this mm. A kind without
+    /// its bit has not changed since the process became traced (or since its mm began):
+    /// its value is what /proc said when the daemon seeded it, not the 0 held here.
+    pub reported: u32,
 }
+
+/// The resident kinds, as a `reported` mask.
+pub const RSS_RESIDENT_MASK: u32 = (1 << RSS_FILE) | (1 << RSS_ANON) | (1 << RSS_SHMEM);
 
 impl RssCounters {
     /// Resident bytes: file + anon + shmem (VmRSS).
     pub fn resident(&self) -> u64 {
         self.bytes[RSS_FILE] + self.bytes[RSS_ANON] + self.bytes[RSS_SHMEM]
+    }
+
+    /// Whether an event reported `kind` for the current mm.
+    pub fn was_reported(&self, kind: usize) -> bool {
+        self.reported & (1 << kind) != 0
     }
 }
 

@@ -1,16 +1,17 @@
 //! JSON views of the tracer's state for the HTTP API (`/api/v1/...`). Pure: built from the
 //! process table, no I/O.
 
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value, json};
-use tracer_common::counters::{RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP};
 
 use crate::{
     jsonl::{faults_json, hex},
     model::{
-        maps::name_of,
         region::{Region, classified},
+        vma::Perms,
     },
     process::{Lifecycle, ProcessState},
+    process_figures::RSS_TYPES,
     summary::DaemonCounters,
     syscalls::SyscallKind,
 };
@@ -44,21 +45,21 @@ pub fn vsz_by_region(p: &ProcessState) -> Vec<(Region, u64)> {
 
 /// One line per process for `/api/v1/processes`.
 pub fn process_summary(p: &ProcessState) -> Value {
-    let (state, exited_ns) = match p.lifecycle {
-        Lifecycle::Running => ("running", None),
-        Lifecycle::Exited { ts_ns } => ("exited", Some(ts_ns)),
+    let exited_ns = match p.lifecycle {
+        Lifecycle::Running => None,
+        Lifecycle::Exited { ts_ns } => Some(ts_ns),
     };
     json!({
         "pid": p.tgid,
         "parent": p.parent,
         "comm": p.comm,
         "exe": p.exe,
-        "state": state,
+        "state": p.state_name(),
         "exited_ts_ns": exited_ns,
         "exit_status": p.exit_status,
         "virtual_memory_bytes": p.space.virtual_size(),
         "vmas": p.space.vma_count(),
-        "heap_bytes": p.heap.size(),
+        "heap_bytes": p.heap_size(),
         // For the live page's table (sorted by these) and its fault rate.
         "rss_bytes": p.resident(),
         "page_faults": p.faults.total(),
@@ -66,22 +67,62 @@ pub fn process_summary(p: &ProcessState) -> Value {
     })
 }
 
+/// An address in the JSON views' `"0x..."` form, written without a JSON tree node.
+struct Hex(u64);
+
+impl Serialize for Hex {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{:#x}", self.0))
+    }
+}
+
+struct PermsText(Perms);
+
+impl Serialize for PermsText {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// One row of `vma_list`.
+#[derive(Serialize)]
+struct VmaJson {
+    start: Hex,
+    end: Hex,
+    size: u64,
+    perms: PermsText,
+    offset: Hex,
+    name: String,
+    region: Region,
+    faults: u64,
+}
+
+/// Everything about one process for `/api/v1/processes/{pid}`: the figures as a JSON object
+/// and the VMAs as rows serialised straight to text (a big process has tens of thousands; a
+/// JSON tree of them cost more than the rest of the view, on the loop that drains the ring
+/// buffer).
+#[derive(Serialize)]
+pub struct ProcessDetail {
+    #[serde(flatten)]
+    pub figures: Value,
+    vma_list: Vec<VmaJson>,
+}
+
 /// Everything about one process for `/api/v1/processes/{pid}`.
-pub fn process_detail(p: &ProcessState) -> Value {
+pub fn process_detail(p: &ProcessState) -> ProcessDetail {
     let mut out = process_summary(p);
-    let vmas: Vec<Value> = classified(&p.space)
+    let vmas: Vec<VmaJson> = p
+        .vma_rows()
         .into_iter()
-        .map(|(v, region)| {
-            json!({
-                "start": hex(v.start),
-                "end": hex(v.end),
-                "size": v.len(),
-                "perms": v.perms.to_string(),
-                "offset": hex(v.offset),
-                "name": name_of(&p.space, v),
-                "region": region,
-                "faults": p.fault_regions.faults_in(v.start, v.end),
-            })
+        .map(|row| VmaJson {
+            start: Hex(row.vma.start),
+            end: Hex(row.vma.end),
+            size: row.vma.len(),
+            perms: PermsText(row.vma.perms),
+            offset: Hex(row.vma.offset),
+            name: row.name,
+            region: row.region,
+            faults: row.faults,
         })
         .collect();
     let by_region: Map<String, Value> = vsz_by_region(p)
@@ -97,8 +138,8 @@ pub fn process_detail(p: &ProcessState) -> Value {
         "start_brk": opt_hex(p.heap.start),
         "brk": opt_hex(p.heap.end),
         "peak_brk": opt_hex(p.heap.peak),
-        "size": p.heap.size(),
-        "peak_size": p.heap.peak_size(),
+        "size": p.heap_size(),
+        "peak_size": p.heap_peak(),
         "moves": p.heap.moves,
         "history": history,
         "history_dropped": p.brk_history_dropped,
@@ -108,13 +149,13 @@ pub fn process_detail(p: &ProcessState) -> Value {
     out["bytes_mapped"] = json!(p.bytes_mapped);
     out["bytes_unmapped"] = json!(p.bytes_unmapped);
     out["page_faults"] = faults_json(&p.faults);
-    out["rss"] = json!({
-        "file": p.rss.bytes[RSS_FILE],
-        "anon": p.rss.bytes[RSS_ANON],
-        "swap": p.rss.bytes[RSS_SWAP],
-        "shmem": p.rss.bytes[RSS_SHMEM],
-        "peak_resident": p.rss.peak_resident,
-    });
+    let now = p.rss_now();
+    let mut rss: Map<String, Value> = RSS_TYPES
+        .iter()
+        .map(|&(name, kind)| (name.to_string(), json!(now[kind])))
+        .collect();
+    rss.insert("peak_resident".into(), json!(p.rss_peak()));
+    out["rss"] = Value::Object(rss);
     out["threads_created"] = json!(p.threads_created);
     out["drift"] = json!({
         "resyncs": p.resyncs,
@@ -124,15 +165,23 @@ pub fn process_detail(p: &ProcessState) -> Value {
     out["seeded_at_ns"] = json!(p.seeded_at_ns);
     out["recent_changes"] = p.recent.to_json();
     out["phases"] = serde_json::to_value(&p.phases).unwrap_or(Value::Null);
-    out["vma_list"] = Value::Array(vmas);
-    out
+    ProcessDetail {
+        figures: out,
+        vma_list: vmas,
+    }
 }
 
 /// The daemon's own counters.
 pub fn daemon_json(d: &DaemonCounters) -> Value {
+    let by_kind = |counts| -> Map<String, Value> {
+        DaemonCounters::by_kind(counts)
+            .into_iter()
+            .map(|(name, n)| (name.to_string(), json!(n)))
+            .collect()
+    };
     json!({
-        "records": {"syscall": d.records[1], "fork": d.records[2], "exec": d.records[3], "exit": d.records[4]},
-        "lost": {"syscall": d.lost[1], "fork": d.lost[2], "exec": d.lost[3], "exit": d.lost[4]},
+        "records": by_kind(&d.records),
+        "lost": by_kind(&d.lost),
         "decode_errors": d.decode_errors,
         "exits_without_enter": d.exits_without_enter,
         "inflight_full": d.inflight_full,

@@ -64,6 +64,13 @@ pub enum TracerError {
     BadInput(String),
     #[error("{0}")]
     Io(String),
+    /// A system call the tracer needs failed; the OS error is the source.
+    #[error("{what}")]
+    Os {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl TracerError {
@@ -74,9 +81,10 @@ impl TracerError {
             | TracerError::ExitedDuringAttach(_)
             | TracerError::Listen { .. }
             | TracerError::BadInput(_) => EXIT_USAGE,
-            TracerError::MissingCapability { .. } | TracerError::Probes(_) | TracerError::Io(_) => {
-                EXIT_TRACING_FAILED
-            }
+            TracerError::MissingCapability { .. }
+            | TracerError::Probes(_)
+            | TracerError::Io(_)
+            | TracerError::Os { .. } => EXIT_TRACING_FAILED,
             TracerError::Launch(LaunchError::NotFound(_)) => EXIT_NOT_FOUND,
             TracerError::Launch(LaunchError::CannotExecute { .. } | LaunchError::Nul(_)) => {
                 EXIT_CANNOT_EXECUTE

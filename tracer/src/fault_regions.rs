@@ -84,12 +84,35 @@ impl FaultRegions {
     /// Faults counted in the granules whose start address lies in `[start, end)`: a VMA's
     /// share as far as 64 KiB granules tell (a granule belongs to the VMA holding its start, so
     /// a VMA smaller than a granule may show none of its faults).
+    #[cfg(test)]
     pub fn faults_in(&self, start: u64, end: u64) -> u64 {
-        self.seen
+        self.faults_per_range([(start, end)])[0]
+    }
+
+    /// `faults_in` for many ranges at once: the granules are sorted once and each range sums
+    /// a slice of them by binary search, O((ranges + granules) log granules) instead of a scan
+    /// of every granule per range (a process with 65k VMAs and 65k granules).
+    pub fn faults_per_range(&self, ranges: impl IntoIterator<Item = (u64, u64)>) -> Vec<u64> {
+        let mut granules: Vec<(u64, u64)> = self
+            .seen
             .iter()
-            .filter(|(g, _)| (start..end).contains(&(u64::from(**g) << FAULT_GRANULE_SHIFT)))
-            .map(|(_, counts)| counts.all)
-            .sum()
+            .map(|(g, counts)| (u64::from(*g) << FAULT_GRANULE_SHIFT, counts.all))
+            .collect();
+        granules.sort_unstable_by_key(|&(start, _)| start);
+        // prefix[k]: faults of the first k granules.
+        let mut prefix = Vec::with_capacity(granules.len() + 1);
+        prefix.push(0u64);
+        for &(_, all) in &granules {
+            prefix.push(prefix.last().copied().unwrap_or(0) + all);
+        }
+        ranges
+            .into_iter()
+            .map(|(start, end)| {
+                let lo = granules.partition_point(|&(g, _)| g < start);
+                let hi = granules.partition_point(|&(g, _)| g < end).max(lo);
+                prefix[hi] - prefix[lo]
+            })
+            .collect()
     }
 
     /// Granules seen so far (to free them in the kernel when the process is gone).
@@ -174,5 +197,44 @@ mod tests {
         );
         assert_eq!(f.faults_in(0x7f0000000000, 0x7f0000100000), 5);
         assert_eq!(f.granules().count(), 4);
+    }
+
+    #[test]
+    fn faults_per_range_sums_the_granules_starting_in_each_range() {
+        let s = space();
+        let mut f = FaultRegions::default();
+        let granules = [
+            0x5555_0010_0000u64,
+            0x5555_0011_0000,
+            0x7f00_0000_0000,
+            0x7f00_0011_0000,
+        ];
+        for (i, &g) in granules.iter().enumerate() {
+            let counts = GranuleFaults {
+                all: 1 << i,
+                major: 0,
+            };
+            f.observe(&s, granule(g), counts);
+        }
+        let ranges = [
+            (0x5555_0010_0000, 0x5555_0012_1000),
+            (0x7f00_0000_0000, 0x7f00_0010_0000),
+            (0x7f00_0010_0000, 0x7f00_0011_0000),
+            (0x7f00_0011_0000, 0x7f00_0011_0001),
+            (0x1000, 0x2000),
+        ];
+        let naive: Vec<u64> = ranges
+            .iter()
+            .map(|&(start, end)| {
+                granules
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, g)| (start..end).contains(*g))
+                    .map(|(i, _)| 1u64 << i)
+                    .sum()
+            })
+            .collect();
+        assert_eq!(f.faults_per_range(ranges), naive);
+        assert_eq!(naive, [3, 4, 0, 8, 0]);
     }
 }

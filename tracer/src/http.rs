@@ -45,6 +45,8 @@ pub enum Ask {
 #[derive(Debug)]
 pub enum Answer {
     Json(Value),
+    /// JSON already serialised.
+    JsonText(String),
     Text(String),
     Metrics(String),
     NotFound(String),
@@ -95,6 +97,9 @@ impl Api {
             Answer::Json(value) => axum::Json(value).into_response(),
             Answer::Text(text) => {
                 ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+            }
+            Answer::JsonText(text) => {
+                ([(header::CONTENT_TYPE, "application/json")], text).into_response()
             }
             Answer::Metrics(text) => {
                 ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()

@@ -26,6 +26,7 @@ mod peercred;
 mod preflight;
 mod probes;
 mod process;
+mod process_figures;
 mod procfs;
 mod recent;
 mod reconcile;
@@ -105,7 +106,7 @@ fn main() -> ExitCode {
 }
 
 /// The error and its sources, joined, so the kernel's own reason is not lost.
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -4,11 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use prometheus::{
-    Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder, core::Collector,
-};
-use tracer_common::counters::{RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP};
-
 use crate::{
     cli::GroupBy,
     fault_regions::MetricRegion,
@@ -16,8 +11,12 @@ use crate::{
     model::region::classified,
     probes::Feature,
     process::{Lifecycle, ProcessState},
+    process_figures::RSS_TYPES,
     summary::DaemonCounters,
     syscalls::SyscallKind,
+};
+use prometheus::{
+    Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder, core::Collector,
 };
 
 /// What a scrape needs besides the processes.
@@ -112,10 +111,10 @@ struct Gauges {
 impl Gauges {
     fn of(p: &ProcessState) -> Gauges {
         let mut g = Gauges {
-            rss: p.rss.bytes,
-            rss_peak: p.rss.peak_resident,
-            heap: p.heap.size(),
-            heap_peak: p.heap.peak_size(),
+            rss: p.rss_now(),
+            rss_peak: p.rss_peak(),
+            heap: p.heap_size(),
+            heap_peak: p.heap_peak(),
             ..Default::default()
         };
         if !p.model_dropped {
@@ -284,12 +283,7 @@ pub fn render<'a>(
                 .inc_by(totals.syscall_errors[kind.index()]);
         }
         let Some(g) = gauges else { continue };
-        for (kind, index) in [
-            ("file", RSS_FILE),
-            ("anon", RSS_ANON),
-            ("swap", RSS_SWAP),
-            ("shmem", RSS_SHMEM),
-        ] {
+        for (kind, index) in RSS_TYPES {
             rss.with_label_values(&labels(&[kind]))
                 .set(g.rss[index] as i64);
         }
@@ -329,9 +323,12 @@ pub fn render<'a>(
         "Records lost in the kernel because the ring buffer was full, by kind",
         &["kind"],
     );
-    for (i, kind) in ["syscall", "fork", "exec", "exit"].iter().enumerate() {
-        events.with_label_values(&[kind]).inc_by(d.records[i + 1]);
-        lost.with_label_values(&[kind]).inc_by(d.lost[i + 1]);
+    for ((kind, records), (_, lost_records)) in DaemonCounters::by_kind(&d.records)
+        .into_iter()
+        .zip(DaemonCounters::by_kind(&d.lost))
+    {
+        events.with_label_values(&[kind]).inc_by(records);
+        lost.with_label_values(&[kind]).inc_by(lost_records);
     }
     let single_counter = |name: &str, help: &str, value: u64| {
         let c = counter(name, help, &[]);
@@ -484,6 +481,7 @@ mod tests {
 #[cfg(test)]
 mod group_tests {
     use super::*;
+    use tracer_common::counters::RSS_ANON;
 
     #[test]
     fn grouping_by_comm_sums_processes_and_keeps_forgotten_ones_in_counters() {

@@ -28,8 +28,11 @@ pub fn missing_capabilities(cap_eff: u64) -> Option<String> {
 
 /// Fails with `MissingCapability` when this process cannot load the probes.
 pub fn check_capabilities() -> Result<(), TracerError> {
-    let status = std::fs::read_to_string("/proc/self/status")
-        .map_err(|e| TracerError::Io(format!("cannot read /proc/self/status: {e}")))?;
+    let status =
+        std::fs::read_to_string("/proc/self/status").map_err(|source| TracerError::Os {
+            what: "cannot read /proc/self/status".into(),
+            source,
+        })?;
     let cap_eff = parse_cap_eff(&status)
         .ok_or_else(|| TracerError::Io("no CapEff line in /proc/self/status".into()))?;
     match missing_capabilities(cap_eff) {

@@ -298,28 +298,14 @@ impl Probes {
         }
     }
 
-    /// Seeds resident memory read from /proc, for counters no event has reported yet
-    /// (`kmem:rss_stat` only reports changes).
-    /// Only when the probe has not reported anything yet: the entry is written whole, and a
-    /// read-merge-write could undo what the probe writes meanwhile.
-    pub fn seed_rss(&mut self, tgid: u32, bytes: [u64; 4]) {
-        if !self.rss_events {
-            // Without kmem:rss_stat nothing would keep a seed current: RSS stays 0, as the
-            // start-up notice says.
-            return;
-        }
-        let mut counters = RssCounters {
-            bytes,
-            ..Default::default()
-        };
-        counters.peak_resident = counters.resident();
-        // BPF_NOEXIST: an entry the probe created first is the better one.
-        if let Err(err) = self.rss.insert(tgid, counters, 1) {
-            log::debug!("RSS of {tgid} not seeded (already reported by the probe): {err}");
-        }
+    /// Whether `kmem:rss_stat` is attached: without it nothing keeps resident memory
+    /// current, and a seed from /proc would go stale.
+    pub fn rss_events(&self) -> bool {
+        self.rss_events
     }
 
-    /// Resident memory of `tgid` as `kmem:rss_stat` last reported it.
+    /// Resident memory of `tgid` as `kmem:rss_stat` last reported it (kinds without their
+    /// `reported` bit are 0 here: `ProcessState::observe_rss` fills them from the seed).
     pub fn rss(&self, tgid: u32) -> Option<RssCounters> {
         self.rss.get(&tgid, 0).ok()
     }

@@ -113,8 +113,12 @@ pub struct ProcessState {
     pub faults: FaultCounters,
     /// The same faults attributed to regions of the address space.
     pub fault_regions: FaultRegions,
-    /// Resident memory as `kmem:rss_stat` last reported it (final once the process exited).
+    /// Resident memory as `kmem:rss_stat` last reported it, merged with `rss_seed` (final
+    /// once the process exited): see `observe_rss`.
     pub rss: RssCounters,
+    /// Resident memory by kind as /proc told it when the process became traced mid-life
+    /// (attach, fork): the value of every kind no event has reported since.
+    pub rss_seed: Option<[u64; tracer_common::counters::RSS_KINDS]>,
     pub threads_created: u64,
     pub execs: u64,
     pub lifecycle: Lifecycle,
@@ -141,6 +145,8 @@ pub struct ProcessState {
     /// Resyncs from /proc after the model was found to differ, and the differing lines found.
     pub resyncs: u64,
     pub drift_differences: u64,
+    /// How the last drift checks went (for reporting recurring drift once).
+    pub drift: crate::reconcile::DriftHistory,
     /// Highest virtual size and VMA count seen.
     pub peak_vsz: u64,
     pub peak_vmas: usize,
@@ -188,6 +194,7 @@ impl ProcessState {
             recent: Default::default(),
             resyncs: 0,
             drift_differences: 0,
+            drift: Default::default(),
             peak_vsz: 0,
             peak_vmas: 0,
             final_layout: None,
@@ -210,6 +217,7 @@ impl ProcessState {
             faults: FaultCounters::default(),
             fault_regions: FaultRegions::default(),
             rss: RssCounters::default(),
+            rss_seed: None,
             threads_created: 0,
             execs: 0,
             lifecycle: Lifecycle::Running,
@@ -227,19 +235,13 @@ impl ProcessState {
         self.model_dropped = true;
     }
 
-    /// Resident memory now: file, anonymous and shared pages.
-    pub fn resident(&self) -> u64 {
-        use tracer_common::counters::{RSS_ANON, RSS_FILE, RSS_SHMEM};
-        self.rss.bytes[RSS_FILE] + self.rss.bytes[RSS_ANON] + self.rss.bytes[RSS_SHMEM]
-    }
-
     /// The figures a phase mark records.
     pub fn snapshot(&self, name: &str, ts_ns: u64) -> PhaseSnapshot {
         PhaseSnapshot {
             name: name.to_string(),
             ts_ns,
             rss: self.resident(),
-            heap: self.heap.size().unwrap_or(0),
+            heap: self.heap_size().unwrap_or(0),
             vsz: self.space.virtual_size(),
             vmas: self.space.vma_count() as u64,
             faults: self.faults.total(),
@@ -363,6 +365,9 @@ impl ProcessState {
         self.heap = Heap::default();
         self.space = AddressSpace::new(self.space.page_size);
         self.seeded_at_ns = None;
+        // The new mm's counters start from nothing and the probe reports each change.
+        self.rss = RssCounters::default();
+        self.rss_seed = None;
     }
 }
 

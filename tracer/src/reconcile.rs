@@ -2,11 +2,12 @@
 //! names, stack growth), and the drift check that compares the model with the kernel's own
 //! `/proc/PID/maps` and heals it.
 
-use std::sync::Arc;
+use std::{io, sync::Arc};
 
 use crate::{
     model::{
         apply::NeedsName,
+        heap_rule::heap_lines,
         maps::{self, Line},
         vma::{Backing, FileRef},
     },
@@ -15,24 +16,62 @@ use crate::{
     procfs,
 };
 
+/// Why the model could not be seeded or compared with /proc.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("no traced process {0}")]
+    NotTraced(u32),
+    #[error("process {0} has exited")]
+    Exited(u32),
+    #[error("cannot read /proc/{tgid}/{file}")]
+    Read {
+        tgid: u32,
+        file: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("/proc/{tgid}/maps {what}")]
+    Parse { tgid: u32, what: String },
+}
+
+/// Reads `/proc/PID/maps`, keeping the cause of a failure.
+fn maps_text(tgid: u32) -> Result<String, ReconcileError> {
+    procfs::read_maps(tgid).map_err(|source| ReconcileError::Read {
+        tgid,
+        file: "maps",
+        source,
+    })
+}
+
 /// Seeds a process's address space from /proc. Records produced before the snapshot started
 /// are already in it and will not be applied again; later ones are (applying one twice is
 /// harmless: each sets the state of its own range).
-pub fn seed(p: &mut ProcessState, probes: &mut Probes, at_exec: bool) -> Result<(), String> {
+pub fn seed(
+    p: &mut ProcessState,
+    probes: &mut Probes,
+    at_exec: bool,
+) -> Result<(), ReconcileError> {
     let tgid = p.tgid;
     let started = procfs::monotonic_ns();
-    let text = procfs::read_maps(tgid).map_err(|e| format!("/proc/{tgid}/maps: {e}"))?;
-    let stat = procfs::read_stat(tgid).map_err(|e| format!("/proc/{tgid}/stat: {e}"))?;
+    let text = maps_text(tgid)?;
+    let stat = procfs::read_stat(tgid).map_err(|source| ReconcileError::Read {
+        tgid,
+        file: "stat",
+        source,
+    })?;
     // An exited process (a zombie) still has /proc entries, but no address space left.
     if stat.is_zombie() || text.is_empty() {
-        return Err(format!("process {tgid} has exited"));
+        return Err(ReconcileError::Exited(tgid));
     }
-    let vmas = maps::parse(&text).map_err(|e| format!("/proc/{tgid}/maps {e}"))?;
+    let vmas = maps::parse(&text).map_err(|what| ReconcileError::Parse { tgid, what })?;
     p.space.replace_vmas(vmas);
     p.space.start_brk = (stat.start_brk != 0).then_some(stat.start_brk);
     p.space.start_stack = (stat.start_stack != 0).then_some(stat.start_stack);
     // The break is known exactly only from brk calls; until one comes the heap VMA tells.
     p.space.brk = None;
+    if !p.space.agree_on_heap(&heap_lines(&text)) {
+        log::debug!("process {tgid}: no break and rule name [heap] as /proc does");
+    }
     p.seeded_at_ns = Some(started);
     p.seed_read_end_ns = procfs::monotonic_ns();
     p.reseed_needed = false;
@@ -54,19 +93,28 @@ pub fn seed(p: &mut ProcessState, probes: &mut Probes, at_exec: bool) -> Result<
         probes.set_stack_low(tgid, stack.start, at_exec);
     }
     if !at_exec {
-        seed_rss(tgid, probes);
+        seed_rss(p, probes);
     }
     p.note_peaks();
     Ok(())
 }
 
-/// Seeds resident memory from /proc where no `kmem:rss_stat` event told it yet: at attach,
-/// and for a forked child (whose copied counters were reported in its parent's context,
-/// before the child was known).
-pub fn seed_rss(tgid: u32, probes: &mut Probes) {
-    match procfs::read_rss(tgid) {
-        Ok(bytes) => probes.seed_rss(tgid, bytes),
-        Err(err) => log::debug!("cannot read the RSS of {tgid}: {err}"),
+/// Seeds resident memory from /proc for a process traced mid-life: at attach, and for a
+/// forked child (whose copied counters were reported in its parent's context, before the
+/// child was known). The process is traced in the kernel before this read, so a kind that
+/// changes after it is reported by an event, and one that does not keeps this value
+/// (`ProcessState::observe_rss` merges the two). Without `kmem:rss_stat` nothing would keep a
+/// seed current: RSS stays 0 then, as the start-up notice says.
+pub fn seed_rss(p: &mut ProcessState, probes: &Probes) {
+    if !probes.rss_events() {
+        return;
+    }
+    match procfs::read_rss(p.tgid) {
+        Ok(bytes) => {
+            p.rss_seed = Some(bytes);
+            p.observe_rss(probes.rss(p.tgid).unwrap_or_default());
+        }
+        Err(err) => log::debug!("cannot read the RSS of {}: {err}", p.tgid),
     }
 }
 
@@ -126,6 +174,15 @@ pub fn sync_stack(p: &mut ProcessState, probes: &Probes) {
     }
 }
 
+/// How the drift checks of a process went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DriftHistory {
+    /// The last check found a difference and resynced.
+    pub resynced_last_check: bool,
+    /// A drift right after a resync was reported (once per process).
+    pub recurring_reported: bool,
+}
+
 /// What a drift check found.
 #[derive(Debug, Default)]
 pub struct Drift {
@@ -143,14 +200,18 @@ impl Drift {
 /// Compares the model with `/proc/PID/maps`. Unknown file names are filled in from the
 /// kernel's view first (that is resolution, not drift). Returns the kernel's text too, for a
 /// resync.
-pub fn compare(p: &mut ProcessState, probes: &Probes) -> Result<(Drift, String, u64), String> {
+pub fn compare(
+    p: &mut ProcessState,
+    probes: &Probes,
+) -> Result<(Drift, String, u64), ReconcileError> {
     sync_stack(p, probes);
     let tgid = p.tgid;
     let started = procfs::monotonic_ns();
-    let text = procfs::read_maps(tgid).map_err(|e| format!("/proc/{tgid}/maps: {e}"))?;
-    let kernel_vmas = maps::parse(&text).map_err(|e| format!("/proc/{tgid}/maps {e}"))?;
+    let text = maps_text(tgid)?;
+    let parse_error = |what| ReconcileError::Parse { tgid, what };
+    let kernel_vmas = maps::parse(&text).map_err(parse_error)?;
     maps::resolve_names(&mut p.space, &kernel_vmas);
-    let kernel = maps::proc_lines(&text)?;
+    let kernel = maps::proc_lines(&text).map_err(parse_error)?;
     let model = maps::model_lines(&p.space);
     let (only_model, only_kernel) = maps::diff(&model, &kernel);
     Ok((
@@ -163,7 +224,35 @@ pub fn compare(p: &mut ProcessState, probes: &Probes) -> Result<(Drift, String, 
     ))
 }
 
-/// Counts and logs a confirmed drift, then replaces the model with the kernel's view.
+impl Drift {
+    /// What differs, in a few words: the same ranges named differently (the model's naming
+    /// rule is wrong: `[heap]`, `[stack]`), or different ranges (records missed or misapplied).
+    pub fn cause(&self) -> String {
+        let renamed: Vec<String> = self
+            .only_model
+            .iter()
+            .filter_map(|m| {
+                let k = self
+                    .only_kernel
+                    .iter()
+                    .find(|k| (k.start, k.end, k.perms) == (m.start, m.end, m.perms))?;
+                Some(format!(
+                    "{:x}-{:x} is `{}` in the model and `{}` in /proc",
+                    m.start, m.end, m.name, k.name
+                ))
+            })
+            .collect();
+        if !renamed.is_empty() && renamed.len() == self.only_model.len() {
+            format!("the same ranges named differently: {}", renamed.join("; "))
+        } else {
+            "ranges differ (records missed or misapplied)".to_string()
+        }
+    }
+}
+
+/// Counts a confirmed drift and replaces the model with the kernel's view. It is logged as a
+/// warning, except when the process drifts again right after a resync: that is reported once,
+/// with its cause, and later ones go to the debug log (every one is still counted).
 pub fn heal(p: &mut ProcessState, drift: &Drift, kernel_text: &str, snapshot_ns: u64) {
     p.drift_differences += drift.differences() as u64;
     p.resyncs += 1;
@@ -175,15 +264,28 @@ pub fn heal(p: &mut ProcessState, drift: &Drift, kernel_text: &str, snapshot_ns:
             .collect::<Vec<_>>()
             .join("\n")
     };
-    log::warn!(
-        "process {} ({}): model differs from /proc in {} lines; resynced.\nonly in the \
-         model:\n{}\nonly in /proc:\n{}",
-        p.tgid,
-        p.comm,
-        drift.differences(),
+    let details = format!(
+        "only in the model:\n{}\nonly in /proc:\n{}",
         describe(&drift.only_model),
         describe(&drift.only_kernel)
     );
+    let (tgid, comm, n) = (p.tgid, &p.comm, drift.differences());
+    if !p.drift.resynced_last_check {
+        log::warn!(
+            "process {tgid} ({comm}): model differs from /proc in {n} lines; resynced.\n{details}"
+        );
+    } else if !p.drift.recurring_reported {
+        p.drift.recurring_reported = true;
+        log::warn!(
+            "process {tgid} ({comm}): model differs from /proc again right after a resync, in \
+             {n} lines: {}; resynced. Further drift of this process is counted \
+             (tracer_model_resyncs_total) and logged at debug level only.\n{details}",
+            drift.cause()
+        );
+    } else {
+        log::debug!("process {tgid} ({comm}): drift again in {n} lines; resynced.\n{details}");
+    }
+    p.drift.resynced_last_check = true;
     if let Ok(stat) = procfs::read_stat(p.tgid) {
         if p.space.start_brk.is_none() && stat.start_brk != 0 {
             p.space.start_brk = Some(stat.start_brk);
@@ -194,12 +296,62 @@ pub fn heal(p: &mut ProcessState, drift: &Drift, kernel_text: &str, snapshot_ns:
     }
     if let Ok(vmas) = maps::parse(kernel_text) {
         p.space.replace_vmas(vmas);
+        // Name [heap] as /proc does, or the next check finds the same lines again.
+        if !p.space.agree_on_heap(&heap_lines(kernel_text)) {
+            log::debug!("process {tgid}: no break and rule name [heap] as /proc does");
+        }
         p.seeded_at_ns = Some(snapshot_ns);
         // The process is quiescent or this is a best effort: the read ended about now.
         p.seed_read_end_ns = procfs::monotonic_ns();
     }
 }
 
+/// A drift check found the model equal to /proc.
+pub fn agreed(p: &mut ProcessState) {
+    p.drift.resynced_last_check = false;
+}
+
 /// Most times a seed is taken again in a row for one process before the tracer gives up and
 /// leaves it to the drift check.
 pub const MAX_RESEEDS_IN_A_ROW: u32 = 50;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drift(model_name: &str, kernel_name: &str) -> Drift {
+        let text = |name: &str| format!("555555559000-555555569000 rw-p 00000000 00:00 0 {name}\n");
+        Drift {
+            only_model: maps::proc_lines(&text(model_name)).unwrap(),
+            only_kernel: maps::proc_lines(&text(kernel_name)).unwrap(),
+        }
+    }
+
+    #[test]
+    fn drift_right_after_a_resync_is_reported_once_with_its_cause() {
+        let d = drift("[heap]", "");
+        assert!(d.cause().contains("named differently"), "{}", d.cause());
+        assert!(d.cause().contains("`[heap]` in the model and `` in /proc"));
+        // No such process: the resync reads nothing from /proc, the bookkeeping is the same.
+        let mut p = ProcessState::new(u32::MAX, "x".into(), 4096);
+        let kernel = "555555559000-555555569000 rw-p 00000000 00:00 0 \n";
+        heal(&mut p, &d, kernel, 1);
+        assert_eq!(
+            p.drift,
+            DriftHistory {
+                resynced_last_check: true,
+                recurring_reported: false
+            }
+        );
+        heal(&mut p, &d, kernel, 2);
+        assert!(p.drift.recurring_reported, "reported now, and only now");
+        heal(&mut p, &d, kernel, 3);
+        assert_eq!(
+            (p.resyncs, p.drift_differences),
+            (3, 6),
+            "every one still counted"
+        );
+        agreed(&mut p);
+        assert!(!p.drift.resynced_last_check);
+    }
+}

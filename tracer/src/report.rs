@@ -9,11 +9,7 @@ use serde::{Deserialize, Serialize};
 use tracer_common::counters::*;
 
 use crate::{
-    fault_regions::MetricRegion,
-    figures,
-    model::{maps::name_of, region::classified},
-    process::{Lifecycle, ProcessState},
-    summary::DaemonCounters,
+    fault_regions::MetricRegion, figures, process::ProcessState, summary::DaemonCounters,
     syscalls::SyscallKind,
 };
 
@@ -61,12 +57,12 @@ pub struct KindCounts {
 
 impl KindCounts {
     fn of(counts: &[u64; tracer_common::record::RECORD_KINDS]) -> KindCounts {
-        use tracer_common::record::{RECORD_EXEC, RECORD_EXIT, RECORD_FORK, RECORD_SYSCALL};
+        let [syscall, fork, exec, exit] = DaemonCounters::by_kind(counts).map(|(_, n)| n);
         KindCounts {
-            syscall: counts[RECORD_SYSCALL as usize],
-            fork: counts[RECORD_FORK as usize],
-            exec: counts[RECORD_EXEC as usize],
-            exit: counts[RECORD_EXIT as usize],
+            syscall,
+            fork,
+            exec,
+            exit,
         }
     }
 }
@@ -324,11 +320,6 @@ pub fn build<'a>(processes: impl Iterator<Item = &'a ProcessState>, ctx: &Contex
 
 /// One process's part of the report.
 pub fn process(p: &ProcessState) -> ProcessReport {
-    let state = match p.lifecycle {
-        Lifecycle::Running => "running",
-        Lifecycle::Exited { .. } if p.untraced => "untraced",
-        Lifecycle::Exited { .. } => "exited",
-    };
     let syscalls = SyscallKind::ALL
         .iter()
         .map(|&kind| {
@@ -371,17 +362,9 @@ pub fn process(p: &ProcessState) -> ProcessReport {
             size: c.size,
         })
         .collect();
-    // After an attach the break is unknown until the process calls brk: the [heap] VMA's end
-    // tells the heap's extent (page-rounded).
-    let heap_size = p
-        .heap
-        .size()
-        .or_else(|| Some(p.space.heap_page_end()?.saturating_sub(p.space.start_brk?)));
-    let heap_size = heap_size.unwrap_or(0);
-    let peak_heap = p.heap.peak_size().unwrap_or(0).max(heap_size);
-    // An exited process has given all its memory back; what the last rss_stat events said
-    // depends on how far the teardown had gone when the daemon looked.
-    let rss = |i: usize| if p.is_running() { p.rss.bytes[i] } else { 0 };
+    let heap_size = p.heap_size().unwrap_or(0);
+    let peak_heap = p.heap_peak().unwrap_or(0);
+    let rss = p.rss_now();
     let by_access = [
         ("user_read", ACCESS_USER_READ),
         ("user_write", ACCESS_USER_WRITE),
@@ -405,17 +388,18 @@ pub fn process(p: &ProcessState) -> ProcessReport {
             (r.name().to_string(), faults)
         })
         .collect();
-    let address_space = classified(&p.space)
+    let address_space = p
+        .vma_rows()
         .into_iter()
-        .map(|(v, region)| VmaReport {
-            start: hex(v.start),
-            end: hex(v.end),
-            size: v.len(),
-            perms: v.perms.to_string(),
-            offset: hex(v.offset),
-            name: Some(name_of(&p.space, v)).filter(|n| !n.is_empty()),
-            region: region.name().to_string(),
-            faults: p.fault_regions.faults_in(v.start, v.end),
+        .map(|row| VmaReport {
+            start: hex(row.vma.start),
+            end: hex(row.vma.end),
+            size: row.vma.len(),
+            perms: row.vma.perms.to_string(),
+            offset: hex(row.vma.offset),
+            name: Some(row.name).filter(|n| !n.is_empty()),
+            region: row.region.name().to_string(),
+            faults: row.faults,
         })
         .collect();
     let phases = p.phases.clone();
@@ -427,7 +411,7 @@ pub fn process(p: &ProcessState) -> ProcessReport {
         comm: p.comm.clone(),
         exe: p.exe.clone(),
         argv: p.argv.clone(),
-        state: state.to_string(),
+        state: p.state_name().to_string(),
         exit_status: p.exit_status,
         exit_record_lost: p.exit_record_lost,
         threads_created: p.threads_created,
@@ -455,18 +439,18 @@ pub fn process(p: &ProcessState) -> ProcessReport {
             history_dropped: p.brk_history_dropped,
         },
         peaks: Peaks {
-            rss: p.rss.peak_resident,
+            rss: p.rss_peak(),
             heap: peak_heap,
             vsz: p.peak_vsz,
             vmas: p.peak_vmas as u64,
         },
         at_end: AtEnd {
             rss: Rss {
-                resident: if p.is_running() { p.resident() } else { 0 },
-                file: rss(RSS_FILE),
-                anon: rss(RSS_ANON),
-                shmem: rss(RSS_SHMEM),
-                swap: rss(RSS_SWAP),
+                resident: p.resident(),
+                file: rss[RSS_FILE],
+                anon: rss[RSS_ANON],
+                shmem: rss[RSS_SHMEM],
+                swap: rss[RSS_SWAP],
             },
             heap: heap_size,
             vsz: p.space.virtual_size(),

@@ -74,8 +74,9 @@ impl Tracker {
         let follow_up = self.table.apply(&event);
         if let Event::Fork(fork) = &event
             && fork.child == crate::events::TaskKind::Process
+            && let Some(child) = self.table.get_mut(fork.child_pid)
         {
-            reconcile::seed_rss(fork.child_pid, &mut self.probes);
+            reconcile::seed_rss(child, &self.probes);
         }
         let final_faults = self.follow_up(follow_up);
         if let Some(sink) = self.sink.as_mut()
@@ -135,7 +136,9 @@ impl Tracker {
                     }
                     Ok(_) => {
                         self.table.add_child(parent, child);
-                        reconcile::seed_rss(child, &mut self.probes);
+                        if let Some(child) = self.table.get_mut(child) {
+                            reconcile::seed_rss(child, &self.probes);
+                        }
                     }
                     // Gone before it could be classified: nothing to follow.
                     Err(_) => self.probes.untrace(child),
@@ -184,7 +187,7 @@ impl Tracker {
             return;
         };
         if let Err(err) = reconcile::seed(p, &mut self.probes, at_exec) {
-            log::debug!("cannot seed process {tgid}: {err}");
+            log::debug!("cannot seed process {tgid}: {}", crate::error_chain(&err));
         }
     }
 
@@ -202,7 +205,10 @@ impl Tracker {
                 p.reseeds += 1;
                 // The same image again (not an exec): what the probes learned stays.
                 if let Err(err) = reconcile::seed(p, &mut self.probes, false) {
-                    log::debug!("cannot seed process {tgid} again: {err}");
+                    log::debug!(
+                        "cannot seed process {tgid} again: {}",
+                        crate::error_chain(&err)
+                    );
                     p.reseed_needed = false;
                 }
             }
@@ -238,8 +244,9 @@ impl Tracker {
         let rss = self.probes.rss(tgid);
         if let Some(p) = self.table.get_mut(tgid) {
             p.faults = faults;
-            if let Some(rss) = rss {
-                p.rss = rss;
+            // No entry yet: no event since the seed, which then holds every kind.
+            if rss.is_some() || p.rss_seed.is_some() {
+                p.observe_rss(rss.unwrap_or_default());
             }
         }
     }
@@ -510,15 +517,22 @@ impl Session {
             probes.attached.perf_events
         );
         let sink = match &args.events {
-            Some(path) => Some(EventSink::open(path).map_err(|e| {
-                TracerError::Io(format!("cannot open event stream {}: {e}", path.display()))
+            Some(path) => Some(EventSink::open(path).map_err(|source| TracerError::Os {
+                what: format!("cannot open event stream {}", path.display()),
+                source: match source {
+                    crate::outfile::OutputError::Io(err) => err,
+                    other => std::io::Error::other(other),
+                },
             })?),
             None => None,
         };
         // SAFETY: the AsyncFd owns the ring buffer, which owns the descriptor, so it stays open
         // for as long as it is registered.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-            .map_err(|e| TracerError::Io(format!("cannot poll the ring buffer: {e}")))?;
+            .map_err(|err| TracerError::Os {
+                what: "cannot poll the ring buffer".into(),
+                source: err.into(),
+            })?;
         Ok(Session {
             ring,
             tracker: Tracker {
@@ -610,15 +624,16 @@ impl Session {
 
     /// Compares `tgid`'s model with /proc; a difference that persists after one more drain
     /// (so not a record still on its way) is counted, logged and healed by a resync.
-    pub fn check(&mut self, tgid: u32) -> Result<usize, String> {
+    pub fn check(&mut self, tgid: u32) -> Result<usize, reconcile::ReconcileError> {
         for attempt in 0..2 {
             self.drain();
             let Tracker { table, probes, .. } = &mut self.tracker;
             let p = table
                 .get_mut(tgid)
-                .ok_or_else(|| format!("no traced process {tgid}"))?;
+                .ok_or(reconcile::ReconcileError::NotTraced(tgid))?;
             let (drift, text, snapshot_ns) = reconcile::compare(p, probes)?;
             if drift.differences() == 0 {
+                reconcile::agreed(p);
                 return Ok(0);
             }
             if attempt == 1 {
@@ -634,7 +649,10 @@ impl Session {
         let running: Vec<u32> = self.tracker.table.running().map(|p| p.tgid).collect();
         for tgid in running {
             if let Err(err) = self.check(tgid) {
-                log::debug!("drift check of {tgid} skipped: {err}");
+                log::debug!(
+                    "drift check of {tgid} skipped: {}",
+                    crate::error_chain(&err)
+                );
             }
         }
     }
@@ -659,7 +677,10 @@ impl Session {
                 }))
             }
             Ask::Process(pid) => match self.tracker.current_view(pid) {
-                Some(p) => Answer::Json(api::process_detail(p)),
+                Some(p) => match serde_json::to_string(&api::process_detail(p)) {
+                    Ok(text) => Answer::JsonText(text),
+                    Err(err) => Answer::Failed(format!("cannot serialise the process: {err}")),
+                },
                 None => not_found(pid),
             },
             Ask::Maps(pid) => match self.tracker.current_view(pid) {
@@ -702,8 +723,10 @@ impl Session {
                         "differences_total": total,
                     }))
                 }
-                Err(err) if err.starts_with("no traced process") => Answer::NotFound(err),
-                Err(err) => Answer::Failed(err),
+                Err(err @ reconcile::ReconcileError::NotTraced(_)) => {
+                    Answer::NotFound(err.to_string())
+                }
+                Err(err) => Answer::Failed(crate::error_chain(&err)),
             },
         }
     }

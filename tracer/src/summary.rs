@@ -28,9 +28,28 @@ pub struct DaemonCounters {
     pub refused: u64,
 }
 
+/// Record kinds by name with their index in `records` and `lost` (the `RECORD_*` constants),
+/// in the order every view lists them.
+pub const RECORD_KIND_NAMES: [(&str, usize); 4] = {
+    use tracer_common::record::{RECORD_EXEC, RECORD_EXIT, RECORD_FORK, RECORD_SYSCALL};
+    [
+        ("syscall", RECORD_SYSCALL as usize),
+        ("fork", RECORD_FORK as usize),
+        ("exec", RECORD_EXEC as usize),
+        ("exit", RECORD_EXIT as usize),
+    ]
+};
+
 impl DaemonCounters {
     pub fn lost_total(&self) -> u64 {
         self.lost.iter().sum()
+    }
+
+    /// `counts` (`records` or `lost`) by kind name.
+    pub fn by_kind(
+        counts: &[u64; tracer_common::record::RECORD_KINDS],
+    ) -> [(&'static str, u64); 4] {
+        RECORD_KIND_NAMES.map(|(name, index)| (name, counts[index]))
     }
 }
 
@@ -57,28 +76,22 @@ fn opt_hex(v: Option<u64>) -> String {
 /// Renders the summary of the given processes.
 pub fn render<'a>(processes: impl Iterator<Item = &'a ProcessState>, d: &DaemonCounters) -> String {
     let mut out = String::new();
-    let r = &d.records;
+    let [syscall, fork, exec, exit] = DaemonCounters::by_kind(&d.records).map(|(_, n)| n);
     let _ = writeln!(
         out,
-        "tracer: {} syscall records, {} fork, {} exec, {} exit; lost {}; decode errors {}",
-        r[1],
-        r[2],
-        r[3],
-        r[4],
+        "tracer: {syscall} syscall records, {fork} fork, {exec} exec, {exit} exit; lost {}; \
+         decode errors {}",
         d.lost_total(),
         d.decode_errors
     );
     if d.lost_total() > 0 {
+        let [syscall, fork, exec, exit] = DaemonCounters::by_kind(&d.lost).map(|(_, n)| n);
         let _ = writeln!(
             out,
             "tracer: WARNING: {} records were lost because the ring buffer was full \
-             (syscall {}, fork {}, exec {}, exit {}); the figures below are incomplete. \
-             Use a larger --ring-buffer-size.",
+             (syscall {syscall}, fork {fork}, exec {exec}, exit {exit}); the figures below are \
+             incomplete. Use a larger --ring-buffer-size.",
             d.lost_total(),
-            d.lost[1],
-            d.lost[2],
-            d.lost[3],
-            d.lost[4]
         );
     }
     if d.exits_without_enter + d.inflight_full + d.traced_full > 0 {
@@ -147,8 +160,8 @@ fn render_process(out: &mut String, p: &ProcessState) {
         opt_hex(h.start),
         opt_hex(h.end),
         opt_hex(h.peak),
-        h.size().map_or("unknown".into(), human_bytes),
-        h.peak_size().map_or("unknown".into(), human_bytes),
+        p.heap_size().map_or("unknown".into(), human_bytes),
+        p.heap_peak().map_or("unknown".into(), human_bytes),
         h.moves
     );
     let f = &p.faults;

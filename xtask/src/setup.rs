@@ -73,6 +73,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "a font for the browser test's screenshots",
     ),
     (
+        "redis-server",
+        "a real multi-threaded server (and redis-benchmark, from redis-tools) traced by the attach differential test",
+    ),
+    (
         "prometheus",
         "promtool and the Prometheus server the exporter deployment tests run",
     ),

@@ -74,6 +74,7 @@ fn try_rss_stat(ctx: &TracePointContext) -> Result<(), i64> {
                 }
                 (*counters).bytes = [0; RSS_KINDS];
                 (*counters).peak_resident = 0;
+                (*counters).reported = 0;
                 (*counters).mm_id = mm_id;
             }
         } else if (*counters).mm_id != mm_id {
@@ -84,6 +85,10 @@ fn try_rss_stat(ctx: &TracePointContext) -> Result<(), i64> {
         // and the verifier wants the index bounded on the register it uses.
         let index = core::hint::black_box(member as usize) & (RSS_KINDS - 1);
         (*counters).bytes[index] = size.max(0) as u64;
+        // Kinds without their bit keep the value the daemon seeded from /proc (a whole-entry
+        // write from user space could undo a concurrent update here, so it merges on read).
+        (*counters).reported |= 1 << index;
+        // The peak of the kinds reported so far; the daemon adds the seeded ones.
         let b = &(*counters).bytes;
         let resident = b[RSS_FILE] + b[RSS_ANON] + b[RSS_SHMEM];
         if resident > (*counters).peak_resident {

@@ -169,23 +169,40 @@ pub fn proc_lines(text: &str) -> Result<Vec<Line>, String> {
     Ok(coalesce(lines))
 }
 
+/// `lines` in address order (as they normally come).
+fn by_start(lines: &[Line]) -> Vec<&Line> {
+    let mut lines: Vec<&Line> = lines.iter().collect();
+    if !lines.is_sorted_by_key(|l| l.start) {
+        lines.sort_by_key(|l| l.start);
+    }
+    lines
+}
+
 /// The differences between two coalesced lists: lines only in `model`, lines only in `kernel`.
-/// Linear: with 30k VMAs, looking each line up in the other list took minutes (debug build)
-/// and held up the session loop, and with it every API answer.
+/// One sweep over both in address order (a line's start identifies it within a list: the lines
+/// of one list do not overlap), linear in the number of lines.
 pub fn diff(model: &[Line], kernel: &[Line]) -> (Vec<Line>, Vec<Line>) {
-    use std::collections::HashSet;
-    let (in_model, in_kernel): (HashSet<&Line>, HashSet<&Line>) =
-        (model.iter().collect(), kernel.iter().collect());
-    let only_model = model
-        .iter()
-        .filter(|l| !in_kernel.contains(l))
-        .cloned()
-        .collect();
-    let only_kernel = kernel
-        .iter()
-        .filter(|l| !in_model.contains(l))
-        .cloned()
-        .collect();
+    let (model, kernel) = (by_start(model), by_start(kernel));
+    let (mut only_model, mut only_kernel) = (Vec::new(), Vec::new());
+    let (mut m, mut k) = (model.into_iter().peekable(), kernel.into_iter().peekable());
+    loop {
+        match (m.peek(), k.peek()) {
+            (None, None) => break,
+            (Some(_), None) => only_model.extend(m.by_ref().cloned()),
+            (None, Some(_)) => only_kernel.extend(k.by_ref().cloned()),
+            (Some(a), Some(b)) => match a.start.cmp(&b.start) {
+                std::cmp::Ordering::Less => only_model.extend(m.next().cloned()),
+                std::cmp::Ordering::Greater => only_kernel.extend(k.next().cloned()),
+                std::cmp::Ordering::Equal => {
+                    let (a, b) = (m.next(), k.next());
+                    if a != b {
+                        only_model.extend(a.cloned());
+                        only_kernel.extend(b.cloned());
+                    }
+                }
+            },
+        }
+    }
     (only_model, only_kernel)
 }
 
@@ -214,7 +231,8 @@ pub fn render(space: &AddressSpace) -> String {
     out
 }
 
-/// Fills in unresolved file names (and device, inode) from /proc's view of the same ranges.
+/// Fills in unresolved file names (and device, inode) from /proc's view of the same ranges
+/// (`kernel` in address order, as /proc lists it).
 pub fn resolve_names(space: &mut AddressSpace, kernel: &[Vma]) -> usize {
     let mut resolved = 0;
     for vma in space.vmas_mut() {
@@ -224,9 +242,10 @@ pub fn resolve_names(space: &mut AddressSpace, kernel: &[Vma]) -> usize {
         if file.path.is_some() && file.inode != 0 {
             continue;
         }
-        let Some(k) = kernel
-            .iter()
-            .find(|k| k.start <= vma.start && vma.start < k.end)
+        // The kernel's VMA holding this start (kernel VMAs are sorted and do not overlap).
+        let Some(k) = kernel[..kernel.partition_point(|k| k.start <= vma.start)]
+            .last()
+            .filter(|k| vma.start < k.end)
         else {
             continue;
         };
@@ -245,4 +264,52 @@ pub fn resolve_names(space: &mut AddressSpace, kernel: &[Vma]) -> usize {
         }
     }
     resolved
+}
+
+#[cfg(test)]
+mod diff_tests {
+    use super::*;
+
+    /// The definition `diff` must keep: every line of one list absent from the other.
+    fn naive(model: &[Line], kernel: &[Line]) -> (Vec<Line>, Vec<Line>) {
+        let only = |a: &[Line], b: &[Line]| a.iter().filter(|l| !b.contains(l)).cloned().collect();
+        (only(model, kernel), only(kernel, model))
+    }
+
+    #[test]
+    fn the_sweep_finds_what_the_definition_finds() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..200 {
+            let mut text = [String::new(), String::new()];
+            let mut at = 0x1000u64;
+            for _ in 0..(next() % 40) {
+                at += (next() % 4) * 0x1000;
+                let end = at + (1 + next() % 3) * 0x1000;
+                let line = format!("{at:x}-{end:x} rw-p 00000000 00:00 0 \n");
+                // Most lines in both, some in one only, some renamed.
+                match next() % 6 {
+                    0 => text[0].push_str(&line),
+                    1 => text[1].push_str(&line),
+                    2 => {
+                        text[0].push_str(&line);
+                        text[1].push_str(&line.replace(" 0 \n", " 0 [heap]\n"));
+                    }
+                    _ => {
+                        text[0].push_str(&line);
+                        text[1].push_str(&line);
+                    }
+                }
+                at = end + 0x1000;
+            }
+            let model = proc_lines(&text[0]).unwrap();
+            let kernel = proc_lines(&text[1]).unwrap();
+            assert_eq!(diff(&model, &kernel), naive(&model, &kernel), "{text:?}");
+        }
+    }
 }

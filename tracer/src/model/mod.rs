@@ -4,6 +4,7 @@
 //! `/proc/PID/maps` seed for what no syscall shows (the image at exec, vdso, stack).
 
 pub mod apply;
+pub mod heap_rule;
 pub mod maps;
 pub mod region;
 pub mod space;

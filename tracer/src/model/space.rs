@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use super::vma::{Backing, Perms, Vma};
+use super::{
+    heap_rule::HeapRule,
+    vma::{Backing, Perms, Vma},
+};
 
 #[derive(Clone, Debug, Default)]
 pub struct AddressSpace {
@@ -16,6 +19,8 @@ pub struct AddressSpace {
     /// `mm->start_stack`: an address inside the main stack.
     pub start_stack: Option<u64>,
     pub page_size: u64,
+    /// How this kernel tells `[heap]` (learned from /proc at seeds and resyncs).
+    pub heap_rule: HeapRule,
 }
 
 impl AddressSpace {
@@ -245,16 +250,21 @@ impl AddressSpace {
         self.brk = Some(new_brk);
     }
 
-    /// `[heap]` by the kernel's own rule (`vma_is_initial_heap`): an anonymous VMA that
-    /// overlaps `[start_brk, brk]`.
-    /// While the break is unknown (attached mid-life, no brk call yet), only the VMA around
-    /// `start_brk` qualifies.
+    /// `[heap]` by the kernel's own rule (`vma_is_initial_heap`, see `HeapRule`): an
+    /// anonymous VMA that overlaps `[start_brk, brk]`.
+    /// While the break is unknown (attached mid-life, no brk call yet, no `[heap]` line at the
+    /// seed to tell it), only the VMA around `start_brk` qualifies.
     pub fn is_heap(&self, vma: &Vma) -> bool {
         let Some(start) = self.start_brk else {
             return false;
         };
-        let brk = self.brk.unwrap_or(start);
-        vma.backing.is_anonymous() && vma.start <= brk && vma.end >= start
+        if !vma.backing.is_anonymous() {
+            return false;
+        }
+        match self.brk {
+            Some(brk) => self.heap_rule.names(vma.start, vma.end, start, brk),
+            None => vma.start <= start && (vma.end > start || self.heap_rule == HeapRule::Touch),
+        }
     }
 
     /// `[stack]` by the kernel's rule (`vma_is_initial_stack`): the VMA holding start_stack.

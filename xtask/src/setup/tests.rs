@@ -29,6 +29,9 @@ const TEST_PROGRAMS: &[(&str, &str)] = &[
     ("sleep", "coreutils"),
     ("openssl", "openssl"),
     ("chromium", "chromium"),
+    ("/usr/bin/redis-server", "redis-server"),
+    // redis-server depends on redis-tools, which ships redis-benchmark.
+    ("/usr/bin/redis-benchmark", "redis-server"),
     // Run inside shell scripts the tests start (the scanner does not parse shell).
     ("seq", "coreutils"),
     ("/bin/sh", "dash"),
