@@ -42,9 +42,21 @@ fn wait_all_stopped(pid: u32, limit: Duration) -> bool {
     panic!("process {pid} neither stopped nor exited within {limit:?}")
 }
 
-/// One run with `threads` racing threads; returns (checkpoints, mismatching checkpoints, the
-/// first difference, records applied in the kernel's rather than the ring buffer's order).
-fn race(threads: u32, seed: u32) -> (u32, u32, Option<String>, u64) {
+/// What one run found.
+struct Race {
+    checkpoints: u32,
+    /// Checkpoints where the model differed from /proc, and the first difference.
+    mismatches: u32,
+    first: Option<String>,
+    /// Records applied in the kernel's rather than the ring buffer's order.
+    reorders: u64,
+    /// Changes found out of order, for which the model resynced from /proc.
+    conflicts: u64,
+    /// Whether the kernel side numbers the changes (feature `mmap_lock_order`).
+    ordered: bool,
+}
+
+fn race(threads: u32, seed: u32) -> Race {
     let args = [
         threads.to_string(),
         CHECKPOINTS.to_string(),
@@ -54,16 +66,28 @@ fn race(threads: u32, seed: u32) -> (u32, u32, Option<String>, u64) {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (mut daemon, pid) =
         Daemon::run_workload(&["--drift-check-interval", "0"], "thread_race", &args);
-    let (mut checkpoints, mut mismatches, mut first) = (0, 0, None);
-    let mut reorders = 0;
+    let ordered = daemon
+        .get("/metrics")
+        .contains("tracer_kernel_feature_enabled{feature=\"mmap_lock_order\"} 1");
+    let mut r = Race {
+        checkpoints: 0,
+        mismatches: 0,
+        first: None,
+        reorders: 0,
+        conflicts: 0,
+        ordered,
+    };
     while wait_all_stopped(pid, Duration::from_secs(30)) {
-        checkpoints += 1;
+        r.checkpoints += 1;
         if let Err(diff) = compare_maps(&daemon, pid) {
-            mismatches += 1;
-            first.get_or_insert(format!("{threads} threads, checkpoint {checkpoints}: {diff}"));
+            r.mismatches += 1;
+            let at = r.checkpoints;
+            r.first
+                .get_or_insert(format!("{threads} threads, checkpoint {at}: {diff}"));
         }
         let daemon_json = &daemon.get_json("/api/v1/processes")["daemon"];
-        reorders = daemon_json["model_reorders"].as_u64().unwrap_or(0);
+        r.reorders = daemon_json["model_reorders"].as_u64().unwrap_or(0);
+        r.conflicts = daemon_json["order_conflicts"].as_u64().unwrap_or(0);
         resume(pid);
     }
     let out = daemon.wait(Duration::from_secs(30));
@@ -72,7 +96,7 @@ fn race(threads: u32, seed: u32) -> (u32, u32, Option<String>, u64) {
         "{threads} threads: {}",
         daemon.stderr_so_far()
     );
-    (checkpoints, mismatches, first, reorders)
+    r
 }
 
 #[test]
@@ -83,19 +107,30 @@ fn racing_threads_model_equals_proc_at_every_checkpoint() {
     let started = Instant::now();
     let (mut total, mut bad, mut first) = (0, 0, None);
     for (seed, threads) in [2, 4, 8, 16].into_iter().enumerate() {
-        let (checkpoints, mismatches, diff, reorders) = race(threads, seed as u32 + 1);
+        let r = race(threads, seed as u32 + 1);
         println!(
-            "{threads} threads: {checkpoints} checkpoints, {mismatches} differ from /proc, \
-             {reorders} records applied in the kernel's order rather than their arrival order"
+            "{threads} threads: {} checkpoints, {} differ from /proc, {} records applied in \
+             the kernel's order rather than their arrival order, {} changes out of order \
+             (resynced){}",
+            r.checkpoints,
+            r.mismatches,
+            r.reorders,
+            r.conflicts,
+            if r.ordered { "" } else { " [mmap_lock_order off]" }
         );
         assert_eq!(
-            checkpoints, CHECKPOINTS,
+            r.checkpoints, CHECKPOINTS,
             "{threads} threads: the workload stopped too few times"
         );
-        total += checkpoints;
-        bad += mismatches;
+        if r.ordered {
+            // In the kernel's order nothing conflicts: a resync from /proc would hide an
+            // ordering error from the comparison.
+            assert_eq!(r.conflicts, 0, "{threads} threads: changes out of order");
+        }
+        total += r.checkpoints;
+        bad += r.mismatches;
         if first.is_none() {
-            first = diff;
+            first = r.first;
         }
     }
     println!(

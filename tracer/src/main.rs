@@ -15,6 +15,7 @@ mod launch;
 mod layout;
 mod metrics;
 mod model;
+mod order;
 mod preflight;
 mod probes;
 mod process;

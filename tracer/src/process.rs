@@ -133,6 +133,10 @@ pub struct ProcessState {
     pub reseed_needed: bool,
     /// Seeds taken again for that reason.
     pub reseeds: u64,
+    /// Changes that could not be applied in the kernel's order (a record that came too late,
+    /// one that was lost, memory handed out where the model has some): each one made the
+    /// model take the state from /proc again instead of applying it blindly.
+    pub order_conflicts: u64,
     /// Every change of the break, with its time (up to `BRK_HISTORY_LIMIT`).
     pub brk_history: Vec<BrkChange>,
     pub brk_history_dropped: u64,
@@ -181,6 +185,7 @@ impl ProcessState {
             seed_read_end_ns: 0,
             reseed_needed: false,
             reseeds: 0,
+            order_conflicts: 0,
             brk_history: Vec::new(),
             brk_history_dropped: 0,
             resyncs: 0,
@@ -248,6 +253,37 @@ impl ProcessState {
     }
 
     fn apply_syscall(&mut self, e: &SyscallEvent, page_size: u64) -> Option<NeedsName> {
+        self.count_syscall(e, page_size);
+        // Records older than the seed are already part of it.
+        if let Some(seeded) = self.seeded_at_ns {
+            if e.ts_ns < seeded {
+                return None;
+            }
+            if e.enter_ns <= self.seed_read_end_ns && !replay_is_harmless(e) {
+                self.reseed_needed = true;
+            }
+        }
+        let effect = crate::model::apply::apply(&mut self.space, e);
+        if effect.uncertain {
+            self.reseed_needed = true;
+        }
+        if effect.conflict {
+            self.order_conflicts += 1;
+            self.reseed_needed = true;
+        }
+        self.note_peaks();
+        effect.needs_name
+    }
+
+    /// A change that cannot be placed in the kernel's order (`order::Step::Late`, `Gap`): not
+    /// applied; the state comes from /proc again.
+    pub fn order_conflict(&mut self) {
+        self.order_conflicts += 1;
+        self.reseed_needed = true;
+    }
+
+    /// The call's counters (every record, applied to the model or not).
+    fn count_syscall(&mut self, e: &SyscallEvent, page_size: u64) {
         let stats = &mut self.syscalls[e.kind.index()];
         stats.calls += 1;
         let ok = e.outcome() == Outcome::Ok;
@@ -296,21 +332,6 @@ impl ProcessState {
             }
             _ => {}
         }
-        // Records older than the seed are already part of it.
-        if let Some(seeded) = self.seeded_at_ns {
-            if e.ts_ns < seeded {
-                return None;
-            }
-            if e.enter_ns <= self.seed_read_end_ns && !replay_is_harmless(e) {
-                self.reseed_needed = true;
-            }
-        }
-        let effect = crate::model::apply::apply(&mut self.space, e);
-        if effect.uncertain {
-            self.reseed_needed = true;
-        }
-        self.note_peaks();
-        effect.needs_name
     }
 
     /// Whether all of `[start, start + len)` is private anonymous read-write memory in the
@@ -403,6 +424,8 @@ pub struct ProcessTable {
     /// report must describe every process.
     pub keep_reused: bool,
     earlier: Vec<ProcessState>,
+    /// Sum of every process's `order_conflicts` (daemon-wide, kept when processes are gone).
+    pub order_conflicts: u64,
 }
 
 impl ProcessTable {
@@ -412,6 +435,7 @@ impl ProcessTable {
             page_size,
             keep_reused: false,
             earlier: Vec::new(),
+            order_conflicts: 0,
         }
     }
 
@@ -525,17 +549,42 @@ impl ProcessTable {
         state.note_peaks();
     }
 
+    /// Counts a syscall whose record came after later changes of its process were applied
+    /// (`order::Step::Late`) without applying it; the process takes its state from /proc again.
+    pub fn apply_late(&mut self, e: &SyscallEvent) {
+        let page_size = self.page_size;
+        let p = self.entry(e.tgid);
+        p.count_syscall(e, page_size);
+        p.order_conflict();
+        self.order_conflicts += 1;
+    }
+
+    /// Records of `tgid` were lost before the ones now applied (`order::Step::Gap`).
+    pub fn order_gap(&mut self, tgid: u32) {
+        if let Some(p) = self.processes.get_mut(&tgid) {
+            p.order_conflict();
+            self.order_conflicts += 1;
+        }
+    }
+
     /// Applies one event; returns the I/O the session should do next.
     pub fn apply(&mut self, event: &Event) -> FollowUp {
         let page_size = self.page_size;
         match event {
-            Event::Syscall(e) => match self.entry(e.tgid).apply_syscall(e, page_size) {
-                Some(needs) => FollowUp::ResolveName {
-                    tgid: e.tgid,
-                    needs,
-                },
-                None => FollowUp::None,
-            },
+            Event::Syscall(e) => {
+                let p = self.entry(e.tgid);
+                let conflicts = p.order_conflicts;
+                let needs_name = p.apply_syscall(e, page_size);
+                let found = p.order_conflicts - conflicts;
+                self.order_conflicts += found;
+                match needs_name {
+                    Some(needs) => FollowUp::ResolveName {
+                        tgid: e.tgid,
+                        needs,
+                    },
+                    None => FollowUp::None,
+                }
+            }
             Event::Fork(ForkEvent {
                 parent_tgid,
                 child_pid,
@@ -611,6 +660,7 @@ mod tests {
             kind,
             args: a,
             ret,
+            seq: 0,
         })
     }
 

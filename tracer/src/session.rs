@@ -20,6 +20,7 @@ use crate::{
     http::{Answer, Ask, Query},
     jsonl::{EventSink, event_json},
     model::maps,
+    order::{Reorder, Step},
     probes::{ProbeOptions, Probes},
     process::{FollowUp, ProcessState, ProcessTable},
     procfs, reconcile,
@@ -52,6 +53,10 @@ pub struct Tracker {
     /// How per-process metrics are labelled, and the counters of forgotten processes per comm.
     group_by: GroupBy,
     retired: HashMap<String, crate::metrics::Totals>,
+    /// Holds records that came before an earlier change of their process (`order`).
+    order: Reorder,
+    /// Scratch list of what `order` says to do next (kept: no allocation per record).
+    steps: Vec<Step>,
 }
 
 impl Tracker {
@@ -67,19 +72,88 @@ impl Tracker {
             }
         };
         self.counters.records[record_kind(&event)] += 1;
-        if let Event::Exec(exec) = &event {
+        match event {
+            Event::Syscall(e) => {
+                let mut steps = std::mem::take(&mut self.steps);
+                self.order.admit(e, procfs::monotonic_ns(), &mut steps);
+                self.take_steps(&mut steps);
+                self.steps = steps;
+            }
+            Event::Exec(ref e) => {
+                // Every change before the exec has been sent by now (the other threads are
+                // gone): what is still held waits for a lost record.
+                self.release_order(e.tgid);
+                self.apply_event(&event);
+            }
+            Event::Exit(ref e) => {
+                self.release_order(e.tgid);
+                self.order.forget(e.tgid);
+                self.apply_event(&event);
+            }
+            Event::Fork(_) => self.apply_event(&event),
+        }
+    }
+
+    /// Applies what `order` released for `tgid`, giving up its gaps.
+    fn release_order(&mut self, tgid: u32) {
+        let mut steps = std::mem::take(&mut self.steps);
+        self.order.release(tgid, &mut steps);
+        self.take_steps(&mut steps);
+        self.steps = steps;
+    }
+
+    /// Gives up every gap that waited too long (or, with `all`, every gap: records were lost).
+    fn expire_order(&mut self, all: bool) {
+        if self.order.held() == 0 {
+            return;
+        }
+        let mut steps = std::mem::take(&mut self.steps);
+        if all {
+            self.order.release_all(&mut steps);
+        } else {
+            self.order
+                .expire(procfs::monotonic_ns(), crate::order::MAX_WAIT_NS, &mut steps);
+        }
+        self.take_steps(&mut steps);
+        self.steps = steps;
+    }
+
+    /// Does what `order` said, in its order; leaves `steps` empty.
+    fn take_steps(&mut self, steps: &mut Vec<Step>) {
+        for step in steps.drain(..) {
+            match step {
+                Step::Apply(e) => self.apply_event(&Event::Syscall(e)),
+                Step::Late(e) => {
+                    self.table.apply_late(&e);
+                    self.write_event(&Event::Syscall(e), None);
+                }
+                Step::Gap(tgid) => self.table.order_gap(tgid),
+            }
+        }
+        self.counters.model_reorders = self.order.counters.reordered;
+        self.counters.order_conflicts = self.table.order_conflicts;
+    }
+
+    /// Applies one event in its turn: the process table, the I/O it asks for, the event stream.
+    fn apply_event(&mut self, event: &Event) {
+        if let Event::Exec(exec) = event {
             self.retire_comm_on_exec(exec);
         }
-        let follow_up = self.table.apply(&event);
+        let follow_up = self.table.apply(event);
         if let Event::Fork(fork) = &event
             && fork.child == crate::events::TaskKind::Process
         {
             reconcile::seed_rss(fork.child_pid, &mut self.probes);
         }
         let final_faults = self.follow_up(follow_up);
+        self.counters.order_conflicts = self.table.order_conflicts;
+        self.write_event(event, final_faults.as_ref());
+    }
+
+    fn write_event(&mut self, event: &Event, final_faults: Option<&FaultCounters>) {
         if let Some(sink) = self.sink.as_mut()
             && !self.sink_failed
-            && let Err(err) = sink.write(&event_json(&event, final_faults.as_ref()))
+            && let Err(err) = sink.write(&event_json(event, final_faults))
         {
             log::error!("writing the event stream failed: {err}; no more events are written");
             self.sink_failed = true;
@@ -280,6 +354,7 @@ impl Tracker {
     fn housekeeping(&mut self) {
         self.probes.flush_logs();
         self.read_kernel_counters();
+        self.expire_order(false);
         let cutoff = procfs::monotonic_ns().saturating_sub(self.exited_grace.as_nanos() as u64);
         if self.keep_exited {
             // Kept for the report.
@@ -324,6 +399,8 @@ impl Tracker {
     fn mark_exited_unseen(&mut self, gone: &[u32]) {
         for &tgid in gone {
             log::warn!("process {tgid} is gone but its exit record was not seen (lost?)");
+            self.release_order(tgid);
+            self.order.forget(tgid);
             if let Some(p) = self.table.get_mut(tgid) {
                 p.lifecycle = crate::process::Lifecycle::Exited {
                     ts_ns: procfs::monotonic_ns(),
@@ -347,6 +424,8 @@ impl Tracker {
     pub fn finish(&mut self) {
         self.probes.flush_logs();
         self.read_kernel_counters();
+        // Drained for the last time: a record still held waits for one that was lost.
+        self.expire_order(true);
         // The ring buffer is drained: a process gone by now without its exit record lost it,
         // and must not be reported as still running.
         let gone = self.gone_without_exit_record();
@@ -477,6 +556,7 @@ impl Session {
             trace_comms: filter.trace_comms.to_vec(),
             exclude_comms: filter.exclude_comms.to_vec(),
             trace_all: filter.all,
+            mmap_lock_order: args.mmap_lock_order,
         };
         let (probes, ring) = Probes::load(&tracefs, &opts)?;
         for missing in &probes.attached.optional_missing {
@@ -525,6 +605,8 @@ impl Session {
                 },
                 group_by: args.group_by,
                 retired: HashMap::new(),
+                order: Reorder::default(),
+                steps: Vec::new(),
             },
             drain_interval: Duration::from_millis(args.drain_interval_ms),
             drift_interval: (args.drift_check_interval > 0)
@@ -718,6 +800,8 @@ impl Session {
                     lost - self.lost_checked
                 );
                 self.lost_checked = lost;
+                // A record held for an earlier change may wait for one of those.
+                self.tracker.expire_order(true);
                 check_drift = true;
             }
             if check_drift {

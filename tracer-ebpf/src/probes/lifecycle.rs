@@ -44,7 +44,8 @@ use tracer_common::config::{
 };
 
 use crate::maps::{
-    CLONE_FLAGS, COMM_FILTER, EVENTS, FAULTS, INFLIGHT, TRACED, WAKE_NOW, config, count_lost,
+    CLONE_FLAGS, COMM_FILTER, EVENTS, FAULTS, INFLIGHT, MM_SEQ, TRACED, WAKE_NOW, config,
+    count_lost,
     count_stat, current_ids, header, is_traced,
 };
 
@@ -272,6 +273,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     if TRACED.remove(tgid).is_err() {
         return Ok(());
     }
+    let _ = MM_SEQ.remove(tgid);
     let Some(mut slot) = EVENTS.reserve::<ExitRecord>(0) else {
         count_lost(RECORD_EXIT);
         return Ok(());
