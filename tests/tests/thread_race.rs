@@ -116,7 +116,11 @@ fn racing_threads_model_equals_proc_at_every_checkpoint() {
             r.mismatches,
             r.reorders,
             r.conflicts,
-            if r.ordered { "" } else { " [mmap_lock_order off]" }
+            if r.ordered {
+                ""
+            } else {
+                " [mmap_lock_order off]"
+            }
         );
         assert_eq!(
             r.checkpoints, CHECKPOINTS,

@@ -459,11 +459,13 @@ fn attach_raw_to(ebpf: &mut Ebpf, name: &str, target: &str) -> Result<(), ProbeE
         .try_into()
         .map_err(program_error)?;
     program.load().map_err(program_error)?;
-    program.attach(target).map_err(|source| ProbeError::Attach {
-        program: name.to_owned(),
-        target: format!("raw tracepoint {target}"),
-        source: Box::new(source),
-    })?;
+    program
+        .attach(target)
+        .map_err(|source| ProbeError::Attach {
+            program: name.to_owned(),
+            target: format!("raw tracepoint {target}"),
+            source: Box::new(source),
+        })?;
     Ok(())
 }
 

@@ -111,8 +111,11 @@ impl Tracker {
         if all {
             self.order.release_all(&mut steps);
         } else {
-            self.order
-                .expire(procfs::monotonic_ns(), crate::order::MAX_WAIT_NS, &mut steps);
+            self.order.expire(
+                procfs::monotonic_ns(),
+                crate::order::MAX_WAIT_NS,
+                &mut steps,
+            );
         }
         self.take_steps(&mut steps);
         self.steps = steps;

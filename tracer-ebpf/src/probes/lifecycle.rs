@@ -45,8 +45,7 @@ use tracer_common::config::{
 
 use crate::maps::{
     CLONE_FLAGS, COMM_FILTER, EVENTS, FAULTS, INFLIGHT, MM_SEQ, TRACED, WAKE_NOW, config,
-    count_lost,
-    count_stat, current_ids, header, is_traced,
+    count_lost, count_stat, current_ids, header, is_traced,
 };
 
 const SIGSTOP: u32 = 19;

@@ -78,9 +78,12 @@ fn lands_on_mapped_memory(space: &AddressSpace, e: &SyscallEvent) -> bool {
     let a = e.args;
     let align = |len: u64| space.page_align_up(len);
     let new = e.ret as u64;
-    let occupied = |start: u64, end: u64| start < end && space.first_overlapping(start, end).is_some();
+    let occupied =
+        |start: u64, end: u64| start < end && space.first_overlapping(start, end).is_some();
     match e.kind {
-        SyscallKind::Mmap if a[3] & MAP_FIXED == 0 => occupied(new, new.saturating_add(align(a[1]))),
+        SyscallKind::Mmap if a[3] & MAP_FIXED == 0 => {
+            occupied(new, new.saturating_add(align(a[1])))
+        }
         SyscallKind::Mremap if a[3] & MREMAP_FIXED == 0 => {
             let (old, old_len, new_len) = (a[0], align(a[1]), align(a[2]));
             if new == old {

@@ -497,13 +497,18 @@ fn mmap_lock_layout(format: &Format) -> Result<(&'static str, bool), String> {
     };
     // The fields follow the prototype's order, except `memcg_id` (6.14+), computed from `mm`.
     let ordered = mm < write && write < success;
-    if !ordered || offset("ip").is_some() || format.fields.contains_key("memcg_id") == offset("memcg_path").is_some() {
+    if !ordered
+        || offset("ip").is_some()
+        || format.fields.contains_key("memcg_id") == offset("memcg_path").is_some()
+    {
         return Err("has a layout the probe does not know".into());
     }
     match offset("memcg_path") {
         // Linux 5.10 to 6.13: (mm, memcg_path, write, success); the caller computes the path
         // for every acquisition while the tracepoint is enabled.
-        Some(path) if mm < path && path < write => Ok(("mmap_lock_acquire_returned_memcg_path", true)),
+        Some(path) if mm < path && path < write => {
+            Ok(("mmap_lock_acquire_returned_memcg_path", true))
+        }
         Some(_) => Err("has a layout the probe does not know".into()),
         // Linux 6.14+: (mm, write, success).
         None => Ok(("mmap_lock_acquire_returned", false)),
@@ -573,6 +578,54 @@ fn mmap_lock_order(tracefs: &Tracefs, d: &mut Detected, want: MmapLockOrder) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `mmap_lock:mmap_lock_acquire_returned` as kernels print it (6.18; 5.10 to 6.13; a
+    /// variant with the caller's `ip` some trees carried).
+    fn lock_format(fields: &[(&str, u16, u16)]) -> Format {
+        let mut text = String::from(
+            "format:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n",
+        );
+        for (decl, offset, size) in fields {
+            text.push_str(&format!(
+                "\tfield:{decl};\toffset:{offset};\tsize:{size};\tsigned:0;\n"
+            ));
+        }
+        Format::parse(&text).unwrap()
+    }
+
+    #[test]
+    fn picks_the_ordering_probe_that_fits_the_lock_tracepoint() {
+        let since_6_14 = lock_format(&[
+            ("struct mm_struct * mm", 8, 8),
+            ("u64 memcg_id", 16, 8),
+            ("bool write", 24, 1),
+            ("bool success", 25, 1),
+        ]);
+        assert_eq!(
+            mmap_lock_layout(&since_6_14),
+            Ok(("mmap_lock_acquire_returned", false))
+        );
+        let before = lock_format(&[
+            ("struct mm_struct * mm", 8, 8),
+            ("__data_loc char[] memcg_path", 16, 4),
+            ("bool write", 20, 1),
+            ("bool success", 21, 1),
+        ]);
+        assert_eq!(
+            mmap_lock_layout(&before),
+            Ok(("mmap_lock_acquire_returned_memcg_path", true))
+        );
+        let with_ip = lock_format(&[
+            ("struct mm_struct * mm", 8, 8),
+            ("__data_loc char[] memcg_path", 16, 4),
+            ("bool write", 20, 1),
+            ("void * ip", 24, 8),
+            ("bool success", 32, 1),
+        ]);
+        assert!(mmap_lock_layout(&with_ip).is_err());
+        let no_success = lock_format(&[("struct mm_struct * mm", 8, 8), ("bool write", 16, 1)]);
+        assert!(mmap_lock_layout(&no_success).is_err());
+    }
 
     #[test]
     fn reads_the_version_of_a_release() {
