@@ -805,4 +805,34 @@ mod tests {
         assert!(t.get(9).is_none());
         assert_eq!(t.get(7).unwrap().threads_created, 1);
     }
+
+    #[test]
+    fn changes_out_of_order_are_counted_and_resynced_not_applied_blindly() {
+        let mut t = ProcessTable::new(4096);
+        t.add(5, "w".into());
+        let mmap = |ret| syscall(5, SyscallKind::Mmap, &[0, 8192, 3, 0x22, u64::MAX, 0], ret);
+        t.apply(&mmap(0x7000_0000));
+        assert_eq!(
+            (t.order_conflicts, t.get(5).unwrap().reseed_needed),
+            (0, false)
+        );
+        // Handed out again while the model still has it: another thread's munmap is missing.
+        t.apply(&mmap(0x7000_0000));
+        let p = t.get(5).unwrap();
+        assert_eq!(
+            (t.order_conflicts, p.order_conflicts, p.reseed_needed),
+            (1, 1, true)
+        );
+        // A late munmap is counted as a call but leaves the model alone.
+        let Event::Syscall(late) = syscall(5, SyscallKind::Munmap, &[0x7000_0000, 8192], 0) else {
+            unreachable!()
+        };
+        t.apply_late(&late);
+        let p = t.get(5).unwrap();
+        assert_eq!(p.stats(SyscallKind::Munmap).calls, 1);
+        assert_eq!(p.space.vma_count(), 1);
+        assert_eq!(t.order_conflicts, 2);
+        t.order_gap(5);
+        assert_eq!(t.get(5).unwrap().order_conflicts, 3);
+    }
 }

@@ -83,6 +83,11 @@ impl Tracker {
                 // Every change before the exec has been sent by now (the other threads are
                 // gone): what is still held waits for a lost record.
                 self.release_order(e.tgid);
+                if e.started || e.untraced {
+                    // Tracing begins or ends here: a later tracing counts from 1 again (the
+                    // daemon forgets the kernel-side counter with the process).
+                    self.order.forget(e.tgid);
+                }
                 self.apply_event(&event);
             }
             Event::Exit(ref e) => {
