@@ -74,15 +74,13 @@ impl Tracker {
         self.counters.records[record_kind(&event)] += 1;
         match event {
             Event::Syscall(e) => {
-                let mut steps = std::mem::take(&mut self.steps);
-                self.order.admit(e, procfs::monotonic_ns(), &mut steps);
-                self.take_steps(&mut steps);
-                self.steps = steps;
+                let now = procfs::monotonic_ns();
+                self.ordered(|order, steps| order.admit(e, now, steps));
             }
             Event::Exec(ref e) => {
                 // Every change before the exec has been sent by now (the other threads are
                 // gone): what is still held waits for a lost record.
-                self.release_order(e.tgid);
+                self.ordered(|order, steps| order.release(e.tgid, steps));
                 if e.started || e.untraced {
                     // Tracing begins or ends here: a later tracing counts from 1 again (the
                     // daemon forgets the kernel-side counter with the process).
@@ -91,7 +89,7 @@ impl Tracker {
                 self.apply_event(&event);
             }
             Event::Exit(ref e) => {
-                self.release_order(e.tgid);
+                self.ordered(|order, steps| order.release(e.tgid, steps));
                 self.order.forget(e.tgid);
                 self.apply_event(&event);
             }
@@ -99,35 +97,10 @@ impl Tracker {
         }
     }
 
-    /// Applies what `order` released for `tgid`, giving up its gaps.
-    fn release_order(&mut self, tgid: u32) {
+    /// Lets `order` decide what is ready (`decide`), then does it, in its order.
+    fn ordered(&mut self, decide: impl FnOnce(&mut Reorder, &mut Vec<Step>)) {
         let mut steps = std::mem::take(&mut self.steps);
-        self.order.release(tgid, &mut steps);
-        self.take_steps(&mut steps);
-        self.steps = steps;
-    }
-
-    /// Gives up every gap that waited too long (or, with `all`, every gap: records were lost).
-    fn expire_order(&mut self, all: bool) {
-        if self.order.held() == 0 {
-            return;
-        }
-        let mut steps = std::mem::take(&mut self.steps);
-        if all {
-            self.order.release_all(&mut steps);
-        } else {
-            self.order.expire(
-                procfs::monotonic_ns(),
-                crate::order::MAX_WAIT_NS,
-                &mut steps,
-            );
-        }
-        self.take_steps(&mut steps);
-        self.steps = steps;
-    }
-
-    /// Does what `order` said, in its order; leaves `steps` empty.
-    fn take_steps(&mut self, steps: &mut Vec<Step>) {
+        decide(&mut self.order, &mut steps);
         for step in steps.drain(..) {
             match step {
                 Step::Apply(e) => self.apply_event(&Event::Syscall(e)),
@@ -138,8 +111,24 @@ impl Tracker {
                 Step::Gap(tgid) => self.table.order_gap(tgid),
             }
         }
+        self.steps = steps;
         self.counters.model_reorders = self.order.counters.reordered;
         self.counters.order_conflicts = self.table.order_conflicts;
+    }
+
+    /// Gives up the gaps records waited behind too long (with `all`, every gap: records were
+    /// lost, or nothing more comes).
+    fn expire_order(&mut self, all: bool) {
+        if self.order.held() > 0 {
+            let now = procfs::monotonic_ns();
+            self.ordered(|order, steps| {
+                if all {
+                    order.release_all(steps);
+                } else {
+                    order.expire(now, crate::order::MAX_WAIT_NS, steps);
+                }
+            });
+        }
     }
 
     /// Applies one event in its turn: the process table, the I/O it asks for, the event stream.
@@ -407,7 +396,7 @@ impl Tracker {
     fn mark_exited_unseen(&mut self, gone: &[u32]) {
         for &tgid in gone {
             log::warn!("process {tgid} is gone but its exit record was not seen (lost?)");
-            self.release_order(tgid);
+            self.ordered(|order, steps| order.release(tgid, steps));
             self.order.forget(tgid);
             if let Some(p) = self.table.get_mut(tgid) {
                 p.lifecycle = crate::process::Lifecycle::Exited {
