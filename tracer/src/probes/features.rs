@@ -549,8 +549,9 @@ fn mmap_lock_order(tracefs: &Tracefs, d: &mut Detected, want: MmapLockOrder) {
             ));
             off(d);
         }
+        // Off by choice, not missing: a documented difference (`-v`), not a warning.
         Ok((_, true)) if want == MmapLockOrder::Auto => {
-            d.notices.push(format!(
+            d.details.push(format!(
                 "kernel feature {MMAP_LOCK_ORDER} is off: before Linux 6.14 the kernel computes \
                  a memory cgroup path for every mmap_lock acquisition of every process while \
                  mmap_lock:{MMAP_LOCK_TRACEPOINT} has a probe (--mmap-lock-order on accepts \
