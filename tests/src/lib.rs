@@ -95,6 +95,7 @@ pub fn tracepoints() -> Vec<String> {
         "sched/sched_process_exec",
         "sched/sched_process_exit",
         "kmem/rss_stat",
+        "mmap_lock/mmap_lock_acquire_returned",
     ] {
         events.push(e.to_string());
     }

@@ -189,6 +189,12 @@ fn the_feature_metric_describes_this_kernel() {
         gauge(&gauges, "btf"),
         u8::from(Path::new("/sys/kernel/btf/vmlinux").exists())
     );
+    // On by default only where the lock tracepoint no longer costs every process a memory
+    // cgroup path (6.14 dropped it from the prototype).
+    assert_eq!(
+        gauge(&gauges, "mmap_lock_order"),
+        u8::from(at_least(6, 14) && tp("mmap_lock/mmap_lock_acquire_returned"))
+    );
     // stop_self stopped itself: let it finish.
     let processes = daemon.get_json("/api/v1/processes");
     let pid = processes["processes"][0]["pid"].as_u64().unwrap() as u32;
@@ -283,7 +289,11 @@ fn missing_optional_features_degrade_with_a_notice_and_a_metric() {
     }
     let fake = fake_tracefs(
         "no-optional",
-        &["kmem/rss_stat", "syscalls/sys_enter_clone3"],
+        &[
+            "kmem/rss_stat",
+            "syscalls/sys_enter_clone3",
+            "mmap_lock/mmap_lock_acquire_returned",
+        ],
         |_, t| t,
     );
     let stop_self = workload("stop_self");
@@ -301,6 +311,7 @@ fn missing_optional_features_degrade_with_a_notice_and_a_metric() {
     println!("{gauges:?}");
     assert_eq!(gauge(&gauges, "rss_stat"), 0);
     assert_eq!(gauge(&gauges, "clone_tracepoints"), 0);
+    assert_eq!(gauge(&gauges, "mmap_lock_order"), 0);
     let pid = daemon.get_json("/api/v1/processes")["processes"][0]["pid"]
         .as_u64()
         .unwrap() as u32;
@@ -326,6 +337,11 @@ fn missing_optional_features_degrade_with_a_notice_and_a_metric() {
     assert_eq!(notice("clone_tracepoints"), 1, "{stderr}");
     assert!(
         stderr.contains("syscalls:sys_enter_clone3 missing"),
+        "{stderr}"
+    );
+    assert_eq!(notice("mmap_lock_order"), 1, "{stderr}");
+    assert!(
+        stderr.contains("mmap_lock:mmap_lock_acquire_returned is missing"),
         "{stderr}"
     );
 }

@@ -46,7 +46,13 @@ pub struct SyscallRecord {
     pub header: Header,
     /// One of the `SYS_*` constants.
     pub syscall: u32,
-    pub _pad: u32,
+    /// The process's change sequence number: the syscall was the `seq`-th traced syscall of
+    /// its process to take `mmap_lock` for writing (`mmap_lock:mmap_lock_acquire_returned`),
+    /// so ordering a process's records by it gives the kernel's order of its address-space
+    /// changes. 0: the syscall took no write lock (it failed early, or took the lock for
+    /// reading), or nothing numbers them (feature `mmap_lock_order` off). Counts from 1 and
+    /// skips 0 when it wraps.
+    pub seq: u32,
     /// Raw arguments in the syscall's own order; unused ones are zero.
     pub args: [u64; MAX_ARGS],
     /// The syscall's return value (negative errno on failure, except for brk).

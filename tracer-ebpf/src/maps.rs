@@ -46,7 +46,9 @@ pub static TRACED: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACED, 0);
 #[derive(Clone, Copy)]
 pub struct Inflight {
     pub syscall: u32,
-    pub _pad: u32,
+    /// The process's change sequence number, stamped when this syscall took `mmap_lock` for
+    /// writing (probes/order.rs); 0 until then.
+    pub seq: u32,
     pub args: [u64; MAX_ARGS],
     pub enter_ns: u64,
 }
@@ -56,6 +58,12 @@ pub const NO_SYSCALL: u32 = u32::MAX;
 
 #[map]
 pub static INFLIGHT: HashMap<u64, Inflight> = HashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// Per traced tgid: the sequence number of its latest traced syscall that took `mmap_lock` for
+/// writing (probes/order.rs). Only written with that lock held, so the threads of a process
+/// take turns. Removed at exit (and by the daemon when it forgets the process).
+#[map]
+pub static MM_SEQ: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACED, 0);
 
 /// Clone flags stashed at clone/clone3/fork/vfork entry, read by the fork probe to tell a new
 /// thread from a new process.

@@ -1,5 +1,6 @@
 //! One module per probe family.
 mod faults;
 mod lifecycle;
+mod order;
 mod rss;
 mod syscalls;

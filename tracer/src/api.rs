@@ -186,5 +186,7 @@ pub fn daemon_json(d: &DaemonCounters) -> Value {
         "exits_without_enter": d.exits_without_enter,
         "inflight_full": d.inflight_full,
         "traced_full": d.traced_full,
+        "model_reorders": d.model_reorders,
+        "order_conflicts": d.order_conflicts,
     })
 }

@@ -173,6 +173,15 @@ pub struct CommonArgs {
     #[arg(long, value_name = "MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub drain_interval_ms: u64,
 
+    /// Apply each process's records in the order its threads changed its address space
+    /// (numbered by a probe on mmap_lock:mmap_lock_acquire_returned), not in the order they
+    /// reach the ring buffer. `auto`: where that probe is cheap (Linux 6.14+). Before 6.14 the
+    /// kernel computes a memory cgroup path for every mmap_lock acquisition of every process
+    /// while the probe is attached, so `on` must ask for it there. `off`: arrival order; a
+    /// change found out of order then makes the model resync from /proc (counted).
+    #[arg(long, value_name = "WHEN", default_value = "auto")]
+    pub mmap_lock_order: MmapLockOrder,
+
     /// Read the tracepoint formats (field offsets) from this tracefs instead of the system's.
     /// For testing how the tracer handles other kernels' layouts: the probes still attach
     /// through the system tracefs (/sys/kernel/tracing).
@@ -276,6 +285,14 @@ pub const MAX_INTERVAL_SECS: u64 = 86_400;
 
 /// Longest `--exited-grace`: an exited process is kept at most a week.
 pub const MAX_GRACE_SECS: u64 = 7 * 86_400;
+
+/// When records are put in the kernel's order (`--mmap-lock-order`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MmapLockOrder {
+    Auto,
+    On,
+    Off,
+}
 
 /// How per-process metrics are labelled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

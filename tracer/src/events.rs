@@ -37,6 +37,8 @@ pub struct SyscallEvent {
     pub kind: SyscallKind,
     pub args: [u64; MAX_ARGS],
     pub ret: i64,
+    /// The process's change number (`SyscallRecord::seq`; 0: none).
+    pub seq: u32,
 }
 
 impl SyscallEvent {
@@ -135,6 +137,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 kind,
                 args: r.args,
                 ret: r.ret,
+                seq: r.seq,
             }))
         }
         RECORD_FORK => {
@@ -210,7 +213,7 @@ mod tests {
         let r = SyscallRecord {
             header: header(RECORD_SYSCALL),
             syscall: 1,
-            _pad: 0,
+            seq: 0,
             args: [0, 4096, 3, 0x22, u64::MAX, 0],
             ret: 0x7f00_0000_0000,
             enter_ns: 90,

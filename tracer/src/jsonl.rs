@@ -163,6 +163,7 @@ mod tests {
             kind: SyscallKind::Mmap,
             args: [0, 0x32000, 3, 0x22, u64::MAX, 0],
             ret,
+            seq: 0,
         })
     }
 

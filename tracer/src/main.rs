@@ -18,6 +18,7 @@ mod layout;
 mod listener;
 mod metrics;
 mod model;
+mod order;
 mod outfile;
 mod page;
 #[cfg(test)]

@@ -350,6 +350,18 @@ pub fn render<'a>(
         "Differing /proc/PID/maps lines found by drift checks",
         differences,
     );
+    let reorders = single_counter(
+        "tracer_model_reorders_total",
+        "Records applied in the kernel's order of their process's address-space changes rather \
+         than in the order they arrived",
+        d.model_reorders,
+    );
+    let order_conflicts = single_counter(
+        "tracer_model_order_conflicts_total",
+        "Changes that could not be placed in the kernel's order (a late or lost record, memory \
+         handed out where the model had some); each made the model resync from /proc",
+        d.order_conflicts,
+    );
     let refused = single_counter(
         "tracer_processes_refused_total",
         "Forked processes not traced because the traced set was full (--max-processes)",
@@ -393,6 +405,8 @@ pub fn render<'a>(
         Box::new(decode_errors),
         Box::new(resync_counter),
         Box::new(difference_counter),
+        Box::new(reorders),
+        Box::new(order_conflicts),
         Box::new(refused),
         Box::new(folded),
         Box::new(traced),

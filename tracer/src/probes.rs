@@ -79,6 +79,8 @@ pub struct ProbeOptions {
     pub exclude_comms: Vec<String>,
     /// Trace every process that execs a command not excluded (`attach --all`).
     pub trace_all: bool,
+    /// Whether to number each process's changes in the kernel's order (`--mmap-lock-order`).
+    pub mmap_lock_order: crate::cli::MmapLockOrder,
 }
 
 /// What was attached, for the start-up notice.
@@ -99,6 +101,7 @@ pub struct Probes {
     _ebpf: Ebpf,
     traced: HashMap<MapData, u32, u32>,
     stack_low: HashMap<MapData, u32, u64>,
+    mm_seq: HashMap<MapData, u32, u32>,
     rss: HashMap<MapData, u32, RssCounters>,
     mm_owner: HashMap<MapData, u32, u32>,
     granules: PerCpuHashMap<MapData, GranuleKey, GranuleFaults>,
@@ -138,7 +141,7 @@ impl Probes {
         loader
             .override_global("CONFIG", &detected.config, true)
             .map_max_entries("EVENTS", opts.ring_buffer_bytes);
-        for map in ["TRACED", "FAULTS", "STACK_LOW", "RSS", "MM_OWNER"] {
+        for map in ["TRACED", "FAULTS", "STACK_LOW", "RSS", "MM_OWNER", "MM_SEQ"] {
             loader.map_max_entries(map, opts.max_processes);
         }
         let mut ebpf = loader
@@ -162,6 +165,26 @@ impl Probes {
             attached.tracepoints.push(format!("{group}:{name}"));
         }
         attached.perf_events = attach_major_faults(&mut ebpf)?;
+        if let Some(program) = detected.order_program {
+            // Optional: without it records carry no sequence number and are applied in the
+            // order they arrive.
+            if let Err(err) = attach_raw_to(&mut ebpf, program, features::MMAP_LOCK_TRACEPOINT) {
+                log::warn!(
+                    "kernel feature {} is off: {err}; records are applied in the order they \
+                     arrive",
+                    features::MMAP_LOCK_ORDER
+                );
+                for f in &mut attached.features {
+                    if f.name == features::MMAP_LOCK_ORDER {
+                        f.enabled = false;
+                    }
+                }
+            } else {
+                attached
+                    .tracepoints
+                    .push(format!("mmap_lock:{}", features::MMAP_LOCK_TRACEPOINT));
+            }
+        }
 
         let mut comm_filter: HashMap<MapData, [u8; 16], u32> = take(&mut ebpf, "COMM_FILTER")?;
         let lists = [
@@ -188,6 +211,7 @@ impl Probes {
         let probes = Probes {
             traced: take(&mut ebpf, "TRACED")?,
             stack_low: take(&mut ebpf, "STACK_LOW")?,
+            mm_seq: take(&mut ebpf, "MM_SEQ")?,
             rss: take(&mut ebpf, "RSS")?,
             mm_owner: take(&mut ebpf, "MM_OWNER")?,
             granules: take(&mut ebpf, "FAULT_GRANULES")?,
@@ -283,6 +307,9 @@ impl Probes {
     pub fn forget(&mut self, tgid: u32, granules: impl IntoIterator<Item = u32>) {
         let _ = self.faults.remove(&tgid);
         let _ = self.stack_low.remove(&tgid);
+        // Normally gone already (the exit probe removes it); not after an exec that ended the
+        // tracing, and a process traced again must count from 1.
+        let _ = self.mm_seq.remove(&tgid);
         // The probe keeps one mm per process in MM_OWNER (it drops the old one at exec).
         if let Ok(rss) = self.rss.get(&tgid, 0)
             && self
@@ -403,6 +430,11 @@ fn attach_tracepoint(ebpf: &mut Ebpf, group: &str, name: &str) -> Result<(), Pro
 /// Loads the raw-tracepoint program `name` and attaches it to the raw tracepoint of the same
 /// name.
 fn attach_raw(ebpf: &mut Ebpf, name: &str) -> Result<(), ProbeError> {
+    attach_raw_to(ebpf, name, name)
+}
+
+/// Loads the raw-tracepoint program `name` and attaches it to the raw tracepoint `target`.
+fn attach_raw_to(ebpf: &mut Ebpf, name: &str, target: &str) -> Result<(), ProbeError> {
     let program_error = |source| ProbeError::Program {
         program: name.to_owned(),
         source: Box::new(source),
@@ -413,11 +445,13 @@ fn attach_raw(ebpf: &mut Ebpf, name: &str) -> Result<(), ProbeError> {
         .try_into()
         .map_err(program_error)?;
     program.load().map_err(program_error)?;
-    program.attach(name).map_err(|source| ProbeError::Attach {
-        program: name.to_owned(),
-        target: format!("raw tracepoint {name}"),
-        source: Box::new(source),
-    })?;
+    program
+        .attach(target)
+        .map_err(|source| ProbeError::Attach {
+            program: name.to_owned(),
+            target: format!("raw tracepoint {target}"),
+            source: Box::new(source),
+        })?;
     Ok(())
 }
 

@@ -137,6 +137,10 @@ pub struct ProcessState {
     pub reseed_needed: bool,
     /// Seeds taken again for that reason.
     pub reseeds: u64,
+    /// Changes that could not be applied in the kernel's order (a record that came too late,
+    /// one that was lost, memory handed out where the model has some): each one made the
+    /// model take the state from /proc again instead of applying it blindly.
+    pub order_conflicts: u64,
     /// Every change of the break, with its time (up to `BRK_HISTORY_LIMIT`).
     pub brk_history: Vec<BrkChange>,
     pub brk_history_dropped: u64,
@@ -189,6 +193,7 @@ impl ProcessState {
             seed_read_end_ns: 0,
             reseed_needed: false,
             reseeds: 0,
+            order_conflicts: 0,
             brk_history: Vec::new(),
             brk_history_dropped: 0,
             recent: Default::default(),
@@ -253,6 +258,37 @@ impl ProcessState {
     }
 
     fn apply_syscall(&mut self, e: &SyscallEvent, page_size: u64) -> Option<NeedsName> {
+        self.count_syscall(e, page_size);
+        // Records older than the seed are already part of it.
+        if let Some(seeded) = self.seeded_at_ns {
+            if e.ts_ns < seeded {
+                return None;
+            }
+            if e.enter_ns <= self.seed_read_end_ns && !replay_is_harmless(e) {
+                self.reseed_needed = true;
+            }
+        }
+        let effect = crate::model::apply::apply(&mut self.space, e);
+        if effect.uncertain {
+            self.reseed_needed = true;
+        }
+        if effect.conflict {
+            self.order_conflicts += 1;
+            self.reseed_needed = true;
+        }
+        self.note_peaks();
+        effect.needs_name
+    }
+
+    /// A change that cannot be placed in the kernel's order (`order::Step::Late`, `Gap`): not
+    /// applied; the state comes from /proc again.
+    pub fn order_conflict(&mut self) {
+        self.order_conflicts += 1;
+        self.reseed_needed = true;
+    }
+
+    /// The call's counters (every record, applied to the model or not).
+    fn count_syscall(&mut self, e: &SyscallEvent, page_size: u64) {
         let stats = &mut self.syscalls[e.kind.index()];
         stats.calls += 1;
         let ok = e.outcome() == Outcome::Ok;
@@ -306,21 +342,6 @@ impl ProcessState {
         if e.kind != SyscallKind::Brk {
             self.recent.note(e, false);
         }
-        // Records older than the seed are already part of it.
-        if let Some(seeded) = self.seeded_at_ns {
-            if e.ts_ns < seeded {
-                return None;
-            }
-            if e.enter_ns <= self.seed_read_end_ns && !replay_is_harmless(e) {
-                self.reseed_needed = true;
-            }
-        }
-        let effect = crate::model::apply::apply(&mut self.space, e);
-        if effect.uncertain {
-            self.reseed_needed = true;
-        }
-        self.note_peaks();
-        effect.needs_name
     }
 
     /// Whether all of `[start, start + len)` is private anonymous read-write memory in the
@@ -416,6 +437,8 @@ pub struct ProcessTable {
     /// report must describe every process.
     pub keep_reused: bool,
     earlier: Vec<ProcessState>,
+    /// Sum of every process's `order_conflicts` (daemon-wide, kept when processes are gone).
+    pub order_conflicts: u64,
 }
 
 impl ProcessTable {
@@ -425,6 +448,7 @@ impl ProcessTable {
             page_size,
             keep_reused: false,
             earlier: Vec::new(),
+            order_conflicts: 0,
         }
     }
 
@@ -538,17 +562,42 @@ impl ProcessTable {
         state.note_peaks();
     }
 
+    /// Counts a syscall whose record came after later changes of its process were applied
+    /// (`order::Step::Late`) without applying it; the process takes its state from /proc again.
+    pub fn apply_late(&mut self, e: &SyscallEvent) {
+        let page_size = self.page_size;
+        let p = self.entry(e.tgid);
+        p.count_syscall(e, page_size);
+        p.order_conflict();
+        self.order_conflicts += 1;
+    }
+
+    /// Records of `tgid` were lost before the ones now applied (`order::Step::Gap`).
+    pub fn order_gap(&mut self, tgid: u32) {
+        if let Some(p) = self.processes.get_mut(&tgid) {
+            p.order_conflict();
+            self.order_conflicts += 1;
+        }
+    }
+
     /// Applies one event; returns the I/O the session should do next.
     pub fn apply(&mut self, event: &Event) -> FollowUp {
         let page_size = self.page_size;
         match event {
-            Event::Syscall(e) => match self.entry(e.tgid).apply_syscall(e, page_size) {
-                Some(needs) => FollowUp::ResolveName {
-                    tgid: e.tgid,
-                    needs,
-                },
-                None => FollowUp::None,
-            },
+            Event::Syscall(e) => {
+                let p = self.entry(e.tgid);
+                let conflicts = p.order_conflicts;
+                let needs_name = p.apply_syscall(e, page_size);
+                let found = p.order_conflicts - conflicts;
+                self.order_conflicts += found;
+                match needs_name {
+                    Some(needs) => FollowUp::ResolveName {
+                        tgid: e.tgid,
+                        needs,
+                    },
+                    None => FollowUp::None,
+                }
+            }
             Event::Fork(ForkEvent {
                 parent_tgid,
                 child_pid,
@@ -624,6 +673,7 @@ mod tests {
             kind,
             args: a,
             ret,
+            seq: 0,
         })
     }
 
@@ -767,5 +817,35 @@ mod tests {
         t.apply(&fork);
         assert!(t.get(9).is_none());
         assert_eq!(t.get(7).unwrap().threads_created, 1);
+    }
+
+    #[test]
+    fn changes_out_of_order_are_counted_and_resynced_not_applied_blindly() {
+        let mut t = ProcessTable::new(4096);
+        t.add(5, "w".into());
+        let mmap = |ret| syscall(5, SyscallKind::Mmap, &[0, 8192, 3, 0x22, u64::MAX, 0], ret);
+        t.apply(&mmap(0x7000_0000));
+        assert_eq!(
+            (t.order_conflicts, t.get(5).unwrap().reseed_needed),
+            (0, false)
+        );
+        // Handed out again while the model still has it: another thread's munmap is missing.
+        t.apply(&mmap(0x7000_0000));
+        let p = t.get(5).unwrap();
+        assert_eq!(
+            (t.order_conflicts, p.order_conflicts, p.reseed_needed),
+            (1, 1, true)
+        );
+        // A late munmap is counted as a call but leaves the model alone.
+        let Event::Syscall(late) = syscall(5, SyscallKind::Munmap, &[0x7000_0000, 8192], 0) else {
+            unreachable!()
+        };
+        t.apply_late(&late);
+        let p = t.get(5).unwrap();
+        assert_eq!(p.stats(SyscallKind::Munmap).calls, 1);
+        assert_eq!(p.space.vma_count(), 1);
+        assert_eq!(t.order_conflicts, 2);
+        t.order_gap(5);
+        assert_eq!(t.get(5).unwrap().order_conflicts, 3);
     }
 }

@@ -114,6 +114,7 @@ mod tests {
             kind,
             args,
             ret,
+            seq: 0,
         }
     }
 

@@ -82,6 +82,12 @@ pub struct EventCounts {
     pub inflight_full: u64,
     /// Processes not traced because `--max-processes` was reached.
     pub processes_refused: u64,
+    /// Records applied in the kernel's order of their process's changes rather than in the
+    /// order they arrived.
+    pub model_reorders: u64,
+    /// Changes that could not be placed in the kernel's order (late or lost records, memory
+    /// handed out where the model had some); the model resynced from /proc for each.
+    pub order_conflicts: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -297,6 +303,8 @@ pub fn build<'a>(processes: impl Iterator<Item = &'a ProcessState>, ctx: &Contex
         exits_without_enter: d.exits_without_enter,
         inflight_full: d.inflight_full,
         processes_refused: d.traced_full + d.refused,
+        model_reorders: d.model_reorders,
+        order_conflicts: d.order_conflicts,
     };
     let totals = Totals {
         figures: figures::of_tree(&processes, &events),
@@ -520,6 +528,7 @@ mod tests {
             kind,
             args,
             ret,
+            seq: 0,
         })
     }
 

@@ -20,6 +20,7 @@ use crate::{
     http::{Answer, Ask, Query},
     jsonl::{EventSink, event_json},
     model::maps,
+    order::{Reorder, Step},
     probes::{ProbeOptions, Probes},
     process::{FollowUp, ProcessState, ProcessTable},
     procfs, reconcile,
@@ -53,6 +54,10 @@ pub struct Tracker {
     group_by: GroupBy,
     /// Labels and forgotten processes' counters under `--group-by comm`.
     groups: crate::groups::CommGroups,
+    /// Holds records that came before an earlier change of their process (`order`).
+    order: Reorder,
+    /// Scratch list of what `order` says to do next (kept: no allocation per record).
+    steps: Vec<Step>,
 }
 
 impl Tracker {
@@ -68,10 +73,71 @@ impl Tracker {
             }
         };
         self.counters.records[record_kind(&event)] += 1;
-        if let Event::Exec(exec) = &event {
+        match event {
+            Event::Syscall(e) => {
+                let now = procfs::monotonic_ns();
+                self.ordered(|order, steps| order.admit(e, now, steps));
+            }
+            Event::Exec(ref e) => {
+                // Every change before the exec has been sent by now (the other threads are
+                // gone): what is still held waits for a lost record.
+                self.ordered(|order, steps| order.release(e.tgid, steps));
+                if e.started || e.untraced {
+                    // Tracing begins or ends here: a later tracing counts from 1 again (the
+                    // daemon forgets the kernel-side counter with the process).
+                    self.order.forget(e.tgid);
+                }
+                self.apply_event(&event);
+            }
+            Event::Exit(ref e) => {
+                self.ordered(|order, steps| order.release(e.tgid, steps));
+                self.order.forget(e.tgid);
+                self.apply_event(&event);
+            }
+            Event::Fork(_) => self.apply_event(&event),
+        }
+    }
+
+    /// Lets `order` decide what is ready (`decide`), then does it, in its order.
+    fn ordered(&mut self, decide: impl FnOnce(&mut Reorder, &mut Vec<Step>)) {
+        let mut steps = std::mem::take(&mut self.steps);
+        decide(&mut self.order, &mut steps);
+        for step in steps.drain(..) {
+            match step {
+                Step::Apply(e) => self.apply_event(&Event::Syscall(e)),
+                Step::Late(e) => {
+                    self.table.apply_late(&e);
+                    self.write_event(&Event::Syscall(e), None);
+                }
+                Step::Gap(tgid) => self.table.order_gap(tgid),
+            }
+        }
+        self.steps = steps;
+        self.counters.model_reorders = self.order.counters.reordered;
+        self.counters.order_conflicts = self.table.order_conflicts;
+    }
+
+    /// Gives up the gaps records waited behind too long (with `all`, every gap: records were
+    /// lost, or nothing more comes).
+    fn expire_order(&mut self, all: bool) {
+        if self.order.held() > 0 {
+            let now = procfs::monotonic_ns();
+            self.ordered(|order, steps| {
+                if all {
+                    order.release_all(steps);
+                } else {
+                    order.expire(now, crate::order::MAX_WAIT_NS, steps);
+                }
+            });
+        }
+    }
+
+    /// Applies one event in its turn: the process table, the I/O it asks for, the event stream.
+    fn apply_event(&mut self, event: &Event) {
+        if let Event::Exec(exec) = event {
             self.retire_comm_on_exec(exec);
         }
-        let follow_up = self.table.apply(&event);
+        let follow_up = self.table.apply(event);
         if let Event::Fork(fork) = &event
             && fork.child == crate::events::TaskKind::Process
             && let Some(child) = self.table.get_mut(fork.child_pid)
@@ -79,9 +145,14 @@ impl Tracker {
             reconcile::seed_rss(child, &self.probes);
         }
         let final_faults = self.follow_up(follow_up);
+        self.counters.order_conflicts = self.table.order_conflicts;
+        self.write_event(event, final_faults.as_ref());
+    }
+
+    fn write_event(&mut self, event: &Event, final_faults: Option<&FaultCounters>) {
         if let Some(sink) = self.sink.as_mut()
             && !self.sink_failed
-            && let Err(err) = sink.write(&event_json(&event, final_faults.as_ref()))
+            && let Err(err) = sink.write(&event_json(event, final_faults))
         {
             log::error!("writing the event stream failed: {err}; no more events are written");
             self.sink_failed = true;
@@ -289,6 +360,7 @@ impl Tracker {
     fn housekeeping(&mut self) {
         self.probes.flush_logs();
         self.read_kernel_counters();
+        self.expire_order(false);
         let cutoff = procfs::monotonic_ns().saturating_sub(nanos(self.exited_grace));
         if self.keep_exited {
             // Kept for the report.
@@ -340,6 +412,8 @@ impl Tracker {
     fn mark_exited_unseen(&mut self, gone: &[u32]) {
         for &tgid in gone {
             log::warn!("process {tgid} is gone but its exit record was not seen (lost?)");
+            self.ordered(|order, steps| order.release(tgid, steps));
+            self.order.forget(tgid);
             if let Some(p) = self.table.get_mut(tgid) {
                 p.lifecycle = crate::process::Lifecycle::Exited {
                     ts_ns: procfs::monotonic_ns(),
@@ -363,6 +437,8 @@ impl Tracker {
     pub fn finish(&mut self) {
         self.probes.flush_logs();
         self.read_kernel_counters();
+        // Drained for the last time: a record still held waits for one that was lost.
+        self.expire_order(true);
         // The ring buffer is drained: a process gone by now without its exit record lost it,
         // and must not be reported as still running.
         let gone = self.gone_without_exit_record();
@@ -504,6 +580,7 @@ impl Session {
             trace_comms: filter.trace_comms.to_vec(),
             exclude_comms: filter.exclude_comms.to_vec(),
             trace_all: filter.all,
+            mmap_lock_order: args.mmap_lock_order,
         };
         let (probes, ring) = Probes::load(&tracefs, &opts)?;
         for missing in &probes.attached.optional_missing {
@@ -566,6 +643,8 @@ impl Session {
                     },
                 ),
                 groups: crate::groups::CommGroups::new(args.max_series_groups as usize),
+                order: Reorder::default(),
+                steps: Vec::new(),
             },
             drain_interval: Duration::from_millis(args.drain_interval_ms),
             drift_interval: (args.drift_check_interval > 0)
@@ -786,6 +865,8 @@ impl Session {
                     lost - self.lost_checked
                 );
                 self.lost_checked = lost;
+                // A record held for an earlier change may wait for one of those.
+                self.tracker.expire_order(true);
                 check_drift = true;
             }
             if check_drift {

@@ -26,6 +26,12 @@ pub struct DaemonCounters {
     pub traced_full: u64,
     /// Processes found at attach that could not be traced (traced map full).
     pub refused: u64,
+    /// Records held back and applied in the kernel's order of their process's changes, not in
+    /// the order they arrived (`order::OrderCounters::reordered`).
+    pub model_reorders: u64,
+    /// Changes that could not be placed in the kernel's order (a late or lost record, memory
+    /// handed out where the model had some); each made the model resync from /proc.
+    pub order_conflicts: u64,
 }
 
 /// Record kinds by name with their index in `records` and `lost` (the `RECORD_*` constants),
@@ -100,6 +106,14 @@ pub fn render<'a>(processes: impl Iterator<Item = &'a ProcessState>, d: &DaemonC
             "tracer: syscalls already in progress at attach {}, unrecorded (in-flight map full) \
              {}, children not traced (traced map full) {}",
             d.exits_without_enter, d.inflight_full, d.traced_full
+        );
+    }
+    if d.model_reorders + d.order_conflicts > 0 {
+        let _ = writeln!(
+            out,
+            "tracer: records applied in the kernel's order rather than their arrival order {}; \
+             changes out of order (model resynced from /proc) {}",
+            d.model_reorders, d.order_conflicts
         );
     }
     for p in processes {

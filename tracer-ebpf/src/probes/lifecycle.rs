@@ -44,8 +44,8 @@ use tracer_common::config::{
 };
 
 use crate::maps::{
-    CLONE_FLAGS, COMM_FILTER, EVENTS, FAULTS, INFLIGHT, TRACED, WAKE_NOW, config, count_lost,
-    count_stat, current_ids, header, is_traced,
+    CLONE_FLAGS, COMM_FILTER, EVENTS, FAULTS, INFLIGHT, MM_SEQ, TRACED, WAKE_NOW, config,
+    count_lost, count_stat, current_ids, header, is_traced,
 };
 
 const SIGSTOP: u32 = 19;
@@ -272,6 +272,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     if TRACED.remove(tgid).is_err() {
         return Ok(());
     }
+    let _ = MM_SEQ.remove(tgid);
     let Some(mut slot) = EVENTS.reserve::<ExitRecord>(0) else {
         count_lost(RECORD_EXIT);
         return Ok(());

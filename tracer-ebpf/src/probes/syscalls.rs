@@ -50,7 +50,7 @@ fn on_enter<const NARGS: usize>(ctx: &TracePointContext, syscall: u32) -> Result
     let cfg = config();
     let mut inflight = Inflight {
         syscall,
-        _pad: 0,
+        seq: 0,
         args: [0; MAX_ARGS],
         enter_ns: now_ns(),
     };
@@ -128,7 +128,7 @@ fn on_exit(ctx: &TracePointContext, syscall: u32) -> Result<(), i64> {
     slot.write(SyscallRecord {
         header: header(RECORD_SYSCALL, pid_tgid),
         syscall,
-        _pad: 0,
+        seq: stashed.seq,
         args: stashed.args,
         ret,
         enter_ns: stashed.enter_ns,

@@ -15,6 +15,7 @@ const MAP_SHARED: u64 = 0x01;
 const MAP_SHARED_VALIDATE: u64 = 0x03;
 const MAP_TYPE: u64 = 0x0f;
 const MAP_ANONYMOUS: u64 = 0x20;
+const MAP_FIXED: u64 = 0x10;
 const MREMAP_FIXED: u64 = 2;
 const MREMAP_DONTUNMAP: u64 = 4;
 const MADV_DONTFORK: u64 = 10;
@@ -47,6 +48,11 @@ pub struct Effect {
     /// The record does not determine the new state (it depends on something no record
     /// carries): the caller should take the state from /proc.
     pub uncertain: bool,
+    /// The kernel cannot have made this change to the space as the model holds it: an `mmap`
+    /// without `MAP_FIXED` (or an `mremap` that is not `MREMAP_FIXED`) got a range the model
+    /// has mapped, and the kernel only hands out free ranges. A change the kernel made before
+    /// (another thread's `munmap`) is missing: the caller should take the state from /proc.
+    pub conflict: bool,
 }
 
 /// Applies one completed syscall. Failed calls change nothing, except the partial cases the
@@ -54,10 +60,40 @@ pub struct Effect {
 /// (ENOMEM) or a VMA it may not change (EACCES) has already changed the VMAs before it.
 pub fn apply(space: &mut AddressSpace, e: &SyscallEvent) -> Effect {
     let mut uncertain = false;
+    let conflict = lands_on_mapped_memory(space, e);
     let needs_name = apply_inner(space, e, &mut uncertain);
     Effect {
         needs_name,
         uncertain,
+        conflict,
+    }
+}
+
+/// Whether `e` placed memory where the model has some, though the kernel only places it in
+/// free ranges there (see `Effect::conflict`).
+fn lands_on_mapped_memory(space: &AddressSpace, e: &SyscallEvent) -> bool {
+    if e.outcome() != Outcome::Ok {
+        return false;
+    }
+    let a = e.args;
+    let align = |len: u64| space.page_align_up(len);
+    let new = e.ret as u64;
+    let occupied =
+        |start: u64, end: u64| start < end && space.first_overlapping(start, end).is_some();
+    match e.kind {
+        SyscallKind::Mmap if a[3] & MAP_FIXED == 0 => {
+            occupied(new, new.saturating_add(align(a[1])))
+        }
+        SyscallKind::Mremap if a[3] & MREMAP_FIXED == 0 => {
+            let (old, old_len, new_len) = (a[0], align(a[1]), align(a[2]));
+            if new == old {
+                // In place: only growth takes new memory, right after the old end.
+                new_len > old_len && occupied(old + old_len, old + new_len)
+            } else {
+                occupied(new, new.saturating_add(new_len))
+            }
+        }
+        _ => false,
     }
 }
 

@@ -104,6 +104,7 @@ fn event(kind: SyscallKind, args: &[u64], ret: i64) -> SyscallEvent {
         kind,
         args: a,
         ret,
+        seq: 0,
     }
 }
 

@@ -29,6 +29,7 @@ fn ev(kind: SyscallKind, args: &[u64], ret: i64) -> SyscallEvent {
         kind,
         args: a,
         ret,
+        seq: 0,
     }
 }
 
@@ -424,9 +425,64 @@ fn an_mprotect_refused_midway_is_uncertain() {
         effect,
         Effect {
             needs_name: None,
-            uncertain: true
+            uncertain: true,
+            conflict: false
         }
     );
     let ok = apply(&mut s, &ev(SyscallKind::Mprotect, &[BASE, 2 * P, R], 0));
     assert!(!ok.uncertain);
+}
+
+#[test]
+fn memory_handed_out_where_the_model_has_some_is_a_conflict() {
+    let mut space = AddressSpace::new(P);
+    mmap(&mut space, BASE, 4, RW, PRIVATE_ANON);
+    // Another thread's munmap of BASE..+2 pages has not been applied yet, and this mmap
+    // without MAP_FIXED was given that range: the kernel hands out free ranges only.
+    let e = ev(
+        SyscallKind::Mmap,
+        &[0, 2 * P, RW, PRIVATE_ANON, u64::MAX, 0],
+        BASE as i64,
+    );
+    assert!(apply(&mut space, &e).conflict);
+    // With MAP_FIXED, replacing what is there is what was asked.
+    let e = ev(
+        SyscallKind::Mmap,
+        &[BASE, 2 * P, R, PRIVATE_ANON | FIXED, u64::MAX, 0],
+        BASE as i64,
+    );
+    assert!(!apply(&mut space, &e).conflict);
+    // A free range is no conflict; nor is a failed call.
+    let e = ev(
+        SyscallKind::Mmap,
+        &[0, P, RW, PRIVATE_ANON, u64::MAX, 0],
+        (BASE + 8 * P) as i64,
+    );
+    assert!(!apply(&mut space, &e).conflict);
+    let e = ev(
+        SyscallKind::Mmap,
+        &[0, P, RW, PRIVATE_ANON, u64::MAX, 0],
+        -12,
+    );
+    assert!(!apply(&mut space, &e).conflict);
+    // mremap growing in place over the mapping at BASE + 8 pages, and moving onto BASE.
+    let grow = ev(
+        SyscallKind::Mremap,
+        &[BASE + 6 * P, P, 3 * P, 0, 0],
+        (BASE + 6 * P) as i64,
+    );
+    mmap(&mut space, BASE + 6 * P, 1, RW, PRIVATE_ANON | FIXED);
+    assert!(apply(&mut space, &grow).conflict);
+    let shrink = ev(
+        SyscallKind::Mremap,
+        &[BASE + 6 * P, 3 * P, P, 0, 0],
+        (BASE + 6 * P) as i64,
+    );
+    assert!(!apply(&mut space, &shrink).conflict);
+    let moved = ev(
+        SyscallKind::Mremap,
+        &[BASE + 6 * P, P, 2 * P, 1, 0],
+        BASE as i64,
+    );
+    assert!(apply(&mut space, &moved).conflict);
 }

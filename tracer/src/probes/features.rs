@@ -22,6 +22,7 @@ use tracer_common::{
 
 use super::{ProbeError, ProbeOptions, btf::Btf};
 use crate::{
+    cli::MmapLockOrder,
     syscalls::{SYSCALLS, Syscall},
     tracefs::{Format, Tracefs, TracefsError},
 };
@@ -44,6 +45,10 @@ pub const RSS_STAT: &str = "rss_stat";
 pub const RSS_STAT_EXACT: &str = "rss_stat_exact";
 pub const CLONE_TRACEPOINTS: &str = "clone_tracepoints";
 pub const MREMAP_CHECKS_FIRST: &str = "mremap_checks_first";
+pub const MMAP_LOCK_ORDER: &str = "mmap_lock_order";
+
+/// The raw tracepoint the ordering probe attaches to (group `mmap_lock`).
+pub const MMAP_LOCK_TRACEPOINT: &str = "mmap_lock_acquire_returned";
 
 /// What the start-up experiment found (see `preflight::mremap_unmaps_before_checking`).
 static MREMAP_UNMAPS_FIRST: AtomicBool = AtomicBool::new(false);
@@ -74,6 +79,9 @@ pub struct Detected {
     pub notices: Vec<String>,
     /// How a feature is provided, or a documented change in precision (printed with `-v`).
     pub details: Vec<String>,
+    /// The program that numbers each process's changes, for the raw tracepoint
+    /// `MMAP_LOCK_TRACEPOINT` (None: feature `mmap_lock_order` is off).
+    pub order_program: Option<&'static str>,
 }
 
 /// Inputs of the detection that tests replace.
@@ -123,6 +131,7 @@ pub fn detect(src: &Sources, opts: &ProbeOptions) -> Result<Detected, ProbeError
         features: Vec::new(),
         notices: Vec::new(),
         details: Vec::new(),
+        order_program: None,
     };
     syscall_offsets(tracefs, &mut d)?;
     fault_offsets(tracefs, &mut d)?;
@@ -178,6 +187,8 @@ pub fn detect(src: &Sources, opts: &ProbeOptions) -> Result<Detected, ProbeError
                 .to_owned(),
         );
     }
+
+    mmap_lock_order(tracefs, &mut d, opts.mmap_lock_order);
 
     let config = &mut d.config;
     config.wakeup_bytes = opts.wakeup_bytes;
@@ -476,9 +487,146 @@ fn clone_tracepoints(tracefs: &Tracefs, d: &mut Detected) -> Result<(), ProbeErr
     Ok(())
 }
 
+/// Which probe program fits this kernel's `mmap_lock:mmap_lock_acquire_returned`, and whether
+/// attaching it costs every process a memory cgroup path per mmap_lock acquisition.
+fn mmap_lock_layout(format: &Format) -> Result<(&'static str, bool), String> {
+    let offset = |name: &str| format.fields.get(name).map(|f| f.offset);
+    let (Some(mm), Some(write), Some(success)) = (offset("mm"), offset("write"), offset("success"))
+    else {
+        return Err("lacks one of the fields mm, write, success".into());
+    };
+    // The fields follow the prototype's order, except `memcg_id` (6.14+), computed from `mm`.
+    let ordered = mm < write && write < success;
+    if !ordered
+        || offset("ip").is_some()
+        || format.fields.contains_key("memcg_id") == offset("memcg_path").is_some()
+    {
+        return Err("has a layout the probe does not know".into());
+    }
+    match offset("memcg_path") {
+        // Linux 5.10 to 6.13: (mm, memcg_path, write, success); the caller computes the path
+        // for every acquisition while the tracepoint is enabled.
+        Some(path) if mm < path && path < write => {
+            Ok(("mmap_lock_acquire_returned_memcg_path", true))
+        }
+        Some(_) => Err("has a layout the probe does not know".into()),
+        // Linux 6.14+: (mm, write, success).
+        None => Ok(("mmap_lock_acquire_returned", false)),
+    }
+}
+
+/// `mmap_lock:mmap_lock_acquire_returned`: optional (records of a process in the kernel's order
+/// of its changes, not in their arrival order).
+fn mmap_lock_order(tracefs: &Tracefs, d: &mut Detected, want: MmapLockOrder) {
+    let off = |d: &mut Detected| {
+        d.features.push(Feature {
+            name: MMAP_LOCK_ORDER,
+            enabled: false,
+        });
+    };
+    let fallback = "records of a multi-threaded process are applied in the order they arrive, \
+                    and a change found out of order makes the model resync from /proc \
+                    (tracer_model_order_conflicts_total)";
+    if want == MmapLockOrder::Off {
+        d.details.push(format!(
+            "kernel feature {MMAP_LOCK_ORDER} is off (--mmap-lock-order off): {fallback}"
+        ));
+        return off(d);
+    }
+    let layout = if tracefs.has("mmap_lock", MMAP_LOCK_TRACEPOINT) {
+        tracefs
+            .format("mmap_lock", MMAP_LOCK_TRACEPOINT)
+            .map_err(|e| e.to_string())
+            .and_then(|format| mmap_lock_layout(&format))
+    } else {
+        Err("is missing (Linux 5.10+ with CONFIG_TRACING)".into())
+    };
+    match layout {
+        Err(why) => {
+            d.notices.push(format!(
+                "kernel feature {MMAP_LOCK_ORDER} is off: mmap_lock:{MMAP_LOCK_TRACEPOINT} \
+                 {why}; {fallback}"
+            ));
+            off(d);
+        }
+        // Off by choice, not missing: a documented difference (`-v`), not a warning.
+        Ok((_, true)) if want == MmapLockOrder::Auto => {
+            d.details.push(format!(
+                "kernel feature {MMAP_LOCK_ORDER} is off: before Linux 6.14 the kernel computes \
+                 a memory cgroup path for every mmap_lock acquisition of every process while \
+                 mmap_lock:{MMAP_LOCK_TRACEPOINT} has a probe (--mmap-lock-order on accepts \
+                 that cost); {fallback}"
+            ));
+            off(d);
+        }
+        Ok((program, costly)) => {
+            if costly {
+                d.details.push(format!(
+                    "kernel feature {MMAP_LOCK_ORDER} is on (--mmap-lock-order on): every \
+                     mmap_lock acquisition of every process computes a memory cgroup path \
+                     while the probe is attached (before Linux 6.14)"
+                ));
+            }
+            d.order_program = Some(program);
+            d.features.push(Feature {
+                name: MMAP_LOCK_ORDER,
+                enabled: true,
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `mmap_lock:mmap_lock_acquire_returned` as kernels print it (6.18; 5.10 to 6.13; a
+    /// variant with the caller's `ip` some trees carried).
+    fn lock_format(fields: &[(&str, u16, u16)]) -> Format {
+        let mut text = String::from(
+            "format:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n",
+        );
+        for (decl, offset, size) in fields {
+            text.push_str(&format!(
+                "\tfield:{decl};\toffset:{offset};\tsize:{size};\tsigned:0;\n"
+            ));
+        }
+        Format::parse(&text).unwrap()
+    }
+
+    #[test]
+    fn picks_the_ordering_probe_that_fits_the_lock_tracepoint() {
+        let since_6_14 = lock_format(&[
+            ("struct mm_struct * mm", 8, 8),
+            ("u64 memcg_id", 16, 8),
+            ("bool write", 24, 1),
+            ("bool success", 25, 1),
+        ]);
+        assert_eq!(
+            mmap_lock_layout(&since_6_14),
+            Ok(("mmap_lock_acquire_returned", false))
+        );
+        let before = lock_format(&[
+            ("struct mm_struct * mm", 8, 8),
+            ("__data_loc char[] memcg_path", 16, 4),
+            ("bool write", 20, 1),
+            ("bool success", 21, 1),
+        ]);
+        assert_eq!(
+            mmap_lock_layout(&before),
+            Ok(("mmap_lock_acquire_returned_memcg_path", true))
+        );
+        let with_ip = lock_format(&[
+            ("struct mm_struct * mm", 8, 8),
+            ("__data_loc char[] memcg_path", 16, 4),
+            ("bool write", 20, 1),
+            ("void * ip", 24, 8),
+            ("bool success", 32, 1),
+        ]);
+        assert!(mmap_lock_layout(&with_ip).is_err());
+        let no_success = lock_format(&[("struct mm_struct * mm", 8, 8), ("bool write", 16, 1)]);
+        assert!(mmap_lock_layout(&no_success).is_err());
+    }
 
     #[test]
     fn reads_the_version_of_a_release() {
