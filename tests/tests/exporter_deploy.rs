@@ -112,6 +112,13 @@ fn a_real_prometheus_scrapes_the_traced_workload() {
         std::thread::sleep(Duration::from_millis(500));
     };
     let up = value("up{job=\"tracer\"}");
+    // Prometheus asks for OpenMetrics first: `_created` only exists in that exposition, so its
+    // series prove the tracer answered in OpenMetrics and Prometheus parsed it.
+    let created = value("tracer_decode_errors_created");
+    assert!(
+        created.is_some_and(|c| c > 1.0e9),
+        "no _created series: Prometheus did not get OpenMetrics ({created:?})"
+    );
     let kernel_anon = {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let kb: f64 = status

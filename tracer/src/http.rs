@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use axum::{
     Router,
     extract::{Path, Query as UrlQuery, State},
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::{get, post},
 };
@@ -22,8 +22,10 @@ pub enum Ask {
     Maps(u32),
     /// Compare the model of a process with /proc now (and heal it if it drifted).
     Check(u32),
-    /// The Prometheus text exposition.
-    Metrics,
+    /// The metrics: Prometheus text exposition, or OpenMetrics when the scraper asked for it.
+    Metrics {
+        openmetrics: bool,
+    },
     /// Mark a phase: snapshot every running traced process (or one).
     Phase {
         name: String,
@@ -38,7 +40,8 @@ pub enum Ask {
 pub enum Answer {
     Json(Value),
     Text(String),
-    Metrics(String),
+    /// The exposition and its Content-Type.
+    Metrics(String, &'static str),
     NotFound(String),
     BadRequest(String),
     Failed(String),
@@ -65,8 +68,8 @@ impl Api {
             Ok(Answer::Text(text)) => {
                 ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
             }
-            Ok(Answer::Metrics(text)) => {
-                ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+            Ok(Answer::Metrics(text, content_type)) => {
+                ([(header::CONTENT_TYPE, content_type)], text).into_response()
             }
             Ok(Answer::NotFound(what)) => {
                 (StatusCode::NOT_FOUND, format!("{what}\n")).into_response()
@@ -109,7 +112,13 @@ fn router(api: Api) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/metrics",
-            get(|State(api): State<Api>| async move { api.ask(Ask::Metrics).await }),
+            get(|State(api): State<Api>, headers: HeaderMap| async move {
+                let openmetrics = headers
+                    .get_all(header::ACCEPT)
+                    .iter()
+                    .any(|v| crate::openmetrics::wanted(v.as_bytes()));
+                api.ask(Ask::Metrics { openmetrics }).await
+            }),
         )
         .route(
             "/api/v1/processes",

@@ -16,6 +16,7 @@ mod launch;
 mod layout;
 mod metrics;
 mod model;
+mod openmetrics;
 mod preflight;
 mod probes;
 mod process;

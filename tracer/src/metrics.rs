@@ -209,6 +209,27 @@ pub fn render<'a>(
     processes: impl Iterator<Item = &'a ProcessState> + Clone,
     ctx: &ScrapeContext,
 ) -> String {
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&gather(processes, ctx), &mut out)
+        .expect("encoding to memory");
+    String::from_utf8(out).expect("the text format is UTF-8")
+}
+
+/// Renders the OpenMetrics exposition of all metrics (see `openmetrics`).
+pub fn render_openmetrics<'a>(
+    processes: impl Iterator<Item = &'a ProcessState> + Clone,
+    ctx: &ScrapeContext,
+    daemon_started_unix_s: f64,
+) -> String {
+    crate::openmetrics::encode(&gather(processes, ctx), daemon_started_unix_s)
+}
+
+/// Fills a fresh registry with every metric and gathers it.
+fn gather<'a>(
+    processes: impl Iterator<Item = &'a ProcessState> + Clone,
+    ctx: &ScrapeContext,
+) -> Vec<prometheus::proto::MetricFamily> {
     let id_labels: &[&str] = match ctx.group_by {
         GroupBy::Pid => &["pid", "comm"],
         GroupBy::Comm => &["comm"],
@@ -407,11 +428,7 @@ pub fn render<'a>(
             .register(collector)
             .expect("metric names are unique");
     }
-    let mut out = Vec::new();
-    TextEncoder::new()
-        .encode(&registry.gather(), &mut out)
-        .expect("encoding to memory");
-    String::from_utf8(out).expect("the text format is UTF-8")
+    registry.gather()
 }
 
 /// The Content-Type of the text exposition format.

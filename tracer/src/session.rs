@@ -647,7 +647,7 @@ impl Session {
                 Some(p) => Answer::Text(maps::render(&p.space)),
                 None => not_found(pid),
             },
-            Ask::Metrics => {
+            Ask::Metrics { openmetrics } => {
                 self.tracker.refresh_running();
                 let tracker = &mut self.tracker;
                 if tracker.group_by == GroupBy::Comm {
@@ -666,7 +666,18 @@ impl Session {
                     groups: &tracker.groups,
                     features: &tracker.probes.attached.features,
                 };
-                Answer::Metrics(crate::metrics::render(tracker.table.iter(), &ctx))
+                if openmetrics {
+                    let started = tracker.report_info.started_unix_ms as f64 / 1000.0;
+                    Answer::Metrics(
+                        crate::metrics::render_openmetrics(tracker.table.iter(), &ctx, started),
+                        crate::openmetrics::CONTENT_TYPE,
+                    )
+                } else {
+                    Answer::Metrics(
+                        crate::metrics::render(tracker.table.iter(), &ctx),
+                        crate::metrics::CONTENT_TYPE,
+                    )
+                }
             }
             Ask::Phase { name, pid } => self.mark_phase(&name, pid),
             Ask::Report => match serde_json::to_value(self.tracker.report(None)) {
