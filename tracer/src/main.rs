@@ -1,6 +1,7 @@
 //! `tracer`: live allocation tracer daemon and CLI.
 
 mod api;
+mod cgroup;
 mod check;
 mod cli;
 mod commands;

@@ -178,7 +178,7 @@ fn series<'a>(
                 )
             })
             .collect(),
-        GroupBy::Comm => {
+        _ => {
             let mut by_comm: BTreeMap<String, (Totals, Option<Gauges>)> = BTreeMap::new();
             for (comm, totals) in ctx.groups.retired() {
                 by_comm.entry(comm.to_owned()).or_default().0.add(totals);
@@ -230,9 +230,10 @@ fn gather<'a>(
     processes: impl Iterator<Item = &'a ProcessState> + Clone,
     ctx: &ScrapeContext,
 ) -> Vec<prometheus::proto::MetricFamily> {
-    let id_labels: &[&str] = match ctx.group_by {
-        GroupBy::Pid => &["pid", "comm"],
-        GroupBy::Comm => &["comm"],
+    let group_label = crate::groups::label_name(ctx.group_by).map(|l| [l]);
+    let id_labels: &[&str] = match &group_label {
+        None => &["pid", "comm"],
+        Some(label) => label,
     };
     let with = |extra: &'static str| -> Vec<&'static str> {
         id_labels.iter().copied().chain([extra]).collect()
@@ -381,8 +382,9 @@ fn gather<'a>(
     );
     let folded = single_counter(
         "tracer_series_groups_folded_total",
-        "With --group-by comm: comms that gave their own series up to a newer comm \
-         (--max-series-groups); their counts continue under comm=\"(other processes)\"",
+        "With --group-by other than pid: groups (comms, cgroups, ...) that gave their own \
+         series up to a newer one (--max-series-groups); their counts continue under \
+         \"(other processes)\"",
         ctx.groups.folded(),
     );
     let traced = gauge("tracer_traced_processes", "Processes being traced now", &[]);

@@ -53,6 +53,8 @@ pub struct Tracker {
     group_by: GroupBy,
     /// Labels and forgotten processes' counters under `--group-by comm`.
     groups: crate::groups::CommGroups,
+    /// `attach --cgroup`: the subtree whose cgroups the exec probe follows.
+    pub subtree: Option<crate::cgroup::Subtree>,
 }
 
 impl Tracker {
@@ -69,7 +71,7 @@ impl Tracker {
         };
         self.counters.records[record_kind(&event)] += 1;
         if let Event::Exec(exec) = &event {
-            self.retire_comm_on_exec(exec);
+            self.on_exec(exec);
         }
         let follow_up = self.table.apply(&event);
         if let Event::Fork(fork) = &event
@@ -87,21 +89,28 @@ impl Tracker {
         }
     }
 
-    /// With `--group-by comm`, an exec that changes the comm leaves what the process counted so
-    /// far with the old comm, so no per-comm counter goes down.
-    fn retire_comm_on_exec(&mut self, exec: &crate::events::ExecEvent) {
-        if self.group_by != GroupBy::Comm {
-            return;
-        }
+    /// At an exec of a traced process: its cgroup is read again (runtimes move their init
+    /// into the container's cgroup, then exec the entrypoint), and, when grouping, a change of
+    /// its group (comm or cgroup) leaves what it counted so far with the old group, so no
+    /// per-group counter goes down.
+    fn on_exec(&mut self, exec: &crate::events::ExecEvent) {
         let Some(p) = self.table.get_mut(exec.tgid) else {
             return;
         };
-        if !p.is_running() || p.comm == exec.comm || p.comm.is_empty() {
+        if !p.is_running() {
             return;
         }
-        let counted = crate::metrics::Totals::under_current_comm(p);
-        self.groups.retire(p.tgid, &p.comm, &counted);
-        p.counted_under_earlier_comms = crate::metrics::Totals::of(p);
+        let cgroup = crate::cgroup::of_pid(exec.tgid).or_else(|| p.cgroup.clone());
+        if self.group_by != GroupBy::Pid && !p.comm.is_empty() {
+            let old = crate::groups::key_of(self.group_by, p);
+            let new = crate::groups::key(self.group_by, &exec.comm, cgroup.as_deref());
+            if old != new {
+                let counted = crate::metrics::Totals::under_current_comm(p);
+                self.groups.retire(p.tgid, &old, &counted);
+                p.counted_under_earlier_comms = crate::metrics::Totals::of(p);
+            }
+        }
+        p.cgroup = cgroup;
     }
 
     /// Does the I/O a table update asked for. Returns the final fault counters of a process
@@ -177,12 +186,31 @@ impl Tracker {
         }
     }
 
+    /// `--cgroup`: tells the exec probe about cgroups created in the subtree since the last
+    /// look (done at attach and once a second).
+    pub fn follow_new_cgroups(&mut self) {
+        let Some(subtree) = self.subtree.as_mut() else {
+            return;
+        };
+        let new = subtree.scan();
+        if let Err(err) = self.probes.follow_cgroups(&new) {
+            log::warn!(
+                "cannot follow new cgroups of {}: {err}",
+                subtree.dir.display()
+            );
+        }
+    }
+
     /// Seeds what no syscall shows from /proc: the address space, the start of the break, the
     /// stack. A process that is already gone keeps what the records built.
     pub fn seed(&mut self, tgid: u32, at_exec: bool) {
         let Some(p) = self.table.get_mut(tgid) else {
             return;
         };
+        // At an exec `on_exec` read it already, unless the process was not traced before.
+        if !at_exec || p.cgroup.is_none() {
+            p.cgroup = crate::cgroup::of_pid(tgid);
+        }
         if let Err(err) = reconcile::seed(p, &mut self.probes, at_exec) {
             log::debug!("cannot seed process {tgid}: {err}");
         }
@@ -288,10 +316,11 @@ impl Tracker {
         } else if self.evict_exited {
             let gone = self.table.evict_exited_before(cutoff);
             // Per-comm counters must not go down when a process is forgotten.
-            if self.group_by == GroupBy::Comm {
+            if self.group_by != GroupBy::Pid {
                 for p in &gone {
                     let counted = crate::metrics::Totals::under_current_comm(p);
-                    self.groups.retire(p.tgid, &p.comm, &counted);
+                    let key = crate::groups::key_of(self.group_by, p);
+                    self.groups.retire(p.tgid, &key, &counted);
                 }
             }
             if !gone.is_empty() {
@@ -308,6 +337,7 @@ impl Tracker {
             return;
         }
         self.last_vanish_check = std::time::Instant::now();
+        self.follow_new_cgroups();
         // Seen gone twice: an exit record still on its way through the ring buffer would
         // have arrived in between.
         let gone = self.gone_without_exit_record();
@@ -464,6 +494,8 @@ pub struct ExecFilter<'a> {
     pub trace_comms: &'a [String],
     pub exclude_comms: &'a [String],
     pub all: bool,
+    /// `--cgroup`: the subtree's directory under the cgroup v2 mount.
+    pub cgroup: Option<&'a std::path::Path>,
 }
 
 /// Why `pump` returned.
@@ -491,6 +523,7 @@ impl Session {
             trace_comms: filter.trace_comms.to_vec(),
             exclude_comms: filter.exclude_comms.to_vec(),
             trace_all: filter.all,
+            trace_cgroup: filter.cgroup.is_some(),
         };
         let (probes, ring) = Probes::load(&tracefs, &opts)?;
         for missing in &probes.attached.optional_missing {
@@ -538,13 +571,16 @@ impl Session {
                     started: std::time::Instant::now(),
                 },
                 group_by: args.group_by.unwrap_or(
-                    if filter.all || !filter.trace_comms.is_empty() {
+                    if filter.all || !filter.trace_comms.is_empty() || filter.cgroup.is_some() {
                         GroupBy::Comm
                     } else {
                         GroupBy::Pid
                     },
                 ),
                 groups: crate::groups::CommGroups::new(args.max_series_groups as usize),
+                subtree: filter
+                    .cgroup
+                    .map(|dir| crate::cgroup::Subtree::new(dir.to_path_buf())),
             },
             drain_interval: Duration::from_millis(args.drain_interval_ms),
             drift_interval: (args.drift_check_interval > 0)
@@ -650,9 +686,10 @@ impl Session {
             Ask::Metrics { openmetrics } => {
                 self.tracker.refresh_running();
                 let tracker = &mut self.tracker;
-                if tracker.group_by == GroupBy::Comm {
+                if tracker.group_by != GroupBy::Pid {
                     for p in tracker.table.iter() {
-                        tracker.groups.join(p.tgid, &p.comm);
+                        let key = crate::groups::key_of(tracker.group_by, p);
+                        tracker.groups.join(p.tgid, &key);
                     }
                 }
                 let tracker = &self.tracker;
