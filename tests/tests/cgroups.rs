@@ -170,7 +170,7 @@ fn cgroup_and_container_labels_and_attach_cgroup_follows_new_processes() {
     let stranger = start_in(&outside);
     // A cgroup created after the attach: the daemon looks for new ones once a second.
     let late = tree.mkdir(&format!("{pod_slice}/crio-{}.scope", &DOCKER[..63]));
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(3000));
     let late_child = start_in(&late);
     let listed = wait_listed(&daemon, after.id());
     assert_eq!(listed["cgroup_identity"]["container"], DOCKER, "{listed}");

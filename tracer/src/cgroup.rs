@@ -168,6 +168,9 @@ pub fn is_under(path: &str, root: &str) -> bool {
 pub struct Subtree {
     pub dir: PathBuf,
     known: std::collections::HashSet<u64>,
+    /// No scan before this: a scan costs about 0.1 ms per cgroup (kernfs readdir), so a large
+    /// subtree is scanned less often than once a second, keeping scans under 1 % of a core.
+    next_scan: std::time::Instant,
 }
 
 impl Subtree {
@@ -175,12 +178,24 @@ impl Subtree {
         Subtree {
             dir,
             known: Default::default(),
+            next_scan: std::time::Instant::now(),
         }
     }
 
     /// The ids of cgroups in the subtree not seen before (removed ones stay known: the kernel
-    /// never reuses a cgroup id during a boot, so a stale entry matches nothing).
+    /// never reuses a cgroup id during a boot, so a stale entry matches nothing). Empty when
+    /// the last scan was too recent.
     pub fn scan(&mut self) -> Vec<u64> {
+        let start = std::time::Instant::now();
+        if start < self.next_scan {
+            return Vec::new();
+        }
+        let new = self.scan_now();
+        self.next_scan = start + (start.elapsed() * 100).max(std::time::Duration::from_millis(900));
+        new
+    }
+
+    fn scan_now(&mut self) -> Vec<u64> {
         let room = (tracer_common::config::MAX_CGROUPS as usize).saturating_sub(self.known.len());
         let ids = subtree_ids(&self.dir, tracer_common::config::MAX_CGROUPS as usize);
         let new: Vec<u64> = ids
@@ -196,21 +211,25 @@ impl Subtree {
 /// The ids (inode numbers of the directories: what `bpf_get_current_cgroup_id` returns on
 /// cgroup v2) of `dir` and every cgroup below it, at most `limit`.
 pub fn subtree_ids(dir: &Path, limit: usize) -> Vec<u64> {
-    let mut ids = Vec::new();
+    use std::os::unix::fs::DirEntryExt;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Vec::new();
+    };
+    let mut ids = vec![meta.ino()];
     let mut stack = vec![dir.to_path_buf()];
+    // The inode numbers come from the directory entries (d_ino): no stat per cgroup, and the
+    // entry type (d_type) tells directories from the interface files.
     while let Some(d) = stack.pop() {
-        if ids.len() >= limit {
-            break;
-        }
-        let Ok(meta) = std::fs::metadata(&d) else {
+        let Ok(entries) = std::fs::read_dir(&d) else {
             continue;
         };
-        ids.push(meta.ino());
-        if let Ok(entries) = std::fs::read_dir(&d) {
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(e.path());
-                }
+        for e in entries.flatten() {
+            if ids.len() >= limit {
+                return ids;
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                ids.push(e.ino());
+                stack.push(e.path());
             }
         }
     }
