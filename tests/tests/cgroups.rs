@@ -87,7 +87,7 @@ const CONTAINERD: &str = "3f2a9c1b7d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293
 const DOCKER: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
 const POD: &str = "1a2b3c4d-5e6f-7081-92a3-b4c5d6e7f809";
 
-fn process<'a>(list: &'a Value, pid: u32) -> Option<&'a Value> {
+fn process(list: &Value, pid: u32) -> Option<&Value> {
     list["processes"]
         .as_array()?
         .iter()

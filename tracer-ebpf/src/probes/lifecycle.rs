@@ -197,7 +197,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
                 // SAFETY: a helper without arguments, allowed in tracepoint programs.
                 let id = unsafe { aya_ebpf::helpers::bpf_get_current_cgroup_id() };
                 // SAFETY: reading a map value for the duration of the program.
-                unsafe { CGROUP_FILTER.get(&id).is_some() }
+                unsafe { CGROUP_FILTER.get(id).is_some() }
             });
         if !traced && wanted {
             if TRACED.insert(tgid, TRACED_BY_USER, 0).is_err() {
