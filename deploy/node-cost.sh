@@ -36,6 +36,7 @@ cleanup() {
     rm -f "$log"
 }
 trap cleanup EXIT
+trap "exit 1" INT TERM
 
 for g in $(seq 1 "$groups"); do mkdir "$root/c$g"; done
 for i in $(seq 1 "$procs"); do
@@ -58,6 +59,7 @@ for _ in $(seq 1 120); do
 done
 grep -q "attached to" "$log" || { cat "$log" >&2; exit 1; }
 api=$(sed -n 's|^tracer: serving the API on \(http://[^/]*\)/.*|\1|p' "$log" | head -1)
+echo "node-cost: attached, warming up" >&2
 sleep 10  # warm-up: the attach seeds every process
 
 ticks() { awk '{print $14 + $15}' "/proc/$tracer_pid/stat"; }
@@ -68,14 +70,14 @@ scrapes=()
 while :; do
     now=$(date +%s.%N)
     if (( $(echo "$now - $start >= $secs" | bc) )); then break; fi
-    scrapes+=("$(curl -s -o /dev/null -w '%{time_total}' "$api/metrics")")
+    scrapes+=("$(curl -s -m 60 -o /dev/null -w '%{time_total}' "$api/metrics")")
     sleep 5
 done
 t1=$(ticks)
 elapsed=$(echo "$(date +%s.%N) - $start" | bc)
 cpu=$(echo "scale=2; 100 * ($t1 - $t0) / $hz / $elapsed" | bc)
 rss_kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$tracer_pid/status")
-metrics=$(curl -s "$api/metrics")
+metrics=$(curl -s -m 60 "$api/metrics")
 series=$(grep -vc '^#' <<< "$metrics")
 bytes=$(wc -c <<< "$metrics")
 traced=$(awk '/^tracer_traced_processes / {print $2}' <<< "$metrics")
