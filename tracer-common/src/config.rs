@@ -13,6 +13,9 @@ pub const COMM_FILTER_EXCLUDE: u32 = 2;
 /// `Config::comm_filter`: any untraced process becomes traced when it execs a command that is
 /// not `COMM_EXCLUDE` (`tracer attach --all`).
 pub const COMM_FILTER_ALL: u32 = 4;
+/// `Config::comm_filter`: an untraced process becomes traced at exec (by the rules above) only
+/// if its cgroup id is in `CGROUP_FILTER` (`tracer attach --cgroup`: the subtree's cgroups).
+pub const COMM_FILTER_CGROUP: u32 = 8;
 /// `Config::flags`: every `syscalls:sys_enter_*` argument sits at `16 + 8 * i` and every
 /// `sys_exit_*` `ret` at 16 (`struct syscall_trace_enter/exit` in kernel/trace/trace_syscalls.c:
 /// the 8-byte common header, `int nr`, then the `unsigned long` slots), as the daemon checked
@@ -22,6 +25,9 @@ pub const COMM_FILTER_ALL: u32 = 4;
 pub const CONFIG_SYSCALL_LAYOUT_FIXED: u32 = 1;
 /// Where `sys_enter_*` arguments start and `sys_exit_*` `ret` sits in that layout.
 pub const SYSCALL_RECORD_ARGS: u16 = 16;
+
+/// Capacity of the `CGROUP_FILTER` map: the most cgroups `attach --cgroup` follows.
+pub const MAX_CGROUPS: u32 = 16384;
 
 /// Values of the `COMM_FILTER` map (keyed by the 16-byte comm).
 pub const COMM_TRACE: u32 = 1;

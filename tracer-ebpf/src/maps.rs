@@ -85,9 +85,18 @@ pub static FAULTS: PerCpuHashMap<u32, FaultCounters> =
 #[map]
 pub static STACK_LOW: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TRACED, 0);
 
+/// Capacity of `CGROUP_FILTER` (the daemon refuses a larger subtree).
+pub const MAX_CGROUPS: u32 = tracer_common::config::MAX_CGROUPS;
+
 /// Comms that start or stop tracing at exec (`COMM_TRACE`, `COMM_EXCLUDE`).
 #[map]
 pub static COMM_FILTER: HashMap<[u8; 16], u32> = HashMap::with_max_entries(256, 0);
+
+/// Cgroup ids (v2) whose processes start being traced at exec (`attach --cgroup`: every
+/// cgroup of the subtree, kept up to date by the daemon); looked up only with
+/// `COMM_FILTER_CGROUP`.
+#[map]
+pub static CGROUP_FILTER: HashMap<u64, u32> = HashMap::with_max_entries(MAX_CGROUPS, 0);
 
 /// Resident memory per traced tgid, from `kmem:rss_stat`.
 #[map]

@@ -54,6 +54,8 @@ pub fn process_summary(p: &ProcessState) -> Value {
         "parent": p.parent,
         "comm": p.comm,
         "exe": p.exe,
+        "cgroup": p.cgroup,
+        "cgroup_identity": p.cgroup.as_deref().map(crate::cgroup::Identity::parse),
         "state": p.state_name(),
         "exited_ts_ns": exited_ns,
         "exit_status": p.exit_status,

@@ -119,7 +119,7 @@ pub struct AttachArgs {
 
     /// A process to trace (repeat for several). A thread id selects its whole process.
     /// 1 to 4194304 (the kernel's PID_MAX_LIMIT).
-    #[arg(short, long = "pid", value_name = "PID", required_unless_present_any = ["comms", "all"],
+    #[arg(short, long = "pid", value_name = "PID", required_unless_present_any = ["comms", "all", "cgroup"],
           value_parser = clap::value_parser!(u32).range(1..=PID_MAX_LIMIT))]
     pub pids: Vec<u32>,
 
@@ -132,6 +132,12 @@ pub struct AttachArgs {
     /// the tracer itself). Runs until SIGINT/SIGTERM.
     #[arg(long)]
     pub all: bool,
+
+    /// Trace every process in this cgroup v2 subtree (a path like `/kubepods.slice`, or its
+    /// directory under the cgroup2 mount), now and later: processes that exec in it or in a
+    /// cgroup created below it are traced from their exec on. With --comm, only those comms.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
 
     /// Do not trace processes with this command name: skipped at start, and a traced process
     /// that execs it stops being traced. Repeat for several names.
@@ -227,15 +233,16 @@ pub struct CommonArgs {
     #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_processes: u32,
 
-    /// Label per-process metrics by `pid` (and comm), or only by `comm`, summing the processes
-    /// that share it. Default: `comm` for `attach --all` and `attach --comm` (a node agent's
+    /// Label per-process metrics by `pid` (and comm), or only by `comm`, `cgroup` (v2 path),
+    /// `container` (id), `pod` (UID) or `unit` (systemd), summing the processes that share it
+    /// (under the same series budget, --max-series-groups). Default: `comm` for `attach --all` and `attach --comm` (a node agent's
     /// series must not grow with every short-lived process), `pid` otherwise. The API always
     /// has per-process detail.
     #[arg(long, value_name = "LABEL", value_enum)]
     pub group_by: Option<GroupBy>,
 
-    /// With `--group-by comm`: at most N comms get series of their own; processes of further
-    /// comms count under comm="(other processes)". A comm with no live process gives its place
+    /// With `--group-by` other than pid: at most N comms (cgroups, containers, ...) get series
+    /// of their own; processes of further ones count under "(other processes)". A comm with no live process gives its place
     /// up to a new one when all are taken (its counts continue under "(other processes)";
     /// `tracer_series_groups_folded_total` counts such folds). Per-process series are then at
     /// most about 37 x (N + 1).
@@ -299,6 +306,14 @@ pub enum MmapLockOrder {
 pub enum GroupBy {
     Pid,
     Comm,
+    /// The cgroup v2 path.
+    Cgroup,
+    /// The container id the cgroup path names (empty outside containers).
+    Container,
+    /// The Kubernetes pod UID the cgroup path names (empty outside pods).
+    Pod,
+    /// The innermost systemd unit (`*.service`, `*.scope`) of the cgroup path.
+    Unit,
 }
 
 /// A command name as the kernel keeps it: at most 15 bytes. Bytes that are not UTF-8 or are

@@ -1,5 +1,6 @@
-//! The series budget of `--group-by comm`: which comm a process's metrics are labelled with,
-//! and what is left of the processes already forgotten.
+//! The series budget of `--group-by comm` (and of `cgroup`, `container`, `pod`, `unit`: the
+//! same rules for any group key; "comm" below stands for the key): which group a process's
+//! metrics are labelled with, and what is left of the processes already forgotten.
 //!
 //! A node agent must not mint series without bound: any program can exec itself under a new
 //! name. At most `cap` comms have series of their own; beyond that, processes are counted under
@@ -10,7 +11,38 @@
 
 use std::collections::HashMap;
 
-use crate::metrics::Totals;
+use crate::{cgroup::Identity, cli::GroupBy, metrics::Totals, process::ProcessState};
+
+/// The label that names a process's group under `by` (None for `--group-by pid`).
+pub fn label_name(by: GroupBy) -> Option<&'static str> {
+    match by {
+        GroupBy::Pid => None,
+        GroupBy::Comm => Some("comm"),
+        GroupBy::Cgroup => Some("cgroup"),
+        GroupBy::Container => Some("container"),
+        GroupBy::Pod => Some("pod"),
+        GroupBy::Unit => Some("unit"),
+    }
+}
+
+/// The group key of a process with `comm` in cgroup `cgroup` under `by`: empty when the
+/// cgroup is unknown or names no container, pod or unit (Prometheus reads an empty label as
+/// an absent one).
+pub fn key(by: GroupBy, comm: &str, cgroup: Option<&str>) -> String {
+    let identity = || cgroup.map(Identity::parse).unwrap_or_default();
+    match by {
+        GroupBy::Pid | GroupBy::Comm => comm.to_owned(),
+        GroupBy::Cgroup => cgroup.unwrap_or_default().to_owned(),
+        GroupBy::Container => identity().container.unwrap_or_default(),
+        GroupBy::Pod => identity().pod.unwrap_or_default(),
+        GroupBy::Unit => identity().unit.unwrap_or_default(),
+    }
+}
+
+/// The group key of `p` under `by`.
+pub fn key_of(by: GroupBy, p: &ProcessState) -> String {
+    key(by, &p.comm, p.cgroup.as_deref())
+}
 
 /// The label value of the folded group: 17 bytes, so no comm (at most 15) can be named so.
 pub const OTHER: &str = "(other processes)";
@@ -216,6 +248,34 @@ mod tests {
         let counted: u64 = g.retired().map(|(_, t)| t.syscalls[0]).sum();
         assert_eq!(counted, total, "every count is in some group");
         assert!(g.members.is_empty());
+    }
+
+    #[test]
+    fn group_keys_come_from_the_comm_or_the_cgroup_path() {
+        let hex = "ab".repeat(32);
+        let path = format!(
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1a2b3c4d_5e6f_7081_92a3_b4c5d6e7f809.slice/cri-containerd-{hex}.scope"
+        );
+        let cg = Some(path.as_str());
+        assert_eq!(key(GroupBy::Comm, "nginx", cg), "nginx");
+        assert_eq!(key(GroupBy::Cgroup, "nginx", cg), path);
+        assert_eq!(key(GroupBy::Container, "nginx", cg), hex);
+        assert_eq!(
+            key(GroupBy::Pod, "nginx", cg),
+            "1a2b3c4d-5e6f-7081-92a3-b4c5d6e7f809"
+        );
+        assert_eq!(
+            key(GroupBy::Unit, "x", Some("/system.slice/nginx.service")),
+            "nginx.service"
+        );
+        // Unknown cgroup, or one that names no container: the empty (absent) label.
+        assert_eq!(key(GroupBy::Container, "x", None), "");
+        assert_eq!(
+            key(GroupBy::Pod, "x", Some("/system.slice/nginx.service")),
+            ""
+        );
+        assert_eq!(label_name(GroupBy::Pod), Some("pod"));
+        assert_eq!(label_name(GroupBy::Pid), None);
     }
 
     #[test]

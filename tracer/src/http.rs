@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::{
     Extension, Router,
     extract::{Path, Query as UrlQuery, State},
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -30,8 +30,10 @@ pub enum Ask {
     Maps(u32),
     /// Compare the model of a process with /proc now (and heal it if it drifted).
     Check(u32),
-    /// The Prometheus text exposition.
-    Metrics,
+    /// The metrics: Prometheus text exposition, or OpenMetrics when the scraper asked for it.
+    Metrics {
+        openmetrics: bool,
+    },
     /// Mark a phase: snapshot every running traced process (or one).
     Phase {
         name: String,
@@ -48,7 +50,8 @@ pub enum Answer {
     /// JSON already serialised.
     JsonText(String),
     Text(String),
-    Metrics(String),
+    /// The exposition and its Content-Type.
+    Metrics(String, &'static str),
     NotFound(String),
     BadRequest(String),
     /// A limit was reached (the phase table of a process is full): nothing was changed.
@@ -101,8 +104,8 @@ impl Api {
             Answer::JsonText(text) => {
                 ([(header::CONTENT_TYPE, "application/json")], text).into_response()
             }
-            Answer::Metrics(text) => {
-                ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+            Answer::Metrics(text, content_type) => {
+                ([(header::CONTENT_TYPE, content_type)], text).into_response()
             }
             Answer::NotFound(what) => (StatusCode::NOT_FOUND, format!("{what}\n")).into_response(),
             Answer::BadRequest(why) => {
@@ -148,7 +151,13 @@ fn router(api: Api) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/metrics",
-            get(|State(api): State<Api>| async move { api.ask(Ask::Metrics).await }),
+            get(|State(api): State<Api>, headers: HeaderMap| async move {
+                let openmetrics = headers
+                    .get_all(header::ACCEPT)
+                    .iter()
+                    .any(|v| crate::openmetrics::wanted(v.as_bytes()));
+                api.ask(Ask::Metrics { openmetrics }).await
+            }),
         )
         .route(
             "/api/v1/processes",

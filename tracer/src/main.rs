@@ -2,6 +2,7 @@
 
 mod access;
 mod api;
+mod cgroup;
 mod check;
 mod cli;
 mod commands;
@@ -18,6 +19,7 @@ mod layout;
 mod listener;
 mod metrics;
 mod model;
+mod openmetrics;
 mod order;
 mod outfile;
 mod page;

@@ -177,7 +177,7 @@ fn series<'a>(
                 )
             })
             .collect(),
-        GroupBy::Comm => {
+        _ => {
             let mut by_comm: BTreeMap<String, (Totals, Option<Gauges>)> = BTreeMap::new();
             for (comm, totals) in ctx.groups.retired() {
                 by_comm.entry(comm.to_owned()).or_default().0.add(totals);
@@ -208,9 +208,31 @@ pub fn render<'a>(
     processes: impl Iterator<Item = &'a ProcessState> + Clone,
     ctx: &ScrapeContext,
 ) -> String {
-    let id_labels: &[&str] = match ctx.group_by {
-        GroupBy::Pid => &["pid", "comm"],
-        GroupBy::Comm => &["comm"],
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&gather(processes, ctx), &mut out)
+        .expect("encoding to memory");
+    String::from_utf8(out).expect("the text format is UTF-8")
+}
+
+/// Renders the OpenMetrics exposition of all metrics (see `openmetrics`).
+pub fn render_openmetrics<'a>(
+    processes: impl Iterator<Item = &'a ProcessState> + Clone,
+    ctx: &ScrapeContext,
+    daemon_started_unix_s: f64,
+) -> String {
+    crate::openmetrics::encode(&gather(processes, ctx), daemon_started_unix_s)
+}
+
+/// Fills a fresh registry with every metric and gathers it.
+fn gather<'a>(
+    processes: impl Iterator<Item = &'a ProcessState> + Clone,
+    ctx: &ScrapeContext,
+) -> Vec<prometheus::proto::MetricFamily> {
+    let group_label = crate::groups::label_name(ctx.group_by).map(|l| [l]);
+    let id_labels: &[&str] = match &group_label {
+        None => &["pid", "comm"],
+        Some(label) => label,
     };
     let with = |extra: &'static str| -> Vec<&'static str> {
         id_labels.iter().copied().chain([extra]).collect()
@@ -369,8 +391,9 @@ pub fn render<'a>(
     );
     let folded = single_counter(
         "tracer_series_groups_folded_total",
-        "With --group-by comm: comms that gave their own series up to a newer comm \
-         (--max-series-groups); their counts continue under comm=\"(other processes)\"",
+        "With --group-by other than pid: groups (comms, cgroups, ...) that gave their own \
+         series up to a newer one (--max-series-groups); their counts continue under \
+         \"(other processes)\"",
         ctx.groups.folded(),
     );
     let traced = gauge("tracer_traced_processes", "Processes being traced now", &[]);
@@ -418,11 +441,7 @@ pub fn render<'a>(
             .register(collector)
             .expect("metric names are unique");
     }
-    let mut out = Vec::new();
-    TextEncoder::new()
-        .encode(&registry.gather(), &mut out)
-        .expect("encoding to memory");
-    String::from_utf8(out).expect("the text format is UTF-8")
+    registry.gather()
 }
 
 /// The Content-Type of the text exposition format.

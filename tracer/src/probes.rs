@@ -81,6 +81,8 @@ pub struct ProbeOptions {
     pub trace_all: bool,
     /// Whether to number each process's changes in the kernel's order (`--mmap-lock-order`).
     pub mmap_lock_order: crate::cli::MmapLockOrder,
+    /// Start tracing at exec only in the cgroups `follow_cgroups` lists (`attach --cgroup`).
+    pub trace_cgroup: bool,
 }
 
 /// What was attached, for the start-up notice.
@@ -108,6 +110,7 @@ pub struct Probes {
     faults: PerCpuHashMap<MapData, u32, FaultCounters>,
     lost: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
+    cgroups: HashMap<MapData, u64, u32>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// Whether kmem:rss_stat is attached.
     rss_events: bool,
@@ -218,6 +221,7 @@ impl Probes {
             faults: take(&mut ebpf, "FAULTS")?,
             lost: take(&mut ebpf, "LOST")?,
             stats: take(&mut ebpf, "STATS")?,
+            cgroups: take(&mut ebpf, "CGROUP_FILTER")?,
             logger,
             rss_events: attached
                 .features
@@ -262,6 +266,19 @@ impl Probes {
         for (tgid, state) in stopping {
             let _ = self.traced.insert(tgid, state & !TRACED_STOP_AT_EXEC, 0);
         }
+    }
+
+    /// Adds cgroups (by id) whose processes start being traced at exec (`--cgroup`).
+    pub fn follow_cgroups(&mut self, ids: &[u64]) -> Result<(), ProbeError> {
+        for &id in ids {
+            self.cgroups
+                .insert(id, 1, 0)
+                .map_err(|source| ProbeError::Map {
+                    name: "CGROUP_FILTER",
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(())
     }
 
     /// Stops tracing `tgid` (used when an attach fails half-way).

@@ -169,6 +169,9 @@ pub struct ProcessState {
     pub counted_under_earlier_comms: crate::metrics::Totals,
     /// Snapshots taken when a phase was marked (`POST /api/v1/phases`).
     pub phases: Vec<PhaseSnapshot>,
+    /// Its cgroup v2 path, read when it was first traced and at each exec (a forked child
+    /// inherits its parent's); None when unknown.
+    pub cgroup: Option<String>,
 }
 
 /// A process's figures at the moment a phase was marked (as the report shows them).
@@ -208,6 +211,7 @@ impl ProcessState {
             exit_record_lost: false,
             counted_under_earlier_comms: Default::default(),
             phases: Vec::new(),
+            cgroup: None,
             argv: Vec::new(),
             ppid: None,
             mmap_sizes: Default::default(),
@@ -524,19 +528,21 @@ impl ProcessTable {
     /// Records a fork whose child turned out to be a process.
     pub fn add_child(&mut self, parent: u32, child: u32) {
         let page_size = self.page_size;
-        let (comm, heap, space, argv, exe) = match self.processes.get(&parent) {
+        let (comm, heap, space, argv, exe, cgroup) = match self.processes.get(&parent) {
             Some(p) => (
                 p.comm.clone(),
                 p.heap,
                 p.space.fork_copy(),
                 p.argv.clone(),
                 p.exe.clone(),
+                p.cgroup.clone(),
             ),
             None => (
                 String::new(),
                 Heap::default(),
                 AddressSpace::new(page_size),
                 Vec::new(),
+                None,
                 None,
             ),
         };
@@ -550,6 +556,8 @@ impl ProcessTable {
         // A child runs its parent's image: same command line and file.
         state.argv = argv;
         state.exe = exe;
+        // A child starts in its parent's cgroup.
+        state.cgroup = cgroup;
         // fork copies the address space, the break included, but none of what the parent's
         // brk calls counted.
         state.heap = Heap {

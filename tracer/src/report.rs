@@ -246,6 +246,10 @@ pub struct ProcessReport {
     pub comm: String,
     pub exe: Option<String>,
     pub argv: Vec<String>,
+    /// Its cgroup v2 path (as of its last exec) and what the path names: systemd unit,
+    /// container id and runtime, pod UID.
+    pub cgroup: Option<String>,
+    pub cgroup_identity: Option<crate::cgroup::Identity>,
     /// `running`, `exited`, or `untraced` (exec'd an excluded command).
     pub state: String,
     /// Known for the command of `tracer run` only.
@@ -417,6 +421,8 @@ pub fn process(p: &ProcessState) -> ProcessReport {
         ppid: p.ppid,
         traced_parent: p.parent,
         comm: p.comm.clone(),
+        cgroup: p.cgroup.clone(),
+        cgroup_identity: p.cgroup.as_deref().map(crate::cgroup::Identity::parse),
         exe: p.exe.clone(),
         argv: p.argv.clone(),
         state: p.state_name().to_string(),

@@ -58,6 +58,8 @@ pub struct Tracker {
     order: Reorder,
     /// Scratch list of what `order` says to do next (kept: no allocation per record).
     steps: Vec<Step>,
+    /// `attach --cgroup`: the subtree whose cgroups the exec probe follows.
+    pub subtree: Option<crate::cgroup::Subtree>,
 }
 
 impl Tracker {
@@ -135,7 +137,7 @@ impl Tracker {
     /// Applies one event in its turn: the process table, the I/O it asks for, the event stream.
     fn apply_event(&mut self, event: &Event) {
         if let Event::Exec(exec) = event {
-            self.retire_comm_on_exec(exec);
+            self.on_exec(exec);
         }
         let follow_up = self.table.apply(event);
         if let Event::Fork(fork) = &event
@@ -159,21 +161,28 @@ impl Tracker {
         }
     }
 
-    /// With `--group-by comm`, an exec that changes the comm leaves what the process counted so
-    /// far with the old comm, so no per-comm counter goes down.
-    fn retire_comm_on_exec(&mut self, exec: &crate::events::ExecEvent) {
-        if self.group_by != GroupBy::Comm {
-            return;
-        }
+    /// At an exec of a traced process: its cgroup is read again (runtimes move their init
+    /// into the container's cgroup, then exec the entrypoint), and, when grouping, a change of
+    /// its group (comm or cgroup) leaves what it counted so far with the old group, so no
+    /// per-group counter goes down.
+    fn on_exec(&mut self, exec: &crate::events::ExecEvent) {
         let Some(p) = self.table.get_mut(exec.tgid) else {
             return;
         };
-        if !p.is_running() || p.comm == exec.comm || p.comm.is_empty() {
+        if !p.is_running() {
             return;
         }
-        let counted = crate::metrics::Totals::under_current_comm(p);
-        self.groups.retire(p.tgid, &p.comm, &counted);
-        p.counted_under_earlier_comms = crate::metrics::Totals::of(p);
+        let cgroup = crate::cgroup::of_pid(exec.tgid).or_else(|| p.cgroup.clone());
+        if self.group_by != GroupBy::Pid && !p.comm.is_empty() {
+            let old = crate::groups::key_of(self.group_by, p);
+            let new = crate::groups::key(self.group_by, &exec.comm, cgroup.as_deref());
+            if old != new {
+                let counted = crate::metrics::Totals::under_current_comm(p);
+                self.groups.retire(p.tgid, &old, &counted);
+                p.counted_under_earlier_comms = crate::metrics::Totals::of(p);
+            }
+        }
+        p.cgroup = cgroup;
     }
 
     /// Does the I/O a table update asked for. Returns the final fault counters of a process
@@ -251,12 +260,31 @@ impl Tracker {
         }
     }
 
+    /// `--cgroup`: tells the exec probe about cgroups created in the subtree since the last
+    /// look (done at attach and once a second).
+    pub fn follow_new_cgroups(&mut self) {
+        let Some(subtree) = self.subtree.as_mut() else {
+            return;
+        };
+        let new = subtree.scan();
+        if let Err(err) = self.probes.follow_cgroups(&new) {
+            log::warn!(
+                "cannot follow new cgroups of {}: {err}",
+                subtree.dir.display()
+            );
+        }
+    }
+
     /// Seeds what no syscall shows from /proc: the address space, the start of the break, the
     /// stack. A process that is already gone keeps what the records built.
     pub fn seed(&mut self, tgid: u32, at_exec: bool) {
         let Some(p) = self.table.get_mut(tgid) else {
             return;
         };
+        // At an exec `on_exec` read it already, unless the process was not traced before.
+        if !at_exec || p.cgroup.is_none() {
+            p.cgroup = crate::cgroup::of_pid(tgid);
+        }
         if let Err(err) = reconcile::seed(p, &mut self.probes, at_exec) {
             log::debug!("cannot seed process {tgid}: {}", crate::error_chain(&err));
         }
@@ -367,10 +395,11 @@ impl Tracker {
         } else if self.evict_exited {
             let gone = self.table.evict_exited_before(cutoff);
             // Per-comm counters must not go down when a process is forgotten.
-            if self.group_by == GroupBy::Comm {
+            if self.group_by != GroupBy::Pid {
                 for p in &gone {
                     let counted = crate::metrics::Totals::under_current_comm(p);
-                    self.groups.retire(p.tgid, &p.comm, &counted);
+                    let key = crate::groups::key_of(self.group_by, p);
+                    self.groups.retire(p.tgid, &key, &counted);
                 }
             }
             if !gone.is_empty() {
@@ -387,6 +416,7 @@ impl Tracker {
             return;
         }
         self.last_vanish_check = std::time::Instant::now();
+        self.follow_new_cgroups();
         // Seen gone twice: an exit record still on its way through the ring buffer would
         // have arrived in between.
         let gone = self.gone_without_exit_record();
@@ -553,6 +583,8 @@ pub struct ExecFilter<'a> {
     pub trace_comms: &'a [String],
     pub exclude_comms: &'a [String],
     pub all: bool,
+    /// `--cgroup`: the subtree's directory under the cgroup v2 mount.
+    pub cgroup: Option<&'a std::path::Path>,
 }
 
 /// Why `pump` returned.
@@ -581,6 +613,7 @@ impl Session {
             exclude_comms: filter.exclude_comms.to_vec(),
             trace_all: filter.all,
             mmap_lock_order: args.mmap_lock_order,
+            trace_cgroup: filter.cgroup.is_some(),
         };
         let (probes, ring) = Probes::load(&tracefs, &opts)?;
         for missing in &probes.attached.optional_missing {
@@ -636,7 +669,7 @@ impl Session {
                     started: std::time::Instant::now(),
                 },
                 group_by: args.group_by.unwrap_or(
-                    if filter.all || !filter.trace_comms.is_empty() {
+                    if filter.all || !filter.trace_comms.is_empty() || filter.cgroup.is_some() {
                         GroupBy::Comm
                     } else {
                         GroupBy::Pid
@@ -645,6 +678,9 @@ impl Session {
                 groups: crate::groups::CommGroups::new(args.max_series_groups as usize),
                 order: Reorder::default(),
                 steps: Vec::new(),
+                subtree: filter
+                    .cgroup
+                    .map(|dir| crate::cgroup::Subtree::new(dir.to_path_buf())),
             },
             drain_interval: Duration::from_millis(args.drain_interval_ms),
             drift_interval: (args.drift_check_interval > 0)
@@ -766,12 +802,13 @@ impl Session {
                 Some(p) => Answer::Text(maps::render(&p.space)),
                 None => not_found(pid),
             },
-            Ask::Metrics => {
+            Ask::Metrics { openmetrics } => {
                 self.tracker.refresh_running();
                 let tracker = &mut self.tracker;
-                if tracker.group_by == GroupBy::Comm {
+                if tracker.group_by != GroupBy::Pid {
                     for p in tracker.table.iter() {
-                        tracker.groups.join(p.tgid, &p.comm);
+                        let key = crate::groups::key_of(tracker.group_by, p);
+                        tracker.groups.join(p.tgid, &key);
                     }
                 }
                 let tracker = &self.tracker;
@@ -784,7 +821,18 @@ impl Session {
                     groups: &tracker.groups,
                     features: &tracker.probes.attached.features,
                 };
-                Answer::Metrics(crate::metrics::render(tracker.table.iter(), &ctx))
+                if openmetrics {
+                    let started = tracker.report_info.started_unix_ms as f64 / 1000.0;
+                    Answer::Metrics(
+                        crate::metrics::render_openmetrics(tracker.table.iter(), &ctx, started),
+                        crate::openmetrics::CONTENT_TYPE,
+                    )
+                } else {
+                    Answer::Metrics(
+                        crate::metrics::render(tracker.table.iter(), &ctx),
+                        crate::metrics::CONTENT_TYPE,
+                    )
+                }
             }
             Ask::Phase { name, pid } => self.mark_phase(&name, pid),
             Ask::Report => match serde_json::to_value(self.tracker.report(None)) {

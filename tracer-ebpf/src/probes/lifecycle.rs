@@ -40,12 +40,13 @@ use tracer_common::{
 };
 
 use tracer_common::config::{
-    COMM_EXCLUDE, COMM_FILTER_ALL, COMM_FILTER_EXCLUDE, COMM_FILTER_TRACE, COMM_TRACE,
+    COMM_EXCLUDE, COMM_FILTER_ALL, COMM_FILTER_CGROUP, COMM_FILTER_EXCLUDE, COMM_FILTER_TRACE,
+    COMM_TRACE,
 };
 
 use crate::maps::{
-    CLONE_FLAGS, COMM_FILTER, EVENTS, FAULTS, INFLIGHT, MM_SEQ, TRACED, WAKE_NOW, config,
-    count_lost, count_stat, current_ids, header, is_traced,
+    CGROUP_FILTER, CLONE_FLAGS, COMM_FILTER, EVENTS, FAULTS, INFLIGHT, MM_SEQ, TRACED, WAKE_NOW,
+    config, count_lost, count_stat, current_ids, header, is_traced,
 };
 
 const SIGSTOP: u32 = 19;
@@ -188,6 +189,16 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         let traced = is_traced(tgid);
         let wanted = (cfg.comm_filter & COMM_FILTER_TRACE != 0 && listed == COMM_TRACE)
             || (cfg.comm_filter & COMM_FILTER_ALL != 0 && listed != COMM_EXCLUDE);
+        // `--cgroup`: only in the subtree. The id of the task's cgroup v2 is one helper call;
+        // looked up only for an exec that would otherwise start tracing.
+        let wanted = wanted
+            && !traced
+            && (cfg.comm_filter & COMM_FILTER_CGROUP == 0 || {
+                // SAFETY: a helper without arguments, allowed in tracepoint programs.
+                let id = unsafe { aya_ebpf::helpers::bpf_get_current_cgroup_id() };
+                // SAFETY: reading a map value for the duration of the program.
+                unsafe { CGROUP_FILTER.get(id).is_some() }
+            });
         if !traced && wanted {
             if TRACED.insert(tgid, TRACED_BY_USER, 0).is_err() {
                 count_stat(STAT_TRACED_FULL);

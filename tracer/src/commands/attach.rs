@@ -40,9 +40,10 @@ pub fn resolve_targets(pids: &[u32]) -> Result<Vec<Target>, TracerError> {
     Ok(targets)
 }
 
-/// Running processes selected by `--comm` or `--all`: user processes only, never the tracer
-/// itself, none whose comm is excluded.
-fn discover(args: &AttachArgs) -> Vec<Target> {
+/// Running processes selected by `--comm`, `--all` or `--cgroup` (whose path relative to the
+/// cgroup v2 root is `cgroup`): user processes only, never the tracer itself, none whose comm
+/// is excluded.
+fn discover(args: &AttachArgs, cgroup: Option<&str>) -> Vec<Target> {
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -65,7 +66,15 @@ fn discover(args: &AttachArgs) -> Vec<Target> {
         if args.exclude_comms.contains(&stat.comm) {
             continue;
         }
-        if args.all || args.comms.contains(&stat.comm) {
+        let by_comm = args.comms.contains(&stat.comm);
+        let wanted = match cgroup {
+            Some(root) => {
+                (args.comms.is_empty() || by_comm)
+                    && crate::cgroup::of_pid(pid).is_some_and(|p| crate::cgroup::is_under(&p, root))
+            }
+            None => args.all || by_comm,
+        };
+        if wanted {
             found.push(Target {
                 tgid: pid,
                 comm: stat.comm,
@@ -75,11 +84,32 @@ fn discover(args: &AttachArgs) -> Vec<Target> {
     found
 }
 
+/// The directory of `--cgroup PATH` under the cgroup v2 mount, and its path relative to the
+/// v2 root (as `/proc/PID/cgroup` writes it).
+fn resolve_cgroup(arg: &std::path::Path) -> Result<(std::path::PathBuf, String), TracerError> {
+    let mount = crate::cgroup::mount_point().ok_or_else(|| {
+        TracerError::BadInput("--cgroup: no cgroup v2 hierarchy is mounted".to_owned())
+    })?;
+    let rel = crate::cgroup::normalize(arg, &mount);
+    let dir = mount.join(rel.strip_prefix("/").unwrap_or(&rel));
+    if !dir.join("cgroup.procs").is_file() {
+        return Err(TracerError::BadInput(format!(
+            "--cgroup {}: {} is not a cgroup v2 directory",
+            arg.display(),
+            dir.display()
+        )));
+    }
+    let rel = rel.to_string_lossy().trim_end_matches('/').to_owned();
+    Ok((dir, if rel.is_empty() { "/".to_owned() } else { rel }))
+}
+
 pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
     let mut targets = resolve_targets(&args.pids)?;
-    let follow_new = args.all || !args.comms.is_empty();
+    let subtree = args.cgroup.as_deref().map(resolve_cgroup).transpose()?;
+    let follow_new = args.all || !args.comms.is_empty() || subtree.is_some();
     if follow_new {
-        for found in discover(&args) {
+        let root = subtree.as_ref().map(|(_, rel)| rel.as_str());
+        for found in discover(&args, root) {
             if !targets.iter().any(|t| t.tgid == found.tgid) {
                 targets.push(found);
             }
@@ -101,8 +131,10 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
         trace_comms: &args.comms,
         exclude_comms: &args.exclude_comms,
         all: args.all,
+        cgroup: subtree.as_ref().map(|(dir, _)| dir.as_path()),
     };
     let mut session = start_session(&args.common, &filter)?;
+    session.tracker.follow_new_cgroups();
     // A daemon may run for days: exited processes are forgotten after the grace period
     // (unless a report is to describe them all: `keep_exited`).
     session.tracker.evict_exited = true;

@@ -14,8 +14,8 @@ use std::{
 
 use tracer_common::{
     config::{
-        COMM_FILTER_ALL, COMM_FILTER_EXCLUDE, COMM_FILTER_TRACE, CONFIG_SYSCALL_LAYOUT_FIXED,
-        Config, SYSCALL_RECORD_ARGS,
+        COMM_FILTER_ALL, COMM_FILTER_CGROUP, COMM_FILTER_EXCLUDE, COMM_FILTER_TRACE,
+        CONFIG_SYSCALL_LAYOUT_FIXED, Config, SYSCALL_RECORD_ARGS,
     },
     record::MAX_ARGS,
 };
@@ -200,6 +200,13 @@ pub fn detect(src: &Sources, opts: &ProbeOptions) -> Result<Detected, ProbeError
     }
     if opts.trace_all {
         config.comm_filter |= COMM_FILTER_ALL;
+    }
+    if opts.trace_cgroup {
+        // `--cgroup` alone: everything in the subtree; with `--comm`: those comms in it.
+        config.comm_filter |= COMM_FILTER_CGROUP;
+        if opts.trace_comms.is_empty() {
+            config.comm_filter |= COMM_FILTER_ALL;
+        }
     }
     d.features.sort_by_key(|f| f.name);
     Ok(d)

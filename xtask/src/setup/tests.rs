@@ -35,6 +35,7 @@ const TEST_PROGRAMS: &[(&str, &str)] = &[
     // Run inside shell scripts the tests start (the scanner does not parse shell).
     ("seq", "coreutils"),
     ("/bin/sh", "dash"),
+    ("sh", "dash"),
     ("/usr/bin/dash", "dash"),
     ("/bin/bash", "bash"),
     ("/usr/bin/python3", "python3"),
