@@ -16,7 +16,7 @@ const COMMS: usize = 300;
 /// Processes in the burst.
 const BURST: usize = 1000;
 /// Series of one comm group at the most (faults 5 regions x 2 kinds, RSS 4 types, mapped 5
-/// regions, syscalls and errors 6 each, and 7 single gauges): the README's "about 37".
+/// regions, syscalls and errors 6 each, and 7 single gauges): docs/metrics.md's "about 37".
 const SERIES_PER_GROUP: usize = 37;
 
 /// The daemon's resident memory (VmRSS) in KiB.

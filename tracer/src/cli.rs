@@ -81,7 +81,7 @@ pub struct CheckReportArgs {
     #[arg(value_name = "REPORT.json")]
     pub report: PathBuf,
 
-    /// The check file (TOML; see "Check files" in the README).
+    /// The check file (TOML; see "Check files" in docs/ci.md).
     #[arg(long, value_name = "FILE")]
     pub check: PathBuf,
 
@@ -156,7 +156,7 @@ pub const DEFAULT_ATTACH_LISTEN: &str = "127.0.0.1:19410";
 #[derive(Debug, Args)]
 pub struct CommonArgs {
     /// Write every decoded record as one JSON object per line to PATH (`-` for stdout).
-    /// Addresses, lengths and flags are hex strings; see the README for the fields.
+    /// Addresses, lengths and flags are hex strings; see docs/events.md for the fields.
     #[arg(long, value_name = "PATH|-")]
     pub events: Option<PathBuf>,
 
@@ -262,7 +262,7 @@ pub struct CommonArgs {
 
     /// Write the JSON report to PATH when tracing ends: per process its identity, syscall
     /// counts, mmap sizes, heap history, peaks, faults, phases and final address space, and
-    /// totals over the tree (schema in the README; `schema_version` says which).
+    /// totals over the tree (schema in docs/ci.md; `schema_version` says which).
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
 
@@ -273,7 +273,7 @@ pub struct CommonArgs {
     pub html: Option<PathBuf>,
 
     /// Check the assertions of this TOML file when tracing ends (limits on peak RSS, heap,
-    /// faults, syscalls, ...; see "Check files" in the README). The file is validated before
+    /// faults, syscalls, ...; see "Check files" in docs/ci.md). The file is validated before
     /// anything starts; a failed assertion makes the exit status 123.
     #[arg(long, value_name = "FILE")]
     pub check: Option<PathBuf>,

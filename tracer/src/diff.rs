@@ -48,7 +48,7 @@ pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
         Some((comm, f)) => (Scope::Comm(comm.to_string()), f),
     };
     let unit = figures::unit_of(figure).ok_or_else(|| {
-        format!("`{text}`: unknown figure `{figure}` (see \"Check files\" in the README)")
+        format!("`{text}`: unknown figure `{figure}` (see \"Check files\" in docs/ci.md)")
     })?;
     if scope != Scope::Tree && figures::TREE_FIGURES.iter().any(|f| f.0 == figure) {
         return Err(format!(

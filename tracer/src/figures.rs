@@ -1,6 +1,6 @@
 //! The named figures of a report: what `--check` assertions and `tracer diff` thresholds refer
 //! to. One table names each figure, its unit, how the tree total combines the processes, and
-//! what it means (the README's figure reference repeats it; a test keeps the two in step).
+//! what it means (docs/ci.md's figure reference repeats it; a test keeps the two in step).
 
 use std::collections::BTreeMap;
 
@@ -24,7 +24,7 @@ pub struct Figure {
     pub name: &'static str,
     pub unit: Unit,
     pub over: Over,
-    /// What it measures (the README's figure table says the same).
+    /// What it measures (the figure table in docs/ci.md says the same).
     #[allow(dead_code)]
     pub about: &'static str,
     get: fn(&ProcessReport) -> u64,
@@ -403,8 +403,8 @@ mod tests {
     }
 
     #[test]
-    fn readme_documents_every_figure() {
-        let readme = include_str!("../../README.md");
+    fn the_ci_reference_documents_every_figure() {
+        let readme = include_str!("../../docs/ci.md");
         for name in FIGURES
             .iter()
             .map(|f| f.name)
@@ -413,7 +413,7 @@ mod tests {
         {
             assert!(
                 readme.contains(&format!("`{name}`")),
-                "README.md does not document the figure `{name}`"
+                "docs/ci.md does not document the figure `{name}`"
             );
         }
     }

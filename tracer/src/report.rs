@@ -1,6 +1,6 @@
 //! The JSON report (`--report PATH`): one versioned document describing every traced process
 //! and the tree, for CI to keep, check (`--check`) and compare (`tracer diff`). Building it is
-//! pure (from the process table); the schema is documented in the README and versioned by
+//! pure (from the process table); the schema is documented in docs/ci.md and versioned by
 //! `schema_version`: a field's meaning never changes within a version.
 
 use std::collections::BTreeMap;
@@ -269,7 +269,7 @@ pub struct ProcessReport {
     /// The address space at the end (at exit for a process that exited).
     pub address_space: Vec<VmaReport>,
     pub drift: Drift,
-    /// The figures checks and diffs use, by name (see `figures.rs` and the README).
+    /// The figures checks and diffs use, by name (see `figures.rs` and docs/ci.md).
     pub figures: BTreeMap<String, u64>,
 }
 

@@ -116,6 +116,12 @@ pub fn main(args: &Args) -> Result<()> {
         .clone()
         .unwrap_or_else(|| root.join("BENCHMARKS.md"));
     if output != Path::new("-") {
+        // Sections measured apart (by tests or scripts) are carried over from the old file.
+        let kept = fs::read_to_string(&output)
+            .ok()
+            .and_then(|old| measured_apart(&old).map(str::to_owned))
+            .unwrap_or_default();
+        let text = format!("{}\n{kept}", text.trim_end());
         fs::write(&output, text).with_context(|| format!("cannot write {}", output.display()))?;
         say(format_args!(
             "bench: results written to {}",
@@ -123,6 +129,15 @@ pub fn main(args: &Args) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The line of BENCHMARKS.md below which sections are measured apart from this command.
+const MEASURED_APART: &str = "<!-- Measured apart:";
+
+/// The part of an old BENCHMARKS.md that `cargo xtask bench` keeps: from the marker line on.
+fn measured_apart(old: &str) -> Option<&str> {
+    let at = old.find(MEASURED_APART)?;
+    Some(&old[at..])
 }
 
 /// What to run, from the options.
@@ -363,4 +378,19 @@ fn machine(root: &Path, tools: &Tools, args: &Args) -> Result<Machine> {
         command,
         tracer_args: args.tracer_args.join(" "),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_run_keeps_what_was_measured_apart() {
+        let old = "# Benchmarks\n\nold table\n\n<!-- Measured apart: kept -->\n\n## By hand\n";
+        assert_eq!(
+            measured_apart(old),
+            Some("<!-- Measured apart: kept -->\n\n## By hand\n")
+        );
+        assert_eq!(measured_apart("# Benchmarks\n\nonly generated\n"), None);
+    }
 }

@@ -441,7 +441,7 @@ fn assertion(
         return p.err(
             key.span(),
             format!(
-                "unknown {what} `{name}`{} (see \"Check files\" in the README for the figures)",
+                "unknown {what} `{name}`{} (see \"Check files\" in docs/ci.md for the figures)",
                 did_you_mean(name, context.keys().into_iter())
             ),
         );
