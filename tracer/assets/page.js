@@ -476,7 +476,12 @@
   // ---------- live ----------
   function fetchJson(path) {
     return fetch(path, { cache: 'no-store', credentials: 'same-origin' }).then(function (r) {
-      if (!r.ok) throw new Error(path + ': HTTP ' + r.status);
+      // The daemon says why (e.g. a 403 names how to get access): show its words, bounded.
+      if (!r.ok) {
+        return r.text().then(function (why) {
+          throw new Error(path + ': HTTP ' + r.status + ': ' + why.slice(0, 600));
+        });
+      }
       return r.json();
     });
   }
