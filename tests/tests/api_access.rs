@@ -75,6 +75,32 @@ fn request(uid: Option<u32>, addr: &str, method: &str, path: &str, headers: &[&s
     Response { status, text }
 }
 
+/// `request` as `uid`, from inside a new user namespace where it is root with every
+/// capability (`unshare -Ur`, open to any user here): capabilities there are worth nothing here.
+fn request_in_user_namespace(uid: u32, addr: &str, path: &str) -> Response {
+    let out = Command::new("unshare")
+        .arg("-Ur")
+        .arg(workload("http_request"))
+        .args([addr, "GET", path])
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .expect("run unshare (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "unshare -Ur http_request GET {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    println!("GET {path} as {uid} in a user namespace: {status}");
+    Response { status, text }
+}
+
 /// The body of a response.
 fn body(response: &Response) -> &str {
     response.text.split_once("\r\n\r\n").map_or("", |(_, b)| b)
@@ -259,6 +285,14 @@ fn over_the_unix_socket_each_user_reads_only_its_own_processes() {
     assert_eq!(detail.status, 403, "{}", detail.text);
     let all = request(nobody, &listen, "GET", "/api/v1/report", &[]);
     assert_eq!(all.status, 403, "{}", all.text);
+    // Root with every capability in a user namespace of its own is still nobody here.
+    for path in [
+        "/api/v1/report".to_string(),
+        format!("/api/v1/processes/{root_pid}/maps"),
+    ] {
+        let r = request_in_user_namespace(NOBODY, &listen, &path);
+        assert_eq!(r.status, 403, "{}", r.text);
+    }
 
     // Its own process: the layout /proc shows it too.
     let mine = request(

@@ -151,16 +151,27 @@ fn a_burst_of_short_lived_processes_leaves_series_and_memory_where_they_were() {
         }
     }
     let after_burst = rss_kib(tracer);
-    // Past the grace period (2 s) and the housekeeping that forgets exited processes.
-    let deadline = Instant::now() + Duration::from_secs(6);
+    // Past the grace period (2 s) and the housekeeping that forgets exited processes, the
+    // daemon must come back to its resting size. `--all` also models whatever else runs on
+    // the machine meanwhile (a compiler's process holds thousands of VMAs), so the lowest
+    // size seen over 15 s counts: memory never given back stays high the whole time (as it
+    // did without `malloc_trim`: +18 % at every sample).
+    let grace_over = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(18);
+    let mut settled = u64::MAX;
     while Instant::now() < deadline {
         let s = scrape(&daemon);
         max_series = max_series.max(s.series);
         check(s, &mut last);
         scrapes += 1;
+        if Instant::now() >= grace_over {
+            settled = settled.min(rss_kib(tracer));
+            if settled as f64 <= before as f64 * 1.05 {
+                break;
+            }
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let settled = rss_kib(tracer);
     assert!(
         last.folded > 0,
         "{COMMS} comms through {GROUPS} places must fold some"
@@ -168,7 +179,7 @@ fn a_burst_of_short_lived_processes_leaves_series_and_memory_where_they_were() {
     assert!(last.comms.contains("(other processes)"), "{:?}", last.comms);
     println!(
         "daemon RSS: {before} KiB at rest, {after_burst} KiB after {BURST} processes of {COMMS} \
-         comms, {settled} KiB after the grace period ({:+.1} %); per-comm series at most \
+         comms, {settled} KiB at the lowest after the grace period ({:+.1} %); per-comm series at most \
          {max_series} (budget {budget}) over {scrapes} scrapes; {} comms folded",
         (settled as f64 / before as f64 - 1.0) * 100.0,
         last.folded

@@ -44,6 +44,10 @@ pub enum Peer {
 pub enum Access {
     /// Only the public routes; the process list without `exe`.
     Public,
+    /// A Unix-socket peer allowed one process's routes as its owner (`may_read`): only while
+    /// that process runs. Once it has exited its pid can be handed to anybody, whose
+    /// ownership would then lend them the dead process's layout.
+    Owner,
     /// Everything.
     Full,
 }
@@ -201,7 +205,9 @@ pub fn decide<B>(
     let scope = scope(method, path, request.uri().query());
     match peer {
         Peer::Tcp { local, client_cert } => {
-            if local.ip().is_loopback() {
+            // to_canonical: on a dual-stack listener an IPv4 client of 127.0.0.1 arrives at
+            // ::ffff:127.0.0.1, which is_loopback() alone does not call loopback.
+            if local.ip().to_canonical().is_loopback() {
                 let host = request
                     .headers()
                     .get(header::HOST)
@@ -268,7 +274,11 @@ pub fn decide<B>(
                     },
                 ));
             }
-            Ok(if admin { Access::Full } else { Access::Public })
+            Ok(match scope {
+                _ if admin => Access::Full,
+                Scope::Process(_) => Access::Owner,
+                _ => Access::Public,
+            })
         }
     }
 }

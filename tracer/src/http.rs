@@ -26,10 +26,20 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub enum Ask {
     Processes,
-    Process(u32),
-    Maps(u32),
+    /// One process's detail; with `running_only`, not once it has exited (`Access::Owner`).
+    Process {
+        pid: u32,
+        running_only: bool,
+    },
+    Maps {
+        pid: u32,
+        running_only: bool,
+    },
     /// Compare the model of a process with /proc now (and heal it if it drifted).
-    Check(u32),
+    Check {
+        pid: u32,
+        running_only: bool,
+    },
     /// The metrics: Prometheus text exposition, or OpenMetrics when the scraper asked for it.
     Metrics {
         openmetrics: bool,
@@ -41,6 +51,11 @@ pub enum Ask {
     },
     /// The report (`--report`'s document) as of now.
     Report,
+}
+
+/// Whether a request may only see running processes (see `Access::Owner`).
+fn owner_only(access: Option<Extension<Access>>) -> bool {
+    access.is_some_and(|Extension(a)| a == Access::Owner)
 }
 
 /// The session's answer.
@@ -170,21 +185,36 @@ fn router(api: Api) -> Router {
         )
         .route(
             "/api/v1/processes/{pid}",
-            get(|State(api): State<Api>, Path(pid): Path<u32>| async move {
-                api.ask(Ask::Process(pid)).await
-            }),
+            get(
+                |State(api): State<Api>,
+                 Path(pid): Path<u32>,
+                 access: Option<Extension<Access>>| async move {
+                    let running_only = owner_only(access);
+                    api.ask(Ask::Process { pid, running_only }).await
+                },
+            ),
         )
         .route(
             "/api/v1/processes/{pid}/maps",
-            get(|State(api): State<Api>, Path(pid): Path<u32>| async move {
-                api.ask(Ask::Maps(pid)).await
-            }),
+            get(
+                |State(api): State<Api>,
+                 Path(pid): Path<u32>,
+                 access: Option<Extension<Access>>| async move {
+                    let running_only = owner_only(access);
+                    api.ask(Ask::Maps { pid, running_only }).await
+                },
+            ),
         )
         .route(
             "/api/v1/processes/{pid}/check",
-            post(|State(api): State<Api>, Path(pid): Path<u32>| async move {
-                api.ask(Ask::Check(pid)).await
-            }),
+            post(
+                |State(api): State<Api>,
+                 Path(pid): Path<u32>,
+                 access: Option<Extension<Access>>| async move {
+                    let running_only = owner_only(access);
+                    api.ask(Ask::Check { pid, running_only }).await
+                },
+            ),
         )
         .route(
             "/api/v1/phases",

@@ -140,11 +140,15 @@ fn umask() -> u32 {
         .unwrap_or(0o022)
 }
 
-/// The mode the finished file gets: that of the file it replaces, else `0666 & ~umask`.
+/// The mode the finished file gets: `0666 & ~umask`, or the permission bits of the file it
+/// replaces when the tracer's user owns it (a file someone else planted must not lend its
+/// mode, e.g. set-uid or world-writable, to a file root now owns). Never set-id or sticky.
 fn final_mode(replaced: Option<&std::fs::Metadata>) -> u32 {
+    // SAFETY: a plain getter.
+    let euid = unsafe { libc::geteuid() };
     match replaced {
-        Some(meta) => meta.mode() & 0o7777,
-        None => 0o666 & !umask(),
+        Some(meta) if meta.uid() == euid => meta.mode() & 0o777,
+        _ => 0o666 & !umask(),
     }
 }
 
@@ -229,6 +233,30 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| !expected.contains(&n.as_str()))
             .collect()
+    }
+
+    #[test]
+    fn a_planted_file_lends_the_output_neither_its_mode_nor_set_id_bits() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch("mode");
+        let planted = dir.join("planted");
+        std::fs::write(&planted, b"x").unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o6777)).unwrap();
+        let own = std::fs::symlink_metadata(&planted).unwrap();
+        assert_eq!(
+            final_mode(Some(&own)),
+            0o777,
+            "our own file: its permission bits only"
+        );
+        // Someone else's file (as a planted one would be): the default mode.
+        // SAFETY: plain getters and chown on our own scratch file.
+        let other = unsafe { libc::geteuid() }.wrapping_add(1);
+        let c = std::ffi::CString::new(planted.as_os_str().as_encoded_bytes()).unwrap();
+        if unsafe { libc::chown(c.as_ptr(), other, u32::MAX) } == 0 {
+            let theirs = std::fs::symlink_metadata(&planted).unwrap();
+            assert_eq!(final_mode(Some(&theirs)), 0o666 & !umask());
+        }
+        assert_eq!(final_mode(None) & 0o7000, 0);
     }
 
     #[test]

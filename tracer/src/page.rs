@@ -20,10 +20,12 @@ fn assemble(data: Option<&str>) -> String {
     let data = data.map_or(String::new(), |json| {
         format!("<script type=\"application/json\" id=\"tracer-data\">{json}</script>")
     });
+    // The data last: a name that holds `/*JS*/` or `/*CSS*/` must not take the place meant for
+    // the script or the style sheet.
     TEMPLATE
         .replacen("/*CSS*/", CSS, 1)
-        .replacen("<!--DATA-->", &data, 1)
         .replacen("/*JS*/", SCRIPT, 1)
+        .replacen("<!--DATA-->", &data, 1)
 }
 
 /// JSON text safe inside a `<script>` element: `</script>` or `<!--` in a process or file name
@@ -74,6 +76,8 @@ mod tests {
         let mut report = Report::default();
         report.processes.push(Default::default());
         report.processes[0].comm = "</script><script>alert(1)</script><!--".into();
+        // Placeholders of the template in a name must not swallow the script or the style.
+        report.processes[0].argv = vec!["/*JS*/".into(), "/*CSS*/".into()];
         report.processes[0]
             .address_space
             .push(crate::report::VmaReport {
@@ -81,6 +85,8 @@ mod tests {
                 ..Default::default()
             });
         let page = offline(&report).unwrap();
+        assert_eq!(page.matches(SCRIPT).count(), 1, "the script, once");
+        assert_eq!(page.matches(CSS).count(), 1, "the style sheet, once");
         let start = page.find("id=\"tracer-data\">").unwrap();
         let data = &page[start + "id=\"tracer-data\">".len()..];
         let data = &data[..data.find("</script>").unwrap()];

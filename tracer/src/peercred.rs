@@ -2,7 +2,7 @@
 //! peer (`SO_PEERCRED`): `ptrace_may_access(PTRACE_MODE_READ_FSCREDS)`, the check behind
 //! `/proc/PID/maps`. The peer may read a process when its uid equals the target's real,
 //! effective and saved uids, its gid the target's real, effective and saved gids, and the
-//! target is dumpable; or when it is root or holds CAP_SYS_PTRACE.
+//! target is dumpable; or when it holds CAP_SYS_PTRACE in the tracer's user namespace.
 
 use std::os::unix::fs::MetadataExt;
 
@@ -28,19 +28,34 @@ fn has_cap(status: &str, cap: u32) -> bool {
         .is_some_and(|caps| caps & (1 << cap) != 0)
 }
 
-/// Whether the peer is root, or a process of `uid` holding CAP_SYS_PTRACE. The peer's pid is
-/// checked to still belong to `uid` so that a recycled pid lends nobody its capabilities.
+/// Whether the peer holds CAP_SYS_PTRACE in the tracer's own user namespace (root normally
+/// does), which lets it read any process's layout. `CapEff` in `/proc/PID/status` is the set
+/// in the peer's *own* user namespace: any user gets a full set with `unshare -Ur`, so a peer
+/// in another user namespace is never an administrator, whatever its capabilities there. A
+/// root without the capability (a container with every capability dropped) is not one either,
+/// as for the kernel. The peer's pid is checked to still belong to `uid` so that a recycled
+/// pid lends nobody its capabilities.
 pub fn is_admin(uid: u32, pid: i32) -> bool {
-    if uid == 0 {
-        return true;
-    }
     if pid <= 0 {
         return false;
     }
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return false;
     };
-    ids(&status, "Uid:").is_some_and(|u| u[1] == uid) && has_cap(&status, CAP_SYS_PTRACE)
+    ids(&status, "Uid:").is_some_and(|u| u[1] == uid)
+        && has_cap(&status, CAP_SYS_PTRACE)
+        && same_user_namespace(pid)
+}
+
+/// Whether process `pid` is in the tracer's user namespace (the same `ns/user` inode).
+fn same_user_namespace(pid: i32) -> bool {
+    match (
+        std::fs::metadata(format!("/proc/{pid}/ns/user")),
+        std::fs::metadata("/proc/self/ns/user"),
+    ) {
+        (Ok(peer), Ok(own)) => peer.ino() == own.ino() && peer.dev() == own.dev(),
+        _ => false,
+    }
 }
 
 /// Whether the unprivileged peer `uid`/`gid` may read process `target`'s layout.
@@ -84,7 +99,11 @@ mod tests {
         assert!(!may_read(uid.wrapping_add(1), gid, me));
         assert!(!may_read(uid, gid.wrapping_add(1), me));
         assert!(!may_read(uid, gid, u32::MAX));
-        assert!(is_admin(0, 1));
+        // As root (the tests run so), this very process: CAP_SYS_PTRACE, our user namespace.
+        if uid == 0 {
+            assert!(is_admin(0, me as i32));
+        }
+        assert!(same_user_namespace(me as i32));
         assert!(!is_admin(65534, -1));
     }
 }

@@ -352,6 +352,11 @@ impl Tracker {
 
     /// `pid`'s state brought up to date for a view: a running process gets its stack growth,
     /// pending file names and fault counters.
+    /// Whether `pid` is a traced process that has not exited.
+    fn is_running(&self, pid: u32) -> bool {
+        self.table.get(pid).is_some_and(|p| p.is_running())
+    }
+
     fn current_view(&mut self, pid: u32) -> Option<&ProcessState> {
         let p = self.table.get_mut(pid)?;
         if p.is_running() {
@@ -791,14 +796,23 @@ impl Session {
                     "daemon": api::daemon_json(&self.tracker.counters),
                 }))
             }
-            Ask::Process(pid) => match self.tracker.current_view(pid) {
+            Ask::Process { pid, running_only } if running_only && !self.tracker.is_running(pid) => {
+                not_found(pid)
+            }
+            Ask::Maps { pid, running_only } if running_only && !self.tracker.is_running(pid) => {
+                not_found(pid)
+            }
+            Ask::Check { pid, running_only } if running_only && !self.tracker.is_running(pid) => {
+                not_found(pid)
+            }
+            Ask::Process { pid, .. } => match self.tracker.current_view(pid) {
                 Some(p) => match serde_json::to_string(&api::process_detail(p)) {
                     Ok(text) => Answer::JsonText(text),
                     Err(err) => Answer::Failed(format!("cannot serialise the process: {err}")),
                 },
                 None => not_found(pid),
             },
-            Ask::Maps(pid) => match self.tracker.current_view(pid) {
+            Ask::Maps { pid, .. } => match self.tracker.current_view(pid) {
                 Some(p) => Answer::Text(maps::render(&p.space)),
                 None => not_found(pid),
             },
@@ -839,7 +853,7 @@ impl Session {
                 Ok(value) => Answer::Json(value),
                 Err(err) => Answer::Failed(format!("cannot serialise the report: {err}")),
             },
-            Ask::Check(pid) => match self.check(pid) {
+            Ask::Check { pid, .. } => match self.check(pid) {
                 Ok(differences) => {
                     let p = self.tracker.table.get_mut(pid);
                     let (resyncs, total) = p.map_or((0, 0), |p| (p.resyncs, p.drift_differences));

@@ -40,6 +40,7 @@ const TEST_PROGRAMS: &[(&str, &str)] = &[
     ("/bin/bash", "bash"),
     ("/usr/bin/python3", "python3"),
     ("setpriv", "util-linux"),
+    ("unshare", "util-linux"),
     ("promtool", "prometheus"),
     ("prometheus", "prometheus"),
     ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "libjemalloc2"),
