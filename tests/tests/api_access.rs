@@ -59,37 +59,29 @@ fn request(uid: Option<u32>, addr: &str, method: &str, path: &str, headers: &[&s
     if let Some(uid) = uid {
         command.uid(uid).gid(uid);
     }
-    let out = command.output().expect("run http_request");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{method} {path} as {uid:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    println!("{method} {path} as {uid:?}: {status}");
-    Response { status, text }
+    answer(command, &format!("{method} {path} as {uid:?}"))
 }
 
 /// `request` as `uid`, from inside a new user namespace where it is root with every
 /// capability (`unshare -Ur`, open to any user here): capabilities there are worth nothing here.
 fn request_in_user_namespace(uid: u32, addr: &str, path: &str) -> Response {
-    let out = Command::new("unshare")
+    let mut command = Command::new("unshare");
+    command
         .arg("-Ur")
         .arg(workload("http_request"))
         .args([addr, "GET", path])
         .uid(uid)
-        .gid(uid)
-        .output()
-        .expect("run unshare (util-linux)");
+        .gid(uid);
+    answer(command, &format!("GET {path} as {uid} in a user namespace"))
+}
+
+/// Runs an `http_request` command and reads the response it printed.
+fn answer(mut command: Command, what: &str) -> Response {
+    let out = command.output().expect("run http_request");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "unshare -Ur http_request GET {path}: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let status = text
@@ -97,7 +89,7 @@ fn request_in_user_namespace(uid: u32, addr: &str, path: &str) -> Response {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    println!("GET {path} as {uid} in a user namespace: {status}");
+    println!("{what}: {status}");
     Response { status, text }
 }
 
