@@ -525,3 +525,31 @@ pub fn trace_workload(test: &str, options: &[&str], name: &str, args: &[&str]) -
         pid,
     }
 }
+
+/// A free TCP port on loopback (bound once and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real Prometheus server on `127.0.0.1:port` with `dir/prometheus.yml`, its data in
+/// `dir/data`.
+pub fn start_prometheus(dir: &Path, port: u16) -> Child {
+    Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus (Debian package) is installed by setup")
+}

@@ -3,7 +3,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -43,14 +43,6 @@ fn shipped_rules_and_scrape_config_pass_promtool() {
     ]);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn a_real_prometheus_scrapes_the_traced_workload() {
     if !kernel_available() {
@@ -71,20 +63,7 @@ fn a_real_prometheus_scrapes_the_traced_workload() {
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
     std::fs::copy(deploy("tracer-alerts.yml"), dir.join("tracer-alerts.yml")).unwrap();
     let port = free_port();
-    let mut prometheus = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus (Debian package) is installed by setup");
+    let mut prometheus = start_prometheus(&dir, port);
     // `__rules__` asks for the rules' state instead of a query.
     let query = |q: &str| -> Option<Value> {
         let mut response = if q == "__rules__" {

@@ -4,7 +4,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -68,14 +68,6 @@ fn certificates(dir: &Path) {
             "tls.crt",
         ],
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -152,20 +144,7 @@ fn prometheus_scrapes_through_tls_and_basic_auth() {
     );
 
     let port = free_port();
-    let mut prometheus = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus (Debian package) is installed by setup");
+    let mut prometheus = start_prometheus(&dir, port);
     let value = |q: &str| -> Option<f64> {
         let url = format!("http://127.0.0.1:{port}/api/v1/query");
         let mut response = ureq::get(&url).query("query", q).call().ok()?;

@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
+use super::tests::ev;
 use super::{
     apply::apply,
     space::AddressSpace,
     vma::{Backing, Perms},
 };
-use crate::{events::SyscallEvent, syscalls::SyscallKind};
+use crate::syscalls::SyscallKind;
 
 const P: u64 = 4096;
 /// Calls land in a window of `WINDOW` pages at `BASE`; the heap lives in its own window above.
@@ -93,21 +94,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn event(kind: SyscallKind, args: &[u64], ret: i64) -> SyscallEvent {
-    let mut a = [0; 6];
-    a[..args.len()].copy_from_slice(args);
-    SyscallEvent {
-        ts_ns: 0,
-        enter_ns: 0,
-        tgid: 1,
-        tid: 1,
-        kind,
-        args: a,
-        ret,
-        seq: 0,
-    }
-}
-
 /// The reference: one entry per mapped page, keyed by address, and the break.
 struct Reference {
     pages: BTreeMap<u64, Page>,
@@ -159,7 +145,7 @@ fn step(space: &mut AddressSpace, reference: &mut Reference, op: &Op) {
                 None => (MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS, u64::MAX, 0),
                 Some((fd, off)) => (MAP_PRIVATE | MAP_FIXED, fd as u64, off * P),
             };
-            let e = event(
+            let e = ev(
                 SyscallKind::Mmap,
                 &[start, pages * P, prot, flags, fd, off],
                 start as i64,
@@ -177,7 +163,7 @@ fn step(space: &mut AddressSpace, reference: &mut Reference, op: &Op) {
         }
         Op::Munmap { at, pages } => {
             let start = BASE + at * P;
-            apply(space, &event(SyscallKind::Munmap, &[start, pages * P], 0));
+            apply(space, &ev(SyscallKind::Munmap, &[start, pages * P], 0));
             for i in 0..pages {
                 reference.pages.remove(&(start + i * P));
             }
@@ -200,7 +186,7 @@ fn step(space: &mut AddressSpace, reference: &mut Reference, op: &Op) {
             };
             apply(
                 space,
-                &event(SyscallKind::Mprotect, &[start, pages * P, prot], ret),
+                &ev(SyscallKind::Mprotect, &[start, pages * P, prot], ret),
             );
         }
         Op::Mremap { at, old, new, to } => {
@@ -228,7 +214,7 @@ fn step(space: &mut AddressSpace, reference: &mut Reference, op: &Op) {
             };
             apply(
                 space,
-                &event(
+                &ev(
                     SyscallKind::Mremap,
                     &[start, old * P, new * P, flags, dest],
                     dest as i64,
@@ -260,7 +246,7 @@ fn step(space: &mut AddressSpace, reference: &mut Reference, op: &Op) {
         }
         Op::Brk { offset } => {
             let new_brk = HEAP + offset;
-            apply(space, &event(SyscallKind::Brk, &[new_brk], new_brk as i64));
+            apply(space, &ev(SyscallKind::Brk, &[new_brk], new_brk as i64));
             let (old_end, new_brk_end) = (reference.heap_end(), new_brk.div_ceil(P) * P);
             for page in (old_end.min(new_brk_end)..old_end.max(new_brk_end)).step_by(P as usize) {
                 if new_brk_end > old_end {

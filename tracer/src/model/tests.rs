@@ -18,7 +18,8 @@ const PRIVATE_ANON: u64 = 0x22;
 const FIXED: u64 = 0x10;
 const FIXED_NOREPLACE: u64 = 0x100000;
 
-fn ev(kind: SyscallKind, args: &[u64], ret: i64) -> SyscallEvent {
+/// A syscall record of tgid 1 (also the property tests' builder).
+pub(super) fn ev(kind: SyscallKind, args: &[u64], ret: i64) -> SyscallEvent {
     let mut a = [0; 6];
     a[..args.len()].copy_from_slice(args);
     SyscallEvent {
