@@ -1,53 +1,11 @@
 //! `tracer`: live allocation tracer daemon and CLI.
 
-mod access;
-mod api;
-mod cgroup;
-mod check;
-mod cli;
-mod commands;
-mod diff;
-mod events;
-mod exit;
-mod fault_regions;
-mod figures;
-mod groups;
-mod http;
-mod jsonl;
-mod launch;
-mod layout;
-mod listener;
-mod metrics;
-mod model;
-mod openmetrics;
-mod order;
-mod outfile;
-mod page;
-#[cfg(test)]
-mod parser_props;
-mod peercred;
-mod preflight;
-mod probes;
-mod process;
-mod process_figures;
-mod procfs;
-mod recent;
-mod reconcile;
-mod report;
-mod session;
-mod sizes;
-mod summary;
-mod syscalls;
-mod tracefs;
-mod units;
-mod watchdog;
-mod webconfig;
-
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use tracer::cli::{Cli, Command};
+use tracer::{commands, error_chain, exit, launch, preflight, watchdog};
 
 fn main() -> ExitCode {
     // Before anything installs a handler: CMD of `tracer run` inherits what was ignored.
@@ -106,19 +64,4 @@ fn main() -> ExitCode {
             ExitCode::from(err.exit_code() as u8)
         }
     }
-}
-
-/// The error and its sources, joined, so the kernel's own reason is not lost.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -110,6 +110,12 @@ impl Vma {
         self.end - self.start
     }
 
+    /// Never true for a VMA the model holds (the model keeps `start < end`); here for the
+    /// property tests that check exactly that.
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
     /// The part of this VMA inside `[start, end)` (which must overlap it), with the file
     /// offset moved along.
     pub fn slice(&self, start: u64, end: u64) -> Vma {
