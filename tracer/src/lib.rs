@@ -2,48 +2,20 @@
 //! targets and the property tests. Every module is public so that fuzzing reaches the parsers
 //! the daemon feeds untrusted bytes to.
 
-pub mod access;
-pub mod api;
-pub mod cgroup;
 pub mod check;
 pub mod cli;
 pub mod commands;
-pub mod diff;
-pub mod events;
-pub mod exit;
-pub mod fault_regions;
-pub mod figures;
-pub mod groups;
-pub mod http;
-pub mod jsonl;
+pub mod kernel;
 pub mod launch;
-pub mod layout;
-pub mod listener;
-pub mod metrics;
 pub mod model;
-pub mod openmetrics;
-pub mod order;
-pub mod outfile;
-pub mod page;
+pub mod output;
 #[cfg(test)]
 mod parser_props;
-pub mod peercred;
-pub mod preflight;
-pub mod probes;
-pub mod process;
-pub mod process_figures;
 pub mod procfs;
-pub mod recent;
-pub mod reconcile;
-pub mod report;
+pub mod server;
 pub mod session;
-pub mod sizes;
-pub mod summary;
-pub mod syscalls;
-pub mod tracefs;
-pub mod units;
-pub mod watchdog;
-pub mod webconfig;
+pub mod tracking;
+pub mod views;
 
 /// The error and its sources, joined, so the kernel's own reason is not lost.
 pub fn error_chain(err: &dyn std::error::Error) -> String {

@@ -4,8 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use tracer::cli::exit;
 use tracer::cli::{Cli, Command};
-use tracer::{commands, error_chain, exit, launch, preflight, watchdog};
+use tracer::kernel::preflight;
+use tracer::launch::{self, watchdog};
+use tracer::{commands, error_chain};
 
 fn main() -> ExitCode {
     // Before anything installs a handler: CMD of `tracer run` inherits what was ignored.

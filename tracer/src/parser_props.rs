@@ -6,12 +6,13 @@
 use proptest::prelude::*;
 
 use crate::{
-    events,
+    kernel::events,
+    kernel::tracefs,
     model::{
         AddressSpace, maps,
         vma::{Backing, FileRef, Perms, Vma},
     },
-    procfs, tracefs,
+    procfs,
 };
 
 fn config() -> ProptestConfig {
@@ -90,20 +91,20 @@ proptest! {
 
     #[test]
     fn sizes_thresholds_and_ring_sizes_of_any_text_parse_or_fail(text in texty(&["4", "096", "K", "MiB", "G", "%", "+", ">", ":", "*", "peak_rss", "tree", ".5", "18446744073709551615"])) {
-        let _ = crate::units::parse_size(&text);
+        let _ = crate::check::units::parse_size(&text);
         let _ = crate::cli::parse_ring_size(&text);
-        let _ = crate::diff::parse_threshold(&text);
+        let _ = crate::check::diff::parse_threshold(&text);
     }
 
     #[test]
     fn check_files_and_reports_of_any_text_parse_or_fail(text in texty(&["[[process]]\n", "comm = \"a\"\n", "max_peak_rss = \"1MiB\"\n", "[tree]\n", "max_faults = 3\n", "{\"schema_version\": 1, ", "\"processes\": [", "{\"pid\": 3, \"comm\": \"a\"}", "]}", "\"", "=", "\n"])) {
         if let Ok(file) = crate::check::spec::parse("fuzz.toml", &text)
-            && let Ok(report) = crate::report::parse(r#"{"schema_version": 1, "processes": [{"pid": 3, "comm": "a"}]}"#)
+            && let Ok(report) = crate::output::report::parse(r#"{"schema_version": 1, "processes": [{"pid": 3, "comm": "a"}]}"#)
         {
             let _ = crate::check::evaluate(&file, &report);
         }
-        if let Ok(report) = crate::report::parse(&text) {
-            let _ = crate::diff::compare("a", &report, "b", &report, &[], true);
+        if let Ok(report) = crate::output::report::parse(&text) {
+            let _ = crate::check::diff::compare("a", &report, "b", &report, &[], true);
         }
     }
 }

@@ -1,14 +1,16 @@
 //! `--check FILE`: assertions over the report's figures, evaluated when tracing ends. Pure:
 //! parsing (`spec`) and evaluation work on text and a `Report`; the command writes the outcome.
 
+pub mod diff;
 pub mod junit;
 pub mod spec;
+pub mod units;
 
 use std::fmt::Write as _;
 
 use crate::{
-    figures::{self, Unit, show},
-    report::{ProcessReport, Report},
+    output::figures::{self, Unit, show},
+    output::report::{ProcessReport, Report},
 };
 pub use spec::{CheckFile, Op, Scope, Test};
 
@@ -228,12 +230,12 @@ fn line(file: &CheckFile, o: &Outcome) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::report::*;
+    use crate::output::report::*;
     use std::collections::BTreeMap;
 
     pub fn process(pid: u32, comm: &str, figures: &[(&str, u64)]) -> ProcessReport {
-        let empty = crate::process::ProcessState::new(pid, comm.into(), 4096);
-        let mut p = crate::report::process(&empty);
+        let empty = crate::tracking::process::ProcessState::new(pid, comm.into(), 4096);
+        let mut p = crate::output::report::process(&empty);
         p.argv = vec![format!("/bin/{comm}"), "--fast".into()];
         for (name, value) in figures {
             p.figures.insert(name.to_string(), *value);
@@ -242,7 +244,7 @@ pub(crate) mod tests {
     }
 
     pub fn report(processes: Vec<ProcessReport>) -> Report {
-        let counters = crate::summary::DaemonCounters::default();
+        let counters = crate::output::summary::DaemonCounters::default();
         let ctx = Context {
             mode: "run",
             command: vec![],

@@ -6,7 +6,7 @@ use toml::{
     de::{DeTable, DeValue},
 };
 
-use crate::figures::{self, PHASE_FIGURES, TREE_FIGURES, Unit};
+use crate::output::figures::{self, PHASE_FIGURES, TREE_FIGURES, Unit};
 
 /// A check file, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -338,7 +338,8 @@ fn group(
     match (heap_returned_at, slack) {
         (Some(i), Some((bytes, _))) => {
             assertions[i].test = Test::HeapReturned { slack: bytes };
-            assertions[i].text += &format!(" (slack {})", crate::summary::human_bytes(bytes));
+            assertions[i].text +=
+                &format!(" (slack {})", crate::output::summary::human_bytes(bytes));
         }
         (None, Some((_, span))) => {
             return p.err(span, "heap_return_slack needs `heap_returned_to_os = true`");
@@ -491,9 +492,8 @@ fn limit(p: &Parser, value: &Spanned<DeValue>, key: &str, unit: Unit) -> Result<
                 Err(_) => p.err(value.span(), format!("`{key}`: {digits} is too large")),
             }
         }
-        (DeValue::String(s), Unit::Bytes) => {
-            crate::units::parse_size(s).or_else(|e| p.err(value.span(), format!("`{key}`: {e}")))
-        }
+        (DeValue::String(s), Unit::Bytes) => crate::check::units::parse_size(s)
+            .or_else(|e| p.err(value.span(), format!("`{key}`: {e}"))),
         (DeValue::String(s), Unit::Count) => p.err(
             value.span(),
             format!("`{key}` is a count: write a number without quotes or unit, not \"{s}\""),

@@ -4,8 +4,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::{api_policy, bind_api, ci::Outputs, print_summary, remove_socket, start_session};
 use crate::{
+    cli::exit::{EXIT_CHECK_FAILED, TracerError},
     cli::{AttachArgs, DEFAULT_ATTACH_LISTEN},
-    exit::{EXIT_CHECK_FAILED, TracerError},
     launch, procfs,
 };
 
@@ -70,7 +70,8 @@ fn discover(args: &AttachArgs, cgroup: Option<&str>) -> Vec<Target> {
         let wanted = match cgroup {
             Some(root) => {
                 (args.comms.is_empty() || by_comm)
-                    && crate::cgroup::of_pid(pid).is_some_and(|p| crate::cgroup::is_under(&p, root))
+                    && crate::procfs::cgroup::of_pid(pid)
+                        .is_some_and(|p| crate::procfs::cgroup::is_under(&p, root))
             }
             None => args.all || by_comm,
         };
@@ -87,10 +88,10 @@ fn discover(args: &AttachArgs, cgroup: Option<&str>) -> Vec<Target> {
 /// The directory of `--cgroup PATH` under the cgroup v2 mount, and its path relative to the
 /// v2 root (as `/proc/PID/cgroup` writes it).
 fn resolve_cgroup(arg: &std::path::Path) -> Result<(std::path::PathBuf, String), TracerError> {
-    let mount = crate::cgroup::mount_point().ok_or_else(|| {
+    let mount = crate::procfs::cgroup::mount_point().ok_or_else(|| {
         TracerError::BadInput("--cgroup: no cgroup v2 hierarchy is mounted".to_owned())
     })?;
-    let rel = crate::cgroup::normalize(arg, &mount);
+    let rel = crate::procfs::cgroup::normalize(arg, &mount);
     let dir = mount.join(rel.strip_prefix("/").unwrap_or(&rel));
     if !dir.join("cgroup.procs").is_file() {
         return Err(TracerError::BadInput(format!(

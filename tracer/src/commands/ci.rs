@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
+    check::diff,
     check::{self, CheckFile},
+    cli::exit::{EXIT_CHECK_FAILED, TracerError},
     cli::{CheckReportArgs, CommonArgs, DiffArgs},
-    diff,
-    exit::{EXIT_CHECK_FAILED, TracerError},
-    outfile,
-    report::{self, Report},
+    output::outfile,
+    output::report::{self, Report},
     session::Tracker,
 };
 
@@ -109,10 +109,10 @@ impl Outputs {
             }
         }
         if let Some(path) = &self.html {
-            let written = crate::page::offline(&report)
+            let written = crate::views::page::offline(&report)
                 .map_err(|e| e.to_string())
                 .and_then(|page| {
-                    crate::outfile::write(path, page.as_bytes()).map_err(|e| e.to_string())
+                    crate::output::outfile::write(path, page.as_bytes()).map_err(|e| e.to_string())
                 });
             match written {
                 Ok(()) => eprintln!("tracer: HTML page written to {}", path.display()),

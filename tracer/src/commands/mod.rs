@@ -4,8 +4,8 @@ pub mod ci;
 pub mod run;
 
 use crate::{
-    access::Policy, exit::TracerError, http, listener::ListenAddr, preflight, session::Session,
-    summary,
+    cli::exit::TracerError, kernel::preflight, output::summary, server::access::Policy,
+    server::http, server::listener::ListenAddr, session::Session,
 };
 
 /// The HTTP API once bound: the session's query stream and the address actually bound.
@@ -20,7 +20,7 @@ fn api_policy(
     let web = common
         .web_config
         .as_deref()
-        .map(crate::webconfig::load)
+        .map(crate::server::webconfig::load)
         .transpose()
         .map_err(TracerError::BadInput)?;
     Ok(Policy {

@@ -7,7 +7,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::{api_policy, bind_api, ci::Outputs, print_summary, remove_socket, start_session};
 use crate::{
     cli::RunArgs,
-    exit::{EXIT_CHECK_FAILED, TracerError},
+    cli::exit::{EXIT_CHECK_FAILED, TracerError},
     launch, procfs,
     session::Stopped,
 };
@@ -43,7 +43,7 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
     // Started before CMD may stop at an exec, so that the tracer's death cannot leave any
     // process below CMD stopped.
     let guard = (!args.no_exec_stop)
-        .then(|| crate::watchdog::Guard::start(pid))
+        .then(|| crate::launch::watchdog::Guard::start(pid))
         .flatten();
     let program = args.command[0].as_bytes();
     let comm = procfs::escape(program.rsplit(|&b| b == b'/').next().unwrap_or_default());

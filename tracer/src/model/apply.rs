@@ -7,8 +7,8 @@ use super::{
     vma::{Backing, FileRef, Perms, Vma},
 };
 use crate::{
-    events::SyscallEvent,
-    syscalls::{Outcome, SyscallKind},
+    kernel::events::SyscallEvent,
+    kernel::syscalls::{Outcome, SyscallKind},
 };
 
 const MAP_SHARED: u64 = 0x01;
@@ -182,7 +182,7 @@ fn apply_inner(
         // between versions) is not in the record: take the state from /proc.
         SyscallKind::Mremap
             if a[3] & MREMAP_FIXED != 0
-                && crate::probes::features::mremap_unmaps_before_checking() =>
+                && crate::kernel::probes::features::mremap_unmaps_before_checking() =>
         {
             *uncertain = true;
             None

@@ -13,7 +13,7 @@ use super::{
     space::AddressSpace,
     vma::{Backing, Perms},
 };
-use crate::syscalls::SyscallKind;
+use crate::kernel::syscalls::SyscallKind;
 
 const P: u64 = 4096;
 /// Calls land in a window of `WINDOW` pages at `BASE`; the heap lives in its own window above.

@@ -9,7 +9,7 @@ use super::{
     space::AddressSpace,
     vma::{Backing, FileRef, Perms, Vma},
 };
-use crate::{events::SyscallEvent, syscalls::SyscallKind};
+use crate::{kernel::events::SyscallEvent, kernel::syscalls::SyscallKind};
 
 const P: u64 = 4096;
 const RW: u64 = 3;

@@ -1,0 +1,496 @@
+//! `tracer diff OLD NEW`: what grew between two reports (say main's and a pull request's), and
+//! thresholds (`--fail-if`) that fail the job. Pure: reports in, text and verdicts out.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use crate::{
+    output::figures::{self, Unit, show},
+    output::report::{ProcessReport, Report},
+};
+
+/// Which figures a threshold is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Tree,
+    /// Processes with this comm (paired between the reports).
+    Comm(String),
+    /// Every paired process.
+    EveryProcess,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Growth {
+    /// New exceeds old by more than this many units.
+    Absolute(u64),
+    /// New exceeds old by more than this percentage of old (any growth from 0 counts).
+    Percent(f64),
+}
+
+/// `--fail-if [SCOPE:]FIGURE>LIMIT`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Threshold {
+    pub text: String,
+    pub scope: Scope,
+    pub figure: String,
+    pub growth: Growth,
+}
+
+/// Parses `peak_rss>10%`, `tree:faults>1000`, `myprog:peak_heap>+4MiB`, `*:mmap_calls>0`.
+pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
+    let (lhs, limit) = text.split_once('>').ok_or_else(|| {
+        format!("`{text}`: write FIGURE>LIMIT, e.g. `peak_rss>10%` or `tree:faults>+1000`")
+    })?;
+    let lhs = lhs.trim();
+    let (scope, figure) = match lhs.rsplit_once(':') {
+        None => (Scope::Tree, lhs),
+        Some(("tree", f)) => (Scope::Tree, f),
+        Some(("*", f)) => (Scope::EveryProcess, f),
+        Some((comm, f)) => (Scope::Comm(comm.to_string()), f),
+    };
+    let unit = figures::unit_of(figure).ok_or_else(|| {
+        format!("`{text}`: unknown figure `{figure}` (see \"Check files\" in docs/ci.md)")
+    })?;
+    if scope != Scope::Tree && figures::TREE_FIGURES.iter().any(|f| f.0 == figure) {
+        return Err(format!(
+            "`{text}`: `{figure}` is a figure of the whole tree: write `tree:{figure}>...`"
+        ));
+    }
+    if figures::PHASE_FIGURES.iter().any(|f| f.0 == figure) && figures::find(figure).is_none() {
+        return Err(format!(
+            "`{text}`: `{figure}` is a phase figure; diff compares report figures"
+        ));
+    }
+    let limit = limit.trim().trim_start_matches('+');
+    let growth = if let Some(percent) = limit.strip_suffix('%') {
+        let value: f64 = percent
+            .trim()
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| format!("`{text}`: `{limit}` is not a percentage"))?;
+        Growth::Percent(value)
+    } else {
+        let value = match unit {
+            Unit::Bytes => {
+                crate::check::units::parse_size(limit).map_err(|e| format!("`{text}`: {e}"))?
+            }
+            Unit::Count => limit
+                .parse()
+                .map_err(|_| format!("`{text}`: `{limit}` is not a whole number"))?,
+        };
+        Growth::Absolute(value)
+    };
+    Ok(Threshold {
+        text: text.to_string(),
+        scope,
+        figure: figure.to_string(),
+        growth,
+    })
+}
+
+/// The processes of two reports, paired.
+pub struct Pairing<'a> {
+    /// Key (comm, `comm#n` for the n-th), old and new process.
+    pub pairs: Vec<(String, &'a ProcessReport, &'a ProcessReport)>,
+    pub only_old: Vec<String>,
+    pub only_new: Vec<String>,
+}
+
+/// Processes of the two reports paired by comm and order of pid (the n-th `cc1` of the old run
+/// with the n-th of the new one): pids differ between runs. The pairing key is the pair
+/// (comm, n), never the text `comm#n`: a process may well be named `cc#2` itself.
+pub fn pair<'a>(old: &'a Report, new: &'a Report) -> Pairing<'a> {
+    type Key<'r> = (&'r str, usize);
+    let keyed = |r: &'a Report| {
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut out: BTreeMap<Key<'a>, &'a ProcessReport> = BTreeMap::new();
+        let mut by_pid: Vec<&ProcessReport> = r.processes.iter().collect();
+        by_pid.sort_by_key(|p| p.pid);
+        for p in by_pid {
+            let n = seen.entry(&p.comm).or_default();
+            *n += 1;
+            out.insert((p.comm.as_str(), *n), p);
+        }
+        out
+    };
+    let show = |&(comm, n): &Key| {
+        if n == 1 {
+            comm.to_string()
+        } else {
+            format!("{comm}#{n}")
+        }
+    };
+    let (old_keyed, new_keyed) = (keyed(old), keyed(new));
+    let mut pairs = Vec::new();
+    let mut only_old = Vec::new();
+    for (key, p) in &old_keyed {
+        match new_keyed.get(key) {
+            Some(q) => pairs.push((show(key), *p, *q)),
+            None => only_old.push(format!("{} (pid {})", show(key), p.pid)),
+        }
+    }
+    let only_new = new_keyed
+        .iter()
+        .filter(|(k, _)| !old_keyed.contains_key(*k))
+        .map(|(k, p)| format!("{} (pid {})", show(k), p.pid))
+        .collect();
+    Pairing {
+        pairs,
+        only_old,
+        only_new,
+    }
+}
+
+/// One figure compared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub figure: String,
+    pub old: u64,
+    pub new: u64,
+}
+
+impl Change {
+    fn percent(&self) -> Option<f64> {
+        (self.old > 0).then(|| (self.new as f64 - self.old as f64) * 100.0 / self.old as f64)
+    }
+
+    fn exceeds(&self, growth: &Growth) -> bool {
+        let grown = self.new.saturating_sub(self.old);
+        match growth {
+            Growth::Absolute(limit) => grown > *limit,
+            Growth::Percent(limit) => match self.percent() {
+                Some(p) => p > *limit,
+                None => grown > 0,
+            },
+        }
+    }
+}
+
+fn changes(old: &BTreeMap<String, u64>, new: &BTreeMap<String, u64>) -> Vec<Change> {
+    old.iter()
+        .filter_map(|(figure, &o)| {
+            new.get(figure).map(|&n| Change {
+                figure: figure.clone(),
+                old: o,
+                new: n,
+            })
+        })
+        .collect()
+}
+
+/// A threshold exceeded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub threshold: String,
+    pub subject: String,
+    /// The change that exceeded it, or why it could not be checked.
+    pub detail: String,
+}
+
+pub struct Diff {
+    pub text: String,
+    pub violations: Vec<Violation>,
+}
+
+/// Compares two reports; `all` shows unchanged figures too.
+pub fn compare(
+    old_name: &str,
+    old: &Report,
+    new_name: &str,
+    new: &Report,
+    thresholds: &[Threshold],
+    all: bool,
+) -> Diff {
+    let mut text = String::new();
+    let _ = writeln!(text, "tracer diff: {old_name} -> {new_name}");
+    let mut violations = Vec::new();
+    let tree = changes(&old.totals.figures, &new.totals.figures);
+    section(&mut text, "tree", &tree, all);
+    for t in thresholds.iter().filter(|t| t.scope == Scope::Tree) {
+        check(
+            t,
+            "tree",
+            &old.totals.figures,
+            &new.totals.figures,
+            &mut violations,
+        );
+    }
+    let Pairing {
+        pairs,
+        only_old,
+        only_new,
+    } = pair(old, new);
+    for (key, p, q) in &pairs {
+        let subject = format!("process {key} (pid {} -> {})", p.pid, q.pid);
+        let figures = changes(&p.figures, &q.figures);
+        section(&mut text, &subject, &figures, all);
+        for t in thresholds {
+            let applies = match &t.scope {
+                Scope::Tree => false,
+                Scope::EveryProcess => true,
+                Scope::Comm(comm) => &p.comm == comm,
+            };
+            if applies {
+                check(t, &subject, &p.figures, &q.figures, &mut violations);
+            }
+        }
+    }
+    for t in thresholds {
+        if let Scope::Comm(comm) = &t.scope
+            && !pairs.iter().any(|(_, p, _)| &p.comm == comm)
+        {
+            violations.push(Violation {
+                threshold: t.text.clone(),
+                subject: format!("process {comm}"),
+                detail: "no process with this comm in both reports".to_string(),
+            });
+        }
+    }
+    if !only_old.is_empty() {
+        let _ = writeln!(text, "only in {old_name}: {}", only_old.join(", "));
+    }
+    if !only_new.is_empty() {
+        let _ = writeln!(text, "only in {new_name}: {}", only_new.join(", "));
+    }
+    if new.events.lost_total > 0 || old.events.lost_total > 0 {
+        let _ = writeln!(
+            text,
+            "WARNING: events were lost (old {}, new {}): the figures are incomplete",
+            old.events.lost_total, new.events.lost_total
+        );
+    }
+    if thresholds.is_empty() {
+        let _ = writeln!(text, "no --fail-if thresholds given");
+    } else if violations.is_empty() {
+        let _ = writeln!(text, "within every threshold ({})", thresholds.len());
+    } else {
+        for v in &violations {
+            let _ = writeln!(
+                text,
+                "FAILED --fail-if '{}': {}: {}",
+                v.threshold, v.subject, v.detail
+            );
+        }
+    }
+    Diff { text, violations }
+}
+
+/// Checks one threshold on one subject; a figure missing from either report is a violation
+/// (a threshold that silently checks nothing would pass every pull request).
+fn check(
+    t: &Threshold,
+    subject: &str,
+    old: &BTreeMap<String, u64>,
+    new: &BTreeMap<String, u64>,
+    violations: &mut Vec<Violation>,
+) {
+    let unit = figures::unit_of(&t.figure).unwrap_or(Unit::Count);
+    let detail = match (old.get(&t.figure), new.get(&t.figure)) {
+        (Some(&o), Some(&n)) => {
+            let c = Change {
+                figure: t.figure.clone(),
+                old: o,
+                new: n,
+            };
+            if !c.exceeds(&t.growth) {
+                return;
+            }
+            format_change(&c, unit)
+        }
+        (None, _) => format!("the old report has no figure `{}`", t.figure),
+        (_, None) => format!("the new report has no figure `{}`", t.figure),
+    };
+    violations.push(Violation {
+        threshold: t.text.clone(),
+        subject: subject.to_string(),
+        detail,
+    });
+}
+
+fn format_change(c: &Change, unit: Unit) -> String {
+    let delta = if c.new >= c.old {
+        format!("+{}", show(c.new - c.old, unit))
+    } else {
+        format!("-{}", show(c.old - c.new, unit))
+    };
+    let percent = match c.percent() {
+        _ if c.old == c.new => "unchanged".to_string(),
+        Some(p) => format!("{p:+.1}%"),
+        None => "new".to_string(),
+    };
+    format!(
+        "{} -> {} ({delta}, {percent})",
+        show(c.old, unit),
+        show(c.new, unit)
+    )
+}
+
+fn section(text: &mut String, subject: &str, changes: &[Change], all: bool) {
+    let shown: Vec<&Change> = changes.iter().filter(|c| all || c.old != c.new).collect();
+    let _ = writeln!(text, "{subject}:");
+    if shown.is_empty() {
+        let _ = writeln!(text, "  no change");
+        return;
+    }
+    // Growth first, largest relative growth at the top.
+    let mut shown = shown;
+    shown.sort_by(|a, b| {
+        let key = |c: &Change| {
+            c.percent()
+                .unwrap_or(if c.new > 0 { f64::MAX } else { 0.0 })
+        };
+        key(b).total_cmp(&key(a))
+    });
+    for c in shown {
+        let unit = figures::unit_of(&c.figure).unwrap_or(Unit::Count);
+        let _ = writeln!(text, "  {:<26} {}", c.figure, format_change(c, unit));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::tests::{process, report};
+
+    #[test]
+    fn thresholds_parse() {
+        let t = parse_threshold("peak_rss>10%").unwrap();
+        assert_eq!((t.scope, t.growth), (Scope::Tree, Growth::Percent(10.0)));
+        let t = parse_threshold("alloc:peak_heap > +4MiB").unwrap();
+        assert_eq!(t.scope, Scope::Comm("alloc".into()));
+        assert_eq!(t.growth, Growth::Absolute(4 << 20));
+        let t = parse_threshold("*:mmap_calls>0").unwrap();
+        assert_eq!(
+            (t.scope, t.growth),
+            (Scope::EveryProcess, Growth::Absolute(0))
+        );
+        assert!(
+            parse_threshold("peak_rs>1")
+                .unwrap_err()
+                .contains("unknown figure")
+        );
+        assert!(
+            parse_threshold("peak_rss")
+                .unwrap_err()
+                .contains("FIGURE>LIMIT")
+        );
+        assert!(
+            parse_threshold("peak_rss>4Mib")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(
+            parse_threshold("faults>1.5")
+                .unwrap_err()
+                .contains("whole number")
+        );
+    }
+
+    #[test]
+    fn growth_beyond_a_threshold_is_flagged() {
+        let old = report(vec![process(
+            1,
+            "app",
+            &[("peak_heap", 1 << 20), ("faults", 100)],
+        )]);
+        let new = report(vec![process(
+            9,
+            "app",
+            &[("peak_heap", 3 << 20), ("faults", 101)],
+        )]);
+        let thresholds = [
+            parse_threshold("app:peak_heap>50%").unwrap(),
+            parse_threshold("app:faults>5%").unwrap(),
+            parse_threshold("tree:peak_heap>+1MiB").unwrap(),
+        ];
+        let d = compare("a.json", &old, "b.json", &new, &thresholds, false);
+        assert_eq!(d.violations.len(), 2, "{}", d.text);
+        assert_eq!(d.violations[0].subject, "tree");
+        assert!(d.text.contains("process app (pid 1 -> 9):"), "{}", d.text);
+        assert!(d.text.contains("peak_heap"), "{}", d.text);
+        assert!(d.text.contains("+200.0%"), "{}", d.text);
+        assert!(
+            d.text.contains("FAILED --fail-if 'app:peak_heap>50%'"),
+            "{}",
+            d.text
+        );
+        let mut missing = new.clone();
+        missing.processes[0].figures.remove("faults");
+        let d = compare("a", &old, "b", &missing, &thresholds[1..2], false);
+        assert_eq!(d.violations.len(), 1);
+        assert!(d.violations[0].detail.contains("no figure `faults`"));
+        let d = compare(
+            "a",
+            &old,
+            "b",
+            &new,
+            &[parse_threshold("db:faults>1%").unwrap()],
+            false,
+        );
+        assert!(d.violations[0].detail.contains("no process with this comm"));
+        assert!(
+            parse_threshold("app:events_lost>0")
+                .unwrap_err()
+                .contains("tree:")
+        );
+        let same = compare("a", &old, "b", &old, &thresholds, false);
+        assert!(same.violations.is_empty());
+        assert!(same.text.contains("no change"));
+    }
+
+    #[test]
+    fn processes_pair_by_comm_and_order() {
+        let old = report(vec![
+            process(1, "cc", &[]),
+            process(2, "cc", &[]),
+            process(3, "ld", &[]),
+        ]);
+        let new = report(vec![process(7, "cc", &[]), process(5, "cc", &[])]);
+        let Pairing {
+            pairs,
+            only_old,
+            only_new,
+        } = pair(&old, &new);
+        let keys: Vec<(&str, u32, u32)> = pairs
+            .iter()
+            .map(|(k, p, q)| (k.as_str(), p.pid, q.pid))
+            .collect();
+        assert_eq!(keys, vec![("cc", 1, 5), ("cc#2", 2, 7)]);
+        assert_eq!(only_old, vec!["ld (pid 3)"]);
+        assert!(only_new.is_empty());
+    }
+
+    /// A process literally named `cc#2` is not confused with the second `cc`: its regression
+    /// is caught whatever the pid order.
+    #[test]
+    fn a_comm_that_looks_like_a_pairing_key_keeps_its_own_figures() {
+        for literal_pid in [2, 4] {
+            let reports = |peak: u64| {
+                report(vec![
+                    process(1, "cc", &[("peak_rss", 100)]),
+                    process(literal_pid, "cc#2", &[("peak_rss", peak)]),
+                    process(3, "cc", &[("peak_rss", 100)]),
+                ])
+            };
+            let (old, new) = (reports(100), reports(1_000_000_000));
+            let pairing = pair(&old, &new);
+            assert_eq!(pairing.pairs.len(), 3);
+            let d = compare(
+                "a",
+                &old,
+                "b",
+                &new,
+                &[parse_threshold("*:peak_rss>10%").unwrap()],
+                false,
+            );
+            assert_eq!(d.violations.len(), 1, "{}", d.text);
+            assert!(
+                d.violations[0]
+                    .subject
+                    .contains(&format!("pid {literal_pid} ->")),
+                "{}",
+                d.text
+            );
+        }
+    }
+}

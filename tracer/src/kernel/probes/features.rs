@@ -1,0 +1,645 @@
+//! What the running kernel offers, detected at start-up rather than assumed: the tracepoints
+//! and their layouts (tracefs `format` files), BTF, and the kernel behaviours that change what
+//! the figures mean. The result is the probes' `Config`, the list of tracepoints to attach,
+//! and the optional features that are on or off (exported as
+//! `tracer_kernel_feature_enabled{feature}`).
+//!
+//! Required features fail start-up with a message naming what is missing; optional ones that
+//! are missing turn a part of the output off, with a one-line notice.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
+};
+
+use tracer_common::{
+    config::{
+        COMM_FILTER_ALL, COMM_FILTER_CGROUP, COMM_FILTER_EXCLUDE, COMM_FILTER_TRACE,
+        CONFIG_SYSCALL_LAYOUT_FIXED, Config, SYSCALL_RECORD_ARGS,
+    },
+    record::MAX_ARGS,
+};
+
+use super::{ProbeError, ProbeOptions, btf::Btf};
+use crate::{
+    cli::MmapLockOrder,
+    kernel::syscalls::{SYSCALLS, Syscall},
+    kernel::tracefs::{Format, Tracefs, TracefsError},
+};
+
+/// Where the kernel publishes its BTF.
+const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// One optional kernel feature and whether this kernel has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Feature {
+    /// The `feature` label of `tracer_kernel_feature_enabled`.
+    pub name: &'static str,
+    pub enabled: bool,
+}
+
+/// Feature names, in the order they are exported.
+pub const BTF: &str = "btf";
+pub const EXIT_GROUP_DEAD: &str = "exit_group_dead";
+pub const RSS_STAT: &str = "rss_stat";
+pub const RSS_STAT_EXACT: &str = "rss_stat_exact";
+pub const CLONE_TRACEPOINTS: &str = "clone_tracepoints";
+pub const MREMAP_CHECKS_FIRST: &str = "mremap_checks_first";
+pub const MMAP_LOCK_ORDER: &str = "mmap_lock_order";
+
+/// The raw tracepoint the ordering probe attaches to (group `mmap_lock`).
+pub const MMAP_LOCK_TRACEPOINT: &str = "mmap_lock_acquire_returned";
+
+/// What the start-up experiment found (see `preflight::mremap_unmaps_before_checking`).
+static MREMAP_UNMAPS_FIRST: AtomicBool = AtomicBool::new(false);
+
+/// Whether this kernel's failed `mremap(MREMAP_FIXED)` may already have unmapped its
+/// destination (before Linux 6.17): then such a record does not tell the new state, and the
+/// address-space model must take it from /proc.
+#[allow(
+    dead_code,
+    reason = "for the address-space model (model/apply.rs), which decides how to apply a \
+              failed mremap"
+)]
+pub fn mremap_unmaps_before_checking() -> bool {
+    MREMAP_UNMAPS_FIRST.load(Ordering::Relaxed)
+}
+
+/// Syscalls whose entry tells the fork probe the clone flags.
+const CLONE_SYSCALLS: [&str; 4] = ["clone", "clone3", "fork", "vfork"];
+
+/// Everything start-up learned about the kernel.
+#[derive(Debug, Clone)]
+pub struct Detected {
+    pub config: Config,
+    /// Tracepoints to attach a probe of the same name to: (group, name).
+    pub tracepoints: Vec<(&'static str, String)>,
+    pub features: Vec<Feature>,
+    /// One line each: what is off and what that changes (printed as warnings).
+    pub notices: Vec<String>,
+    /// How a feature is provided, or a documented change in precision (printed with `-v`).
+    pub details: Vec<String>,
+    /// The program that numbers each process's changes, for the raw tracepoint
+    /// `MMAP_LOCK_TRACEPOINT` (None: feature `mmap_lock_order` is off).
+    pub order_program: Option<&'static str>,
+}
+
+/// Inputs of the detection that tests replace.
+pub struct Sources<'a> {
+    pub tracefs: &'a Tracefs,
+    /// The kernel's BTF (`/sys/kernel/btf/vmlinux`, or `TRACER_BTF` in tests).
+    pub btf_path: PathBuf,
+    /// `uname -r`, for the behaviours no file describes.
+    pub release: String,
+    /// Whether a failed `mremap(MREMAP_FIXED)` unmaps its destination (tried at start-up).
+    pub mremap_unmaps_first: bool,
+}
+
+impl Sources<'_> {
+    pub fn system(tracefs: &Tracefs) -> Sources<'_> {
+        Sources {
+            tracefs,
+            btf_path: std::env::var_os("TRACER_BTF")
+                .map_or_else(|| PathBuf::from(KERNEL_BTF), PathBuf::from),
+            release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            mremap_unmaps_first: crate::kernel::preflight::mremap_unmaps_before_checking(),
+        }
+    }
+}
+
+/// Reads the kernel's BTF, if it has any (needed only where no tracepoint field says enough).
+fn load_btf(path: &Path) -> Result<Btf, String> {
+    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Btf::parse(&data).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `(major, minor)` of a release string such as `6.1.0-50-cloud-amd64`.
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// Detects what the kernel offers and builds the probes' configuration from it.
+pub fn detect(src: &Sources, opts: &ProbeOptions) -> Result<Detected, ProbeError> {
+    let tracefs = src.tracefs;
+    let mut d = Detected {
+        config: Config::zeroed(),
+        tracepoints: Vec::new(),
+        features: Vec::new(),
+        notices: Vec::new(),
+        details: Vec::new(),
+        order_program: None,
+    };
+    syscall_offsets(tracefs, &mut d)?;
+    fault_offsets(tracefs, &mut d)?;
+    let config = &mut d.config;
+    config.fork_child_pid = field(tracefs, "sched", "sched_process_fork", "child_pid", 4)?;
+    config.exec_filename = tracefs.offset("sched", "sched_process_exec", "filename")?;
+    config.exec_old_pid = field(tracefs, "sched", "sched_process_exec", "old_pid", 4)?;
+    for name in [
+        "sched_process_fork",
+        "sched_process_exec",
+        "sched_process_exit",
+    ] {
+        d.tracepoints.push(("sched", name.to_owned()));
+    }
+    // `tracer run` starts counting its child at execve.
+    for name in ["sys_enter_execve", "sys_enter_execveat"] {
+        tracefs.format("syscalls", name)?;
+        d.tracepoints.push(("syscalls", name.to_owned()));
+    }
+
+    // BTF is read only when a tracepoint does not say enough by itself.
+    let exit_format = tracefs.format("sched", "sched_process_exit")?;
+    let mut btf = None;
+    let group_dead = exit_format.fields.get("group_dead");
+    if group_dead.is_none() {
+        btf = Some(load_btf(&src.btf_path));
+    }
+    exit_detection(&mut d, group_dead, btf.as_ref(), &src.btf_path)?;
+    d.features.push(Feature {
+        name: BTF,
+        enabled: match &btf {
+            Some(parsed) => parsed.is_ok(),
+            None => src.btf_path.is_file(),
+        },
+    });
+    rss_stat(
+        tracefs,
+        &mut d,
+        btf.as_ref().and_then(|b| b.as_ref().ok()),
+        src,
+    )?;
+    clone_tracepoints(tracefs, &mut d)?;
+    MREMAP_UNMAPS_FIRST.store(src.mremap_unmaps_first, Ordering::Relaxed);
+    d.features.push(Feature {
+        name: MREMAP_CHECKS_FIRST,
+        enabled: !src.mremap_unmaps_first,
+    });
+    if src.mremap_unmaps_first {
+        d.details.push(
+            "kernel feature mremap_checks_first is off (before Linux 6.17): a failed \
+             mremap(MREMAP_FIXED) may have unmapped its destination; the model takes the \
+             address space from /proc after one"
+                .to_owned(),
+        );
+    }
+
+    mmap_lock_order(tracefs, &mut d, opts.mmap_lock_order);
+
+    let config = &mut d.config;
+    config.wakeup_bytes = opts.wakeup_bytes;
+    if !opts.trace_comms.is_empty() {
+        config.comm_filter |= COMM_FILTER_TRACE;
+    }
+    if !opts.exclude_comms.is_empty() {
+        config.comm_filter |= COMM_FILTER_EXCLUDE;
+    }
+    if opts.trace_all {
+        config.comm_filter |= COMM_FILTER_ALL;
+    }
+    if opts.trace_cgroup {
+        // `--cgroup` alone: everything in the subtree; with `--comm`: those comms in it.
+        config.comm_filter |= COMM_FILTER_CGROUP;
+        if opts.trace_comms.is_empty() {
+            config.comm_filter |= COMM_FILTER_ALL;
+        }
+    }
+    d.features.sort_by_key(|f| f.name);
+    Ok(d)
+}
+
+/// The offset of `group:name.field`, which must be `size` bytes.
+fn field(
+    tracefs: &Tracefs,
+    group: &str,
+    name: &str,
+    field: &str,
+    size: u16,
+) -> Result<u16, ProbeError> {
+    let format = tracefs.format(group, name)?;
+    let f = lookup(tracefs, &format, group, name, field)?;
+    expect_size(&format!("{group}:{name}.{field}"), f.size, size)?;
+    Ok(f.offset)
+}
+
+fn lookup<'f>(
+    tracefs: &Tracefs,
+    format: &'f Format,
+    group: &str,
+    name: &str,
+    field: &str,
+) -> Result<&'f crate::kernel::tracefs::Field, ProbeError> {
+    format.fields.get(field).ok_or_else(|| {
+        ProbeError::Tracefs(TracefsError::MissingField {
+            group: group.into(),
+            name: name.into(),
+            field: field.into(),
+            path: tracefs
+                .root()
+                .join("events")
+                .join(group)
+                .join(name)
+                .join("format"),
+        })
+    })
+}
+
+pub(super) fn expect_size(what: &str, size: u16, expected: u16) -> Result<(), ProbeError> {
+    if size == expected {
+        Ok(())
+    } else {
+        Err(ProbeError::FieldSize {
+            what: what.into(),
+            size,
+            expected,
+        })
+    }
+}
+
+/// `syscalls:sys_{enter,exit}_<name>` of the traced syscalls: required.
+fn syscall_offsets(tracefs: &Tracefs, d: &mut Detected) -> Result<(), ProbeError> {
+    for Syscall {
+        kind, name, args, ..
+    } in SYSCALLS
+    {
+        let enter = format!("sys_enter_{name}");
+        let format = tracefs.format("syscalls", &enter)?;
+        for (i, arg) in args.iter().enumerate() {
+            let f = lookup(tracefs, &format, "syscalls", &enter, arg)?;
+            expect_size(&format!("syscalls:{enter}.{arg}"), f.size, 8)?;
+            d.config.syscall_args[*kind as usize][i] = f.offset;
+        }
+        debug_assert!(args.len() <= MAX_ARGS);
+        d.config.syscall_nargs[*kind as usize] = args.len() as u16;
+        let exit = format!("sys_exit_{name}");
+        d.config.syscall_ret[*kind as usize] = field(tracefs, "syscalls", &exit, "ret", 8)?;
+        d.tracepoints.push(("syscalls", enter));
+        d.tracepoints.push(("syscalls", exit));
+    }
+    if syscall_layout_is_fixed(&d.config) {
+        d.config.flags |= CONFIG_SYSCALL_LAYOUT_FIXED;
+    }
+    Ok(())
+}
+
+/// Whether the syscall records have the layout every kernel has had since the syscall
+/// tracepoints exist (`CONFIG_SYSCALL_LAYOUT_FIXED`), so the probes can read them directly.
+fn syscall_layout_is_fixed(config: &Config) -> bool {
+    SYSCALLS.iter().all(|Syscall { kind, args, .. }| {
+        let k = *kind as usize;
+        config.syscall_ret[k] == SYSCALL_RECORD_ARGS
+            && (0..args.len())
+                .all(|i| config.syscall_args[k][i] == SYSCALL_RECORD_ARGS + 8 * i as u16)
+    })
+}
+
+/// `exceptions:page_fault_{user,kernel}` (x86): required.
+fn fault_offsets(tracefs: &Tracefs, d: &mut Detected) -> Result<(), ProbeError> {
+    let group = "exceptions";
+    d.config.fault_address = field(tracefs, group, "page_fault_user", "address", 8)?;
+    d.config.fault_error_code = field(tracefs, group, "page_fault_user", "error_code", 8)?;
+    // page_fault_kernel shares the event class with page_fault_user; check it all the same.
+    for (name, expected) in [
+        ("address", d.config.fault_address),
+        ("error_code", d.config.fault_error_code),
+    ] {
+        let kernel = field(tracefs, group, "page_fault_kernel", name, 8)?;
+        if kernel != expected {
+            return Err(ProbeError::FieldSize {
+                what: format!("exceptions:page_fault_kernel.{name} offset"),
+                size: kernel,
+                expected,
+            });
+        }
+    }
+    for name in ["page_fault_user", "page_fault_kernel"] {
+        d.tracepoints.push((group, name.to_owned()));
+    }
+    Ok(())
+}
+
+/// How the exit probe tells the exit of a process from that of one of its threads: required.
+///
+/// Linux 6.16 added `group_dead` to `sched:sched_process_exit`. Before it, the probe reads
+/// `current->signal->live`, the count of live threads that `do_exit()` decrements (with
+/// `atomic_dec_and_test`, which is where `group_dead` comes from) before it fires the
+/// tracepoint. A count of 0 there means that every thread of the group has passed that point:
+/// the process is dead. Two threads can both see 0 (one decremented first but reached the
+/// tracepoint last), so the probe also needs to be the one that removes the process from the
+/// traced set, which succeeds once: exactly one exit record per process, sent once no thread
+/// of it runs user code any more. Reading the count needs two struct offsets, which vary with
+/// the kernel's configuration: they come from BTF (no CO-RE in these probes).
+///
+/// Counting threads in a map of our own, from the fork and exit probes, would need the count
+/// at attach time (racing with thread creation) and clone flags the fork probe does not always
+/// have; a process's own counter has neither problem.
+fn exit_detection(
+    d: &mut Detected,
+    group_dead: Option<&crate::kernel::tracefs::Field>,
+    btf: Option<&Result<Btf, String>>,
+    btf_path: &Path,
+) -> Result<(), ProbeError> {
+    if let Some(f) = group_dead {
+        expect_size("sched:sched_process_exit.group_dead", f.size, 1)?;
+        d.config.exit_group_dead = f.offset;
+        d.features.push(Feature {
+            name: EXIT_GROUP_DEAD,
+            enabled: true,
+        });
+        return Ok(());
+    }
+    let missing = |why: String| ProbeError::MissingFeature {
+        feature: "a way to tell a process's exit from a thread's".into(),
+        need: format!(
+            "sched:sched_process_exit has no `group_dead` field (Linux 6.16+) and {why}; one \
+             of the two is needed (BTF: CONFIG_DEBUG_INFO_BTF=y)"
+        ),
+    };
+    let btf = match btf {
+        Some(Ok(btf)) => btf,
+        Some(Err(err)) => return Err(missing(format!("the kernel's BTF is unusable: {err}"))),
+        None => return Err(missing(format!("{} was not read", btf_path.display()))),
+    };
+    let signal = btf
+        .member("task_struct", "signal")
+        .filter(|m| m.is_pointer)
+        .ok_or_else(|| missing("BTF has no pointer task_struct.signal".into()))?;
+    let live = btf
+        .member("signal_struct", "live")
+        .filter(|m| m.size == 4)
+        .ok_or_else(|| missing("BTF has no 4-byte signal_struct.live".into()))?;
+    let offset = |v: u32, what: &str| {
+        u16::try_from(v).map_err(|_| missing(format!("{what} is at offset {v}, beyond 65535")))
+    };
+    d.config.task_signal = offset(signal.offset, "task_struct.signal")?;
+    d.config.signal_live = offset(live.offset, "signal_struct.live")?;
+    d.features.push(Feature {
+        name: EXIT_GROUP_DEAD,
+        enabled: false,
+    });
+    d.details.push(format!(
+        "process exits are told from thread exits by signal_struct.live (task_struct.signal at \
+         {}, live at {}, from BTF): sched_process_exit has no group_dead before Linux 6.16",
+        signal.offset, live.offset
+    ));
+    Ok(())
+}
+
+/// `kmem:rss_stat`: optional (RSS metrics), with the layout every kernel since 5.5 has.
+fn rss_stat(
+    tracefs: &Tracefs,
+    d: &mut Detected,
+    btf: Option<&Btf>,
+    src: &Sources,
+) -> Result<(), ProbeError> {
+    let layout = if tracefs.has("kmem", "rss_stat") {
+        let rss = |name: &str, size: u16| field(tracefs, "kmem", "rss_stat", name, size);
+        (|| -> Result<[u16; 4], ProbeError> {
+            Ok([
+                rss("mm_id", 4)?,
+                rss("curr", 4)?,
+                rss("member", 4)?,
+                rss("size", 8)?,
+            ])
+        })()
+        .map_err(|e| format!("has a layout the probe does not know ({e})"))
+    } else {
+        Err("is missing".to_owned())
+    };
+    match layout {
+        Ok([mm_id, curr, member, size]) => {
+            let c = &mut d.config;
+            (c.rss_mm_id, c.rss_curr, c.rss_member, c.rss_size) = (mm_id, curr, member, size);
+            d.tracepoints.push(("kmem", "rss_stat".to_owned()));
+            d.features.push(Feature {
+                name: RSS_STAT,
+                enabled: true,
+            });
+        }
+        Err(why) => {
+            d.notices.push(format!(
+                "kernel feature {RSS_STAT} is off: kmem:rss_stat {why}; RSS metrics \
+                 (tracer_rss_bytes, tracer_rss_peak_bytes) stay 0"
+            ));
+            d.features.push(Feature {
+                name: RSS_STAT,
+                enabled: false,
+            });
+        }
+    }
+    // Before Linux 6.2 (SPLIT_RSS_COUNTING) each thread counts its own faults and adds them to
+    // the mm's counters, which raise the event, every 64 faults: the event (like
+    // /proc/PID/status) lags by up to 64 pages per thread. 6.2 made the counters per-CPU and
+    // the event reports their sum. BTF tells it (task_struct.rss_stat exists only then), else
+    // the version does.
+    let batched = match btf {
+        Some(btf) => btf.member("task_struct", "rss_stat").is_some(),
+        None => kernel_version(&src.release).is_some_and(|v| v < (6, 2)),
+    };
+    d.features.push(Feature {
+        name: RSS_STAT_EXACT,
+        enabled: !batched,
+    });
+    if batched {
+        d.details.push(
+            "kernel feature rss_stat_exact is off (before Linux 6.2): resident memory is \
+             reported as the kernel counts it, up to 64 pages per thread behind, like \
+             /proc/PID/status"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// `syscalls:sys_enter_{clone,clone3,fork,vfork}`: optional (thread or process at fork).
+fn clone_tracepoints(tracefs: &Tracefs, d: &mut Detected) -> Result<(), ProbeError> {
+    let mut missing = Vec::new();
+    for name in CLONE_SYSCALLS {
+        let tp = format!("sys_enter_{name}");
+        if !tracefs.has("syscalls", &tp) {
+            missing.push(format!("syscalls:{tp}"));
+            continue;
+        }
+        let offset = match name {
+            "clone" => Some((field(tracefs, "syscalls", &tp, "clone_flags", 8), 0)),
+            "clone3" => Some((field(tracefs, "syscalls", &tp, "uargs", 8), 1)),
+            _ => None,
+        };
+        match offset {
+            Some((Err(err), _)) => {
+                missing.push(format!("syscalls:{tp} (unknown layout: {err})"));
+                continue;
+            }
+            Some((Ok(offset), 0)) => d.config.clone_flags = offset,
+            Some((Ok(offset), _)) => d.config.clone3_uargs = offset,
+            None => {}
+        }
+        d.tracepoints.push(("syscalls", tp));
+    }
+    if !missing.is_empty() {
+        d.notices.push(format!(
+            "kernel feature {CLONE_TRACEPOINTS} is off: {} missing; new tasks are classified \
+             from /proc and reported as \"child\": \"unknown\"",
+            missing.join(", ")
+        ));
+    }
+    d.features.push(Feature {
+        name: CLONE_TRACEPOINTS,
+        enabled: missing.is_empty(),
+    });
+    Ok(())
+}
+
+/// Which probe program fits this kernel's `mmap_lock:mmap_lock_acquire_returned`, and whether
+/// attaching it costs every process a memory cgroup path per mmap_lock acquisition.
+fn mmap_lock_layout(format: &Format) -> Result<(&'static str, bool), String> {
+    let offset = |name: &str| format.fields.get(name).map(|f| f.offset);
+    let (Some(mm), Some(write), Some(success)) = (offset("mm"), offset("write"), offset("success"))
+    else {
+        return Err("lacks one of the fields mm, write, success".into());
+    };
+    // The fields follow the prototype's order, except `memcg_id` (6.14+), computed from `mm`.
+    let ordered = mm < write && write < success;
+    if !ordered
+        || offset("ip").is_some()
+        || format.fields.contains_key("memcg_id") == offset("memcg_path").is_some()
+    {
+        return Err("has a layout the probe does not know".into());
+    }
+    match offset("memcg_path") {
+        // Linux 5.10 to 6.13: (mm, memcg_path, write, success); the caller computes the path
+        // for every acquisition while the tracepoint is enabled.
+        Some(path) if mm < path && path < write => {
+            Ok(("mmap_lock_acquire_returned_memcg_path", true))
+        }
+        Some(_) => Err("has a layout the probe does not know".into()),
+        // Linux 6.14+: (mm, write, success).
+        None => Ok(("mmap_lock_acquire_returned", false)),
+    }
+}
+
+/// `mmap_lock:mmap_lock_acquire_returned`: optional (records of a process in the kernel's order
+/// of its changes, not in their arrival order).
+fn mmap_lock_order(tracefs: &Tracefs, d: &mut Detected, want: MmapLockOrder) {
+    let off = |d: &mut Detected| {
+        d.features.push(Feature {
+            name: MMAP_LOCK_ORDER,
+            enabled: false,
+        });
+    };
+    let fallback = "records of a multi-threaded process are applied in the order they arrive, \
+                    and a change found out of order makes the model resync from /proc \
+                    (tracer_model_order_conflicts_total)";
+    if want == MmapLockOrder::Off {
+        d.details.push(format!(
+            "kernel feature {MMAP_LOCK_ORDER} is off (--mmap-lock-order off): {fallback}"
+        ));
+        return off(d);
+    }
+    let layout = if tracefs.has("mmap_lock", MMAP_LOCK_TRACEPOINT) {
+        tracefs
+            .format("mmap_lock", MMAP_LOCK_TRACEPOINT)
+            .map_err(|e| e.to_string())
+            .and_then(|format| mmap_lock_layout(&format))
+    } else {
+        Err("is missing (Linux 5.10+ with CONFIG_TRACING)".into())
+    };
+    match layout {
+        Err(why) => {
+            d.notices.push(format!(
+                "kernel feature {MMAP_LOCK_ORDER} is off: mmap_lock:{MMAP_LOCK_TRACEPOINT} \
+                 {why}; {fallback}"
+            ));
+            off(d);
+        }
+        // Off by choice, not missing: a documented difference (`-v`), not a warning.
+        Ok((_, true)) if want == MmapLockOrder::Auto => {
+            d.details.push(format!(
+                "kernel feature {MMAP_LOCK_ORDER} is off: before Linux 6.14 the kernel computes \
+                 a memory cgroup path for every mmap_lock acquisition of every process while \
+                 mmap_lock:{MMAP_LOCK_TRACEPOINT} has a probe (--mmap-lock-order on accepts \
+                 that cost); {fallback}"
+            ));
+            off(d);
+        }
+        Ok((program, costly)) => {
+            if costly {
+                d.details.push(format!(
+                    "kernel feature {MMAP_LOCK_ORDER} is on (--mmap-lock-order on): every \
+                     mmap_lock acquisition of every process computes a memory cgroup path \
+                     while the probe is attached (before Linux 6.14)"
+                ));
+            }
+            d.order_program = Some(program);
+            d.features.push(Feature {
+                name: MMAP_LOCK_ORDER,
+                enabled: true,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `mmap_lock:mmap_lock_acquire_returned` as kernels print it (6.18; 5.10 to 6.13; a
+    /// variant with the caller's `ip` some trees carried).
+    fn lock_format(fields: &[(&str, u16, u16)]) -> Format {
+        let mut text = String::from(
+            "format:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n",
+        );
+        for (decl, offset, size) in fields {
+            text.push_str(&format!(
+                "\tfield:{decl};\toffset:{offset};\tsize:{size};\tsigned:0;\n"
+            ));
+        }
+        Format::parse(&text).unwrap()
+    }
+
+    #[test]
+    fn picks_the_ordering_probe_that_fits_the_lock_tracepoint() {
+        let since_6_14 = lock_format(&[
+            ("struct mm_struct * mm", 8, 8),
+            ("u64 memcg_id", 16, 8),
+            ("bool write", 24, 1),
+            ("bool success", 25, 1),
+        ]);
+        assert_eq!(
+            mmap_lock_layout(&since_6_14),
+            Ok(("mmap_lock_acquire_returned", false))
+        );
+        let before = lock_format(&[
+            ("struct mm_struct * mm", 8, 8),
+            ("__data_loc char[] memcg_path", 16, 4),
+            ("bool write", 20, 1),
+            ("bool success", 21, 1),
+        ]);
+        assert_eq!(
+            mmap_lock_layout(&before),
+            Ok(("mmap_lock_acquire_returned_memcg_path", true))
+        );
+        let with_ip = lock_format(&[
+            ("struct mm_struct * mm", 8, 8),
+            ("__data_loc char[] memcg_path", 16, 4),
+            ("bool write", 20, 1),
+            ("void * ip", 24, 8),
+            ("bool success", 32, 1),
+        ]);
+        assert!(mmap_lock_layout(&with_ip).is_err());
+        let no_success = lock_format(&[("struct mm_struct * mm", 8, 8), ("bool write", 16, 1)]);
+        assert!(mmap_lock_layout(&no_success).is_err());
+    }
+
+    #[test]
+    fn reads_the_version_of_a_release() {
+        assert_eq!(kernel_version("5.10.0-32-cloud-amd64"), Some((5, 10)));
+        assert_eq!(kernel_version("6.12.107+deb13-cloud-amd64"), Some((6, 12)));
+        assert_eq!(kernel_version("6.18.44-fc-v769"), Some((6, 18)));
+        assert_eq!(kernel_version("weird"), None);
+    }
+}

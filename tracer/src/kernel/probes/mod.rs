@@ -1,0 +1,505 @@
+//! Loading and attaching the eBPF probes, and typed access to their maps.
+
+mod btf;
+pub mod features;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, MapType, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{
+        PerfEvent, RawTracePoint, TracePoint,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
+};
+pub use features::Feature;
+use thiserror::Error;
+use tracer_common::{
+    config::{COMM_EXCLUDE, COMM_TRACE},
+    counters::{
+        FaultCounters, GranuleFaults, GranuleKey, RssCounters, STATS_LEN, TRACED_AWAIT_EXEC,
+        TRACED_BY_USER, TRACED_STOP_AT_EXEC,
+    },
+    record::RECORD_KINDS,
+};
+
+use crate::kernel::tracefs::{Tracefs, TracefsError};
+
+/// The probe object built by `build.rs`.
+static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+#[derive(Debug, Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    #[error("tracepoint field {what} has size {size}, expected {expected}")]
+    FieldSize {
+        what: String,
+        size: u16,
+        expected: u16,
+    },
+    #[error("the kernel lacks {feature}: {need}")]
+    MissingFeature { feature: String, need: String },
+    #[error("loading the eBPF probes failed: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("the kernel rejected probe `{program}`: {source}")]
+    Program {
+        program: String,
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("attaching `{program}` to {target} failed: {source}")]
+    Attach {
+        program: String,
+        target: String,
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("program `{0}` is missing from the probe object")]
+    MissingProgram(String),
+    #[error("map `{0}` is missing from the probe object")]
+    MissingMap(&'static str),
+    #[error("map `{name}`: {source}")]
+    Map {
+        name: &'static str,
+        source: Box<aya::maps::MapError>,
+    },
+    #[error("cannot list online CPUs: {0}")]
+    Cpus(std::io::Error),
+}
+
+/// Settings that shape the probes at load time.
+#[derive(Debug, Clone)]
+pub struct ProbeOptions {
+    /// Ring buffer size in bytes (a power of two, at least one page).
+    pub ring_buffer_bytes: u32,
+    /// Bytes waiting in the ring buffer before the reader is woken (0: every record).
+    pub wakeup_bytes: u32,
+    /// Capacity of the traced set (and of every per-process map).
+    pub max_processes: u32,
+    /// Command names that start tracing at exec (--comm) and that end it (--exclude-comm).
+    pub trace_comms: Vec<String>,
+    pub exclude_comms: Vec<String>,
+    /// Trace every process that execs a command not excluded (`attach --all`).
+    pub trace_all: bool,
+    /// Whether to number each process's changes in the kernel's order (`--mmap-lock-order`).
+    pub mmap_lock_order: crate::cli::MmapLockOrder,
+    /// Start tracing at exec only in the cgroups `follow_cgroups` lists (`attach --cgroup`).
+    pub trace_cgroup: bool,
+}
+
+/// What was attached, for the start-up notice.
+#[derive(Debug, Default, Clone)]
+pub struct Attached {
+    pub tracepoints: Vec<String>,
+    /// Unused: optional features that are off are announced by `Probes::load` itself (one
+    /// warning each) and listed in `features`.
+    pub optional_missing: Vec<String>,
+    pub perf_events: usize,
+    /// The optional kernel features and whether they are on.
+    pub features: Vec<Feature>,
+}
+
+/// Loaded and attached probes. Dropping this detaches everything.
+pub struct Probes {
+    // Keeps programs and their links alive.
+    _ebpf: Ebpf,
+    traced: HashMap<MapData, u32, u32>,
+    stack_low: HashMap<MapData, u32, u64>,
+    mm_seq: HashMap<MapData, u32, u32>,
+    rss: HashMap<MapData, u32, RssCounters>,
+    mm_owner: HashMap<MapData, u32, u32>,
+    granules: PerCpuHashMap<MapData, GranuleKey, GranuleFaults>,
+    faults: PerCpuHashMap<MapData, u32, FaultCounters>,
+    lost: PerCpuArray<MapData, u64>,
+    stats: PerCpuArray<MapData, u64>,
+    cgroups: HashMap<MapData, u64, u32>,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// Whether kmem:rss_stat is attached.
+    rss_events: bool,
+    pub attached: Attached,
+}
+
+impl Probes {
+    /// Loads the probes configured for this kernel and attaches them all. Returns the ring
+    /// buffer separately so the reader task can own it.
+    pub fn load(
+        tracefs: &Tracefs,
+        opts: &ProbeOptions,
+    ) -> Result<(Probes, RingBuf<MapData>), ProbeError> {
+        // Before anything is loaded: a kernel without it would answer with a verifier dump.
+        if let Ok(false) = aya::sys::is_map_supported(MapType::RingBuf) {
+            return Err(ProbeError::MissingFeature {
+                feature: "the BPF ring buffer".into(),
+                need: "BPF_MAP_TYPE_RINGBUF came with Linux 5.8, the oldest kernel tracer \
+                       supports"
+                    .into(),
+            });
+        }
+        let detected = features::detect(&features::Sources::system(tracefs), opts)?;
+        for notice in &detected.notices {
+            log::warn!("{notice}");
+        }
+        for detail in &detected.details {
+            log::info!("{detail}");
+        }
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global("CONFIG", &detected.config, true)
+            .map_max_entries("EVENTS", opts.ring_buffer_bytes);
+        for map in ["TRACED", "FAULTS", "STACK_LOW", "RSS", "MM_OWNER", "MM_SEQ"] {
+            loader.map_max_entries(map, opts.max_processes);
+        }
+        let mut ebpf = loader
+            .load(PROBES_OBJECT)
+            .map_err(|e| ProbeError::Load(Box::new(e)))?;
+        // Messages from the probes (rare: e.g. the traced set being full) go to our logger.
+        let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
+
+        let mut attached = Attached {
+            features: detected.features,
+            ..Attached::default()
+        };
+        for (group, name) in detected.tracepoints {
+            if group == "exceptions" {
+                // The fault probes run on the raw tracepoints (the tracepoint's arguments, no
+                // record built): a page fault is the hottest path there is.
+                attach_raw(&mut ebpf, &name)?;
+            } else {
+                attach_tracepoint(&mut ebpf, group, &name)?;
+            }
+            attached.tracepoints.push(format!("{group}:{name}"));
+        }
+        attached.perf_events = attach_major_faults(&mut ebpf)?;
+        if let Some(program) = detected.order_program {
+            // Optional: without it records carry no sequence number and are applied in the
+            // order they arrive.
+            if let Err(err) = attach_raw_to(&mut ebpf, program, features::MMAP_LOCK_TRACEPOINT) {
+                log::warn!(
+                    "kernel feature {} is off: {err}; records are applied in the order they \
+                     arrive",
+                    features::MMAP_LOCK_ORDER
+                );
+                for f in &mut attached.features {
+                    if f.name == features::MMAP_LOCK_ORDER {
+                        f.enabled = false;
+                    }
+                }
+            } else {
+                attached
+                    .tracepoints
+                    .push(format!("mmap_lock:{}", features::MMAP_LOCK_TRACEPOINT));
+            }
+        }
+
+        let mut comm_filter: HashMap<MapData, [u8; 16], u32> = take(&mut ebpf, "COMM_FILTER")?;
+        let lists = [
+            (&opts.trace_comms, COMM_TRACE),
+            (&opts.exclude_comms, COMM_EXCLUDE),
+        ];
+        for (names, value) in lists {
+            for name in names.iter() {
+                comm_filter
+                    .insert(comm_key(name), value, 0)
+                    .map_err(|source| ProbeError::Map {
+                        name: "COMM_FILTER",
+                        source: Box::new(source),
+                    })?;
+            }
+        }
+        let ring = match ebpf.take_map("EVENTS") {
+            Some(map) => RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+                name: "EVENTS",
+                source: Box::new(source),
+            })?,
+            None => return Err(ProbeError::MissingMap("EVENTS")),
+        };
+        let probes = Probes {
+            traced: take(&mut ebpf, "TRACED")?,
+            stack_low: take(&mut ebpf, "STACK_LOW")?,
+            mm_seq: take(&mut ebpf, "MM_SEQ")?,
+            rss: take(&mut ebpf, "RSS")?,
+            mm_owner: take(&mut ebpf, "MM_OWNER")?,
+            granules: take(&mut ebpf, "FAULT_GRANULES")?,
+            faults: take(&mut ebpf, "FAULTS")?,
+            lost: take(&mut ebpf, "LOST")?,
+            stats: take(&mut ebpf, "STATS")?,
+            cgroups: take(&mut ebpf, "CGROUP_FILTER")?,
+            logger,
+            rss_events: attached
+                .features
+                .iter()
+                .any(|f| f.name == features::RSS_STAT && f.enabled),
+            _ebpf: ebpf,
+            attached,
+        };
+        Ok((probes, ring))
+    }
+
+    /// Starts tracing `tgid` (and, through the fork probe, the processes it creates).
+    pub fn trace(&mut self, tgid: u32) -> Result<(), ProbeError> {
+        self.traced
+            .insert(tgid, TRACED_BY_USER, 0)
+            .map_err(|source| ProbeError::Map {
+                name: "TRACED",
+                source: Box::new(source),
+            })
+    }
+
+    /// Traces `tgid`, the tracer's own child, from its next execve on.
+    pub fn trace_from_exec(&mut self, tgid: u32, stop_at_exec: bool) -> Result<(), ProbeError> {
+        let flags = if stop_at_exec { TRACED_STOP_AT_EXEC } else { 0 };
+        self.traced
+            .insert(tgid, TRACED_AWAIT_EXEC | flags, 0)
+            .map_err(|source| ProbeError::Map {
+                name: "TRACED",
+                source: Box::new(source),
+            })
+    }
+
+    /// Stops the exec probe from stopping processes at exec (tracing is about to end, and no
+    /// one would resume them).
+    pub fn clear_exec_stops(&mut self) {
+        let stopping: Vec<(u32, u32)> = self
+            .traced
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, state)| state & TRACED_STOP_AT_EXEC != 0)
+            .collect();
+        for (tgid, state) in stopping {
+            let _ = self.traced.insert(tgid, state & !TRACED_STOP_AT_EXEC, 0);
+        }
+    }
+
+    /// Adds cgroups (by id) whose processes start being traced at exec (`--cgroup`).
+    pub fn follow_cgroups(&mut self, ids: &[u64]) -> Result<(), ProbeError> {
+        for &id in ids {
+            self.cgroups
+                .insert(id, 1, 0)
+                .map_err(|source| ProbeError::Map {
+                    name: "CGROUP_FILTER",
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Stops tracing `tgid` (used when an attach fails half-way).
+    pub fn untrace(&mut self, tgid: u32) {
+        let _ = self.traced.remove(&tgid);
+    }
+
+    /// Whether the kernel side still traces `tgid` (it removes processes when they exit).
+    pub fn is_traced(&self, tgid: u32) -> bool {
+        self.traced.get(&tgid, 0).is_ok()
+    }
+
+    /// Tells the fault probe where `tgid`'s main stack starts, so it can see it grow. For the
+    /// same image (`new_image` false: attach, reseed) it never raises a value the probe has
+    /// lowered since; a new image (exec) has a new stack and always sets it.
+    pub fn set_stack_low(&mut self, tgid: u32, low: u64, new_image: bool) {
+        if !new_image && self.stack_low.get(&tgid, 0).is_ok_and(|seen| seen <= low) {
+            return;
+        }
+        if let Err(err) = self.stack_low.insert(tgid, low, 0) {
+            log::debug!("cannot record the stack of {tgid}: {err}");
+        }
+    }
+
+    /// The lowest stack address the fault probe saw for `tgid`.
+    pub fn stack_low(&self, tgid: u32) -> Option<u64> {
+        self.stack_low.get(&tgid, 0).ok()
+    }
+
+    /// Fault counters of `tgid`, summed over CPUs (zero if it never faulted).
+    pub fn faults(&self, tgid: u32) -> FaultCounters {
+        let mut total = FaultCounters::default();
+        if let Ok(per_cpu) = self.faults.get(&tgid, 0) {
+            for counters in per_cpu.iter() {
+                total.accumulate(counters);
+            }
+        }
+        total
+    }
+
+    /// Forgets what the kernel side keeps of an exited process (after it was read); its
+    /// fault granules are `granules` (as read by `fault_granules`).
+    pub fn forget(&mut self, tgid: u32, granules: impl IntoIterator<Item = u32>) {
+        let _ = self.faults.remove(&tgid);
+        let _ = self.stack_low.remove(&tgid);
+        // Normally gone already (the exit probe removes it); not after an exec that ended the
+        // tracing, and a process traced again must count from 1.
+        let _ = self.mm_seq.remove(&tgid);
+        // The probe keeps one mm per process in MM_OWNER (it drops the old one at exec).
+        if let Ok(rss) = self.rss.get(&tgid, 0)
+            && self
+                .mm_owner
+                .get(&rss.mm_id, 0)
+                .is_ok_and(|owner| owner == tgid)
+        {
+            let _ = self.mm_owner.remove(&rss.mm_id);
+        }
+        let _ = self.rss.remove(&tgid);
+        for granule in granules {
+            let _ = self.granules.remove(&GranuleKey { tgid, granule });
+        }
+    }
+
+    /// Whether `kmem:rss_stat` is attached: without it nothing keeps resident memory
+    /// current, and a seed from /proc would go stale.
+    pub fn rss_events(&self) -> bool {
+        self.rss_events
+    }
+
+    /// Resident memory of `tgid` as `kmem:rss_stat` last reported it (kinds without their
+    /// `reported` bit are 0 here: `ProcessState::observe_rss` fills them from the seed).
+    pub fn rss(&self, tgid: u32) -> Option<RssCounters> {
+        self.rss.get(&tgid, 0).ok()
+    }
+
+    /// Fault counts per granule of every traced process, summed over CPUs.
+    pub fn fault_granules(&self) -> Vec<(GranuleKey, GranuleFaults)> {
+        self.granules
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, per_cpu)| {
+                let mut sum = GranuleFaults::default();
+                for g in per_cpu.iter() {
+                    sum.all += g.all;
+                    sum.major += g.major;
+                }
+                (key, sum)
+            })
+            .collect()
+    }
+
+    /// Records lost because the ring buffer was full, per record kind (index = `RECORD_*`).
+    pub fn lost(&self) -> [u64; RECORD_KINDS] {
+        let mut lost = [0; RECORD_KINDS];
+        for (kind, slot) in lost.iter_mut().enumerate() {
+            *slot = sum_per_cpu(&self.lost, kind as u32);
+        }
+        lost
+    }
+
+    /// Kernel-side conditions (index = `STAT_*`).
+    pub fn stats(&self) -> [u64; STATS_LEN as usize] {
+        let mut stats = [0; STATS_LEN as usize];
+        for (index, slot) in stats.iter_mut().enumerate() {
+            *slot = sum_per_cpu(&self.stats, index as u32);
+        }
+        stats
+    }
+
+    /// Passes the probes' own log messages to the `log` facade.
+    pub fn flush_logs(&mut self) {
+        if let Some(logger) = self.logger.as_mut() {
+            logger.flush();
+        }
+    }
+}
+
+/// A command name as the kernel stores it: NUL-padded to 16 bytes.
+fn comm_key(name: &str) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    let bytes = &name.as_bytes()[..name.len().min(15)];
+    key[..bytes.len()].copy_from_slice(bytes);
+    key
+}
+
+fn sum_per_cpu(array: &PerCpuArray<MapData, u64>, index: u32) -> u64 {
+    array
+        .get(&index, 0)
+        .map(|values| values.iter().sum())
+        .unwrap_or(0)
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, ProbeError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| ProbeError::Map {
+        name,
+        source: Box::new(source),
+    })
+}
+
+/// Loads the tracepoint program `name` and attaches it to the tracepoint `group:name`.
+fn attach_tracepoint(ebpf: &mut Ebpf, group: &str, name: &str) -> Result<(), ProbeError> {
+    let program_error = |source| ProbeError::Program {
+        program: name.to_owned(),
+        source: Box::new(source),
+    };
+    let program: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name.to_owned()))?
+        .try_into()
+        .map_err(program_error)?;
+    program.load().map_err(program_error)?;
+    program
+        .attach(group, name)
+        .map_err(|source| ProbeError::Attach {
+            program: name.to_owned(),
+            target: format!("tracepoint {group}:{name}"),
+            source: Box::new(source),
+        })?;
+    Ok(())
+}
+
+/// Loads the raw-tracepoint program `name` and attaches it to the raw tracepoint of the same
+/// name.
+fn attach_raw(ebpf: &mut Ebpf, name: &str) -> Result<(), ProbeError> {
+    attach_raw_to(ebpf, name, name)
+}
+
+/// Loads the raw-tracepoint program `name` and attaches it to the raw tracepoint `target`.
+fn attach_raw_to(ebpf: &mut Ebpf, name: &str, target: &str) -> Result<(), ProbeError> {
+    let program_error = |source| ProbeError::Program {
+        program: name.to_owned(),
+        source: Box::new(source),
+    };
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name.to_owned()))?
+        .try_into()
+        .map_err(program_error)?;
+    program.load().map_err(program_error)?;
+    program
+        .attach(target)
+        .map_err(|source| ProbeError::Attach {
+            program: name.to_owned(),
+            target: format!("raw tracepoint {target}"),
+            source: Box::new(source),
+        })?;
+    Ok(())
+}
+
+/// Counts major faults on the `page-faults-maj` software event of every online CPU (period 1:
+/// majors are rare, and every one must be counted).
+fn attach_major_faults(ebpf: &mut Ebpf) -> Result<usize, ProbeError> {
+    let name = "major_fault";
+    let program_error = |source| ProbeError::Program {
+        program: name.to_owned(),
+        source: Box::new(source),
+    };
+    let program: &mut PerfEvent = ebpf
+        .program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name.into()))?
+        .try_into()
+        .map_err(program_error)?;
+    program.load().map_err(program_error)?;
+    let cpus = aya::util::online_cpus().map_err(|(_, err)| ProbeError::Cpus(err))?;
+    for &cpu in &cpus {
+        program
+            .attach(
+                PerfEventConfig::Software(SoftwareEvent::PageFaultsMaj),
+                PerfEventScope::AllProcessesOneCpu { cpu },
+                SamplePolicy::Period(1),
+                false,
+            )
+            .map_err(|source| ProbeError::Attach {
+                program: name.into(),
+                target: format!("perf software event page-faults-maj on CPU {cpu}"),
+                source: Box::new(source),
+            })?;
+    }
+    Ok(cpus.len())
+}
