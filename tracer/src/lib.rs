@@ -15,6 +15,7 @@ pub mod procfs;
 pub mod server;
 pub mod session;
 pub mod tracking;
+pub mod units;
 pub mod views;
 
 /// The error and its sources, joined, so the kernel's own reason is not lost.

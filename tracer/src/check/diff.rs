@@ -71,9 +71,7 @@ pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
         Growth::Percent(value)
     } else {
         let value = match unit {
-            Unit::Bytes => {
-                crate::check::units::parse_size(limit).map_err(|e| format!("`{text}`: {e}"))?
-            }
+            Unit::Bytes => crate::units::parse_size(limit).map_err(|e| format!("`{text}`: {e}"))?,
             Unit::Count => limit
                 .parse()
                 .map_err(|_| format!("`{text}`: `{limit}` is not a whole number"))?,

@@ -4,7 +4,6 @@
 pub mod diff;
 pub mod junit;
 pub mod spec;
-pub mod units;
 
 use std::fmt::Write as _;
 
@@ -231,11 +230,12 @@ fn line(file: &CheckFile, o: &Outcome) -> String {
 pub(crate) mod tests {
     use super::*;
     use crate::output::report::*;
+    use crate::output::report_build::{Context, build};
     use std::collections::BTreeMap;
 
     pub fn process(pid: u32, comm: &str, figures: &[(&str, u64)]) -> ProcessReport {
         let empty = crate::tracking::process::ProcessState::new(pid, comm.into(), 4096);
-        let mut p = crate::output::report::process(&empty);
+        let mut p = crate::output::report_build::process(&empty);
         p.argv = vec![format!("/bin/{comm}"), "--fast".into()];
         for (name, value) in figures {
             p.figures.insert(name.to_string(), *value);

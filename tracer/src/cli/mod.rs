@@ -8,6 +8,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::cli::exit::EXIT_CODES_HELP;
 
+pub use crate::kernel::probes::features::MmapLockOrder;
+pub use crate::views::groups::GroupBy;
+
 /// Live allocation tracer: follows brk/mmap/munmap/mremap/mprotect/madvise and page faults of
 /// processes with eBPF, and tells where their memory goes.
 #[derive(Debug, Parser)]
@@ -294,29 +297,6 @@ pub const MAX_INTERVAL_SECS: u64 = 86_400;
 
 /// Longest `--exited-grace`: an exited process is kept at most a week.
 pub const MAX_GRACE_SECS: u64 = 7 * 86_400;
-
-/// When records are put in the kernel's order (`--mmap-lock-order`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum MmapLockOrder {
-    Auto,
-    On,
-    Off,
-}
-
-/// How per-process metrics are labelled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum GroupBy {
-    Pid,
-    Comm,
-    /// The cgroup v2 path.
-    Cgroup,
-    /// The container id the cgroup path names (empty outside containers).
-    Container,
-    /// The Kubernetes pod UID the cgroup path names (empty outside pods).
-    Pod,
-    /// The innermost systemd unit (`*.service`, `*.scope`) of the cgroup path.
-    Unit,
-}
 
 /// A command name as the kernel keeps it: at most 15 bytes. Bytes that are not UTF-8 or are
 /// control characters are written as the tracer shows them, `\ooo` in octal (`\377evil`),

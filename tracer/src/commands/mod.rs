@@ -62,7 +62,13 @@ fn start_session(
     common: &crate::cli::CommonArgs,
     filter: &crate::session::ExecFilter,
 ) -> Result<Session, TracerError> {
-    preflight::check_capabilities()?;
+    let missing = preflight::own_missing_capabilities().map_err(|source| TracerError::Os {
+        what: "cannot read this process's capabilities from /proc/self/status".into(),
+        source,
+    })?;
+    if let Some(missing) = missing {
+        return Err(TracerError::MissingCapability { missing });
+    }
     preflight::raise_memlock_limit();
     Session::start(common, filter)
 }

@@ -1,7 +1,7 @@
 //! Checks before loading probes, so that a missing privilege gets a message naming it rather
 //! than an EPERM from deep inside the loader.
 
-use crate::{cli::exit::TracerError, procfs::parse_cap_eff};
+use crate::procfs::parse_cap_eff;
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -26,19 +26,17 @@ pub fn missing_capabilities(cap_eff: u64) -> Option<String> {
     }
 }
 
-/// Fails with `MissingCapability` when this process cannot load the probes.
-pub fn check_capabilities() -> Result<(), TracerError> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").map_err(|source| TracerError::Os {
-            what: "cannot read /proc/self/status".into(),
-            source,
-        })?;
-    let cap_eff = parse_cap_eff(&status)
-        .ok_or_else(|| TracerError::Io("no CapEff line in /proc/self/status".into()))?;
-    match missing_capabilities(cap_eff) {
-        Some(missing) => Err(TracerError::MissingCapability { missing }),
-        None => Ok(()),
-    }
+/// The capabilities this process lacks to load the probes (None: it has them), from its own
+/// effective set.
+pub fn own_missing_capabilities() -> std::io::Result<Option<String>> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let cap_eff = parse_cap_eff(&status).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "no CapEff line in /proc/self/status",
+        )
+    })?;
+    Ok(missing_capabilities(cap_eff))
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it (harmless on newer ones).

@@ -381,10 +381,7 @@ pub fn of_phase(s: &PhaseReport, name: &str) -> Option<u64> {
 pub fn show(value: u64, unit: Unit) -> String {
     match unit {
         Bytes if value >= 1024 => {
-            format!(
-                "{} ({value} bytes)",
-                crate::output::summary::human_bytes(value)
-            )
+            format!("{} ({value} bytes)", crate::units::human_bytes(value))
         }
         Bytes => format!("{value} bytes"),
         Count => value.to_string(),

@@ -10,7 +10,7 @@ use crate::{
         region::{Region, classified},
         vma::Vma,
     },
-    output::summary::human_bytes,
+    units::human_bytes,
 };
 
 /// Gaps at least this large separate the program image from the mmap area when there is no

@@ -8,4 +8,5 @@ pub mod jsonl;
 pub mod layout;
 pub mod outfile;
 pub mod report;
+pub mod report_build;
 pub mod summary;

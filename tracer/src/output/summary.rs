@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use tracer_common::counters::*;
 
+use crate::units::human_bytes;
 use crate::{
     kernel::syscalls::SyscallKind,
     tracking::process::{Lifecycle, ProcessState},
@@ -56,22 +57,6 @@ impl DaemonCounters {
         counts: &[u64; tracer_common::record::RECORD_KINDS],
     ) -> [(&'static str, u64); 4] {
         RECORD_KIND_NAMES.map(|(name, index)| (name, counts[index]))
-    }
-}
-
-/// `1.5 MiB`-style sizes.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 

@@ -2,12 +2,10 @@
 //! unmapped, the program break, lifecycle. Pure: no I/O; the session feeds it events and the
 //! figures it reads from the kernel maps and /proc.
 
-use std::collections::BTreeMap;
-
 use tracer_common::counters::{FaultCounters, RssCounters};
 
 use crate::{
-    kernel::events::{Event, ExecEvent, ForkEvent, SyscallEvent, TaskKind},
+    kernel::events::{ExecEvent, SyscallEvent},
     kernel::syscalls::{Outcome, SyscallKind},
     model::{AddressSpace, apply::NeedsName},
     tracking::fault_regions::FaultRegions,
@@ -150,7 +148,7 @@ pub struct ProcessState {
     pub resyncs: u64,
     pub drift_differences: u64,
     /// How the last drift checks went (for reporting recurring drift once).
-    pub drift: crate::tracking::reconcile::DriftHistory,
+    pub drift: DriftHistory,
     /// Highest virtual size and VMA count seen.
     pub peak_vsz: u64,
     pub peak_vmas: usize,
@@ -166,7 +164,7 @@ pub struct ProcessState {
     pub exit_record_lost: bool,
     /// With `--group-by comm`: what was counted while the process had earlier comms (before an
     /// exec), which stays with those comms' series.
-    pub counted_under_earlier_comms: crate::views::metrics::Totals,
+    pub counted_under_earlier_comms: crate::tracking::counters::CounterTotals,
     /// Snapshots taken when a phase was marked (`POST /api/v1/phases`).
     pub phases: Vec<PhaseSnapshot>,
     /// Its cgroup v2 path, read when it was first traced and at each exec (a forked child
@@ -261,7 +259,7 @@ impl ProcessState {
         self.syscalls[kind.index()]
     }
 
-    fn apply_syscall(&mut self, e: &SyscallEvent, page_size: u64) -> Option<NeedsName> {
+    pub(super) fn apply_syscall(&mut self, e: &SyscallEvent, page_size: u64) -> Option<NeedsName> {
         self.count_syscall(e, page_size);
         // Records older than the seed are already part of it.
         if let Some(seeded) = self.seeded_at_ns {
@@ -292,7 +290,7 @@ impl ProcessState {
     }
 
     /// The call's counters (every record, applied to the model or not).
-    fn count_syscall(&mut self, e: &SyscallEvent, page_size: u64) {
+    pub(super) fn count_syscall(&mut self, e: &SyscallEvent, page_size: u64) {
         let stats = &mut self.syscalls[e.kind.index()];
         stats.calls += 1;
         let ok = e.outcome() == Outcome::Ok;
@@ -377,7 +375,7 @@ impl ProcessState {
         self.peak_vmas = self.peak_vmas.max(self.space.vma_count());
     }
 
-    fn apply_exec(&mut self, e: &ExecEvent) {
+    pub(super) fn apply_exec(&mut self, e: &ExecEvent) {
         self.comm = e.comm.clone();
         self.exe = Some(e.filename.clone());
         self.execs += 1;
@@ -409,451 +407,14 @@ fn replay_is_harmless(e: &SyscallEvent) -> bool {
     }
 }
 
-/// What the session must do after an event (the I/O the pure table cannot do).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FollowUp {
-    None,
-    /// A new image: seed it from /proc, then resume the process if the probe stopped it.
-    Seed {
-        tgid: u32,
-        resume: bool,
-    },
-    /// A task of unknown kind appeared: ask /proc whether it is a process.
-    Classify {
-        parent: u32,
-        child: u32,
-    },
-    /// The process exited: read its final fault counters.
-    Exited(u32),
-    /// A file was mapped: find its name in /proc while the mapping is there.
-    ResolveName {
-        tgid: u32,
-        needs: NeedsName,
-    },
-}
-
-/// All traced processes, alive and exited, keyed by tgid.
-#[derive(Debug, Default)]
-pub struct ProcessTable {
-    processes: BTreeMap<u32, ProcessState>,
-    page_size: u64,
-    /// Keep an exited process whose pid is reused (in `earlier`) instead of dropping it: a
-    /// report must describe every process.
-    pub keep_reused: bool,
-    earlier: Vec<ProcessState>,
-    /// Sum of every process's `order_conflicts` (daemon-wide, kept when processes are gone).
-    pub order_conflicts: u64,
-}
-
-impl ProcessTable {
-    pub fn new(page_size: u64) -> ProcessTable {
-        ProcessTable {
-            processes: BTreeMap::new(),
-            page_size,
-            keep_reused: false,
-            earlier: Vec::new(),
-            order_conflicts: 0,
-        }
-    }
-
-    /// Drops (or keeps aside) an exited entry whose pid a new process now has (pid reuse).
-    fn forget_if_exited(&mut self, tgid: u32) {
-        if self.processes.get(&tgid).is_some_and(|p| !p.is_running())
-            && let Some(old) = self.processes.remove(&tgid)
-            && self.keep_reused
-        {
-            self.earlier.push(old);
-        }
-    }
-
-    /// Every process, including exited ones whose pid was reused since (`keep_reused`).
-    pub fn all(&self) -> impl Iterator<Item = &ProcessState> {
-        self.earlier.iter().chain(self.processes.values())
-    }
-
-    /// Registers a process traced from user space (the command of `run`, or an attach target).
-    pub fn add(&mut self, tgid: u32, comm: String) -> &mut ProcessState {
-        self.forget_if_exited(tgid);
-        let page_size = self.page_size;
-        self.processes
-            .entry(tgid)
-            .or_insert_with(|| ProcessState::new(tgid, comm, page_size))
-    }
-
-    pub fn get(&self, tgid: u32) -> Option<&ProcessState> {
-        self.processes.get(&tgid)
-    }
-
-    pub fn get_mut(&mut self, tgid: u32) -> Option<&mut ProcessState> {
-        self.processes.get_mut(&tgid)
-    }
-
-    pub fn iter(&self) -> std::collections::btree_map::Values<'_, u32, ProcessState> {
-        self.processes.values()
-    }
-
-    /// Forgets processes that exited before `cutoff_ns` altogether (the daemon mode, where
-    /// nothing but their metrics would need them). Returns them.
-    pub fn evict_exited_before(&mut self, cutoff_ns: u64) -> Vec<ProcessState> {
-        let gone: Vec<u32> = self
-            .processes
-            .values()
-            .filter(|p| matches!(p.lifecycle, Lifecycle::Exited { ts_ns } if ts_ns < cutoff_ns))
-            .map(|p| p.tgid)
-            .collect();
-        gone.into_iter()
-            .filter_map(|tgid| self.processes.remove(&tgid))
-            .collect()
-    }
-
-    /// Drops the VMAs of processes that exited before `cutoff_ns` (CLOCK_MONOTONIC).
-    pub fn drop_models_exited_before(&mut self, cutoff_ns: u64) -> usize {
-        let mut dropped = 0;
-        for p in self.processes.values_mut() {
-            if let Lifecycle::Exited { ts_ns } = p.lifecycle
-                && ts_ns < cutoff_ns
-                && !p.model_dropped
-            {
-                p.drop_model();
-                dropped += 1;
-            }
-        }
-        dropped
-    }
-
-    pub fn running(&self) -> impl Iterator<Item = &ProcessState> {
-        self.iter().filter(|p| p.is_running())
-    }
-
-    /// Records a fork whose child turned out to be a process.
-    pub fn add_child(&mut self, parent: u32, child: u32) {
-        let page_size = self.page_size;
-        let (comm, heap, space, argv, exe, cgroup) = match self.processes.get(&parent) {
-            Some(p) => (
-                p.comm.clone(),
-                p.heap,
-                p.space.fork_copy(),
-                p.argv.clone(),
-                p.exe.clone(),
-                p.cgroup.clone(),
-            ),
-            None => (
-                String::new(),
-                Heap::default(),
-                AddressSpace::new(page_size),
-                Vec::new(),
-                None,
-                None,
-            ),
-        };
-        self.forget_if_exited(child);
-        let state = self
-            .processes
-            .entry(child)
-            .or_insert_with(|| ProcessState::new(child, comm, page_size));
-        state.parent = Some(parent);
-        state.ppid = Some(parent);
-        // A child runs its parent's image: same command line and file.
-        state.argv = argv;
-        state.exe = exe;
-        // A child starts in its parent's cgroup.
-        state.cgroup = cgroup;
-        // fork copies the address space, the break included, but none of what the parent's
-        // brk calls counted.
-        state.heap = Heap {
-            start: heap.start,
-            end: heap.end,
-            peak: heap.end,
-            ..Heap::default()
-        };
-        state.space = space;
-        state.note_peaks();
-    }
-
-    /// Counts a syscall whose record came after later changes of its process were applied
-    /// (`order::Step::Late`) without applying it; the process takes its state from /proc again.
-    pub fn apply_late(&mut self, e: &SyscallEvent) {
-        let page_size = self.page_size;
-        let p = self.entry(e.tgid);
-        p.count_syscall(e, page_size);
-        p.order_conflict();
-        self.order_conflicts += 1;
-    }
-
-    /// Records of `tgid` were lost before the ones now applied (`order::Step::Gap`).
-    pub fn order_gap(&mut self, tgid: u32) {
-        if let Some(p) = self.processes.get_mut(&tgid) {
-            p.order_conflict();
-            self.order_conflicts += 1;
-        }
-    }
-
-    /// Applies one event; returns the I/O the session should do next.
-    pub fn apply(&mut self, event: &Event) -> FollowUp {
-        let page_size = self.page_size;
-        match event {
-            Event::Syscall(e) => {
-                let p = self.entry(e.tgid);
-                let conflicts = p.order_conflicts;
-                let needs_name = p.apply_syscall(e, page_size);
-                let found = p.order_conflicts - conflicts;
-                self.order_conflicts += found;
-                match needs_name {
-                    Some(needs) => FollowUp::ResolveName {
-                        tgid: e.tgid,
-                        needs,
-                    },
-                    None => FollowUp::None,
-                }
-            }
-            Event::Fork(ForkEvent {
-                parent_tgid,
-                child_pid,
-                child,
-                ..
-            }) => match child {
-                TaskKind::Thread => {
-                    self.entry(*parent_tgid).threads_created += 1;
-                    FollowUp::None
-                }
-                TaskKind::Refused => FollowUp::None,
-                TaskKind::Process => {
-                    self.add_child(*parent_tgid, *child_pid);
-                    FollowUp::None
-                }
-                TaskKind::Unknown => FollowUp::Classify {
-                    parent: *parent_tgid,
-                    child: *child_pid,
-                },
-            },
-            Event::Exec(e) if e.untraced => {
-                let state = self.entry(e.tgid);
-                state.apply_exec(e);
-                state.untraced = true;
-                state.lifecycle = Lifecycle::Exited { ts_ns: e.ts_ns };
-                FollowUp::Exited(e.tgid)
-            }
-            Event::Exec(e) => {
-                self.entry(e.tgid).apply_exec(e);
-                FollowUp::Seed {
-                    tgid: e.tgid,
-                    resume: e.stopped,
-                }
-            }
-            Event::Exit(e) => {
-                let state = self.entry(e.tgid);
-                state.lifecycle = Lifecycle::Exited { ts_ns: e.ts_ns };
-                // The exit record names the last thread to exit, often not the main one.
-                if state.comm.is_empty() {
-                    state.comm = e.comm.clone();
-                }
-                FollowUp::Exited(e.tgid)
-            }
-        }
-    }
-
-    /// The state of `tgid`, created if an event arrives for a process not seen before (e.g.
-    /// its fork record was lost).
-    /// No record follows a process's exit, so a record for an exited entry is from a new
-    /// process that reuses the pid: it starts fresh.
-    fn entry(&mut self, tgid: u32) -> &mut ProcessState {
-        let page_size = self.page_size;
-        self.forget_if_exited(tgid);
-        self.processes
-            .entry(tgid)
-            .or_insert_with(|| ProcessState::new(tgid, String::new(), page_size))
-    }
+/// How the drift checks of a process went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DriftHistory {
+    /// The last check found a difference and resynced.
+    pub resynced_last_check: bool,
+    /// A drift right after a resync was reported (once per process).
+    pub recurring_reported: bool,
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::kernel::events::{ExitEvent, SyscallEvent};
-
-    fn syscall(tgid: u32, kind: SyscallKind, args: &[u64], ret: i64) -> Event {
-        let mut a = [0; 6];
-        a[..args.len()].copy_from_slice(args);
-        Event::Syscall(SyscallEvent {
-            ts_ns: 1,
-            enter_ns: 0,
-            tgid,
-            tid: tgid,
-            kind,
-            args: a,
-            ret,
-            seq: 0,
-        })
-    }
-
-    #[test]
-    fn counts_calls_failures_and_bytes() {
-        let mut t = ProcessTable::new(4096);
-        t.add(5, "w".into());
-        t.apply(&syscall(
-            5,
-            SyscallKind::Mmap,
-            &[0, 100, 3, 0x22, u64::MAX, 0],
-            0x7000_0000,
-        ));
-        t.apply(&syscall(
-            5,
-            SyscallKind::Mmap,
-            &[0, 8192, 3, 0x22, u64::MAX, 0],
-            -12,
-        ));
-        t.apply(&syscall(5, SyscallKind::Munmap, &[0x7000_0000, 4096], 0));
-        t.apply(&syscall(5, SyscallKind::Munmap, &[0x7000_0001, 4096], -22));
-        t.apply(&syscall(
-            5,
-            SyscallKind::Mremap,
-            &[0x1000, 4096, 3 * 4096, 1, 0],
-            0x9000,
-        ));
-        let p = t.get(5).unwrap();
-        assert_eq!(
-            p.stats(SyscallKind::Mmap),
-            SyscallStats {
-                calls: 2,
-                failed: 1
-            }
-        );
-        assert_eq!(
-            p.stats(SyscallKind::Munmap),
-            SyscallStats {
-                calls: 2,
-                failed: 1
-            }
-        );
-        assert_eq!(p.bytes_mapped, 4096 + 2 * 4096);
-        assert_eq!(p.bytes_unmapped, 4096);
-    }
-
-    #[test]
-    fn brk_tracks_start_end_peak_even_when_refused() {
-        let mut t = ProcessTable::new(4096);
-        t.apply(&syscall(7, SyscallKind::Brk, &[0], 0x55_0000));
-        t.apply(&syscall(7, SyscallKind::Brk, &[0x57_1000], 0x57_1000));
-        t.apply(&syscall(7, SyscallKind::Brk, &[0x56_0000], 0x56_0000));
-        t.apply(&syscall(7, SyscallKind::Brk, &[0x10], 0x56_0000)); // refused
-        let p = t.get(7).unwrap();
-        assert_eq!(p.heap.start, Some(0x55_0000));
-        assert_eq!(p.heap.end, Some(0x56_0000));
-        assert_eq!(p.heap.peak, Some(0x57_1000));
-        assert_eq!(p.heap.peak_size(), Some(0x2_1000));
-        assert_eq!(p.heap.moves, 2);
-        assert_eq!(
-            p.stats(SyscallKind::Brk),
-            SyscallStats {
-                calls: 4,
-                failed: 1
-            }
-        );
-    }
-
-    #[test]
-    fn fork_copies_the_break_and_exit_is_reported() {
-        let mut t = ProcessTable::new(4096);
-        t.apply(&syscall(7, SyscallKind::Brk, &[0], 0x55_0000));
-        let fork = Event::Fork(ForkEvent {
-            ts_ns: 2,
-            parent_tgid: 7,
-            parent_tid: 7,
-            child_pid: 8,
-            child: TaskKind::Process,
-            clone_flags: 0,
-            comm: "w".into(),
-        });
-        assert_eq!(t.apply(&fork), FollowUp::None);
-        assert_eq!(t.get(8).unwrap().heap.end, Some(0x55_0000));
-        assert_eq!(t.get(8).unwrap().parent, Some(7));
-        let exit = Event::Exit(ExitEvent {
-            ts_ns: 3,
-            tgid: 8,
-            tid: 8,
-            comm: "w".into(),
-        });
-        assert_eq!(t.apply(&exit), FollowUp::Exited(8));
-        assert_eq!(t.running().map(|p| p.tgid).collect::<Vec<_>>(), vec![7]);
-    }
-
-    #[test]
-    fn exited_models_are_freed_after_the_grace_period_but_their_drawing_stays() {
-        let mut t = ProcessTable::new(4096);
-        t.add(5, "w".into());
-        t.apply(&syscall(
-            5,
-            SyscallKind::Mmap,
-            &[0, 4096, 3, 0x22, u64::MAX, 0],
-            0x7000_0000,
-        ));
-        let exit = Event::Exit(ExitEvent {
-            ts_ns: 100,
-            tgid: 5,
-            tid: 5,
-            comm: "w".into(),
-        });
-        t.apply(&exit);
-        let p = t.get_mut(5).unwrap();
-        p.final_layout = Some(crate::output::summary::render_layout(p));
-        assert_eq!(
-            t.drop_models_exited_before(100),
-            0,
-            "not yet past the grace period"
-        );
-        assert_eq!(t.drop_models_exited_before(101), 1);
-        let p = t.get(5).unwrap();
-        assert_eq!(p.space.vma_count(), 0);
-        assert!(crate::output::summary::render_layout(p).contains("VSZ 4.0 KiB in 1 VMAs"));
-        assert_eq!(t.drop_models_exited_before(u64::MAX), 0, "only once");
-        assert_eq!(t.evict_exited_before(100).len(), 0);
-        assert_eq!(t.evict_exited_before(101).len(), 1);
-        assert!(t.get(5).is_none());
-    }
-
-    #[test]
-    fn threads_are_counted_not_tracked() {
-        let mut t = ProcessTable::new(4096);
-        let fork = Event::Fork(ForkEvent {
-            ts_ns: 2,
-            parent_tgid: 7,
-            parent_tid: 7,
-            child_pid: 9,
-            child: TaskKind::Thread,
-            clone_flags: 0x10000,
-            comm: "w".into(),
-        });
-        t.apply(&fork);
-        assert!(t.get(9).is_none());
-        assert_eq!(t.get(7).unwrap().threads_created, 1);
-    }
-
-    #[test]
-    fn changes_out_of_order_are_counted_and_resynced_not_applied_blindly() {
-        let mut t = ProcessTable::new(4096);
-        t.add(5, "w".into());
-        let mmap = |ret| syscall(5, SyscallKind::Mmap, &[0, 8192, 3, 0x22, u64::MAX, 0], ret);
-        t.apply(&mmap(0x7000_0000));
-        assert_eq!(
-            (t.order_conflicts, t.get(5).unwrap().reseed_needed),
-            (0, false)
-        );
-        // Handed out again while the model still has it: another thread's munmap is missing.
-        t.apply(&mmap(0x7000_0000));
-        let p = t.get(5).unwrap();
-        assert_eq!(
-            (t.order_conflicts, p.order_conflicts, p.reseed_needed),
-            (1, 1, true)
-        );
-        // A late munmap is counted as a call but leaves the model alone.
-        let Event::Syscall(late) = syscall(5, SyscallKind::Munmap, &[0x7000_0000, 8192], 0) else {
-            unreachable!()
-        };
-        t.apply_late(&late);
-        let p = t.get(5).unwrap();
-        assert_eq!(p.stats(SyscallKind::Munmap).calls, 1);
-        assert_eq!(p.space.vma_count(), 1);
-        assert_eq!(t.order_conflicts, 2);
-        t.order_gap(5);
-        assert_eq!(t.get(5).unwrap().order_conflicts, 3);
-    }
-}
+mod tests;

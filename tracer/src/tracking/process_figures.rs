@@ -7,7 +7,10 @@ use tracer_common::counters::{
 };
 
 use crate::{
+    kernel::syscalls::SyscallKind,
     model::{maps::name_of, region::Region, vma::Vma},
+    tracking::counters::CounterTotals,
+    tracking::fault_regions::MetricRegion,
     tracking::process::{Lifecycle, ProcessState},
 };
 
@@ -128,6 +131,37 @@ impl ProcessState {
                 faults,
             })
             .collect()
+    }
+}
+
+/// The counters `/metrics` adds up, one definition for every series and the report.
+impl ProcessState {
+    /// A process's counters; faults the kernel could not count in a granule (its map was
+    /// full, counted apart) are region "other". Both parts only grow.
+    pub fn counter_totals(&self) -> CounterTotals {
+        let mut t = CounterTotals {
+            faults_minor: self.fault_regions.minor,
+            faults_major: self.fault_regions.major,
+            ..Default::default()
+        };
+        let other = MetricRegion::Other as usize;
+        t.faults_minor[other] += self
+            .faults
+            .unattributed
+            .saturating_sub(self.faults.unattributed_major);
+        t.faults_major[other] += self.faults.unattributed_major;
+        for kind in SyscallKind::ALL {
+            t.syscalls[kind.index()] = self.stats(kind).calls;
+            t.syscall_errors[kind.index()] = self.stats(kind).failed;
+        }
+        t
+    }
+
+    /// What a process counted under its current comm (see `counted_under_earlier_comms`).
+    pub fn counters_under_current_comm(&self) -> CounterTotals {
+        let mut t = self.counter_totals();
+        t.subtract(&self.counted_under_earlier_comms);
+        t
     }
 }
 

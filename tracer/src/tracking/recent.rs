@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::{
     kernel::events::SyscallEvent,
     kernel::syscalls::{Outcome, SyscallKind},
-    output::jsonl::hex,
+    units::hex,
 };
 
 /// Changes kept per process.

@@ -174,15 +174,6 @@ pub fn sync_stack(p: &mut ProcessState, probes: &Probes) {
     }
 }
 
-/// How the drift checks of a process went.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DriftHistory {
-    /// The last check found a difference and resynced.
-    pub resynced_last_check: bool,
-    /// A drift right after a resync was reported (once per process).
-    pub recurring_reported: bool,
-}
-
 /// What a drift check found.
 #[derive(Debug, Default)]
 pub struct Drift {
@@ -318,6 +309,7 @@ pub const MAX_RESEEDS_IN_A_ROW: u32 = 50;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tracking::process::DriftHistory;
 
     fn drift(model_name: &str, kernel_name: &str) -> Drift {
         let text = |name: &str| format!("555555559000-555555569000 rw-p 00000000 00:00 0 {name}\n");

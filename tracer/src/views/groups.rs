@@ -12,8 +12,23 @@
 use std::collections::HashMap;
 
 use crate::{
-    cli::GroupBy, procfs::cgroup::Identity, tracking::process::ProcessState, views::metrics::Totals,
+    procfs::cgroup::Identity, tracking::counters::CounterTotals, tracking::process::ProcessState,
 };
+
+/// How per-process metrics are labelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupBy {
+    Pid,
+    Comm,
+    /// The cgroup v2 path.
+    Cgroup,
+    /// The container id the cgroup path names (empty outside containers).
+    Container,
+    /// The Kubernetes pod UID the cgroup path names (empty outside pods).
+    Pod,
+    /// The innermost systemd unit (`*.service`, `*.scope`) of the cgroup path.
+    Unit,
+}
 
 /// The label that names a process's group under `by` (None for `--group-by pid`).
 pub fn label_name(by: GroupBy) -> Option<&'static str> {
@@ -53,7 +68,7 @@ pub const OTHER: &str = "(other processes)";
 #[derive(Debug, Default)]
 struct Group {
     /// What its forgotten processes counted (and its processes under earlier comms).
-    retired: Totals,
+    retired: CounterTotals,
     /// Live members.
     live: u32,
     /// When it last gained or lost a member (a tick of `CommGroups::clock`).
@@ -67,7 +82,7 @@ pub struct CommGroups {
     groups: HashMap<String, Group>,
     /// tgid -> its comm's group, or None when it counts under OTHER.
     members: HashMap<u32, Option<String>>,
-    other: Totals,
+    other: CounterTotals,
     /// Processes counted under OTHER, for its gauges.
     folded: u64,
     clock: u64,
@@ -80,7 +95,7 @@ impl CommGroups {
             cap: cap.max(1),
             groups: HashMap::new(),
             members: HashMap::new(),
-            other: Totals::default(),
+            other: CounterTotals::default(),
             folded: 0,
             clock: 0,
         }
@@ -111,7 +126,7 @@ impl CommGroups {
 
     /// `tgid` stops counting under its current comm (it exited and is forgotten, or it exec'd
     /// another comm): what it counted there stays with that comm's group (or OTHER).
-    pub fn retire(&mut self, tgid: u32, comm: &str, counted: &Totals) {
+    pub fn retire(&mut self, tgid: u32, comm: &str, counted: &CounterTotals) {
         self.clock += 1;
         let group = match self.members.remove(&tgid) {
             Some(group) => group,
@@ -129,8 +144,8 @@ impl CommGroups {
     }
 
     /// Each group's retired totals, OTHER's included (under its label) when it has any.
-    pub fn retired(&self) -> impl Iterator<Item = (&str, &Totals)> {
-        let other = (self.other != Totals::default()).then_some((OTHER, &self.other));
+    pub fn retired(&self) -> impl Iterator<Item = (&str, &CounterTotals)> {
+        let other = (self.other != CounterTotals::default()).then_some((OTHER, &self.other));
         self.groups
             .iter()
             .map(|(comm, g)| (comm.as_str(), &g.retired))
@@ -196,13 +211,13 @@ impl CommGroups {
 mod tests {
     use super::*;
 
-    fn calls(n: u64) -> Totals {
-        let mut t = Totals::default();
+    fn calls(n: u64) -> CounterTotals {
+        let mut t = CounterTotals::default();
         t.syscalls[0] = n;
         t
     }
 
-    fn retired_of<'a>(g: &'a CommGroups, label: &str) -> Option<&'a Totals> {
+    fn retired_of<'a>(g: &'a CommGroups, label: &str) -> Option<&'a CounterTotals> {
         g.retired().find(|(l, _)| *l == label).map(|(_, t)| t)
     }
 

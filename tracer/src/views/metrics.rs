@@ -5,15 +5,16 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    cli::GroupBy,
     kernel::probes::Feature,
     kernel::syscalls::SyscallKind,
     model::region::classified,
     output::summary::DaemonCounters,
+    tracking::counters::CounterTotals,
     tracking::fault_regions::MetricRegion,
     tracking::process::{Lifecycle, ProcessState},
     tracking::process_figures::RSS_TYPES,
     views::groups::CommGroups,
+    views::groups::GroupBy,
 };
 use prometheus::{
     Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder, core::Collector,
@@ -32,68 +33,6 @@ pub struct ScrapeContext<'a> {
     pub groups: &'a CommGroups,
     /// Optional kernel features and whether this kernel has them.
     pub features: &'a [Feature],
-}
-
-/// The counter figures of one process (or of the processes of one comm).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Totals {
-    pub faults_minor: [u64; 5],
-    pub faults_major: [u64; 5],
-    pub syscalls: [u64; 6],
-    pub syscall_errors: [u64; 6],
-}
-
-impl Totals {
-    /// A process's counters; faults the kernel could not count in a granule (its map was
-    /// full, counted apart) are region "other". Both parts only grow.
-    pub fn of(p: &ProcessState) -> Totals {
-        let mut t = Totals {
-            faults_minor: p.fault_regions.minor,
-            faults_major: p.fault_regions.major,
-            ..Default::default()
-        };
-        let other = MetricRegion::Other as usize;
-        t.faults_minor[other] += p
-            .faults
-            .unattributed
-            .saturating_sub(p.faults.unattributed_major);
-        t.faults_major[other] += p.faults.unattributed_major;
-        for kind in SyscallKind::ALL {
-            t.syscalls[kind.index()] = p.stats(kind).calls;
-            t.syscall_errors[kind.index()] = p.stats(kind).failed;
-        }
-        t
-    }
-
-    /// What a process counted under its current comm (see `counted_under_earlier_comms`).
-    pub fn under_current_comm(p: &ProcessState) -> Totals {
-        let mut t = Totals::of(p);
-        t.subtract(&p.counted_under_earlier_comms);
-        t
-    }
-
-    fn subtract(&mut self, other: &Totals) {
-        self.combine(other, u64::saturating_sub);
-    }
-
-    pub fn add(&mut self, other: &Totals) {
-        self.combine(other, |mine, theirs| mine + theirs);
-    }
-
-    /// Applies `f` to every counter of `self` with the same counter of `other`.
-    fn combine(&mut self, other: &Totals, f: impl Fn(u64, u64) -> u64) {
-        let pairs = [
-            (&mut self.faults_minor[..], &other.faults_minor[..]),
-            (&mut self.faults_major[..], &other.faults_major[..]),
-            (&mut self.syscalls[..], &other.syscalls[..]),
-            (&mut self.syscall_errors[..], &other.syscall_errors[..]),
-        ];
-        for (mine, theirs) in pairs {
-            for (m, t) in mine.iter_mut().zip(theirs) {
-                *m = f(*m, *t);
-            }
-        }
-    }
 }
 
 /// The gauge figures of one process (or the sum over the live processes of one comm).
@@ -165,20 +104,20 @@ fn exported(p: &ProcessState, cutoff_ns: u64) -> bool {
 fn series<'a>(
     processes: impl Iterator<Item = &'a ProcessState>,
     ctx: &ScrapeContext,
-) -> Vec<(Vec<String>, Totals, Option<Gauges>)> {
+) -> Vec<(Vec<String>, CounterTotals, Option<Gauges>)> {
     match ctx.group_by {
         GroupBy::Pid => processes
             .filter(|p| exported(p, ctx.exited_cutoff_ns))
             .map(|p| {
                 (
                     vec![p.tgid.to_string(), p.comm.clone()],
-                    Totals::of(p),
+                    p.counter_totals(),
                     Some(Gauges::of(p)),
                 )
             })
             .collect(),
         _ => {
-            let mut by_comm: BTreeMap<String, (Totals, Option<Gauges>)> = BTreeMap::new();
+            let mut by_comm: BTreeMap<String, (CounterTotals, Option<Gauges>)> = BTreeMap::new();
             for (comm, totals) in ctx.groups.retired() {
                 by_comm.entry(comm.to_owned()).or_default().0.add(totals);
             }
@@ -187,7 +126,7 @@ fn series<'a>(
                 let entry = by_comm
                     .entry(ctx.groups.label(p.tgid).to_owned())
                     .or_default();
-                entry.0.add(&Totals::under_current_comm(p));
+                entry.0.add(&p.counters_under_current_comm());
                 if p.is_running() {
                     entry
                         .1
@@ -526,7 +465,7 @@ mod group_tests {
         b.rss.bytes[RSS_ANON] = 8192;
         b.lifecycle = Lifecycle::Exited { ts_ns: 1 };
         let mut groups = CommGroups::new(10);
-        let mut gone = Totals::default();
+        let mut gone = CounterTotals::default();
         gone.syscalls[SyscallKind::Mmap.index()] = 10;
         groups.retire(3, "worker", &gone);
         groups.join(7, "worker");
@@ -559,8 +498,8 @@ mod group_tests {
         // The exec into "worker": the 5 calls stay with "sh" (retired), the offset records them.
         let mut groups = CommGroups::new(10);
         groups.join(7, "sh");
-        groups.retire(7, "sh", &Totals::under_current_comm(&p));
-        p.counted_under_earlier_comms = Totals::of(&p);
+        groups.retire(7, "sh", &p.counters_under_current_comm());
+        p.counted_under_earlier_comms = p.counter_totals();
         p.comm = "worker".into();
         p.syscalls[SyscallKind::Mmap.index()].calls = 7;
         groups.join(7, "worker");

@@ -80,7 +80,7 @@ pub struct ProbeOptions {
     /// Trace every process that execs a command not excluded (`attach --all`).
     pub trace_all: bool,
     /// Whether to number each process's changes in the kernel's order (`--mmap-lock-order`).
-    pub mmap_lock_order: crate::cli::MmapLockOrder,
+    pub mmap_lock_order: features::MmapLockOrder,
     /// Start tracing at exec only in the cgroups `follow_cgroups` lists (`attach --cgroup`).
     pub trace_cgroup: bool,
 }

@@ -1,7 +1,7 @@
 //! Sizes as people write them in check files and diff thresholds: `4096`, `132KiB`, `64 MiB`,
 //! `1.5GiB`, `10MB`. Binary units (KiB, MiB, GiB, TiB) are powers of 1024, decimal ones (kB,
 //! KB, MB, GB, TB) powers of 1000; units are case-sensitive so that a typo is an error, not a
-//! guess.
+//! guess. `human_bytes` writes sizes back the way the summary and messages show them.
 
 const UNITS: &[(&str, u64)] = &[
     ("B", 1),
@@ -66,6 +66,27 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     }
     let bytes = u64::try_from(scaled / scale).map_err(|_| too_large())?;
     Ok(bytes)
+}
+
+/// `1.5 MiB`-style sizes.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// An address or bit pattern the way `/proc` and the reports write it: `0x7f00`.
+pub fn hex(value: u64) -> String {
+    format!("{value:#x}")
 }
 
 #[cfg(test)]

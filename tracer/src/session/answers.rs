@@ -1,0 +1,198 @@
+//! The session's answers to the HTTP API (`server::http` sends a query, the drain loop answers
+//! it between batches, so a view never sees a half-applied record), phase marks and the drift
+//! checks they and the timer ask for.
+
+use crate::{
+    model::maps,
+    procfs,
+    server::http::{Answer, Ask, Query},
+    tracking::reconcile,
+    views::api,
+    views::groups::GroupBy,
+};
+
+use super::Session;
+use super::tracker::{PHASE_LIMIT, Tracker, nanos};
+
+impl Session {
+    /// Answers the HTTP API's questions from now on.
+    pub fn serve_queries(&mut self, queries: tokio::sync::mpsc::Receiver<Query>) {
+        self.queries = Some(queries);
+    }
+
+    /// Snapshots the figures of every running traced process (or of `pid`) under phase
+    /// `name`, for the report and `--check`.
+    pub(super) fn mark_phase(&mut self, name: &str, pid: Option<u32>) -> Answer {
+        if !crate::check::valid_phase_name(name) {
+            return Answer::BadRequest(format!(
+                "phase name `{name}`: use 1 to 64 letters, digits, `_`, `-` or `.`"
+            ));
+        }
+        if let Some(pid) = pid
+            && !self.tracker.table.get(pid).is_some_and(|p| p.is_running())
+        {
+            return Answer::NotFound(format!("no running traced process {pid}"));
+        }
+        // The kernel figures (RSS, faults) as of now; the records were drained by `answer`.
+        self.tracker.refresh_running();
+        let now = procfs::monotonic_ns();
+        let targets: Vec<u32> = match pid {
+            Some(pid) => vec![pid],
+            None => self.tracker.table.running().map(|p| p.tgid).collect(),
+        };
+        // A mark that cannot be kept for every target is refused whole (429), not dropped
+        // for some behind a 200: a CI verdict must not rest on a phase that was not taken.
+        if let Some(full) = targets.iter().find(|&&tgid| {
+            self.tracker
+                .table
+                .get(tgid)
+                .is_some_and(|p| p.phases.len() >= PHASE_LIMIT)
+        }) {
+            return Answer::TooMany(format!(
+                "process {full} already has {PHASE_LIMIT} phases: phase `{name}` not marked"
+            ));
+        }
+        for &tgid in &targets {
+            if let Some(p) = self.tracker.table.get_mut(tgid) {
+                let snapshot = p.snapshot(name, now);
+                p.phases.push(snapshot);
+            }
+        }
+        log::info!("phase {name} marked for {} processes", targets.len());
+        Answer::Json(serde_json::json!({"phase": name, "ts_ns": now, "pids": targets}))
+    }
+
+    /// Compares `tgid`'s model with /proc; a difference that persists after one more drain
+    /// (so not a record still on its way) is counted, logged and healed by a resync.
+    pub fn check(&mut self, tgid: u32) -> Result<usize, reconcile::ReconcileError> {
+        for attempt in 0..2 {
+            self.drain();
+            let Tracker { table, probes, .. } = &mut self.tracker;
+            let p = table
+                .get_mut(tgid)
+                .ok_or(reconcile::ReconcileError::NotTraced(tgid))?;
+            let (drift, text, snapshot_ns) = reconcile::compare(p, probes)?;
+            if drift.differences() == 0 {
+                reconcile::agreed(p);
+                return Ok(0);
+            }
+            if attempt == 1 {
+                reconcile::heal(p, &drift, &text, snapshot_ns);
+                return Ok(drift.differences());
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    /// The periodic drift check of every running process.
+    pub(super) fn check_all(&mut self) {
+        let running: Vec<u32> = self.tracker.table.running().map(|p| p.tgid).collect();
+        for tgid in running {
+            if let Err(err) = self.check(tgid) {
+                log::debug!(
+                    "drift check of {tgid} skipped: {}",
+                    crate::error_chain(&err)
+                );
+            }
+        }
+    }
+
+    /// Answers one API question with everything drained so far.
+    pub(super) fn answer(&mut self, ask: Ask) -> Answer {
+        self.drain();
+        let not_found = |pid: u32| Answer::NotFound(format!("no traced process {pid}"));
+        match ask {
+            Ask::Processes => {
+                // RSS and faults are in the list (the live page sorts by them): current ones.
+                self.tracker.refresh_running();
+                let list: Vec<serde_json::Value> = self
+                    .tracker
+                    .table
+                    .iter()
+                    .map(api::process_summary)
+                    .collect();
+                Answer::Json(serde_json::json!({
+                    "processes": list,
+                    "daemon": api::daemon_json(&self.tracker.counters),
+                }))
+            }
+            Ask::Process { pid, running_only } if running_only && !self.tracker.is_running(pid) => {
+                not_found(pid)
+            }
+            Ask::Maps { pid, running_only } if running_only && !self.tracker.is_running(pid) => {
+                not_found(pid)
+            }
+            Ask::Check { pid, running_only } if running_only && !self.tracker.is_running(pid) => {
+                not_found(pid)
+            }
+            Ask::Process { pid, .. } => match self.tracker.current_view(pid) {
+                Some(p) => match serde_json::to_string(&api::process_detail(p)) {
+                    Ok(text) => Answer::JsonText(text),
+                    Err(err) => Answer::Failed(format!("cannot serialise the process: {err}")),
+                },
+                None => not_found(pid),
+            },
+            Ask::Maps { pid, .. } => match self.tracker.current_view(pid) {
+                Some(p) => Answer::Text(maps::render(&p.space)),
+                None => not_found(pid),
+            },
+            Ask::Metrics { openmetrics } => {
+                self.tracker.refresh_running();
+                let tracker = &mut self.tracker;
+                if tracker.group_by != GroupBy::Pid {
+                    for p in tracker.table.iter() {
+                        let key = crate::views::groups::key_of(tracker.group_by, p);
+                        tracker.groups.join(p.tgid, &key);
+                    }
+                }
+                let tracker = &self.tracker;
+                let cutoff = procfs::monotonic_ns().saturating_sub(nanos(tracker.exited_grace));
+                let ctx = crate::views::metrics::ScrapeContext {
+                    daemon: &tracker.counters,
+                    exited_cutoff_ns: cutoff,
+                    refused: tracker.counters.traced_full + tracker.counters.refused,
+                    group_by: tracker.group_by,
+                    groups: &tracker.groups,
+                    features: &tracker.probes.attached.features,
+                };
+                if openmetrics {
+                    let started = tracker.report_info.started_unix_ms as f64 / 1000.0;
+                    Answer::Metrics(
+                        crate::views::metrics::render_openmetrics(
+                            tracker.table.iter(),
+                            &ctx,
+                            started,
+                        ),
+                        crate::views::openmetrics::CONTENT_TYPE,
+                    )
+                } else {
+                    Answer::Metrics(
+                        crate::views::metrics::render(tracker.table.iter(), &ctx),
+                        crate::views::metrics::CONTENT_TYPE,
+                    )
+                }
+            }
+            Ask::Phase { name, pid } => self.mark_phase(&name, pid),
+            Ask::Report => match serde_json::to_value(self.tracker.report(None)) {
+                Ok(value) => Answer::Json(value),
+                Err(err) => Answer::Failed(format!("cannot serialise the report: {err}")),
+            },
+            Ask::Check { pid, .. } => match self.check(pid) {
+                Ok(differences) => {
+                    let p = self.tracker.table.get_mut(pid);
+                    let (resyncs, total) = p.map_or((0, 0), |p| (p.resyncs, p.drift_differences));
+                    Answer::Json(serde_json::json!({
+                        "pid": pid,
+                        "differences": differences,
+                        "resyncs": resyncs,
+                        "differences_total": total,
+                    }))
+                }
+                Err(err @ reconcile::ReconcileError::NotTraced(_)) => {
+                    Answer::NotFound(err.to_string())
+                }
+                Err(err) => Answer::Failed(crate::error_chain(&err)),
+            },
+        }
+    }
+}
