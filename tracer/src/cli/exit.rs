@@ -71,9 +71,24 @@ pub enum TracerError {
         #[source]
         source: std::io::Error,
     },
+    /// An output file (report, JUnit, HTML page) could not be written; the cause is the source.
+    #[error("{what}")]
+    Write {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl TracerError {
+    /// For `map_err`: a failed system call, described by what the tracer was doing.
+    pub fn os(what: &str) -> impl FnOnce(std::io::Error) -> TracerError + '_ {
+        move |source| TracerError::Os {
+            what: what.to_string(),
+            source,
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             TracerError::NoSuchProcess(_)
@@ -84,7 +99,8 @@ impl TracerError {
             TracerError::MissingCapability { .. }
             | TracerError::Probes(_)
             | TracerError::Io(_)
-            | TracerError::Os { .. } => EXIT_TRACING_FAILED,
+            | TracerError::Os { .. }
+            | TracerError::Write { .. } => EXIT_TRACING_FAILED,
             TracerError::Launch(LaunchError::NotFound(_)) => EXIT_NOT_FOUND,
             TracerError::Launch(LaunchError::CannotExecute { .. } | LaunchError::Nul(_)) => {
                 EXIT_CANNOT_EXECUTE

@@ -187,14 +187,16 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
     };
     // Installed before "attached" is printed: a signal sent as soon as that line is seen
     // must find the handlers, not the default action (death without a report).
-    let mut sigint = signal(SignalKind::interrupt()).map_err(io_error)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(io_error)?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(TracerError::os("cannot handle SIGINT"))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(TracerError::os("cannot handle SIGTERM"))?;
     // A closed terminal or a HUP ends the daemon like SIGTERM, with its report, instead of
     // killing it silently; unless it was started ignoring HUP (`nohup`), which stays so.
     let mut sighup = if launch::was_ignored(libc::SIGHUP) {
         None
     } else {
-        Some(signal(SignalKind::hangup()).map_err(io_error)?)
+        Some(signal(SignalKind::hangup()).map_err(TracerError::os("cannot handle SIGHUP"))?)
     };
     let stop = async move {
         let hangup = async {
@@ -215,7 +217,11 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
     );
 
     // With --comm/--all, processes to trace may come at any time: run until a signal.
-    match session.pump(stop, !follow_new).await.map_err(io_error)? {
+    match session
+        .pump(stop, !follow_new)
+        .await
+        .map_err(TracerError::os("cannot read the ring buffer"))?
+    {
         crate::session::Stopped::Finished(signal) => log::info!("{signal}: detaching"),
         crate::session::Stopped::AllExited => log::info!("every traced process has exited"),
     }
@@ -228,8 +234,4 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
         return Ok(EXIT_CHECK_FAILED);
     }
     Ok(0)
-}
-
-fn io_error(err: std::io::Error) -> TracerError {
-    TracerError::Io(err.to_string())
 }

@@ -102,24 +102,28 @@ impl Outputs {
             match report::write(&report, path) {
                 Ok(()) => eprintln!("tracer: report written to {}", path.display()),
                 Err(e) => {
-                    let why = format!("cannot write the report to {}: {e}", path.display());
-                    eprintln!("tracer: {why}");
-                    failure = Some(why);
+                    let err = TracerError::Write {
+                        what: format!("cannot write the report to {}", path.display()),
+                        source: e.into(),
+                    };
+                    eprintln!("tracer: {}", crate::error_chain(&err));
+                    failure = Some(err);
                 }
             }
         }
         if let Some(path) = &self.html {
             let written = crate::views::page::offline(&report)
-                .map_err(|e| e.to_string())
-                .and_then(|page| {
-                    crate::output::outfile::write(path, page.as_bytes()).map_err(|e| e.to_string())
-                });
+                .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+                .and_then(|page| Ok(crate::output::outfile::write(path, page.as_bytes())?));
             match written {
                 Ok(()) => eprintln!("tracer: HTML page written to {}", path.display()),
-                Err(e) => {
-                    let why = format!("cannot write the HTML page to {}: {e}", path.display());
-                    eprintln!("tracer: {why}");
-                    failure = Some(why);
+                Err(source) => {
+                    let err = TracerError::Write {
+                        what: format!("cannot write the HTML page to {}", path.display()),
+                        source,
+                    };
+                    eprintln!("tracer: {}", crate::error_chain(&err));
+                    failure = Some(err);
                 }
             }
         }
@@ -127,15 +131,15 @@ impl Outputs {
             Some(checks) => {
                 let (passed, junit_written) = evaluate(checks, &report, self.junit.as_deref());
                 if let Err(err) = junit_written {
-                    eprintln!("tracer: {err}");
-                    failure = Some(err.to_string());
+                    eprintln!("tracer: {}", crate::error_chain(&err));
+                    failure = Some(err);
                 }
                 passed
             }
             None => true,
         };
         match failure {
-            Some(why) if passed => Err(TracerError::Io(why)),
+            Some(err) if passed => Err(err),
             _ => Ok(passed),
         }
     }
@@ -157,11 +161,9 @@ fn evaluate(
         return (passed, Ok(()));
     };
     let xml = check::junit::render(checks, &outcomes, report.tracer.duration_ms as f64 / 1e3);
-    let written = outfile::write(path, xml.as_bytes()).map_err(|e| {
-        TracerError::Io(format!(
-            "cannot write JUnit results to {}: {e}",
-            path.display()
-        ))
+    let written = outfile::write(path, xml.as_bytes()).map_err(|e| TracerError::Write {
+        what: format!("cannot write JUnit results to {}", path.display()),
+        source: e.into(),
     });
     (passed, written)
 }

@@ -59,11 +59,14 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
     log::info!("started {} as pid {pid}", prepared.display);
 
     let waiter = tokio::task::spawn_blocking(move || launch::wait_status(pid));
-    let mut sigterm = signal(SignalKind::terminate()).map_err(io_error)?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(io_error)?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(TracerError::os("cannot handle SIGTERM"))?;
+    let mut sighup =
+        signal(SignalKind::hangup()).map_err(TracerError::os("cannot handle SIGHUP"))?;
     // SIGINT from the terminal reaches CMD directly (same process group); the tracer keeps
     // tracing until CMD exits, then prints what it saw.
-    let mut sigint = signal(SignalKind::interrupt()).map_err(io_error)?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(TracerError::os("cannot handle SIGINT"))?;
     let until_cmd_exits = async move {
         tokio::pin!(waiter);
         loop {
@@ -78,7 +81,7 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
     let status = match session
         .pump(until_cmd_exits, false)
         .await
-        .map_err(io_error)?
+        .map_err(TracerError::os("cannot read the ring buffer"))?
     {
         Stopped::Finished(status) => status,
         Stopped::AllExited => unreachable!("run stops only when CMD exits"),
@@ -113,10 +116,6 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
 fn forward(pid: u32, signal: i32) {
     // SAFETY: sending a signal to our own child.
     unsafe { libc::kill(pid as i32, signal) };
-}
-
-fn io_error(err: std::io::Error) -> TracerError {
-    TracerError::Io(err.to_string())
 }
 
 /// 128 random bits in hex.
