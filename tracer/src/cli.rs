@@ -188,6 +188,13 @@ pub struct CommonArgs {
     #[arg(long, value_name = "WHEN", default_value = "auto")]
     pub mmap_lock_order: MmapLockOrder,
 
+    /// Where resident memory (tracer_rss_bytes, peaks, phases) comes from. `procfs`: read
+    /// from /proc/PID/status when a figure is needed, the peak from VmHWM and, at exit, from
+    /// the kernel's maxrss; nothing runs per page fault. `events`: kmem:rss_stat, a probe on
+    /// every change of the counters (exact between reads, at a cost on every fault).
+    #[arg(long, value_name = "SOURCE", default_value = "procfs")]
+    pub rss_source: RssSource,
+
     /// Read the tracepoint formats (field offsets) from this tracefs instead of the system's.
     /// For testing how the tracer handles other kernels' layouts: the probes still attach
     /// through the system tracefs (/sys/kernel/tracing).
@@ -299,6 +306,13 @@ pub enum MmapLockOrder {
     Auto,
     On,
     Off,
+}
+
+/// Where resident memory comes from (`--rss-source`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RssSource {
+    Procfs,
+    Events,
 }
 
 /// How per-process metrics are labelled.

@@ -36,6 +36,7 @@ pub mod procfs;
 pub mod recent;
 pub mod reconcile;
 pub mod report;
+pub mod rss_source;
 pub mod session;
 pub mod sizes;
 pub mod summary;

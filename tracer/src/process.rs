@@ -119,6 +119,9 @@ pub struct ProcessState {
     /// Resident memory by kind as /proc told it when the process became traced mid-life
     /// (attach, fork): the value of every kind no event has reported since.
     pub rss_seed: Option<[u64; tracer_common::counters::RSS_KINDS]>,
+    /// `signal->maxrss` (pages) when its current image began: exec or fork (Some(0)); None
+    /// after an attach. See `observe_exit_maxrss`.
+    pub maxrss_base: Option<u32>,
     pub threads_created: u64,
     pub execs: u64,
     pub lifecycle: Lifecycle,
@@ -227,6 +230,7 @@ impl ProcessState {
             fault_regions: FaultRegions::default(),
             rss: RssCounters::default(),
             rss_seed: None,
+            maxrss_base: None,
             threads_created: 0,
             execs: 0,
             lifecycle: Lifecycle::Running,
@@ -393,6 +397,7 @@ impl ProcessState {
         // The new mm's counters start from nothing and the probe reports each change.
         self.rss = RssCounters::default();
         self.rss_seed = None;
+        self.maxrss_base = Some(e.maxrss_pages);
     }
 }
 
@@ -567,6 +572,8 @@ impl ProcessTable {
             ..Heap::default()
         };
         state.space = space;
+        // A new process has a new signal_struct: its maxrss starts from 0.
+        state.maxrss_base = Some(0);
         state.note_peaks();
     }
 
@@ -647,6 +654,7 @@ impl ProcessTable {
                 if state.comm.is_empty() {
                     state.comm = e.comm.clone();
                 }
+                state.observe_exit_maxrss(e.maxrss_pages, e.hiwater_pages);
                 FollowUp::Exited(e.tgid)
             }
         }
@@ -771,6 +779,8 @@ mod tests {
             tgid: 8,
             tid: 8,
             comm: "w".into(),
+            maxrss_pages: 0,
+            hiwater_pages: 0,
         });
         assert_eq!(t.apply(&exit), FollowUp::Exited(8));
         assert_eq!(t.running().map(|p| p.tgid).collect::<Vec<_>>(), vec![7]);
@@ -791,6 +801,8 @@ mod tests {
             tgid: 5,
             tid: 5,
             comm: "w".into(),
+            maxrss_pages: 0,
+            hiwater_pages: 0,
         });
         t.apply(&exit);
         let p = t.get_mut(5).unwrap();

@@ -111,6 +111,22 @@ impl ProcessState {
         self.rss = merged;
     }
 
+    /// Takes in the peak the exit probe read (`signal->maxrss`, pages), when RSS is read from
+    /// /proc and the process's mm is gone before any last read. The value also covers the
+    /// images before the current one (exec raises it with the mm it leaves), so it counts
+    /// only when it rose since the current image began (`maxrss_base`); after an attach that
+    /// is unknown and the last read stands. `hiwater` (the mm's own high-water mark as of its
+    /// last unmap, where the exit probe still sees the mm) is this image's alone: a lower
+    /// bound in every case.
+    pub fn observe_exit_maxrss(&mut self, maxrss: u32, hiwater: u32) {
+        let mut pages = hiwater;
+        if self.maxrss_base.is_some_and(|base| maxrss > base) {
+            pages = pages.max(maxrss);
+        }
+        let bytes = u64::from(pages) * self.space.page_size;
+        self.rss.peak_resident = self.rss.peak_resident.max(bytes);
+    }
+
     /// The address space as rows, with region, name and faults per VMA. One sweep over the
     /// VMAs and the fault granules (both sorted): linear, however big the process.
     pub fn vma_rows(&self) -> Vec<VmaRow<'_>> {

@@ -340,7 +340,11 @@ impl Tracker {
     /// Copies a process's fault counters and resident memory from the kernel maps.
     fn read_kernel_figures(&mut self, tgid: u32) {
         let faults = self.probes.faults(tgid);
-        let rss = self.probes.rss(tgid);
+        let rss = if self.probes.rss_events() {
+            self.probes.rss(tgid)
+        } else {
+            crate::rss_source::read(tgid)
+        };
         if let Some(p) = self.table.get_mut(tgid) {
             p.faults = faults;
             // No entry yet: no event since the seed, which then holds every kind.
@@ -618,6 +622,7 @@ impl Session {
             exclude_comms: filter.exclude_comms.to_vec(),
             trace_all: filter.all,
             mmap_lock_order: args.mmap_lock_order,
+            rss_source: args.rss_source,
             trace_cgroup: filter.cgroup.is_some(),
         };
         let (probes, ring) = Probes::load(&tracefs, &opts)?;
