@@ -173,6 +173,23 @@ mod tests {
     }
 
     #[test]
+    fn the_exit_peak_counts_maxrss_only_when_it_rose_since_the_image_began() {
+        let mut p = ProcessState::new(9, "w".into(), 4096);
+        p.rss.peak_resident = 8 * 4096;
+        // Attached: the base is unknown, only the mm's own high-water mark counts.
+        p.observe_exit_maxrss(1000, 4);
+        assert_eq!(p.rss_peak(), 8 * 4096);
+        p.observe_exit_maxrss(1000, 20);
+        assert_eq!(p.rss_peak(), 20 * 4096);
+        // After an exec whose old image peaked at 500 pages: 500 says nothing about this one.
+        p.maxrss_base = Some(500);
+        p.observe_exit_maxrss(500, 0);
+        assert_eq!(p.rss_peak(), 20 * 4096);
+        p.observe_exit_maxrss(600, 0);
+        assert_eq!(p.rss_peak(), 600 * 4096);
+    }
+
+    #[test]
     fn rss_kinds_no_event_reported_keep_their_seed() {
         let mut p = attached();
         // /proc at attach: file 6 MiB, anon 1 MiB, swap 0, shmem 4 KiB.
