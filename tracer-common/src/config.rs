@@ -71,6 +71,14 @@ pub struct Config {
     /// from BTF; used only when `exit_group_dead` is zero.
     pub task_signal: u16,
     pub signal_live: u16,
+    /// `offsetof(struct signal_struct, maxrss)` from BTF (0: unknown): the exec and exit
+    /// probes report the process's peak resident memory when RSS is read from /proc.
+    pub signal_maxrss: u16,
+    /// `offsetof(struct task_struct, mm)` and `offsetof(struct mm_struct, hiwater_rss)` from
+    /// BTF (0: unknown), read with `signal_maxrss`.
+    pub task_mm: u16,
+    pub mm_hiwater_rss: u16,
+    pub _pad: u16,
     /// Wake the reader only once this many bytes are waiting in the ring buffer; below it the
     /// daemon drains on its own timer. 0 wakes on every record.
     pub wakeup_bytes: u32,
@@ -101,6 +109,10 @@ impl Config {
             comm_filter: 0,
             task_signal: 0,
             signal_live: 0,
+            signal_maxrss: 0,
+            task_mm: 0,
+            mm_hiwater_rss: 0,
+            _pad: 0,
             wakeup_bytes: 0,
             flags: 0,
         }
@@ -114,7 +126,7 @@ impl Config {
     }
 }
 
-const _: () = assert!(size_of::<Config>() == 136);
+const _: () = assert!(size_of::<Config>() == 144);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -109,7 +109,9 @@ pub struct ExecRecord {
     pub filename_len: u32,
     /// `EXEC_*` bits.
     pub flags: u32,
-    pub _pad: u32,
+    /// `current->signal->maxrss` in pages at exec (0 when `Config::signal_maxrss` is not
+    /// set): the peak of the images before this one, which the exit's value still includes.
+    pub maxrss_pages: u32,
     /// The comm after exec.
     pub comm: [u8; COMM_LEN],
     pub filename: [u8; EXEC_FILENAME_LEN],
@@ -122,15 +124,24 @@ pub struct ExecRecord {
 pub struct ExitRecord {
     pub header: Header,
     pub group_dead: u32,
-    pub _pad: u32,
+    /// `current->signal->maxrss` in pages (0 when `Config::signal_maxrss` is not set): the
+    /// highest resident memory of every image the process had, updated by `do_exit()` before
+    /// the exit tracepoint fires (the mm is gone by then).
+    pub maxrss_pages: u32,
     pub comm: [u8; COMM_LEN],
+    /// `current->mm->hiwater_rss` in pages where the exit tracepoint still sees the mm
+    /// (Linux 6.16+ fires it before `exit_mm()`; 0 otherwise): the image's own peak as of its
+    /// last unmap, a lower bound that `maxrss_pages` cannot give when an earlier image peaked
+    /// higher.
+    pub hiwater_pages: u32,
+    pub _pad: u32,
 }
 
 const _: () = assert!(size_of::<Header>() == 24);
 const _: () = assert!(size_of::<SyscallRecord>() == 96);
 const _: () = assert!(size_of::<ForkRecord>() == 56);
 const _: () = assert!(size_of::<ExecRecord>() == 312);
-const _: () = assert!(size_of::<ExitRecord>() == 48);
+const _: () = assert!(size_of::<ExitRecord>() == 56);
 // The BPF ring buffer hands out 8-byte aligned slots.
 const _: () = assert!(align_of::<SyscallRecord>() <= 8);
 const _: () = assert!(align_of::<ExecRecord>() <= 8);

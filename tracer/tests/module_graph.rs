@@ -138,21 +138,36 @@ fn parse_tree(text: &[u8], at: &mut usize, prefix: Vec<String>, out: &mut Vec<Ve
     }
 }
 
-/// Every path the file names, as absolute module paths.
-fn imported_paths(module: &[String], is_dir_module: bool, code: &str) -> Vec<Vec<String>> {
+/// Every path the file names, as absolute module paths: from `crate::`, `super::`, `self::`,
+/// and from the bare name of one of its child modules (`features::X` in `probes/mod.rs`).
+fn imported_paths(
+    module: &[String],
+    is_dir_module: bool,
+    children: &[String],
+    code: &str,
+) -> Vec<Vec<String>> {
     let bytes = code.as_bytes();
     let mut out = Vec::new();
+    let child_keywords = children.iter().map(|child| {
+        let mut path = module.to_vec();
+        path.push(child.clone());
+        (format!("{child}::"), path)
+    });
     for (keyword, base) in [
-        ("crate::", Vec::new()),
-        ("super::", {
+        ("crate::".to_string(), Vec::new()),
+        ("super::".to_string(), {
             let mut parent = module.to_vec();
             if !is_dir_module || !parent.is_empty() {
                 parent.pop();
             }
             parent
         }),
-        ("self::", module.to_vec()),
-    ] {
+        ("self::".to_string(), module.to_vec()),
+    ]
+    .into_iter()
+    .chain(child_keywords)
+    {
+        let keyword = keyword.as_str();
         let mut from = 0;
         while let Some(found) = code[from..].find(keyword) {
             let start = from + found;
@@ -165,7 +180,15 @@ fn imported_paths(module: &[String], is_dir_module: bool, code: &str) -> Vec<Vec
                 continue;
             }
             let mut at = from;
-            parse_tree(bytes, &mut at, base.clone(), &mut out);
+            let mut base = base.clone();
+            if !keyword.starts_with("crate")
+                && !keyword.starts_with("super")
+                && !keyword.starts_with("self")
+            {
+                // A child's name: the path continues from the child itself.
+                base.truncate(module.len() + 1);
+            }
+            parse_tree(bytes, &mut at, base, &mut out);
         }
     }
     out
@@ -264,7 +287,12 @@ fn graph(src: &Path) -> Graph {
         let code = code_only(&fs::read_to_string(path).expect("read source"));
         let from = name(module);
         files.entry(from.clone()).or_default();
-        for imported in imported_paths(module, is_dir_module, &code) {
+        let children: Vec<String> = modules
+            .keys()
+            .filter(|other| other.len() == module.len() + 1 && other.starts_with(module))
+            .filter_map(|other| other.last().cloned())
+            .collect();
+        for imported in imported_paths(module, is_dir_module, &children, &code) {
             let Some(target) = resolve(&imported, &modules) else {
                 continue;
             };
@@ -336,7 +364,11 @@ fn the_checker_finds_a_planted_circle() {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(dir.join("a")).unwrap();
     fs::write(dir.join("lib.rs"), "pub mod a;\npub mod b;\n").unwrap();
-    fs::write(dir.join("a/mod.rs"), "pub mod x;\nuse self::x::X;\n").unwrap();
+    fs::write(
+        dir.join("a/mod.rs"),
+        "pub mod x;\nfn f() -> x::X { todo!() }\n",
+    )
+    .unwrap();
     fs::write(dir.join("a/x.rs"), "use super::{Y, z};\n// use crate::b;\n").unwrap();
     fs::write(
         dir.join("b.rs"),

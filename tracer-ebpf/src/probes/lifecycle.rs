@@ -238,7 +238,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         } else {
             len
         };
-        (*record)._pad = 0;
+        (*record).maxrss_pages = maxrss_pages();
         // Stop before the first instruction of the new image, only now that the record that
         // makes the daemon resume the process is sure to reach it.
         let stop = TRACED
@@ -291,11 +291,62 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     slot.write(ExitRecord {
         header: header(RECORD_EXIT, pid_tgid),
         group_dead: 1,
-        _pad: 0,
+        maxrss_pages: maxrss_pages(),
         comm: bpf_get_current_comm().unwrap_or_default(),
+        hiwater_pages: hiwater_pages(),
+        _pad: 0,
     });
     slot.submit(WAKE_NOW);
     Ok(())
+}
+
+/// `current->signal->maxrss` in pages (0 when its offset is unknown or unreadable): the
+/// highest `hiwater_rss` of the mms the process had, raised by `do_exit()` (before the exit
+/// tracepoint) and at exec for the mm it leaves. Read only when RSS comes from /proc (the
+/// daemon sets the offset then), so the peak of a process that has exited is known.
+#[inline(always)]
+fn maxrss_pages() -> u32 {
+    let cfg = config();
+    if cfg.signal_maxrss == 0 {
+        return 0;
+    }
+    // SAFETY: the helpers check the reads; a wrong offset yields a wrong answer, not a fault.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let Ok(signal) =
+            bpf_probe_read_kernel(task.add(cfg.task_signal as usize) as *const *const u8)
+        else {
+            return 0;
+        };
+        let pages: u64 =
+            bpf_probe_read_kernel(signal.add(cfg.signal_maxrss as usize) as *const u64)
+                .unwrap_or(0);
+        pages.min(u32::MAX as u64) as u32
+    }
+}
+
+/// `current->mm->hiwater_rss` in pages, where the mm is still there at the exit tracepoint
+/// (Linux 6.16+); 0 otherwise or when the offsets are unknown.
+#[inline(always)]
+fn hiwater_pages() -> u32 {
+    let cfg = config();
+    if cfg.task_mm == 0 || cfg.mm_hiwater_rss == 0 {
+        return 0;
+    }
+    // SAFETY: the helpers check the reads; a NULL mm (exit_mm() already ran) reads nothing.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let Ok(mm) = bpf_probe_read_kernel(task.add(cfg.task_mm as usize) as *const *const u8)
+        else {
+            return 0;
+        };
+        if mm.is_null() {
+            return 0;
+        }
+        let pages: u64 =
+            bpf_probe_read_kernel(mm.add(cfg.mm_hiwater_rss as usize) as *const u64).unwrap_or(0);
+        pages.min(u32::MAX as u64) as u32
+    }
 }
 
 /// Whether the exiting thread's group is dead: no thread of the process runs any more.

@@ -11,7 +11,7 @@ use crate::{
     output::figures::{self, Unit, show},
     output::report::{ProcessReport, Report},
 };
-pub use spec::{CheckFile, Op, Scope, Test};
+pub use spec::{CheckFile, Op, Scope, Test, valid_phase_name};
 
 /// The result of one assertion on one process (or on the tree).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,15 +127,6 @@ fn never_marked(phase: &str, p: &ProcessReport) -> String {
             marked.join(", ")
         }
     )
-}
-
-/// Phase names: what `POST /api/v1/phases` accepts, and a check file may refer to.
-pub fn valid_phase_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// The comms of the report, each once, at most 20 named.

@@ -295,7 +295,7 @@ fn group(
                             ),
                         );
                     };
-                    if !crate::check::valid_phase_name(phase.get_ref()) {
+                    if !valid_phase_name(phase.get_ref()) {
                         return p.err(
                             phase.span(),
                             format!(
@@ -543,6 +543,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+/// Phase names: what `POST /api/v1/phases` accepts, and a check file may refer to.
+pub fn valid_phase_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::cli::exit::EXIT_CODES_HELP;
 
-pub use crate::kernel::probes::features::MmapLockOrder;
+pub use crate::kernel::probes::options::{MmapLockOrder, RssSource};
 pub use crate::views::groups::GroupBy;
 
 /// Live allocation tracer: follows brk/mmap/munmap/mremap/mprotect/madvise and page faults of
@@ -192,6 +192,13 @@ pub struct CommonArgs {
     /// change found out of order then makes the model resync from /proc (counted).
     #[arg(long, value_name = "WHEN", default_value = "auto")]
     pub mmap_lock_order: MmapLockOrder,
+
+    /// Where resident memory (tracer_rss_bytes, peaks, phases) comes from. `procfs`: read
+    /// from /proc/PID/status when a figure is needed, the peak from VmHWM and, at exit, from
+    /// the kernel's maxrss; nothing runs per page fault. `events`: kmem:rss_stat, a probe on
+    /// every change of the counters (exact between reads, at a cost on every fault).
+    #[arg(long, value_name = "SOURCE", default_value = "procfs")]
+    pub rss_source: RssSource,
 
     /// Read the tracepoint formats (field offsets) from this tracefs instead of the system's.
     /// For testing how the tracer handles other kernels' layouts: the probes still attach

@@ -83,6 +83,8 @@ pub struct ExecEvent {
     pub untraced: bool,
     pub comm: String,
     pub filename: String,
+    /// `ExecRecord::maxrss_pages`.
+    pub maxrss_pages: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,6 +93,9 @@ pub struct ExitEvent {
     pub tgid: u32,
     pub tid: u32,
     pub comm: String,
+    /// `ExitRecord::maxrss_pages`, `ExitRecord::hiwater_pages`.
+    pub maxrss_pages: u32,
+    pub hiwater_pages: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -173,6 +178,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 untraced: r.flags & EXEC_UNTRACED != 0,
                 comm: c_string(&r.comm),
                 filename: c_string(&r.filename[..len]),
+                maxrss_pages: r.maxrss_pages,
             }))
         }
         RECORD_EXIT => {
@@ -182,6 +188,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 tgid: header.tgid,
                 tid: header.tid,
                 comm: c_string(&r.comm[..COMM_LEN]),
+                maxrss_pages: r.maxrss_pages,
+                hiwater_pages: r.hiwater_pages,
             }))
         }
         other => Err(DecodeError::UnknownKind(other)),
@@ -232,8 +240,10 @@ mod tests {
         let r = ExitRecord {
             header: header(RECORD_EXIT),
             group_dead: 1,
-            _pad: 0,
+            maxrss_pages: 0,
             comm: *b"worker\0\0\0\0\0\0\0\0\0\0",
+            hiwater_pages: 0,
+            _pad: 0,
         };
         let mut buf = vec![0u8];
         buf.extend(bytes_of(&r));
@@ -291,7 +301,7 @@ mod tests {
             old_tid: 10,
             filename_len: 9,
             flags: EXEC_STOPPED,
-            _pad: 0,
+            maxrss_pages: 0,
             comm: [0; COMM_LEN],
             filename: [0; EXEC_FILENAME_LEN],
         };

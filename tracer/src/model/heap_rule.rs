@@ -4,8 +4,6 @@
 //! heap lies far below its image; a program exec'd from a memfd): whatever the model cannot
 //! tell, /proc's own naming at a seed or a resync settles, so a resync converges.
 
-use super::AddressSpace;
-
 /// The kernel's test of "this anonymous VMA is the heap".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum HeapRule {
@@ -41,49 +39,10 @@ pub fn heap_lines(text: &str) -> Vec<(u64, u64)> {
         .collect()
 }
 
-impl AddressSpace {
-    /// Whether the model names `[heap]` exactly the VMAs in `named` (right after its VMAs were
-    /// replaced by /proc's, whose lines are those VMAs).
-    fn heap_names_match(&self, named: &[(u64, u64)]) -> bool {
-        let mut modelled = self
-            .vmas()
-            .filter(|v| self.is_heap(v))
-            .map(|v| (v.start, v.end));
-        modelled.by_ref().eq(named.iter().copied())
-    }
-
-    /// After the VMAs were replaced from a /proc maps text whose `[heap]` lines are `named`:
-    /// makes the model name the same VMAs `[heap]`. Keeps what it knows when that already
-    /// does; else takes the break /proc shows (the end of its last `[heap]` line; none: an
-    /// empty heap at `start_brk`, or the first line's start when `start_brk` is unknown) and
-    /// the kernel's rule that give /proc's naming. Returns whether the naming now agrees.
-    pub fn agree_on_heap(&mut self, named: &[(u64, u64)]) -> bool {
-        if self.heap_names_match(named) {
-            return true;
-        }
-        let (start_brk, brk, rule) = (self.start_brk, self.brk, self.heap_rule);
-        let start_candidates = [start_brk, named.first().map(|r| r.0)];
-        let brk_shown = named.last().map(|r| r.1);
-        for start in start_candidates.into_iter().flatten() {
-            for brk in [brk, brk_shown.or(Some(start))].into_iter().flatten() {
-                for rule in [HeapRule::Overlap, HeapRule::Touch] {
-                    self.start_brk = Some(start);
-                    self.brk = Some(brk);
-                    self.heap_rule = rule;
-                    if self.heap_names_match(named) {
-                        return true;
-                    }
-                }
-            }
-        }
-        (self.start_brk, self.brk, self.heap_rule) = (start_brk, brk, rule);
-        false
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::AddressSpace;
     use crate::model::maps::{self, name_of};
 
     fn seeded(text: &str, start_brk: u64) -> AddressSpace {

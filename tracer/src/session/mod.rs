@@ -77,6 +77,7 @@ impl Session {
             exclude_comms: filter.exclude_comms.to_vec(),
             trace_all: filter.all,
             mmap_lock_order: args.mmap_lock_order,
+            rss_source: args.rss_source,
             trace_cgroup: filter.cgroup.is_some(),
         };
         let (probes, ring) = Probes::load(&tracefs, &opts)?;

@@ -335,7 +335,11 @@ impl Tracker {
     /// Copies a process's fault counters and resident memory from the kernel maps.
     pub(super) fn read_kernel_figures(&mut self, tgid: u32) {
         let faults = self.probes.faults(tgid);
-        let rss = self.probes.rss(tgid);
+        let rss = if self.probes.rss_events() {
+            self.probes.rss(tgid)
+        } else {
+            crate::procfs::rss::read(tgid)
+        };
         if let Some(p) = self.table.get_mut(tgid) {
             p.faults = faults;
             // No entry yet: no event since the seed, which then holds every kind.

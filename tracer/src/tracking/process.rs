@@ -117,6 +117,9 @@ pub struct ProcessState {
     /// Resident memory by kind as /proc told it when the process became traced mid-life
     /// (attach, fork): the value of every kind no event has reported since.
     pub rss_seed: Option<[u64; tracer_common::counters::RSS_KINDS]>,
+    /// `signal->maxrss` (pages) when its current image began: exec or fork (Some(0)); None
+    /// after an attach. See `observe_exit_maxrss`.
+    pub maxrss_base: Option<u32>,
     pub threads_created: u64,
     pub execs: u64,
     pub lifecycle: Lifecycle,
@@ -225,6 +228,7 @@ impl ProcessState {
             fault_regions: FaultRegions::default(),
             rss: RssCounters::default(),
             rss_seed: None,
+            maxrss_base: None,
             threads_created: 0,
             execs: 0,
             lifecycle: Lifecycle::Running,
@@ -391,6 +395,7 @@ impl ProcessState {
         // The new mm's counters start from nothing and the probe reports each change.
         self.rss = RssCounters::default();
         self.rss_seed = None;
+        self.maxrss_base = Some(e.maxrss_pages);
     }
 }
 

@@ -114,6 +114,22 @@ impl ProcessState {
         self.rss = merged;
     }
 
+    /// Takes in the peak the exit probe read (`signal->maxrss`, pages), when RSS is read from
+    /// /proc and the process's mm is gone before any last read. The value also covers the
+    /// images before the current one (exec raises it with the mm it leaves), so it counts
+    /// only when it rose since the current image began (`maxrss_base`); after an attach that
+    /// is unknown and the last read stands. `hiwater` (the mm's own high-water mark as of its
+    /// last unmap, where the exit probe still sees the mm) is this image's alone: a lower
+    /// bound in every case.
+    pub fn observe_exit_maxrss(&mut self, maxrss: u32, hiwater: u32) {
+        let mut pages = hiwater;
+        if self.maxrss_base.is_some_and(|base| maxrss > base) {
+            pages = pages.max(maxrss);
+        }
+        let bytes = u64::from(pages) * self.space.page_size;
+        self.rss.peak_resident = self.rss.peak_resident.max(bytes);
+    }
+
     /// The address space as rows, with region, name and faults per VMA. One sweep over the
     /// VMAs and the fault granules (both sorted): linear, however big the process.
     pub fn vma_rows(&self) -> Vec<VmaRow<'_>> {
@@ -188,6 +204,23 @@ mod tests {
         p.heap.peak = p.heap.end;
         assert_eq!(p.heap_size(), Some(0x22000));
         assert_eq!(ProcessState::new(8, "x".into(), 4096).heap_size(), None);
+    }
+
+    #[test]
+    fn the_exit_peak_counts_maxrss_only_when_it_rose_since_the_image_began() {
+        let mut p = ProcessState::new(9, "w".into(), 4096);
+        p.rss.peak_resident = 8 * 4096;
+        // Attached: the base is unknown, only the mm's own high-water mark counts.
+        p.observe_exit_maxrss(1000, 4);
+        assert_eq!(p.rss_peak(), 8 * 4096);
+        p.observe_exit_maxrss(1000, 20);
+        assert_eq!(p.rss_peak(), 20 * 4096);
+        // After an exec whose old image peaked at 500 pages: 500 says nothing about this one.
+        p.maxrss_base = Some(500);
+        p.observe_exit_maxrss(500, 0);
+        assert_eq!(p.rss_peak(), 20 * 4096);
+        p.observe_exit_maxrss(600, 0);
+        assert_eq!(p.rss_peak(), 600 * 4096);
     }
 
     #[test]

@@ -92,7 +92,7 @@ pub fn seed(
     if let Some(stack) = p.space.start_stack.and_then(|s| p.space.find(s)) {
         probes.set_stack_low(tgid, stack.start, at_exec);
     }
-    if !at_exec {
+    if !at_exec || !probes.rss_events() {
         seed_rss(p, probes);
     }
     p.note_peaks();
@@ -103,10 +103,13 @@ pub fn seed(
 /// forked child (whose copied counters were reported in its parent's context, before the
 /// child was known). The process is traced in the kernel before this read, so a kind that
 /// changes after it is reported by an event, and one that does not keeps this value
-/// (`ProcessState::observe_rss` merges the two). Without `kmem:rss_stat` nothing would keep a
-/// seed current: RSS stays 0 then, as the start-up notice says.
+/// (`ProcessState::observe_rss` merges the two). With `--rss-source procfs` (or no
+/// `kmem:rss_stat` to follow) this is simply a read, as at every figure.
 pub fn seed_rss(p: &mut ProcessState, probes: &Probes) {
     if !probes.rss_events() {
+        if let Some(read) = crate::procfs::rss::read(p.tgid) {
+            p.observe_rss(read);
+        }
         return;
     }
     match procfs::read_rss(p.tgid) {

@@ -168,6 +168,8 @@ impl ProcessTable {
             ..Heap::default()
         };
         state.space = space;
+        // A new process has a new signal_struct: its maxrss starts from 0.
+        state.maxrss_base = Some(0);
         state.note_peaks();
     }
 
@@ -248,6 +250,7 @@ impl ProcessTable {
                 if state.comm.is_empty() {
                     state.comm = e.comm.clone();
                 }
+                state.observe_exit_maxrss(e.maxrss_pages, e.hiwater_pages);
                 FollowUp::Exited(e.tgid)
             }
         }

@@ -20,19 +20,15 @@ use tracer_common::{
     record::MAX_ARGS,
 };
 
-use super::{ProbeError, ProbeOptions, btf::Btf};
+use super::{
+    btf::Btf,
+    fields::{expect_size, field, lookup},
+    options::{MmapLockOrder, ProbeError, ProbeOptions, RssSource},
+};
 use crate::{
     kernel::syscalls::{SYSCALLS, Syscall},
-    kernel::tracefs::{Format, Tracefs, TracefsError},
+    kernel::tracefs::{Format, Tracefs},
 };
-
-/// When records are put in the kernel's order (`--mmap-lock-order`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum MmapLockOrder {
-    Auto,
-    On,
-    Off,
-}
 
 /// Where the kernel publishes its BTF.
 const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -163,7 +159,8 @@ pub fn detect(src: &Sources, opts: &ProbeOptions) -> Result<Detected, ProbeError
     let exit_format = tracefs.format("sched", "sched_process_exit")?;
     let mut btf = None;
     let group_dead = exit_format.fields.get("group_dead");
-    if group_dead.is_none() {
+    // RSS from /proc needs `signal->maxrss` for the peak of a process that has exited.
+    if group_dead.is_none() || opts.rss_source == RssSource::Procfs {
         btf = Some(load_btf(&src.btf_path));
     }
     exit_detection(&mut d, group_dead, btf.as_ref(), &src.btf_path)?;
@@ -174,12 +171,11 @@ pub fn detect(src: &Sources, opts: &ProbeOptions) -> Result<Detected, ProbeError
             None => src.btf_path.is_file(),
         },
     });
-    rss_stat(
-        tracefs,
-        &mut d,
-        btf.as_ref().and_then(|b| b.as_ref().ok()),
-        src,
-    )?;
+    let parsed_btf = btf.as_ref().and_then(|b| b.as_ref().ok());
+    rss_stat(tracefs, &mut d, parsed_btf, src, opts.rss_source)?;
+    if opts.rss_source == RssSource::Procfs {
+        exit_maxrss(&mut d, parsed_btf);
+    }
     clone_tracepoints(tracefs, &mut d)?;
     MREMAP_UNMAPS_FIRST.store(src.mremap_unmaps_first, Ordering::Relaxed);
     d.features.push(Feature {
@@ -217,54 +213,6 @@ pub fn detect(src: &Sources, opts: &ProbeOptions) -> Result<Detected, ProbeError
     }
     d.features.sort_by_key(|f| f.name);
     Ok(d)
-}
-
-/// The offset of `group:name.field`, which must be `size` bytes.
-fn field(
-    tracefs: &Tracefs,
-    group: &str,
-    name: &str,
-    field: &str,
-    size: u16,
-) -> Result<u16, ProbeError> {
-    let format = tracefs.format(group, name)?;
-    let f = lookup(tracefs, &format, group, name, field)?;
-    expect_size(&format!("{group}:{name}.{field}"), f.size, size)?;
-    Ok(f.offset)
-}
-
-fn lookup<'f>(
-    tracefs: &Tracefs,
-    format: &'f Format,
-    group: &str,
-    name: &str,
-    field: &str,
-) -> Result<&'f crate::kernel::tracefs::Field, ProbeError> {
-    format.fields.get(field).ok_or_else(|| {
-        ProbeError::Tracefs(TracefsError::MissingField {
-            group: group.into(),
-            name: name.into(),
-            field: field.into(),
-            path: tracefs
-                .root()
-                .join("events")
-                .join(group)
-                .join(name)
-                .join("format"),
-        })
-    })
-}
-
-pub(super) fn expect_size(what: &str, size: u16, expected: u16) -> Result<(), ProbeError> {
-    if size == expected {
-        Ok(())
-    } else {
-        Err(ProbeError::FieldSize {
-            what: what.into(),
-            size,
-            expected,
-        })
-    }
 }
 
 /// `syscalls:sys_{enter,exit}_<name>` of the traced syscalls: required.
@@ -402,6 +350,7 @@ fn rss_stat(
     d: &mut Detected,
     btf: Option<&Btf>,
     src: &Sources,
+    source: RssSource,
 ) -> Result<(), ProbeError> {
     let layout = if tracefs.has("kmem", "rss_stat") {
         let rss = |name: &str, size: u16| field(tracefs, "kmem", "rss_stat", name, size);
@@ -421,17 +370,24 @@ fn rss_stat(
         Ok([mm_id, curr, member, size]) => {
             let c = &mut d.config;
             (c.rss_mm_id, c.rss_curr, c.rss_member, c.rss_size) = (mm_id, curr, member, size);
-            d.tracepoints.push(("kmem", "rss_stat".to_owned()));
+            // Attached only when asked for: it runs on nearly every page fault.
+            if source == RssSource::Events {
+                d.tracepoints.push(("kmem", "rss_stat".to_owned()));
+            }
             d.features.push(Feature {
                 name: RSS_STAT,
                 enabled: true,
             });
         }
         Err(why) => {
-            d.notices.push(format!(
-                "kernel feature {RSS_STAT} is off: kmem:rss_stat {why}; RSS metrics \
-                 (tracer_rss_bytes, tracer_rss_peak_bytes) stay 0"
-            ));
+            // Nothing changes for the default source, which does not use it.
+            if source == RssSource::Events {
+                d.notices.push(format!(
+                    "kernel feature {RSS_STAT} is off: kmem:rss_stat {why}; RSS metrics \
+                     (tracer_rss_bytes, tracer_rss_peak_bytes) are read from /proc/PID/status \
+                     instead (--rss-source procfs)"
+                ));
+            }
             d.features.push(Feature {
                 name: RSS_STAT,
                 enabled: false,
@@ -460,6 +416,37 @@ fn rss_stat(
         );
     }
     Ok(())
+}
+
+/// `signal_struct.maxrss` from BTF, so the exit probe can tell the peak resident memory of a
+/// process whose mm is gone (RSS from /proc). Without it the peak of an exited process is the
+/// last VmHWM read.
+fn exit_maxrss(d: &mut Detected, btf: Option<&Btf>) {
+    let found = btf.and_then(|btf| {
+        let signal = btf
+            .member("task_struct", "signal")
+            .filter(|m| m.is_pointer)?;
+        let maxrss = btf
+            .member("signal_struct", "maxrss")
+            .filter(|m| m.size == 8)?;
+        let mm = btf.member("task_struct", "mm").filter(|m| m.is_pointer)?;
+        let hiwater = btf
+            .member("mm_struct", "hiwater_rss")
+            .filter(|m| m.size == 8)?;
+        Some([signal, maxrss, mm, hiwater].map(|m| u16::try_from(m.offset).unwrap_or(0)))
+    });
+    match found {
+        Some([signal, maxrss, mm, hiwater]) if maxrss != 0 && signal != 0 => {
+            d.config.task_signal = signal;
+            d.config.signal_maxrss = maxrss;
+            (d.config.task_mm, d.config.mm_hiwater_rss) = (mm, hiwater);
+        }
+        _ => d.details.push(
+            "the peak resident memory of an exited process is the last VmHWM read: \
+             signal_struct.maxrss was not found in the kernel's BTF"
+                .to_owned(),
+        ),
+    }
 }
 
 /// `syscalls:sys_enter_{clone,clone3,fork,vfork}`: optional (thread or process at fork).

@@ -1,7 +1,12 @@
 //! Loading and attaching the eBPF probes, and typed access to their maps.
 
 mod btf;
+mod detach;
 pub mod features;
+mod fields;
+pub mod options;
+
+pub use self::options::{MmapLockOrder, ProbeError, ProbeOptions, RssSource};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -12,7 +17,7 @@ use aya::{
     },
 };
 pub use features::Feature;
-use thiserror::Error;
+
 use tracer_common::{
     config::{COMM_EXCLUDE, COMM_TRACE},
     counters::{
@@ -22,68 +27,10 @@ use tracer_common::{
     record::RECORD_KINDS,
 };
 
-use crate::kernel::tracefs::{Tracefs, TracefsError};
+use crate::kernel::tracefs::Tracefs;
 
 /// The probe object built by `build.rs`.
 static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
-
-#[derive(Debug, Error)]
-pub enum ProbeError {
-    #[error(transparent)]
-    Tracefs(#[from] TracefsError),
-    #[error("tracepoint field {what} has size {size}, expected {expected}")]
-    FieldSize {
-        what: String,
-        size: u16,
-        expected: u16,
-    },
-    #[error("the kernel lacks {feature}: {need}")]
-    MissingFeature { feature: String, need: String },
-    #[error("loading the eBPF probes failed: {0}")]
-    Load(#[source] Box<aya::EbpfError>),
-    #[error("the kernel rejected probe `{program}`: {source}")]
-    Program {
-        program: String,
-        source: Box<aya::programs::ProgramError>,
-    },
-    #[error("attaching `{program}` to {target} failed: {source}")]
-    Attach {
-        program: String,
-        target: String,
-        source: Box<aya::programs::ProgramError>,
-    },
-    #[error("program `{0}` is missing from the probe object")]
-    MissingProgram(String),
-    #[error("map `{0}` is missing from the probe object")]
-    MissingMap(&'static str),
-    #[error("map `{name}`: {source}")]
-    Map {
-        name: &'static str,
-        source: Box<aya::maps::MapError>,
-    },
-    #[error("cannot list online CPUs: {0}")]
-    Cpus(std::io::Error),
-}
-
-/// Settings that shape the probes at load time.
-#[derive(Debug, Clone)]
-pub struct ProbeOptions {
-    /// Ring buffer size in bytes (a power of two, at least one page).
-    pub ring_buffer_bytes: u32,
-    /// Bytes waiting in the ring buffer before the reader is woken (0: every record).
-    pub wakeup_bytes: u32,
-    /// Capacity of the traced set (and of every per-process map).
-    pub max_processes: u32,
-    /// Command names that start tracing at exec (--comm) and that end it (--exclude-comm).
-    pub trace_comms: Vec<String>,
-    pub exclude_comms: Vec<String>,
-    /// Trace every process that execs a command not excluded (`attach --all`).
-    pub trace_all: bool,
-    /// Whether to number each process's changes in the kernel's order (`--mmap-lock-order`).
-    pub mmap_lock_order: features::MmapLockOrder,
-    /// Start tracing at exec only in the cgroups `follow_cgroups` lists (`attach --cgroup`).
-    pub trace_cgroup: bool,
-}
 
 /// What was attached, for the start-up notice.
 #[derive(Debug, Default, Clone)]
@@ -99,7 +46,9 @@ pub struct Attached {
 
 /// Loaded and attached probes. Dropping this detaches everything.
 pub struct Probes {
-    // Keeps programs and their links alive.
+    /// Every attachment; dropped first, all at once (see `detach`). Only its drop matters.
+    _links: detach::Links,
+    // Keeps programs and maps alive.
     _ebpf: Ebpf,
     traced: HashMap<MapData, u32, u32>,
     stack_low: HashMap<MapData, u32, u64>,
@@ -157,21 +106,28 @@ impl Probes {
             features: detected.features,
             ..Attached::default()
         };
+        // Declared before the first attach: an error return detaches what was attached.
+        let mut links = detach::Links::default();
         for (group, name) in detected.tracepoints {
             if group == "exceptions" {
                 // The fault probes run on the raw tracepoints (the tracepoint's arguments, no
                 // record built): a page fault is the hottest path there is.
-                attach_raw(&mut ebpf, &name)?;
+                attach_raw(&mut ebpf, &name, &mut links)?;
             } else {
-                attach_tracepoint(&mut ebpf, group, &name)?;
+                attach_tracepoint(&mut ebpf, group, &name, &mut links)?;
             }
             attached.tracepoints.push(format!("{group}:{name}"));
         }
-        attached.perf_events = attach_major_faults(&mut ebpf)?;
+        attached.perf_events = attach_major_faults(&mut ebpf, &mut links)?;
         if let Some(program) = detected.order_program {
             // Optional: without it records carry no sequence number and are applied in the
             // order they arrive.
-            if let Err(err) = attach_raw_to(&mut ebpf, program, features::MMAP_LOCK_TRACEPOINT) {
+            if let Err(err) = attach_raw_to(
+                &mut ebpf,
+                program,
+                features::MMAP_LOCK_TRACEPOINT,
+                &mut links,
+            ) {
                 log::warn!(
                     "kernel feature {} is off: {err}; records are applied in the order they \
                      arrive",
@@ -212,6 +168,7 @@ impl Probes {
             None => return Err(ProbeError::MissingMap("EVENTS")),
         };
         let probes = Probes {
+            _links: links,
             traced: take(&mut ebpf, "TRACED")?,
             stack_low: take(&mut ebpf, "STACK_LOW")?,
             mm_seq: take(&mut ebpf, "MM_SEQ")?,
@@ -223,10 +180,11 @@ impl Probes {
             stats: take(&mut ebpf, "STATS")?,
             cgroups: take(&mut ebpf, "CGROUP_FILTER")?,
             logger,
-            rss_events: attached
-                .features
-                .iter()
-                .any(|f| f.name == features::RSS_STAT && f.enabled),
+            rss_events: opts.rss_source == RssSource::Events
+                && attached
+                    .features
+                    .iter()
+                    .any(|f| f.name == features::RSS_STAT && f.enabled),
             _ebpf: ebpf,
             attached,
         };
@@ -423,7 +381,12 @@ where
 }
 
 /// Loads the tracepoint program `name` and attaches it to the tracepoint `group:name`.
-fn attach_tracepoint(ebpf: &mut Ebpf, group: &str, name: &str) -> Result<(), ProbeError> {
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    group: &str,
+    name: &str,
+    links: &mut detach::Links,
+) -> Result<(), ProbeError> {
     let program_error = |source| ProbeError::Program {
         program: name.to_owned(),
         source: Box::new(source),
@@ -434,24 +397,30 @@ fn attach_tracepoint(ebpf: &mut Ebpf, group: &str, name: &str) -> Result<(), Pro
         .try_into()
         .map_err(program_error)?;
     program.load().map_err(program_error)?;
-    program
+    let id = program
         .attach(group, name)
         .map_err(|source| ProbeError::Attach {
             program: name.to_owned(),
             target: format!("tracepoint {group}:{name}"),
             source: Box::new(source),
         })?;
+    links.push(program.take_link(id).map_err(program_error)?);
     Ok(())
 }
 
 /// Loads the raw-tracepoint program `name` and attaches it to the raw tracepoint of the same
 /// name.
-fn attach_raw(ebpf: &mut Ebpf, name: &str) -> Result<(), ProbeError> {
-    attach_raw_to(ebpf, name, name)
+fn attach_raw(ebpf: &mut Ebpf, name: &str, links: &mut detach::Links) -> Result<(), ProbeError> {
+    attach_raw_to(ebpf, name, name, links)
 }
 
 /// Loads the raw-tracepoint program `name` and attaches it to the raw tracepoint `target`.
-fn attach_raw_to(ebpf: &mut Ebpf, name: &str, target: &str) -> Result<(), ProbeError> {
+fn attach_raw_to(
+    ebpf: &mut Ebpf,
+    name: &str,
+    target: &str,
+    links: &mut detach::Links,
+) -> Result<(), ProbeError> {
     let program_error = |source| ProbeError::Program {
         program: name.to_owned(),
         source: Box::new(source),
@@ -462,19 +431,20 @@ fn attach_raw_to(ebpf: &mut Ebpf, name: &str, target: &str) -> Result<(), ProbeE
         .try_into()
         .map_err(program_error)?;
     program.load().map_err(program_error)?;
-    program
+    let id = program
         .attach(target)
         .map_err(|source| ProbeError::Attach {
             program: name.to_owned(),
             target: format!("raw tracepoint {target}"),
             source: Box::new(source),
         })?;
+    links.push(program.take_link(id).map_err(program_error)?);
     Ok(())
 }
 
 /// Counts major faults on the `page-faults-maj` software event of every online CPU (period 1:
 /// majors are rare, and every one must be counted).
-fn attach_major_faults(ebpf: &mut Ebpf) -> Result<usize, ProbeError> {
+fn attach_major_faults(ebpf: &mut Ebpf, links: &mut detach::Links) -> Result<usize, ProbeError> {
     let name = "major_fault";
     let program_error = |source| ProbeError::Program {
         program: name.to_owned(),
@@ -488,7 +458,7 @@ fn attach_major_faults(ebpf: &mut Ebpf) -> Result<usize, ProbeError> {
     program.load().map_err(program_error)?;
     let cpus = aya::util::online_cpus().map_err(|(_, err)| ProbeError::Cpus(err))?;
     for &cpu in &cpus {
-        program
+        let id = program
             .attach(
                 PerfEventConfig::Software(SoftwareEvent::PageFaultsMaj),
                 PerfEventScope::AllProcessesOneCpu { cpu },
@@ -500,6 +470,7 @@ fn attach_major_faults(ebpf: &mut Ebpf) -> Result<usize, ProbeError> {
                 target: format!("perf software event page-faults-maj on CPU {cpu}"),
                 source: Box::new(source),
             })?;
+        links.push(program.take_link(id).map_err(program_error)?);
     }
     Ok(cpus.len())
 }

@@ -103,6 +103,8 @@ fn fork_copies_the_break_and_exit_is_reported() {
         tgid: 8,
         tid: 8,
         comm: "w".into(),
+        maxrss_pages: 0,
+        hiwater_pages: 0,
     });
     assert_eq!(t.apply(&exit), FollowUp::Exited(8));
     assert_eq!(t.running().map(|p| p.tgid).collect::<Vec<_>>(), vec![7]);
@@ -123,6 +125,8 @@ fn exited_models_are_freed_after_the_grace_period_but_their_drawing_stays() {
         tgid: 5,
         tid: 5,
         comm: "w".into(),
+        maxrss_pages: 0,
+        hiwater_pages: 0,
     });
     t.apply(&exit);
     let p = t.get_mut(5).unwrap();
