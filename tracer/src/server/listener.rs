@@ -106,11 +106,38 @@ pub fn bind(addr: &ListenAddr) -> std::io::Result<(Bound, ListenAddr)> {
             // Any local user may connect: each request is checked against the peer's
             // credentials. A narrower mode (or group) can be set on the socket afterwards, or
             // on its directory.
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+            make_connectable_by_all(path)?;
             listener.set_nonblocking(true)?;
             Ok((Bound::Unix(listener), ListenAddr::Unix(path.clone())))
         }
     }
+}
+
+/// Gives the socket at `path` mode 0666 without following a symlink: chmod(2) by path would
+/// follow one that someone with write access to the directory put there between bind and
+/// chmod, and make any file the tracer can reach (it runs as root) world-writable. The path is
+/// opened with O_PATH | O_NOFOLLOW, checked to be a socket of this user, and changed through
+/// its descriptor.
+fn make_connectable_by_all(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = opened.metadata()?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if !meta.file_type().is_socket() || meta.uid() != euid {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the socket was replaced by something else before its mode was set",
+        ));
+    }
+    // fchmod(2) refuses O_PATH descriptors; the /proc/self/fd link names the opened inode
+    // itself, not the path, so this chmod cannot be redirected.
+    use std::os::fd::AsRawFd as _;
+    let by_fd = format!("/proc/self/fd/{}", opened.as_raw_fd());
+    std::fs::set_permissions(by_fd, std::fs::Permissions::from_mode(0o666))
 }
 
 /// std listens with a backlog of 128: a burst of connections (a scrape during a flood of
@@ -294,6 +321,29 @@ async fn serve_connection<S>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_socket_mode_is_set_on_the_socket_and_never_through_a_symlink() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("tracer-sock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("api.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        make_connectable_by_all(&socket).unwrap();
+        let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o666);
+        // What someone planted in place of the socket: a link to a file of the tracer's.
+        let target = dir.join("secret");
+        std::fs::write(&target, "x").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.join("planted.sock");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(make_connectable_by_all(&link).is_err());
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the link's target was changed");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn listen_addresses_parse() {
