@@ -20,15 +20,23 @@ use crate::util::say;
 const EVERY: Duration = Duration::from_secs(5);
 /// From this on the figures must be flat.
 const SETTLED: Duration = Duration::from_secs(60);
-/// Sampling goes on this long after the last process, past the default grace period.
-const TAIL: Duration = Duration::from_secs(15);
+/// Sampling goes on this long after the last process: past the default `--exited-grace`
+/// (60 s), when the daemon has forgotten every exited process.
+const TAIL: Duration = Duration::from_secs(70);
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Point {
     at: Duration,
     rss_kib: u64,
-    series: usize,
-    comms: usize,
+    /// None: the scrape failed.
+    series: Option<usize>,
+    comms: Option<usize>,
+    /// How long GET /metrics took (or took to fail).
+    scrape: Duration,
+    /// The daemon's CPU time so far (user + system).
+    cpu_s: f64,
+    /// Why the scrape failed.
+    failed: Option<String>,
 }
 
 pub fn run(cx: &Context) -> Result<String> {
@@ -69,17 +77,26 @@ pub fn run(cx: &Context) -> Result<String> {
         if Instant::now() >= next {
             let point = sample(tpid, &api, start)?;
             say(format_args!(
-                "bench: soak {:>4.0} s: RSS {} KiB, {} series, {} comm values",
+                "bench: soak {:>4.0} s: RSS {} KiB, {:?} series, {:?} comm values, scrape {} ms, \
+                 daemon CPU {:.1} s{}",
                 point.at.as_secs_f64(),
                 point.rss_kib,
                 point.series,
-                point.comms
+                point.comms,
+                point.scrape.as_millis(),
+                point.cpu_s,
+                point
+                    .failed
+                    .as_deref()
+                    .map_or(String::new(), |e| format!(", FAILED: {e}"))
             ));
             points.push(point);
-            next += EVERY;
+            // A slow scrape must not be followed by a burst of catch-up samples.
+            next = (next + EVERY).max(Instant::now());
         }
         if ended.is_none() && spawner.child.try_wait()?.is_some() {
             ended = Some(Instant::now());
+            say(format_args!("bench: soak: the last process has exited"));
         }
         if ended.is_some_and(|at| at.elapsed() >= TAIL) {
             break;
@@ -108,7 +125,10 @@ pub fn run(cx: &Context) -> Result<String> {
     let mut summary = Sample::default();
     measure::tracer_summary(&tracer.stderr, &mut summary)?;
     let _ = fs::remove_dir_all(&links);
-    Ok(markdown(cx, total, spawn_s, &points, hwm_kib, &summary))
+    let load_end = ended.map_or(Duration::MAX, |at| at - start);
+    Ok(markdown(
+        cx, total, spawn_s, &points, load_end, hwm_kib, &summary,
+    ))
 }
 
 fn markdown(
@@ -116,16 +136,18 @@ fn markdown(
     total: u32,
     spawn_s: f64,
     points: &[Point],
+    load_end: Duration,
     hwm_kib: u64,
     summary: &Sample,
 ) -> String {
     let mut out = String::new();
-    let at_minute = points.iter().find(|p| p.at >= SETTLED).copied();
-    let last = points.last().copied();
-    let after: Vec<Point> = points.iter().copied().filter(|p| p.at >= SETTLED).collect();
-    let max_rss = after.iter().map(|p| p.rss_kib).max();
-    let max_series = after.iter().map(|p| p.series).max();
-    let max_comms = after.iter().map(|p| p.comms).max();
+    let at_minute = points.iter().find(|p| p.at >= SETTLED);
+    let at_load_end = points.iter().rfind(|p| p.at <= load_end);
+    let last = points.last();
+    let after: Vec<&Point> = points
+        .iter()
+        .filter(|p| p.at >= SETTLED && p.at <= load_end)
+        .collect();
     let mib = |k: u64| format!("{:.1} MiB", k as f64 / 1024.0);
     let _ = writeln!(
         out,
@@ -136,67 +158,106 @@ fn markdown(
          that renames itself too), half exec the program through a symlink of a new name; each \
          allocates, faults and frees a little. Every {} s: the daemon's VmRSS, the series in \
          /metrics (sample lines) and the distinct `comm` label values; sampling goes on {} s \
-         after the last process. Everything else running on the machine is traced too.\n",
+         after the last process. An exited process is kept whole for `--exited-grace` (60 s by \
+         default), so the first minute fills that window; from then on the figures must stay \
+         flat while processes keep coming, and fall back once they stop. Everything else \
+         running on the machine is traced too.\n",
         EVERY.as_secs(),
         TAIL.as_secs()
     );
     let _ = writeln!(
         out,
-        "| | first sample | at 1 min | at the end | most after 1 min | end / 1 min |\n|---|---|---|---|---|---|"
+        "| | first sample | at 1 min | at the last process | most from 1 min to the last process \
+         | last process / 1 min | {:.0} s after the last process |\n|---|---|---|---|---|---|---|",
+        TAIL.as_secs_f64()
     );
-    let first = points.first().copied();
-    let cell = |p: Option<Point>, f: &dyn Fn(Point) -> String| p.map_or("n/a".to_owned(), f);
-    let growth = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(a), Some(b)) if a > 0 => format!("{:+.1} %", 100.0 * (b as f64 / a as f64 - 1.0)),
-        _ => "n/a".to_owned(),
+    let first = points.first();
+    // Share of a core between a sample and the one before it.
+    let cpu_share = |p: &Point| -> Option<u64> {
+        let i = points.iter().position(|q| q.at == p.at)?;
+        let prev = points.get(i.checked_sub(1)?)?;
+        let dt = (p.at - prev.at).as_secs_f64();
+        (dt > 0.0).then(|| (100.0 * (p.cpu_s - prev.cpu_s) / dt).round() as u64)
     };
-    let _ = writeln!(
-        out,
-        "| daemon VmRSS | {} | {} | {} | {} | {} |",
-        cell(first, &|p| mib(p.rss_kib)),
-        cell(at_minute, &|p| mib(p.rss_kib)),
-        cell(last, &|p| mib(p.rss_kib)),
-        max_rss.map_or("n/a".to_owned(), mib),
-        growth(at_minute.map(|p| p.rss_kib), last.map(|p| p.rss_kib))
-    );
-    let _ = writeln!(
-        out,
-        "| series in /metrics | {} | {} | {} | {} | {} |",
-        cell(first, &|p| p.series.to_string()),
-        cell(at_minute, &|p| p.series.to_string()),
-        cell(last, &|p| p.series.to_string()),
-        max_series.map_or("n/a".to_owned(), |n| n.to_string()),
-        growth(
-            at_minute.map(|p| p.series as u64),
-            last.map(|p| p.series as u64)
-        )
-    );
-    let _ = writeln!(
-        out,
-        "| `comm` label values | {} | {} | {} | {} | {} |",
-        cell(first, &|p| p.comms.to_string()),
-        cell(at_minute, &|p| p.comms.to_string()),
-        cell(last, &|p| p.comms.to_string()),
-        max_comms.map_or("n/a".to_owned(), |n| n.to_string()),
-        growth(
-            at_minute.map(|p| p.comms as u64),
-            last.map(|p| p.comms as u64)
-        )
-    );
+    let rows: [(&str, &dyn Fn(&Point) -> Option<u64>, &dyn Fn(u64) -> String); 5] = [
+        ("daemon VmRSS", &|p| Some(p.rss_kib), &mib),
+        (
+            "series in /metrics",
+            &|p| p.series.map(|n| n as u64),
+            &|n| n.to_string(),
+        ),
+        (
+            "`comm` label values",
+            &|p| p.comms.map(|n| n as u64),
+            &|n| n.to_string(),
+        ),
+        (
+            "GET /metrics took",
+            &|p| Some(p.scrape.as_millis() as u64),
+            &|n| format!("{n} ms"),
+        ),
+        ("daemon CPU since the sample before", &cpu_share, &|n| {
+            format!("{n} % of a core")
+        }),
+    ];
+    for (name, value, show) in rows {
+        let cell = |p: Option<&Point>| p.and_then(|p| value(p)).map_or("n/a".to_owned(), show);
+        let growth = match (
+            at_minute.and_then(|p| value(p)),
+            at_load_end.and_then(|p| value(p)),
+        ) {
+            (Some(a), Some(b)) if a > 0 => {
+                format!("{:+.1} %", 100.0 * (b as f64 / a as f64 - 1.0))
+            }
+            _ => "n/a".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} | {growth} | {} |",
+            cell(first),
+            cell(at_minute),
+            cell(at_load_end),
+            after
+                .iter()
+                .filter_map(|p| value(p))
+                .max()
+                .map_or("n/a".to_owned(), show),
+            cell(last),
+        );
+    }
     let _ = writeln!(
         out,
         "\nDaemon peak RSS (VmHWM) over the whole run: {}; records seen {}, lost {}. \
-         All samples (s: RSS MiB / series): {}.\n\nCommand: `cargo xtask bench --section soak{}`.",
+         Scrapes that failed: {}.\n\nAll samples (s: RSS MiB / series): {}.\n\nCommand: `cargo xtask bench --section soak{}`.",
         mib(hwm_kib),
         summary.syscalls.unwrap_or(0),
         summary.lost.unwrap_or(0),
+        {
+            let failed: Vec<String> = points
+                .iter()
+                .filter_map(|p| {
+                    let why = p.failed.as_deref()?;
+                    Some(format!(
+                        "at {:.0} s after {:.1} s ({})",
+                        p.at.as_secs_f64(),
+                        p.scrape.as_secs_f64(),
+                        why.lines().next().unwrap_or("").trim()
+                    ))
+                })
+                .collect();
+            if failed.is_empty() {
+                "none".to_owned()
+            } else {
+                format!("{}: {}", failed.len(), failed.join("; "))
+            }
+        },
         points
             .iter()
             .map(|p| format!(
                 "{:.0}: {:.1}/{}",
                 p.at.as_secs_f64(),
                 p.rss_kib as f64 / 1024.0,
-                p.series
+                p.series.map_or("failed".to_owned(), |n| n.to_string())
             ))
             .collect::<Vec<_>>()
             .join(", "),
@@ -205,14 +266,25 @@ fn markdown(
     out
 }
 
+/// One sample; a failed scrape (the daemon did not answer in time) is a sample too.
 fn sample(tpid: u32, api: &str, start: Instant) -> Result<Point> {
-    let metrics = http_get(api, "/metrics")?.1;
+    let asked = Instant::now();
+    let scraped = http_get(api, "/metrics");
+    let scrape = asked.elapsed();
     let rss_kib = procfs::status_kib(tpid, "VmRSS").context("the tracer is gone")?;
+    let cpu_s = procfs::stat(tpid).map_or(f64::NAN, |s| s.cpu_ticks as f64 / procfs::clock_ticks());
+    let (metrics, failed) = match scraped {
+        Ok((_, body)) => (Some(body), None),
+        Err(err) => (None, Some(format!("{err:#}"))),
+    };
     Ok(Point {
         at: start.elapsed(),
         rss_kib,
-        series: series(&metrics),
-        comms: comms(&metrics),
+        series: metrics.as_deref().map(series),
+        comms: metrics.as_deref().map(comms),
+        scrape,
+        cpu_s,
+        failed,
     })
 }
 
