@@ -91,19 +91,11 @@ pub fn main(args: &Args) -> Result<()> {
         quick: args.quick,
         args: &args.sections,
     };
-    let output = args
-        .output
-        .clone()
-        .unwrap_or_else(|| root.join("BENCHMARKS.md"));
     if args.sections.alone() {
         let text = sections::run(&cx);
         let _ = fs::remove_dir_all(&scratch);
-        let text = text?;
-        println!("{text}");
-        if output != Path::new("-") {
-            sections::write_alone(&output, &text, MEASURED_APART)?;
-        }
-        return Ok(());
+        let output = args.output.clone().unwrap_or(root.join("BENCHMARKS.md"));
+        return sections::write_alone(&output, &text?, MEASURED_APART);
     }
     let plan = Plan::new(args, &tools)?;
     let started = Instant::now();
@@ -140,6 +132,10 @@ pub fn main(args: &Args) -> Result<()> {
         "bench: done in {:.0} s",
         started.elapsed().as_secs_f64()
     ));
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| root.join("BENCHMARKS.md"));
     if output != Path::new("-") {
         // Sections measured apart (by tests or scripts) are carried over from the old file.
         let kept = fs::read_to_string(&output)

@@ -137,8 +137,13 @@ pub fn splice(old: &str, new: &str, marker: &str) -> String {
     out
 }
 
-/// Writes `new` sections into `output` (keeping everything else in it).
+/// Prints `new` sections and writes them into `output` (keeping everything else in it), unless
+/// `output` is `-`.
 pub fn write_alone(output: &Path, new: &str, marker: &str) -> Result<()> {
+    println!("{new}");
+    if output == Path::new("-") {
+        return Ok(());
+    }
     let old = fs::read_to_string(output).unwrap_or_default();
     fs::write(output, splice(&old, new, marker))
         .with_context(|| format!("cannot write {}", output.display()))?;

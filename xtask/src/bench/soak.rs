@@ -24,6 +24,13 @@ const SETTLED: Duration = Duration::from_secs(60);
 /// (60 s), when the daemon has forgotten every exited process.
 const TAIL: Duration = Duration::from_secs(70);
 
+/// A row of the table: its name, the figure of a sample (if it has one) and how to show it.
+type Row<'a> = (
+    &'a str,
+    &'a dyn Fn(&Point) -> Option<u64>,
+    &'a dyn Fn(u64) -> String,
+);
+
 #[derive(Clone, Debug)]
 struct Point {
     at: Duration,
@@ -179,7 +186,7 @@ fn markdown(
         let dt = (p.at - prev.at).as_secs_f64();
         (dt > 0.0).then(|| (100.0 * (p.cpu_s - prev.cpu_s) / dt).round() as u64)
     };
-    let rows: [(&str, &dyn Fn(&Point) -> Option<u64>, &dyn Fn(u64) -> String); 5] = [
+    let rows: [Row; 5] = [
         ("daemon VmRSS", &|p| Some(p.rss_kib), &mib),
         (
             "series in /metrics",
@@ -201,11 +208,8 @@ fn markdown(
         }),
     ];
     for (name, value, show) in rows {
-        let cell = |p: Option<&Point>| p.and_then(|p| value(p)).map_or("n/a".to_owned(), show);
-        let growth = match (
-            at_minute.and_then(|p| value(p)),
-            at_load_end.and_then(|p| value(p)),
-        ) {
+        let cell = |p: Option<&Point>| p.and_then(value).map_or("n/a".to_owned(), show);
+        let growth = match (at_minute.and_then(value), at_load_end.and_then(value)) {
             (Some(a), Some(b)) if a > 0 => {
                 format!("{:+.1} %", 100.0 * (b as f64 / a as f64 - 1.0))
             }
