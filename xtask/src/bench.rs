@@ -5,8 +5,12 @@
 mod daemon;
 mod measure;
 mod modes;
+mod ordering;
+mod pageload;
 mod procfs;
 mod report;
+mod sections;
+mod soak;
 mod workloads;
 
 use std::fs;
@@ -57,6 +61,8 @@ pub struct Args {
     /// prints them.
     #[arg(long, value_name = "PATH")]
     output: Option<PathBuf>,
+    #[command(flatten)]
+    sections: sections::SectionArgs,
 }
 
 pub fn main(args: &Args) -> Result<()> {
@@ -78,6 +84,19 @@ pub fn main(args: &Args) -> Result<()> {
     let workloads_dir = workloads::compile_all(&root)?;
     let scratch = scratch_dir(&root)?;
     let tools = Tools::find(tracer, args.tracer_args.clone());
+    let cx = sections::Context {
+        tools: &tools,
+        workloads: &workloads_dir,
+        scratch: &scratch,
+        quick: args.quick,
+        args: &args.sections,
+    };
+    if args.sections.alone() {
+        let text = sections::run(&cx);
+        let _ = fs::remove_dir_all(&scratch);
+        let output = args.output.clone().unwrap_or(root.join("BENCHMARKS.md"));
+        return sections::write_alone(&output, &text?, MEASURED_APART);
+    }
     let plan = Plan::new(args, &tools)?;
     let started = Instant::now();
 
@@ -96,7 +115,9 @@ pub fn main(args: &Args) -> Result<()> {
     } else {
         measure_daemon(&plan, &tools, &workloads_dir, &scratch)?
     };
+    let extra = sections::run(&cx);
     let _ = fs::remove_dir_all(&scratch);
+    let extra = extra?;
 
     let results = Results {
         machine: machine(&root, &tools, args)?,
@@ -105,7 +126,7 @@ pub fn main(args: &Args) -> Result<()> {
         floods,
         missing: plan.missing.clone(),
     };
-    let text = results.markdown();
+    let text = format!("{}\n\n{extra}", results.markdown().trim_end());
     println!("{text}");
     say(format_args!(
         "bench: done in {:.0} s",

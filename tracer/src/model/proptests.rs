@@ -317,6 +317,10 @@ proptest! {
             step(&mut space, &mut reference, op);
             let pages = model_pages(&space).map_err(|e| TestCaseError::fail(format!("after op {n} {op:?}: {e}")))?;
             prop_assert_eq!(&pages, &reference.pages, "after op {} {:?}", n, op);
+            // VSZ is a running total kept by every insert and removal: it must stay the sum.
+            prop_assert_eq!(space.virtual_size(), reference.pages.len() as u64 * P, "VSZ after op {} {:?}", n, op);
+            let fork = space.fork_copy();
+            prop_assert_eq!(fork.virtual_size(), fork.vmas().map(|v| v.len()).sum::<u64>(), "fork VSZ after op {} {:?}", n, op);
         }
     }
 }

@@ -487,3 +487,34 @@ fn memory_handed_out_where_the_model_has_some_is_a_conflict() {
     );
     assert!(apply(&mut space, &moved).conflict);
 }
+
+#[test]
+fn virtual_size_is_kept_through_splits_vsyscall_forks_and_reseeds() {
+    let text = "\
+7f0000000000-7f0000004000 rw-p 00000000 00:00 0 
+7f0000010000-7f0000012000 r--p 00000000 00:00 0 
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
+";
+    let sum = |s: &AddressSpace| -> u64 {
+        s.vmas()
+            .filter(|v| !matches!(&v.backing, Backing::Special(n) if &**n == "[vsyscall]"))
+            .map(|v| v.len())
+            .sum()
+    };
+    let mut s = AddressSpace::new(P);
+    s.replace_vmas(maps::parse(text).unwrap());
+    assert_eq!(s.virtual_size(), sum(&s));
+    assert_eq!(s.virtual_size(), 6 * P);
+    // A hole punched in the middle splits a VMA in three, then it is mapped again.
+    s.unmap(0x7f00_0000_1000, 0x7f00_0000_2000);
+    assert_eq!(s.virtual_size(), sum(&s));
+    s.protect(0x7f00_0000_0000, 0x7f00_0001_1000, Perms::default());
+    assert_eq!(s.virtual_size(), sum(&s));
+    s.set_dont_fork(0x7f00_0001_0000, 0x7f00_0001_2000, true);
+    s.remap(0x7f00_0000_2000, 2 * P, 5 * P, false, 0x7f00_0002_0000);
+    assert_eq!(s.virtual_size(), sum(&s));
+    let child = s.fork_copy();
+    assert_eq!(child.virtual_size(), sum(&child));
+    assert!(child.virtual_size() < s.virtual_size());
+    assert_eq!(s.virtual_size(), sum(&s));
+}

@@ -166,7 +166,7 @@ pub fn wait_for_line(
 }
 
 /// A sample with the workload's `elapsed_ns=N ops=M` line from its stdout.
-fn from_stdout(stdout: &str) -> Result<Sample> {
+pub fn from_stdout(stdout: &str) -> Result<Sample> {
     let line = stdout
         .lines()
         .find(|line| line.starts_with("elapsed_ns="))
