@@ -1,6 +1,7 @@
 //! Loading and attaching the eBPF probes, and typed access to their maps.
 
 mod btf;
+pub mod fault_events;
 pub mod features;
 
 use aya::{
@@ -168,6 +169,9 @@ impl Probes {
             attached.tracepoints.push(format!("{group}:{name}"));
         }
         attached.perf_events = attach_major_faults(&mut ebpf)?;
+        if detected.fault_events {
+            attached.perf_events += fault_events::attach(&mut ebpf)?;
+        }
         if let Some(program) = detected.order_program {
             // Optional: without it records carry no sequence number and are applied in the
             // order they arrive.

@@ -68,6 +68,15 @@ pub fn mremap_unmaps_before_checking() -> bool {
 /// Syscalls whose entry tells the fork probe the clone flags.
 const CLONE_SYSCALLS: [&str; 4] = ["clone", "clone3", "fork", "vfork"];
 
+/// Whether the architecture has the `fork` and `vfork` syscalls (`__ARCH_WANT_SYS_FORK`,
+/// `__ARCH_WANT_SYS_VFORK`): arm64, riscv and loongarch have only `clone` and `clone3`, so
+/// their absence there loses nothing.
+const ARCH_HAS_FORK: bool = !cfg!(any(
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "loongarch64"
+));
+
 /// Everything start-up learned about the kernel.
 #[derive(Debug, Clone)]
 pub struct Detected {
@@ -82,6 +91,8 @@ pub struct Detected {
     /// The program that numbers each process's changes, for the raw tracepoint
     /// `MMAP_LOCK_TRACEPOINT` (None: feature `mmap_lock_order` is off).
     pub order_program: Option<&'static str>,
+    /// Whether faults are counted on the `page-faults` perf events (no `exceptions:*`).
+    pub fault_events: bool,
 }
 
 /// Inputs of the detection that tests replace.
@@ -132,6 +143,7 @@ pub fn detect(src: &Sources, opts: &ProbeOptions) -> Result<Detected, ProbeError
         notices: Vec::new(),
         details: Vec::new(),
         order_program: None,
+        fault_events: false,
     };
     syscall_offsets(tracefs, &mut d)?;
     fault_offsets(tracefs, &mut d)?;
@@ -297,8 +309,18 @@ fn syscall_layout_is_fixed(config: &Config) -> bool {
     })
 }
 
-/// `exceptions:page_fault_{user,kernel}` (x86): required.
+/// `exceptions:page_fault_{user,kernel}` (x86), or else the `page-faults` perf events.
 fn fault_offsets(tracefs: &Tracefs, d: &mut Detected) -> Result<(), ProbeError> {
+    let perf = super::fault_events::perf_events_reason(tracefs);
+    d.features.push(Feature {
+        name: super::fault_events::FAULT_TRACEPOINTS,
+        enabled: perf.is_none(),
+    });
+    if let Some(reason) = perf {
+        d.details.push(super::fault_events::detail(&reason));
+        d.fault_events = true;
+        return Ok(());
+    }
     let group = "exceptions";
     d.config.fault_address = field(tracefs, group, "page_fault_user", "address", 8)?;
     d.config.fault_error_code = field(tracefs, group, "page_fault_user", "error_code", 8)?;
@@ -460,6 +482,9 @@ fn clone_tracepoints(tracefs: &Tracefs, d: &mut Detected) -> Result<(), ProbeErr
     let mut missing = Vec::new();
     for name in CLONE_SYSCALLS {
         let tp = format!("sys_enter_{name}");
+        if !ARCH_HAS_FORK && matches!(name, "fork" | "vfork") {
+            continue;
+        }
         if !tracefs.has("syscalls", &tp) {
             missing.push(format!("syscalls:{tp}"));
             continue;
