@@ -439,7 +439,7 @@ fn without_the_x86_fault_tracepoints_faults_come_from_perf_events() {
     let stderr = String::from_utf8_lossy(&traced.output.stderr);
     assert!(
         stderr.contains("kernel feature fault_tracepoints is off")
-            && stderr.contains("perf software event page-faults"),
+            && stderr.contains("page-faults-min and page-faults-maj"),
         "says where faults come from: {stderr}"
     );
     let stdout = String::from_utf8_lossy(&traced.output.stdout);

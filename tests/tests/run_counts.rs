@@ -117,7 +117,12 @@ fn seed_large_malloc_is_an_mmap_freed_by_munmap_of_the_same_range() {
     let big = calls
         .iter()
         .position(|e| {
-            e["syscall"] == "mmap" && e["args"]["fd"] == -1 && hex(&e["args"]["len"]) >= 200 * 1024
+            // Not PROT_NONE: arm64's dynamic loader first reserves room for a library with
+            // 64 KiB segment alignment by an anonymous PROT_NONE mmap of an unrounded length.
+            e["syscall"] == "mmap"
+                && e["args"]["fd"] == -1
+                && hex(&e["args"]["len"]) >= 200 * 1024
+                && hex(&e["args"]["prot"]) != 0
         })
         .expect("malloc(200 KiB) is an anonymous mmap");
     let (addr, len) = (hex(&calls[big]["ret"]), hex(&calls[big]["args"]["len"]));

@@ -1,12 +1,17 @@
 //! Page faults where `exceptions:page_fault_{user,kernel}` do not exist (every architecture
-//! but x86, e.g. arm64): counted on the `page-faults` perf software event instead.
+//! but x86, e.g. arm64): counted on the `page-faults-min` and `page-faults-maj` perf software
+//! events instead.
 //!
-//! The architectures' fault handlers raise `PERF_COUNT_SW_PAGE_FAULTS` on entry, with the
-//! faulting address and the registers of the interrupted context (arm64: `do_page_fault()`,
-//! `perf_sw_event(PERF_COUNT_SW_PAGE_FAULTS, 1, regs, addr)`), which is where the x86
-//! tracepoints fire too: the same faults are counted, with the same per-region attribution
-//! (`faults::count_fault`). The daemon attaches this program to that event on every CPU with
-//! a sample period of 1; majors keep coming from `page-faults-maj` (`faults::major_fault`).
+//! Both are raised by `mm_account_fault()` (mm/memory.c), with the faulting address and the
+//! registers of the interrupted context, at the very place that increments the task's
+//! `min_flt` / `maj_flt`: one event per fault the process's `/proc/PID/stat` counts, whatever
+//! the architecture (retried and failed attempts are not counted, as there). The daemon
+//! attaches this program to both events on every CPU with a sample period of 1; each fault is
+//! counted with the same per-region attribution as on x86 (`faults::count_fault`), and majors
+//! are also counted by `faults::major_fault` on `page-faults-maj`, as on x86.
+//! (`page-faults`, raised by the architecture's handler on entry like the x86 tracepoints,
+//! also counts attempts that are retried or spurious: on arm64 6.1 one more fault in 300 than
+//! `minflt`.)
 //!
 //! What is lost: the access split. x86 reports it in the error code the tracepoint carries;
 //! the perf sample carries no such thing (arm64 keeps it in ESR_EL1, which is not in the

@@ -1,9 +1,10 @@
 //! Where page faults are counted: on `exceptions:page_fault_{user,kernel}` where the kernel has
-//! them (x86), else on the `page-faults` perf software event of every CPU (arm64 and every
-//! other architecture). Both fire on entry to the fault handler with the faulting address and
-//! feed the same per-region counters; only the perf source lacks the read/write/exec split
-//! (the sample carries no error code), so there every fault counts as a read. The feature
-//! `fault_tracepoints` of `tracer_kernel_feature_enabled` says which source is in use.
+//! them (x86), else on the `page-faults-min` and `page-faults-maj` perf software events of every
+//! CPU (arm64 and every other architecture), raised where the kernel counts `minflt` and
+//! `majflt`. Both give the faulting address and feed the same per-region counters; only the
+//! perf source lacks the read/write/exec split (the sample carries no error code), so there
+//! every fault counts as a read. The feature `fault_tracepoints` of
+//! `tracer_kernel_feature_enabled` says which source is in use.
 
 use aya::{
     Ebpf,
@@ -55,13 +56,13 @@ fn perf_reason(forced: Option<&std::ffi::OsStr>, has: impl Fn(&str) -> bool) -> 
 pub fn detail(reason: &str) -> String {
     format!(
         "kernel feature {FAULT_TRACEPOINTS} is off: {reason}; page faults are counted on the \
-         perf software event page-faults of every CPU, without the read/write/exec split \
-         (every fault counts as a read)"
+         perf software events page-faults-min and page-faults-maj of every CPU, without the \
+         read/write/exec split (every fault counts as a read)"
     )
 }
 
-/// Counts all faults on the `page-faults` software event of every online CPU (period 1: the
-/// totals must be exact). Returns the number of perf events opened.
+/// Counts all faults on the `page-faults-min` and `page-faults-maj` software events of every
+/// online CPU (period 1: the totals must be exact). Returns the number of perf events opened.
 pub fn attach(ebpf: &mut Ebpf) -> Result<usize, ProbeError> {
     let program_error = |source| ProbeError::Program {
         program: PROGRAM.to_owned(),
@@ -74,21 +75,27 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<usize, ProbeError> {
         .map_err(program_error)?;
     program.load().map_err(program_error)?;
     let cpus = aya::util::online_cpus().map_err(|(_, err)| ProbeError::Cpus(err))?;
-    for &cpu in &cpus {
-        program
-            .attach(
-                PerfEventConfig::Software(SoftwareEvent::PageFaults),
-                PerfEventScope::AllProcessesOneCpu { cpu },
-                SamplePolicy::Period(1),
-                false,
-            )
-            .map_err(|source| ProbeError::Attach {
-                program: PROGRAM.into(),
-                target: format!("perf software event page-faults on CPU {cpu}"),
-                source: Box::new(source),
-            })?;
+    let events = [
+        (SoftwareEvent::PageFaultsMin, "page-faults-min"),
+        (SoftwareEvent::PageFaultsMaj, "page-faults-maj"),
+    ];
+    for (event, name) in events {
+        for &cpu in &cpus {
+            program
+                .attach(
+                    PerfEventConfig::Software(event),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Period(1),
+                    false,
+                )
+                .map_err(|source| ProbeError::Attach {
+                    program: PROGRAM.into(),
+                    target: format!("perf software event {name} on CPU {cpu}"),
+                    source: Box::new(source),
+                })?;
+        }
     }
-    Ok(cpus.len())
+    Ok(events.len() * cpus.len())
 }
 
 #[cfg(test)]
