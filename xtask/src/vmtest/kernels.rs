@@ -148,7 +148,7 @@ impl Kernel {
         {
             say(format_args!(
                 "vmtest: kernel {}: cached ({})",
-                self.name,
+                self.label(),
                 package.trim()
             ));
             return Ok(Image {
@@ -165,7 +165,9 @@ impl Kernel {
             let current = apt.newest_of_series(self.name, self.arch)?;
             say(format_args!(
                 "vmtest: kernel {}: {} is no longer in {}; using {current}",
-                self.name, self.package, self.suite
+                self.label(),
+                self.package,
+                self.suite
             ));
             current
         };
@@ -176,7 +178,7 @@ impl Kernel {
         fs::write(&package_file, format!("{package}\n"))?;
         say(format_args!(
             "vmtest: kernel {}: fetched {package}",
-            self.name
+            self.label()
         ));
         Ok(Image { vmlinuz, package })
     }
