@@ -91,7 +91,8 @@ pub struct Detected {
     /// The program that numbers each process's changes, for the raw tracepoint
     /// `MMAP_LOCK_TRACEPOINT` (None: feature `mmap_lock_order` is off).
     pub order_program: Option<&'static str>,
-    /// Whether faults are counted on the `page-faults` perf events (no `exceptions:*`).
+    /// Whether faults are counted on the `page-faults-min`/`-maj` perf events (no
+    /// `exceptions:*`).
     pub fault_events: bool,
 }
 
@@ -309,7 +310,8 @@ fn syscall_layout_is_fixed(config: &Config) -> bool {
     })
 }
 
-/// `exceptions:page_fault_{user,kernel}` (x86), or else the `page-faults` perf events.
+/// `exceptions:page_fault_{user,kernel}` (x86), or else the `page-faults-min`/`-maj` perf
+/// events.
 fn fault_offsets(tracefs: &Tracefs, d: &mut Detected) -> Result<(), ProbeError> {
     let perf = super::fault_events::perf_events_reason(tracefs);
     d.features.push(Feature {
