@@ -8,7 +8,13 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("workloads");
     fs::create_dir_all(&out).unwrap();
     println!("cargo:rerun-if-changed={}", sources.display());
-    let cc = env::var("CC").unwrap_or_else(|_| "cc".into());
+    // Cross builds (`cargo xtask vmtest --arch arm64`) name the target's compiler in
+    // CC_<target>, as the `cc` crate reads it; CC stays the host's.
+    let target = env::var("TARGET").unwrap_or_default().replace('-', "_");
+    println!("cargo:rerun-if-env-changed=CC_{target}");
+    let cc = env::var(format!("CC_{target}"))
+        .or_else(|_| env::var("CC"))
+        .unwrap_or_else(|_| "cc".into());
     for entry in fs::read_dir(&sources).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "c") {

@@ -76,6 +76,13 @@ pub fn kernel_available() -> bool {
 }
 
 /// Runs the tracer to completion, killing it after `limit`.
+/// Debian's multiarch library directory of the architecture the tests are built for (the
+/// allocators the tests preload live there).
+#[cfg(target_arch = "aarch64")]
+pub const LIB_DIR: &str = "/usr/lib/aarch64-linux-gnu";
+#[cfg(not(target_arch = "aarch64"))]
+pub const LIB_DIR: &str = "/usr/lib/x86_64-linux-gnu";
+
 /// The tracepoints the tracer reads formats of.
 pub fn tracepoints() -> Vec<String> {
     let mut events = vec![];
@@ -100,6 +107,17 @@ pub fn tracepoints() -> Vec<String> {
         events.push(e.to_string());
     }
     events
+}
+
+/// Whether the tracer counts faults on `exceptions:page_fault_{user,kernel}` here (x86, unless
+/// `TRACER_FAULT_SOURCE=perf`), which tell reads, writes and instruction fetches apart; on the
+/// `page-faults` perf events (arm64) every fault counts as a read.
+pub fn fault_access_split() -> bool {
+    let tracefs = real_tracefs().join("events/exceptions");
+    std::env::var_os("TRACER_FAULT_SOURCE").is_none_or(|v| v != "perf")
+        && ["page_fault_user", "page_fault_kernel"]
+            .iter()
+            .all(|e| tracefs.join(e).join("format").is_file())
 }
 
 /// The mounted tracefs (the tracer mounts it on first use, which `kernel_available` made).

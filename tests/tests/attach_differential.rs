@@ -229,7 +229,7 @@ fn assert_equal_everywhere(wrong: &[String]) {
 }
 
 fn preload(lib: &str) -> String {
-    let path = format!("/usr/lib/x86_64-linux-gnu/{lib}");
+    let path = format!("{LIB_DIR}/{lib}");
     assert!(
         std::path::Path::new(&path).exists(),
         "{path}: its Debian package is installed by `cargo xtask setup`"

@@ -147,7 +147,7 @@ fn a_kernel_without_a_tracepoint_is_named() {
     if !kernel_available() {
         return;
     }
-    let fake = fake_tracefs("no-tp", &["exceptions/page_fault_user"], |_, t| t);
+    let fake = fake_tracefs("no-tp", &["syscalls/sys_enter_mmap"], |_, t| t);
     expect(
         &[
             "run",
@@ -157,7 +157,7 @@ fn a_kernel_without_a_tracepoint_is_named() {
             "/bin/true",
         ],
         EXIT_TRACING_FAILED,
-        "tracer: the kernel has no tracepoint exceptions:page_fault_user",
+        "tracer: the kernel has no tracepoint syscalls:sys_enter_mmap",
     );
     expect(
         &[
@@ -168,7 +168,7 @@ fn a_kernel_without_a_tracepoint_is_named() {
             "/bin/true",
         ],
         EXIT_TRACING_FAILED,
-        "exist only on x86 kernels",
+        "CONFIG_FTRACE_SYSCALLS",
     );
 }
 

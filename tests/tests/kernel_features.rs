@@ -177,13 +177,23 @@ fn the_feature_metric_describes_this_kernel() {
         gauge(&gauges, "mremap_checks_first"),
         u8::from(at_least(6, 17))
     );
+    // arm64 has no fork and vfork syscalls: clone and clone3 are all there is.
+    let clones: &[&str] = if cfg!(target_arch = "aarch64") {
+        &["clone", "clone3"]
+    } else {
+        &["clone", "clone3", "fork", "vfork"]
+    };
     assert_eq!(
         gauge(&gauges, "clone_tracepoints"),
         u8::from(
-            ["clone", "clone3", "fork", "vfork"]
+            clones
                 .iter()
                 .all(|s| tp(&format!("syscalls/sys_enter_{s}")))
         )
+    );
+    assert_eq!(
+        gauge(&gauges, "fault_tracepoints"),
+        u8::from(fault_access_split())
     );
     assert_eq!(
         gauge(&gauges, "btf"),
@@ -265,7 +275,6 @@ fn a_missing_required_tracepoint_is_named() {
             "syscalls/sys_exit_mremap",
             "tracer: the kernel has no tracepoint syscalls:sys_exit_mremap",
         ),
-        ("exceptions/page_fault_kernel", "exist only on x86 kernels"),
     ] {
         let fake = fake_tracefs("no-required", &[event], |_, t| t);
         expect_refusal(
@@ -414,4 +423,59 @@ fn print_the_tracepoint_layouts_of_this_kernel() {
             .collect();
         println!("{} {event}: {fields:?}", release());
     }
+}
+
+/// Where `exceptions:page_fault_{user,kernel}` are missing (every architecture but x86), faults
+/// are counted on the `page-faults` perf events: the totals still agree with the process's own
+/// `minflt + majflt`, majors exactly, and every fault is a read (the access is not known).
+#[test]
+fn without_the_x86_fault_tracepoints_faults_come_from_perf_events() {
+    if !kernel_available() {
+        return;
+    }
+    let fake = fake_tracefs(
+        "no-fault-tracepoints",
+        &["exceptions/page_fault_user", "exceptions/page_fault_kernel"],
+        |_, t| t,
+    );
+    let traced = trace_workload(
+        "perf-faults",
+        &["-v", "--tracefs", fake.to_str().unwrap()],
+        "fault_stat",
+        &["20000"],
+    );
+    let stderr = String::from_utf8_lossy(&traced.output.stderr);
+    assert!(
+        stderr.contains("kernel feature fault_tracepoints is off")
+            && stderr.contains("page-faults-min and page-faults-maj"),
+        "says where faults come from: {stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&traced.output.stdout);
+    let field = |name: &str| -> u64 {
+        stdout
+            .split_whitespace()
+            .find_map(|t| t.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+            .parse()
+            .unwrap()
+    };
+    let (minflt, majflt) = (field("minflt"), field("majflt"));
+    let faults = &exit_event(&traced.events, traced.pid)["faults"];
+    let ours = faults["total"].as_u64().unwrap();
+    let kernel = minflt + majflt;
+    let diff = ours as i64 - kernel as i64;
+    println!(
+        "perf-event faults: tracer {ours} (major {}), /proc/self/stat minflt+majflt {kernel} \
+         (majflt {majflt}); difference {diff}; {faults}",
+        faults["major"]
+    );
+    assert!(kernel >= 20000);
+    assert!(diff.unsigned_abs() * 100 <= kernel, "more than 1% apart");
+    assert_eq!(faults["major"].as_u64().unwrap(), majflt, "major faults");
+    let reads = faults["user_read"].as_u64().unwrap() + faults["kernel_read"].as_u64().unwrap();
+    assert_eq!(
+        reads, ours,
+        "without an error code every fault is a read: {faults}"
+    );
+    assert!(faults["user_read"].as_u64().unwrap() >= 20000, "{faults}");
 }

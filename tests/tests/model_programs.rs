@@ -118,9 +118,9 @@ fn jemalloc_malloc_churn() {
     if !kernel_available() {
         return;
     }
-    let jemalloc = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+    let jemalloc = format!("{LIB_DIR}/libjemalloc.so.2");
     assert!(
-        std::path::Path::new(jemalloc).exists(),
+        std::path::Path::new(&jemalloc).exists(),
         "libjemalloc2 is installed by xtask setup"
     );
     let preload = format!("LD_PRELOAD={jemalloc}");

@@ -117,7 +117,12 @@ fn seed_large_malloc_is_an_mmap_freed_by_munmap_of_the_same_range() {
     let big = calls
         .iter()
         .position(|e| {
-            e["syscall"] == "mmap" && e["args"]["fd"] == -1 && hex(&e["args"]["len"]) >= 200 * 1024
+            // Not PROT_NONE: arm64's dynamic loader first reserves room for a library with
+            // 64 KiB segment alignment by an anonymous PROT_NONE mmap of an unrounded length.
+            e["syscall"] == "mmap"
+                && e["args"]["fd"] == -1
+                && hex(&e["args"]["len"]) >= 200 * 1024
+                && hex(&e["args"]["prot"]) != 0
         })
         .expect("malloc(200 KiB) is an anonymous mmap");
     let (addr, len) = (hex(&calls[big]["ret"]), hex(&calls[big]["args"]["len"]));
@@ -174,16 +179,24 @@ fn seed_touching_n_pages_makes_n_write_faults() {
     println!("faults untouched: {base}\nfaults with 300 pages touched: {touched}");
     let diff =
         |key: &str| touched[key].as_u64().unwrap() as i64 - base[key].as_u64().unwrap() as i64;
-    assert_eq!(diff("user_write"), 300);
+    // Without the x86 tracepoints (arm64) the access is not known: they count as reads.
+    let written = if fault_access_split() {
+        "user_write"
+    } else {
+        "user_read"
+    };
+    assert_eq!(diff(written), 300, "{written}");
     assert_eq!(diff("total"), 300);
     // The 300 new faults are minor; the program's own text page may be major in either run
     // (e.g. a freshly built binary not yet in the page cache), so compare minor with slack 1.
     assert!(touched["minor"].as_u64().unwrap() >= 300, "{touched}");
     assert!((diff("minor") - 300).abs() <= 1 && diff("major").abs() <= 1);
-    assert_eq!(
-        diff("user_read") + diff("user_exec") + diff("kernel_write"),
-        0
-    );
+    let others: i64 = ["user_read", "user_write", "user_exec", "kernel_write"]
+        .iter()
+        .filter(|k| **k != written)
+        .map(|k| diff(k))
+        .sum();
+    assert_eq!(others, 0);
 }
 
 #[test]

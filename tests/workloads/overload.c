@@ -10,9 +10,6 @@
  * Usage: overload N [nowait|wait] [PROCS] */
 #include "freestanding.h"
 
-#define SYS_fork 57
-#define SYS_wait4 61
-
 static int is_nowait(const char *s) {
     const char *want = "nowait";
     while (*s && *s == *want) s++, want++;
@@ -43,7 +40,7 @@ int main(int argc, char **argv) {
     }
     int child = 0;
     for (u64 i = 1; i < procs && !child; i++) {
-        i64 pid = sys6(SYS_fork, 0, 0, 0, 0, 0, 0);
+        i64 pid = sys_fork();
         if (failed(pid)) exit_group(2);
         child = pid == 0;
     }

@@ -1,4 +1,5 @@
 //! One module per probe family.
+mod fault_events;
 mod faults;
 mod lifecycle;
 mod order;

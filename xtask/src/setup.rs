@@ -56,6 +56,14 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "boots the kernel matrix of `cargo xtask vmtest`",
     ),
     (
+        "qemu-system-arm",
+        "boots the arm64 kernels of `cargo xtask vmtest --arch arm64`",
+    ),
+    (
+        "gcc-aarch64-linux-gnu",
+        "links the arm64 tracer and compiles its C workloads (`--target aarch64-unknown-linux-gnu`)",
+    ),
+    (
         "busybox-static",
         "the shell and tools inside the vmtest initramfs",
     ),
@@ -106,6 +114,7 @@ pub fn setup(apt: bool) -> Result<()> {
     }
     nightly_toolchain()?;
     rust_src()?;
+    arm64_target()?;
     bpf_linker()?;
     if apt {
         debian_packages()?;
@@ -142,6 +151,19 @@ fn rust_src() -> Result<()> {
     }
     say("rust-src for nightly: missing, adding it");
     run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// The arm64 standard library, for `cargo xtask build --target aarch64-unknown-linux-gnu` and
+/// the arm64 kernel matrix.
+fn arm64_target() -> Result<()> {
+    const TARGET: &str = "aarch64-unknown-linux-gnu";
+    let installed = capture(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if installed.lines().any(|line| line.trim() == TARGET) {
+        say(format_args!("rust target {TARGET}: already there"));
+        return Ok(());
+    }
+    say(format_args!("rust target {TARGET}: missing, adding it"));
+    run(Command::new("rustup").args(["target", "add", TARGET]))
 }
 
 /// bpf-linker turns the bitcode rustc emits for the probes into BPF objects. It must use the

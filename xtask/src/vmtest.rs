@@ -4,7 +4,10 @@
 //! `target/vmtest/`) boots in QEMU (TCG) on an initramfs that carries the tracer, the test
 //! binaries, their workloads and libraries; its init script runs the tests and powers off.
 //! `host` runs the same binaries on the running kernel. A table per kernel ends the run.
+//! `--arch arm64` cross-builds everything for aarch64 and boots Debian's arm64 kernels in
+//! `qemu-system-aarch64` instead (`arm64.rs`).
 
+mod arm64;
 mod cpio;
 mod initramfs;
 mod kernels;
@@ -79,12 +82,35 @@ pub struct TestBinary {
     pub path: PathBuf,
 }
 
+/// The guests' architecture.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arch {
+    #[value(name = "x86_64", alias = "amd64")]
+    X86_64,
+    #[value(name = "arm64", alias = "aarch64")]
+    Arm64,
+}
+
+impl Arch {
+    /// Debian's name of it.
+    fn debian(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// A kernel to test on: 5.10, 6.1, 6.12 (the default matrix), 6.16, 6.17 (on request), or
     /// `host` (the running kernel, without a VM). Repeatable; default: 5.10, 6.1, 6.12, host.
+    /// With `--arch arm64`: 6.1, 6.12 (the default, both).
     #[arg(long = "kernel", value_name = "VERSION")]
     kernels: Vec<String>,
+    /// The guests' architecture: x86_64, or arm64 (cross-built, `qemu-system-aarch64`, TCG).
+    #[arg(long, value_enum, default_value = "x86_64")]
+    arch: Arch,
     /// Only these test binaries (tests/tests/NAME.rs); repeatable. Default: the kernel-facing
     /// set.
     #[arg(long = "test", value_name = "NAME")]
@@ -116,16 +142,16 @@ enum Target {
 }
 
 impl Target {
-    fn label(&self) -> &'static str {
+    fn label(&self) -> String {
         match self {
-            Target::Host => "host",
-            Target::Vm(k) => k.name,
+            Target::Host => "host".to_owned(),
+            Target::Vm(k) => k.label(),
         }
     }
 }
 
 pub fn main(args: &Args) -> Result<u8> {
-    let targets = targets(&args.kernels)?;
+    let targets = targets(&args.kernels, args.arch)?;
     let names: Vec<&str> = if args.tests.is_empty() {
         KERNEL_FACING.to_vec()
     } else {
@@ -139,13 +165,23 @@ pub fn main(args: &Args) -> Result<u8> {
     // Debian packages (qemu, busybox) need root to install; without root, check what is there.
     setup::setup(is_root()?)?;
     let vms = targets.iter().any(|t| matches!(t, Target::Vm(_)));
-    if vms && find_in_path("qemu-system-x86_64").is_none() {
-        bail!("qemu-system-x86_64 is missing: run `cargo xtask setup` as root");
+    let (qemu, cross) = match args.arch {
+        Arch::X86_64 => ("qemu-system-x86_64", None),
+        Arch::Arm64 => ("qemu-system-aarch64", Some(arm64::TARGET)),
+    };
+    if vms && find_in_path(qemu).is_none() {
+        bail!("{qemu} is missing: run `cargo xtask setup` as root");
     }
-    let tracer = build::build_tracer(false)?;
-    let (tests, workloads) = build_tests(&root, &names)?;
+    let tracer = match cross {
+        None => build::build_tracer(false)?,
+        Some(target) => build::build_tracer_for(target, false)?,
+    };
+    let (tests, workloads) = build_tests(&root, &names, cross)?;
 
-    let initramfs = cache.join("initramfs.cpio");
+    let initramfs = match args.arch {
+        Arch::X86_64 => cache.join("initramfs.cpio"),
+        Arch::Arm64 => cache.join("initramfs-arm64.cpio"),
+    };
     if vms {
         let plan = initramfs::Plan {
             tests: &tests,
@@ -154,12 +190,31 @@ pub fn main(args: &Args) -> Result<u8> {
             binary_timeout: args.timeout_minutes * 60,
             extra_args: &args.test_args,
         };
-        initramfs::build(&initramfs, &cache.join("stage"), &tracer, &workloads, &plan)?;
+        let arm64_root;
+        let guest = match args.arch {
+            Arch::X86_64 => initramfs::Guest::Host,
+            Arch::Arm64 => {
+                arm64_root = arm64::root(&cache)?;
+                initramfs::Guest::Arm64 { root: &arm64_root }
+            }
+        };
+        initramfs::build(
+            &initramfs,
+            &cache.join(match args.arch {
+                Arch::X86_64 => "stage",
+                Arch::Arm64 => "stage-arm64",
+            }),
+            &tracer,
+            &workloads,
+            &plan,
+            &guest,
+        )?;
     }
 
     let mut rows = Vec::new();
     for target in &targets {
-        let label = target.label();
+        let owned_label = target.label();
+        let label = owned_label.as_str();
         let log = logs.join(format!("{label}.log"));
         let (package, run) = match target {
             Target::Host => {
@@ -188,6 +243,7 @@ pub fn main(args: &Args) -> Result<u8> {
                     timeout: Duration::from_secs(args.timeout_minutes * 60),
                     log: &log,
                     verbose: args.verbose,
+                    arm64: args.arch == Arch::Arm64,
                 };
                 let mut run = runner::boot(&vm)?;
                 if let Some(trouble) = run.vm_trouble() {
@@ -213,7 +269,7 @@ pub fn main(args: &Args) -> Result<u8> {
                 runner::section(&run.log, &failed.name)
             ));
         }
-        rows.push((label, package, run));
+        rows.push((owned_label.clone(), package, run));
     }
 
     print_table(&tests, &rows, vms);
@@ -227,8 +283,11 @@ pub fn main(args: &Args) -> Result<u8> {
     }
 }
 
-fn targets(requested: &[String]) -> Result<Vec<Target>> {
+fn targets(requested: &[String], arch: Arch) -> Result<Vec<Target>> {
     if requested.is_empty() {
+        if arch == Arch::Arm64 {
+            return Ok(kernels::ARM64.iter().map(Target::Vm).collect());
+        }
         let mut all: Vec<Target> = kernels::MATRIX.iter().map(Target::Vm).collect();
         all.push(Target::Host);
         return Ok(all);
@@ -236,20 +295,28 @@ fn targets(requested: &[String]) -> Result<Vec<Target>> {
     requested
         .iter()
         .map(|name| match name.as_str() {
-            "host" => Ok(Target::Host),
-            _ => kernels::find(name).map(Target::Vm).with_context(|| {
-                format!(
-                    "unknown kernel {name:?}: choose among {}, host",
-                    kernels::names().join(", ")
-                )
-            }),
+            "host" if arch == Arch::X86_64 => Ok(Target::Host),
+            "host" => bail!("`host` runs the host's binaries: not with --arch arm64"),
+            _ => kernels::find(arch.debian(), name)
+                .map(Target::Vm)
+                .with_context(|| {
+                    let host = if arch == Arch::X86_64 { ", host" } else { "" };
+                    format!(
+                        "unknown kernel {name:?}: choose among {}{host}",
+                        kernels::names(arch.debian()).join(", ")
+                    )
+                }),
         })
         .collect()
 }
 
 /// Builds the test binaries named and returns them with the directory of the C workloads
 /// (the `tests` build script's output), read from cargo's JSON messages.
-fn build_tests(root: &Path, names: &[&str]) -> Result<(Vec<TestBinary>, PathBuf)> {
+fn build_tests(
+    root: &Path,
+    names: &[&str],
+    cross: Option<&str>,
+) -> Result<(Vec<TestBinary>, PathBuf)> {
     let mut cmd = cargo(root);
     cmd.args([
         "test",
@@ -258,6 +325,10 @@ fn build_tests(root: &Path, names: &[&str]) -> Result<(Vec<TestBinary>, PathBuf)
         "tests",
         "--message-format=json-render-diagnostics",
     ]);
+    if let Some(target) = cross {
+        cmd.args(["--target", target]);
+        build::cross_env(&mut cmd, target);
+    }
     for name in names {
         cmd.args(["--test", name]);
     }
@@ -327,7 +398,7 @@ fn json_string(line: &str, key: &str) -> Option<String> {
     None
 }
 
-fn print_table(tests: &[TestBinary], rows: &[(&str, String, runner::KernelRun)], vms: bool) {
+fn print_table(tests: &[TestBinary], rows: &[(String, String, runner::KernelRun)], vms: bool) {
     let mut header = vec!["kernel".to_owned(), "release".to_owned()];
     header.extend(tests.iter().map(|t| t.name.clone()));
     header.extend(["time".to_owned(), "result".to_owned()]);

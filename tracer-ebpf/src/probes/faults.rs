@@ -26,7 +26,7 @@ use crate::maps::{STACK_LOW, add, count_granule, current_ids, fault_counters, is
 
 /// Kernel addresses have the top bit set on x86-64 and arm64; faults there are not the
 /// process's.
-const KERNEL_HALF: u64 = 1 << 63;
+pub(super) const KERNEL_HALF: u64 = 1 << 63;
 
 /// `TP_PROTO` argument positions (see the module comment).
 const ARG_ADDRESS: usize = 0;
@@ -49,6 +49,13 @@ fn on_fault(ctx: &RawTracePointContext, base: usize) {
     } else {
         0
     };
+    count_fault(tgid, address, base + access);
+}
+
+/// Counts one fault of traced `tgid` at user `address` in its granule (its region) and in the
+/// `ACCESS_*` class `class`. Shared with the perf-event fault source (`fault_events.rs`).
+#[inline(always)]
+pub(super) fn count_fault(tgid: u32, address: u64, class: usize) {
     note_stack_growth(tgid, address);
     let attributed = count_granule(tgid, address, false);
     if let Some(counters) = fault_counters(tgid) {
@@ -57,7 +64,7 @@ fn on_fault(ctx: &RawTracePointContext, base: usize) {
             add(unsafe { &raw mut (*counters).unattributed }, 1);
         }
         // SAFETY: a valid map value; only the address of one of its counters is taken.
-        add(unsafe { &raw mut (*counters).by_access[base + access] }, 1);
+        add(unsafe { &raw mut (*counters).by_access[class] }, 1);
     }
 }
 

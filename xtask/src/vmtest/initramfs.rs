@@ -1,6 +1,7 @@
 //! The initramfs the VMs boot: busybox, the tracer, the test binaries and their workloads, the
 //! few host tools the tests call, every shared library those need (found with `ldd`), and an
-//! `/init` script that runs the tests and powers the VM off.
+//! `/init` script that runs the tests and powers the VM off. An arm64 guest takes busybox, the
+//! tools and the libraries from a Debian arm64 root instead of the host (`arm64.rs`).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -18,17 +19,63 @@ pub const TRACER: &str = "/vmtest/tracer";
 pub const WORKLOADS: &str = "/vmtest/workloads";
 pub const TESTS: &str = "/vmtest/tests";
 
-/// Host programs the kernel-facing tests start by absolute path or by name, and libraries they
-/// preload, copied in with their own libraries. (python3 is not: the tests that need it are
-/// skipped in the VM, see `SKIPPED_IN_VM`.)
-const HOST_FILES: &[&str] = &[
-    "/usr/bin/setpriv",
-    "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
-    "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
-    "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2",
+/// Host programs the kernel-facing tests start by absolute path or by name, copied in with
+/// their own libraries. (python3 is not: the tests that need it are skipped in the VM, see
+/// `SKIPPED_IN_VM`.)
+const HOST_FILES: &[&str] = &["/usr/bin/setpriv"];
+/// Libraries the tests preload, in the guest's multiarch library directory.
+const PRELOADED: &[&str] = &[
+    "libjemalloc.so.2",
+    "libtcmalloc_minimal.so.4",
+    "libmimalloc.so.2",
 ];
 /// Host programs found on PATH.
 const HOST_PROGRAMS: &[&str] = &["promtool"];
+
+/// Where the guest's files come from.
+pub enum Guest<'a> {
+    /// The host's own files (an x86-64 guest).
+    Host,
+    /// A Debian arm64 root (`arm64::root`).
+    Arm64 { root: &'a Path },
+}
+
+impl Guest<'_> {
+    fn lib_dir(&self) -> &'static str {
+        match self {
+            Guest::Host => "/usr/lib/x86_64-linux-gnu",
+            Guest::Arm64 { .. } => super::arm64::LIB_DIR,
+        }
+    }
+
+    /// The file behind the guest's `path`.
+    fn file(&self, path: &str) -> Result<PathBuf> {
+        match self {
+            Guest::Host => {
+                if !Path::new(path).exists() {
+                    bail!("{path} is missing: `cargo xtask setup` installs it");
+                }
+                Ok(fs::canonicalize(path)?)
+            }
+            Guest::Arm64 { root } => super::arm64::resolve(root, path),
+        }
+    }
+
+    /// The shared libraries (guest paths) a binary built for the guest loads.
+    fn libraries(&self, binary: &Path) -> Result<Vec<String>> {
+        match self {
+            Guest::Host => shared_libraries(binary),
+            Guest::Arm64 { root } => super::arm64::needed_libraries(root, binary),
+        }
+    }
+
+    fn strip(&self) -> &'static str {
+        match self {
+            Guest::Host => "strip",
+            Guest::Arm64 { .. } => "aarch64-linux-gnu-strip",
+        }
+    }
+}
 
 /// Host environment variables passed on to the tests in the VM.
 const PASSED_ENV: &[&str] = &["TRACER_FUZZ_SEEDS", "TRACER_FUZZ_OPS", "RUST_LOG"];
@@ -57,14 +104,24 @@ pub fn build(
     tracer: &Path,
     workloads: &Path,
     plan: &Plan,
+    guest: &Guest,
 ) -> Result<u64> {
     fs::create_dir_all(stage).with_context(|| format!("cannot create {}", stage.display()))?;
     let mut archive = Archive::default();
     let mut executables: Vec<PathBuf> = Vec::new();
+    let strip = guest.strip();
 
-    let busybox = find_in_path("busybox")
+    // The host's busybox lists the applets (an arm64 one cannot run here; both come from
+    // Debian's busybox-static).
+    let host_busybox = find_in_path("busybox")
         .context("busybox is missing: `cargo xtask setup` installs busybox-static")?;
-    if !shared_libraries(&busybox)?.is_empty() {
+    let busybox = match guest {
+        Guest::Host => host_busybox.clone(),
+        Guest::Arm64 { .. } => guest
+            .file("/bin/busybox")
+            .or_else(|_| guest.file("/usr/bin/busybox"))?,
+    };
+    if !guest.libraries(&busybox)?.is_empty() {
         bail!(
             "{} is not static: install busybox-static",
             busybox.display()
@@ -72,11 +129,11 @@ pub fn build(
     }
     archive.copy("/bin/busybox", &busybox, 0o755);
 
-    archive.copy(TRACER, &stripped(tracer, stage)?, 0o755);
+    archive.copy(TRACER, &stripped(strip, tracer, stage)?, 0o755);
     executables.push(tracer.to_path_buf());
     for test in plan.tests {
         let name = format!("{TESTS}/{}", test.name);
-        archive.copy(&name, &stripped(&test.path, stage)?, 0o755);
+        archive.copy(&name, &stripped(strip, &test.path, stage)?, 0o755);
         executables.push(test.path.clone());
     }
     for entry in fs::read_dir(workloads)
@@ -89,34 +146,47 @@ pub fn build(
             executables.push(path);
         }
     }
-    for file in HOST_FILES {
-        let path = Path::new(file);
-        if !path.exists() {
-            bail!("{file} is missing: `cargo xtask setup` installs it");
-        }
-        archive.copy(file, &fs::canonicalize(path)?, 0o755);
-        executables.push(path.to_path_buf());
+    let preloaded = PRELOADED
+        .iter()
+        .map(|name| format!("{}/{name}", guest.lib_dir()));
+    for file in HOST_FILES.iter().map(|f| f.to_string()).chain(preloaded) {
+        let real = guest.file(&file)?;
+        archive.copy(&file, &real, 0o755);
+        executables.push(real);
     }
     for program in HOST_PROGRAMS {
-        let path = find_in_path(program)
-            .with_context(|| format!("{program} is missing: `cargo xtask setup` installs it"))?;
-        let real = fs::canonicalize(&path)?;
-        archive.copy(&path.to_string_lossy(), &stripped(&real, stage)?, 0o755);
-        executables.push(path);
+        let (path, real) = match guest {
+            Guest::Host => {
+                let path = find_in_path(program).with_context(|| {
+                    format!("{program} is missing: `cargo xtask setup` installs it")
+                })?;
+                let real = fs::canonicalize(&path)?;
+                (path.to_string_lossy().into_owned(), real)
+            }
+            Guest::Arm64 { .. } => {
+                let path = format!("/usr/bin/{program}");
+                let real = guest.file(&path)?;
+                (path, real)
+            }
+        };
+        archive.copy(&path, &stripped(strip, &real, stage)?, 0o755);
+        executables.push(real);
     }
 
     let mut libraries = BTreeSet::new();
     for exe in &executables {
-        libraries.extend(shared_libraries(exe)?);
+        libraries.extend(guest.libraries(exe)?);
     }
     for lib in &libraries {
-        let real = fs::canonicalize(lib).with_context(|| format!("cannot resolve {lib}"))?;
+        let real = guest
+            .file(lib)
+            .with_context(|| format!("cannot resolve {lib}"))?;
         archive.copy(lib, &real, 0o755);
     }
 
     // Busybox applets where the tests look for them (/bin/sh, /bin/true, /usr/bin/env, ...),
     // unless a real program sits there.
-    let applets = capture(Command::new(&busybox).arg("--list-full"))?;
+    let applets = capture(Command::new(&host_busybox).arg("--list-full"))?;
     for applet in applets.lines().map(str::trim).filter(|a| !a.is_empty()) {
         if !archive.contains(applet) {
             archive.symlink(applet, "/bin/busybox");
@@ -139,16 +209,16 @@ pub fn build(
     Ok(size)
 }
 
-/// A copy of `binary` without debug info, in `stage`.
-fn stripped(binary: &Path, stage: &Path) -> Result<PathBuf> {
+/// A copy of `binary` without debug info, in `stage` (`strip`: the guest architecture's).
+fn stripped(strip: &str, binary: &Path, stage: &Path) -> Result<PathBuf> {
     let out = stage.join(binary.file_name().context("a binary without a file name")?);
-    let status = Command::new("strip")
+    let status = Command::new(strip)
         .arg("--strip-debug")
         .arg("-o")
         .arg(&out)
         .arg(binary)
         .status()
-        .context("cannot run strip (binutils, installed with gcc)")?;
+        .with_context(|| format!("cannot run {strip} (binutils, installed with gcc)"))?;
     if !status.success() {
         bail!("strip {} failed", binary.display());
     }

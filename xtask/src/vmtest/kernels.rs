@@ -21,6 +21,8 @@ pub struct Kernel {
     package: &'static str,
     /// vCPUs unless `--cpus` says otherwise.
     pub cpus: u32,
+    /// Debian's name of the architecture: `amd64` or `arm64`.
+    pub arch: &'static str,
 }
 
 /// The default matrix, oldest first: the kernels of Debian's three supported releases. The pins
@@ -33,6 +35,7 @@ pub const MATRIX: [Kernel; 3] = [
         security: true,
         package: "linux-image-5.10.0-32-cloud-amd64-unsigned",
         cpus: 2,
+        arch: "amd64",
     },
     Kernel {
         name: "6.1",
@@ -40,6 +43,7 @@ pub const MATRIX: [Kernel; 3] = [
         security: true,
         package: "linux-image-6.1.0-50-cloud-amd64-unsigned",
         cpus: 2,
+        arch: "amd64",
     },
     Kernel {
         name: "6.12",
@@ -47,6 +51,7 @@ pub const MATRIX: [Kernel; 3] = [
         security: true,
         package: "linux-image-6.12.107+deb13-cloud-amd64-unsigned",
         cpus: 2,
+        arch: "amd64",
     },
 ];
 
@@ -62,6 +67,7 @@ pub const EXTRA: [Kernel; 2] = [
         security: false,
         package: "linux-image-6.16.12+deb13-cloud-amd64",
         cpus: 1,
+        arch: "amd64",
     },
     Kernel {
         name: "6.17",
@@ -69,16 +75,51 @@ pub const EXTRA: [Kernel; 2] = [
         security: false,
         package: "linux-image-6.17.13+deb13-cloud-amd64",
         cpus: 1,
+        arch: "amd64",
     },
 ];
 
-pub fn find(name: &str) -> Option<&'static Kernel> {
-    MATRIX.iter().chain(&EXTRA).find(|k| k.name == name)
+/// The arm64 matrix (`--arch arm64`): Debian's `-cloud-arm64` builds of the two releases
+/// whose 6.x kernels the x86-64 matrix boots (BTF, tracefs and the PL011 console built in; no
+/// `exceptions:*` tracepoints, so faults come from the perf events). The same builds as the
+/// x86-64 pins.
+pub const ARM64: [Kernel; 2] = [
+    Kernel {
+        name: "6.1",
+        suite: "bookworm",
+        security: true,
+        package: "linux-image-6.1.0-50-cloud-arm64-unsigned",
+        cpus: 2,
+        arch: "arm64",
+    },
+    Kernel {
+        name: "6.12",
+        suite: "trixie",
+        security: true,
+        package: "linux-image-6.12.107+deb13-cloud-arm64-unsigned",
+        cpus: 2,
+        arch: "arm64",
+    },
+];
+
+/// The kernel `--kernel name` means on `arch` (`amd64` or `arm64`).
+pub fn find(arch: &str, name: &str) -> Option<&'static Kernel> {
+    MATRIX
+        .iter()
+        .chain(&EXTRA)
+        .chain(&ARM64)
+        .find(|k| k.arch == arch && k.name == name)
 }
 
-/// Every name `--kernel` accepts.
-pub fn names() -> Vec<&'static str> {
-    MATRIX.iter().chain(&EXTRA).map(|k| k.name).collect()
+/// Every name `--kernel` accepts on `arch`.
+pub fn names(arch: &str) -> Vec<&'static str> {
+    MATRIX
+        .iter()
+        .chain(&EXTRA)
+        .chain(&ARM64)
+        .filter(|k| k.arch == arch)
+        .map(|k| k.name)
+        .collect()
 }
 
 /// A kernel image ready to boot.
@@ -89,9 +130,17 @@ pub struct Image {
 }
 
 impl Kernel {
+    /// Its name in the table and the logs: `6.1` (x86-64), `arm64-6.1`.
+    pub fn label(&self) -> String {
+        match self.arch {
+            "amd64" => self.name.to_owned(),
+            arch => format!("{arch}-{}", self.name),
+        }
+    }
+
     /// The cached image, downloading and extracting it first if needed.
     pub fn image(&self, cache: &Path) -> Result<Image> {
-        let dir = cache.join("kernels").join(self.name);
+        let dir = cache.join("kernels").join(self.label());
         let vmlinuz = dir.join("vmlinuz");
         let package_file = dir.join("package");
         if vmlinuz.is_file()
@@ -99,7 +148,7 @@ impl Kernel {
         {
             say(format_args!(
                 "vmtest: kernel {}: cached ({})",
-                self.name,
+                self.label(),
                 package.trim()
             ));
             return Ok(Image {
@@ -107,16 +156,18 @@ impl Kernel {
                 package: package.trim().to_owned(),
             });
         }
-        let apt = Apt::new(cache, self.suite, self.security)?;
+        let apt = Apt::new(cache, self.suite, self.security, self.arch)?;
         apt.update()?;
         let package = if apt.has(self.package)? {
             self.package.to_owned()
         } else {
             // Debian dropped the pinned build: take the newest build of the same series.
-            let current = apt.newest_of_series(self.name)?;
+            let current = apt.newest_of_series(self.name, self.arch)?;
             say(format_args!(
                 "vmtest: kernel {}: {} is no longer in {}; using {current}",
-                self.name, self.package, self.suite
+                self.label(),
+                self.package,
+                self.suite
             ));
             current
         };
@@ -127,35 +178,44 @@ impl Kernel {
         fs::write(&package_file, format!("{package}\n"))?;
         say(format_args!(
             "vmtest: kernel {}: fetched {package}",
-            self.name
+            self.label()
         ));
         Ok(Image { vmlinuz, package })
     }
 }
 
 /// apt-get and apt-cache on one suite's package lists, kept in the cache: the system's sources,
-/// lists and package cache are never read or written.
-struct Apt {
+/// lists and package cache are never read or written. Another architecture than the host's
+/// (arm64) gets lists of its own and is apt's only architecture there.
+pub struct Apt {
     dir: PathBuf,
+    /// Set for a foreign architecture.
+    foreign: Option<String>,
 }
 
 impl Apt {
-    fn new(cache: &Path, suite: &str, security: bool) -> Result<Apt> {
-        let dir = cache.join("apt").join(suite);
+    pub fn new(cache: &Path, suite: &str, security: bool, arch: &str) -> Result<Apt> {
+        let foreign = (arch != "amd64").then(|| arch.to_owned());
+        let dir = match &foreign {
+            None => cache.join("apt").join(suite),
+            Some(arch) => cache.join("apt").join(format!("{suite}-{arch}")),
+        };
         fs::create_dir_all(dir.join("lists/partial"))
             .and_then(|()| fs::create_dir_all(dir.join("cache/archives/partial")))
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
-        let mut sources =
-            format!("deb [signed-by={keyring}] http://deb.debian.org/debian {suite} main\n");
+        let options = match &foreign {
+            None => format!("signed-by={keyring}"),
+            Some(arch) => format!("arch={arch} signed-by={keyring}"),
+        };
+        let mut sources = format!("deb [{options}] http://deb.debian.org/debian {suite} main\n");
         if security {
             sources.push_str(&format!(
-                "deb [signed-by={keyring}] http://deb.debian.org/debian-security \
-                 {suite}-security main\n"
+                "deb [{options}] http://deb.debian.org/debian-security {suite}-security main\n"
             ));
         }
         fs::write(dir.join("sources.list"), sources)?;
-        Ok(Apt { dir })
+        Ok(Apt { dir, foreign })
     }
 
     fn command(&self, program: &str) -> Command {
@@ -172,10 +232,18 @@ impl Apt {
             // write there.
             .args(["-o", "APT::Sandbox::User=root"])
             .args(["-o", "APT::Get::List-Cleanup=0"]);
+        if let Some(arch) = &self.foreign {
+            // The host's dpkg status lists amd64 packages, which mean nothing here.
+            cmd.arg("-o")
+                .arg(format!("APT::Architecture={arch}"))
+                .arg("-o")
+                .arg(format!("APT::Architectures={arch}"))
+                .args(["-o", "Dir::State::status=/dev/null"]);
+        }
         cmd
     }
 
-    fn update(&self) -> Result<()> {
+    pub fn update(&self) -> Result<()> {
         let mut cmd = self.command("apt-get");
         cmd.args(["-q", "update"]);
         run(&mut cmd).context("apt-get update of the kernel suite failed (network?)")
@@ -190,20 +258,21 @@ impl Apt {
             .any(|l| l.trim().starts_with("Candidate:") && !l.contains("(none)")))
     }
 
-    /// The newest `linux-image-<series>.*-cloud-amd64[-unsigned]` the suite has.
-    fn newest_of_series(&self, series: &str) -> Result<String> {
+    /// The newest `linux-image-<series>.*-cloud-<arch>[-unsigned]` the suite has.
+    fn newest_of_series(&self, series: &str, arch: &str) -> Result<String> {
         let mut cmd = self.command("apt-cache");
         cmd.args(["pkgnames", &format!("linux-image-{series}.")]);
         let out = capture(&mut cmd)?;
+        let flavour = format!("-cloud-{arch}");
         out.lines()
             .map(str::trim)
-            .filter(|p| p.ends_with("-cloud-amd64") || p.ends_with("-cloud-amd64-unsigned"))
+            .filter(|p| p.ends_with(&flavour) || p.ends_with(&format!("{flavour}-unsigned")))
             .max_by_key(|p| version_key(p))
             .map(str::to_owned)
-            .with_context(|| format!("no linux-image-{series}.*-cloud-amd64 package"))
+            .with_context(|| format!("no linux-image-{series}.*{flavour} package"))
     }
 
-    fn download(&self, package: &str, into: &Path) -> Result<PathBuf> {
+    pub fn download(&self, package: &str, into: &Path) -> Result<PathBuf> {
         let mut cmd = self.command("apt-get");
         cmd.args(["-q", "download", package]).current_dir(into);
         run(&mut cmd)?;
@@ -267,6 +336,11 @@ mod tests {
             version_key("linux-image-6.12.117+deb13-cloud-amd64")
                 > version_key("linux-image-6.12.94+deb13-cloud-amd64")
         );
-        assert!(find("5.10").is_some() && find("6.17").is_some() && find("4.19").is_none());
+        assert!(find("amd64", "5.10").is_some() && find("amd64", "6.17").is_some());
+        assert!(find("amd64", "4.19").is_none() && find("arm64", "5.10").is_none());
+        assert_eq!(
+            find("arm64", "6.12").map(Kernel::label).as_deref(),
+            Some("arm64-6.12")
+        );
     }
 }

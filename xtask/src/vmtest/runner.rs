@@ -314,18 +314,30 @@ pub struct Vm<'a> {
     pub log: &'a Path,
     /// Print every line of the console, not only the progress.
     pub verbose: bool,
+    /// An arm64 guest (`qemu-system-aarch64`) instead of an x86-64 one.
+    pub arm64: bool,
 }
 
 /// Boots the VM and reads its console until it powers off (or the timeout kills it).
 pub fn boot(vm: &Vm) -> Result<KernelRun> {
-    let mut cmd = Command::new("qemu-system-x86_64");
+    let (mut cmd, console, qemu) = if vm.arm64 {
+        (
+            super::arm64::qemu_command(),
+            "ttyAMA0",
+            "qemu-system-aarch64",
+        )
+    } else {
+        let mut cmd = Command::new("qemu-system-x86_64");
+        // `-cx16`: QEMU 7.2's TCG sometimes corrupts the flags of a `cmpxchg16b` with a
+        // segment prefix, which SLUB's per-CPU fast path uses since 6.x: a double fault in
+        // __kmalloc_noprof (seen on 6.12, 4 boots in 16). Without CX16 the kernel takes its
+        // other path; nothing the tests look at depends on it.
+        cmd.args(["-cpu", "max,-cx16"]);
+        (cmd, "ttyS0", "qemu-system-x86_64")
+    };
     // TCG: nested KVM is not usable on the CI machines. `thread=single`: one host thread runs
     // every vCPU in turn (see `TCG_ACCEL`).
-    // `-cx16`: QEMU 7.2's TCG sometimes corrupts the flags of a `cmpxchg16b` with a segment
-    // prefix, which SLUB's per-CPU fast path uses since 6.x: a double fault in
-    // __kmalloc_noprof (seen on 6.12, 4 boots in 16). Without CX16 the kernel takes its other
-    // path; nothing the tests look at depends on it.
-    cmd.args(["-accel", TCG_ACCEL, "-cpu", "max,-cx16"])
+    cmd.args(["-accel", TCG_ACCEL])
         .args(["-smp", &vm.cpus.to_string(), "-m", vm.memory])
         .args(["-nodefaults", "-display", "none", "-serial", "stdio"])
         .arg("-no-reboot")
@@ -343,11 +355,11 @@ pub fn boot(vm: &Vm) -> Result<KernelRun> {
         // loop and panics when it does not ("IO-APIC + timer doesn't work!"); a TCG vCPU whose
         // host thread is descheduled on a loaded machine misses that window (5.10, 1 boot in
         // 15 here). Virtual machines commonly skip the check; the timer itself works.
-        .args([
-            "-append",
-            "console=ttyS0 panic=-1 quiet random.trust_cpu=on transparent_hugepage=madvise \
-             no_timer_check",
-        ])
+        .arg("-append")
+        .arg(format!(
+            "console={console} panic=-1 quiet random.trust_cpu=on \
+             transparent_hugepage=madvise no_timer_check"
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -358,9 +370,9 @@ pub fn boot(vm: &Vm) -> Result<KernelRun> {
         vm.cpus,
         vm.memory
     ));
-    let mut child = cmd.spawn().context(
-        "cannot start qemu-system-x86_64 (`cargo xtask setup` installs qemu-system-x86)",
-    )?;
+    let mut child = cmd.spawn().with_context(|| {
+        format!("cannot start {qemu} (`cargo xtask setup` installs qemu-system-x86 / -arm)")
+    })?;
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");

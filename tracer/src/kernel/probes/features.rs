@@ -22,12 +22,12 @@ use tracer_common::{
 
 use super::{
     btf::Btf,
-    fields::{expect_size, field, lookup},
+    fields::{expect_size, field, lookup, mmap_lock_layout},
     options::{MmapLockOrder, ProbeError, ProbeOptions, RssSource},
 };
 use crate::{
     kernel::syscalls::{SYSCALLS, Syscall},
-    kernel::tracefs::{Format, Tracefs},
+    kernel::tracefs::Tracefs,
 };
 
 /// Where the kernel publishes its BTF.
@@ -71,6 +71,15 @@ pub fn mremap_unmaps_before_checking() -> bool {
 /// Syscalls whose entry tells the fork probe the clone flags.
 const CLONE_SYSCALLS: [&str; 4] = ["clone", "clone3", "fork", "vfork"];
 
+/// Whether the architecture has the `fork` and `vfork` syscalls (`__ARCH_WANT_SYS_FORK`,
+/// `__ARCH_WANT_SYS_VFORK`): arm64, riscv and loongarch have only `clone` and `clone3`, so
+/// their absence there loses nothing.
+const ARCH_HAS_FORK: bool = !cfg!(any(
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "loongarch64"
+));
+
 /// Everything start-up learned about the kernel.
 #[derive(Debug, Clone)]
 pub struct Detected {
@@ -85,6 +94,9 @@ pub struct Detected {
     /// The program that numbers each process's changes, for the raw tracepoint
     /// `MMAP_LOCK_TRACEPOINT` (None: feature `mmap_lock_order` is off).
     pub order_program: Option<&'static str>,
+    /// Whether faults are counted on the `page-faults-min`/`-maj` perf events (no
+    /// `exceptions:*`).
+    pub fault_events: bool,
 }
 
 /// Inputs of the detection that tests replace.
@@ -135,6 +147,7 @@ pub fn detect(src: &Sources, opts: &ProbeOptions) -> Result<Detected, ProbeError
         notices: Vec::new(),
         details: Vec::new(),
         order_program: None,
+        fault_events: false,
     };
     syscall_offsets(tracefs, &mut d)?;
     fault_offsets(tracefs, &mut d)?;
@@ -252,8 +265,19 @@ fn syscall_layout_is_fixed(config: &Config) -> bool {
     })
 }
 
-/// `exceptions:page_fault_{user,kernel}` (x86): required.
+/// `exceptions:page_fault_{user,kernel}` (x86), or else the `page-faults-min`/`-maj` perf
+/// events.
 fn fault_offsets(tracefs: &Tracefs, d: &mut Detected) -> Result<(), ProbeError> {
+    let perf = super::fault_events::perf_events_reason(tracefs);
+    d.features.push(Feature {
+        name: super::fault_events::FAULT_TRACEPOINTS,
+        enabled: perf.is_none(),
+    });
+    if let Some(reason) = perf {
+        d.details.push(super::fault_events::detail(&reason));
+        d.fault_events = true;
+        return Ok(());
+    }
     let group = "exceptions";
     d.config.fault_address = field(tracefs, group, "page_fault_user", "address", 8)?;
     d.config.fault_error_code = field(tracefs, group, "page_fault_user", "error_code", 8)?;
@@ -454,6 +478,9 @@ fn clone_tracepoints(tracefs: &Tracefs, d: &mut Detected) -> Result<(), ProbeErr
     let mut missing = Vec::new();
     for name in CLONE_SYSCALLS {
         let tp = format!("sys_enter_{name}");
+        if !ARCH_HAS_FORK && matches!(name, "fork" | "vfork") {
+            continue;
+        }
         if !tracefs.has("syscalls", &tp) {
             missing.push(format!("syscalls:{tp}"));
             continue;
@@ -486,34 +513,6 @@ fn clone_tracepoints(tracefs: &Tracefs, d: &mut Detected) -> Result<(), ProbeErr
         enabled: missing.is_empty(),
     });
     Ok(())
-}
-
-/// Which probe program fits this kernel's `mmap_lock:mmap_lock_acquire_returned`, and whether
-/// attaching it costs every process a memory cgroup path per mmap_lock acquisition.
-fn mmap_lock_layout(format: &Format) -> Result<(&'static str, bool), String> {
-    let offset = |name: &str| format.fields.get(name).map(|f| f.offset);
-    let (Some(mm), Some(write), Some(success)) = (offset("mm"), offset("write"), offset("success"))
-    else {
-        return Err("lacks one of the fields mm, write, success".into());
-    };
-    // The fields follow the prototype's order, except `memcg_id` (6.14+), computed from `mm`.
-    let ordered = mm < write && write < success;
-    if !ordered
-        || offset("ip").is_some()
-        || format.fields.contains_key("memcg_id") == offset("memcg_path").is_some()
-    {
-        return Err("has a layout the probe does not know".into());
-    }
-    match offset("memcg_path") {
-        // Linux 5.10 to 6.13: (mm, memcg_path, write, success); the caller computes the path
-        // for every acquisition while the tracepoint is enabled.
-        Some(path) if mm < path && path < write => {
-            Ok(("mmap_lock_acquire_returned_memcg_path", true))
-        }
-        Some(_) => Err("has a layout the probe does not know".into()),
-        // Linux 6.14+: (mm, write, success).
-        None => Ok(("mmap_lock_acquire_returned", false)),
-    }
 }
 
 /// `mmap_lock:mmap_lock_acquire_returned`: optional (records of a process in the kernel's order

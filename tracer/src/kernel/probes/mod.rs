@@ -2,6 +2,7 @@
 
 mod btf;
 mod detach;
+pub mod fault_events;
 pub mod features;
 mod fields;
 pub mod options;
@@ -119,6 +120,9 @@ impl Probes {
             attached.tracepoints.push(format!("{group}:{name}"));
         }
         attached.perf_events = attach_major_faults(&mut ebpf, &mut links)?;
+        if detected.fault_events {
+            attached.perf_events += fault_events::attach(&mut ebpf, &mut links)?;
+        }
         if let Some(program) = detected.order_program {
             // Optional: without it records carry no sequence number and are applied in the
             // order they arrive.

@@ -1,4 +1,6 @@
 use super::*;
+use crate::kernel::probes::fields::mmap_lock_layout;
+use crate::kernel::tracefs::Format;
 
 /// `mmap_lock:mmap_lock_acquire_returned` as kernels print it (6.18; 5.10 to 6.13; a
 /// variant with the caller's `ip` some trees carried).

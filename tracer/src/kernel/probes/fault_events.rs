@@ -1,0 +1,130 @@
+//! Where page faults are counted: on `exceptions:page_fault_{user,kernel}` where the kernel has
+//! them (x86), else on the `page-faults-min` and `page-faults-maj` perf software events of every
+//! CPU (arm64 and every other architecture), raised where the kernel counts `minflt` and
+//! `majflt`. Both give the faulting address and feed the same per-region counters; only the
+//! perf source lacks the read/write/exec split (the sample carries no error code), so there
+//! every fault counts as a read. The feature `fault_tracepoints` of
+//! `tracer_kernel_feature_enabled` says which source is in use.
+
+use aya::{
+    Ebpf,
+    programs::{
+        PerfEvent,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
+};
+
+use super::{detach, options::ProbeError};
+use crate::kernel::tracefs::Tracefs;
+
+/// The `feature` label: 1 when faults come from the x86 tracepoints, 0 from perf events.
+pub const FAULT_TRACEPOINTS: &str = "fault_tracepoints";
+
+/// `TRACER_FAULT_SOURCE=perf` counts faults on perf events even where the tracepoints exist,
+/// so that the x86 test suite covers the path arm64 takes.
+pub const FAULT_SOURCE_ENV: &str = "TRACER_FAULT_SOURCE";
+
+/// The probe attached to the perf events (`tracer-ebpf/src/probes/fault_events.rs`).
+const PROGRAM: &str = "page_fault_event";
+
+/// Why faults must come from perf events on this kernel, or None when the tracepoints serve.
+pub fn perf_events_reason(tracefs: &Tracefs) -> Option<String> {
+    perf_reason(std::env::var_os(FAULT_SOURCE_ENV).as_deref(), |name| {
+        tracefs.has("exceptions", name)
+    })
+}
+
+fn perf_reason(forced: Option<&std::ffi::OsStr>, has: impl Fn(&str) -> bool) -> Option<String> {
+    if forced.is_some_and(|v| v == "perf") {
+        return Some(format!("{FAULT_SOURCE_ENV}=perf"));
+    }
+    let missing: Vec<String> = ["page_fault_user", "page_fault_kernel"]
+        .into_iter()
+        .filter(|name| !has(name))
+        .map(|name| format!("exceptions:{name}"))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} missing (the tracepoints exist only on x86)",
+        missing.join(", ")
+    ))
+}
+
+/// The `-v` line that says how faults are counted without the tracepoints.
+pub fn detail(reason: &str) -> String {
+    format!(
+        "kernel feature {FAULT_TRACEPOINTS} is off: {reason}; page faults are counted on the \
+         perf software events page-faults-min and page-faults-maj of every CPU, without the \
+         read/write/exec split (every fault counts as a read)"
+    )
+}
+
+/// Counts all faults on the `page-faults-min` and `page-faults-maj` software events of every
+/// online CPU (period 1: the totals must be exact). Returns the number of perf events opened.
+pub fn attach(ebpf: &mut Ebpf, links: &mut detach::Links) -> Result<usize, ProbeError> {
+    let program_error = |source| ProbeError::Program {
+        program: PROGRAM.to_owned(),
+        source: Box::new(source),
+    };
+    let program: &mut PerfEvent = ebpf
+        .program_mut(PROGRAM)
+        .ok_or(ProbeError::MissingProgram(PROGRAM.into()))?
+        .try_into()
+        .map_err(program_error)?;
+    program.load().map_err(program_error)?;
+    let cpus = aya::util::online_cpus().map_err(|(_, err)| ProbeError::Cpus(err))?;
+    let events = [
+        (SoftwareEvent::PageFaultsMin, "page-faults-min"),
+        (SoftwareEvent::PageFaultsMaj, "page-faults-maj"),
+    ];
+    for (event, name) in events {
+        for &cpu in &cpus {
+            let id = program
+                .attach(
+                    PerfEventConfig::Software(event),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Period(1),
+                    false,
+                )
+                .map_err(|source| ProbeError::Attach {
+                    program: PROGRAM.into(),
+                    target: format!("perf software event {name} on CPU {cpu}"),
+                    source: Box::new(source),
+                })?;
+            links.push(program.take_link(id).map_err(program_error)?);
+        }
+    }
+    Ok(events.len() * cpus.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+
+    #[test]
+    fn the_tracepoints_serve_where_both_exist_unless_perf_is_forced() {
+        assert_eq!(perf_reason(None, |_| true), None);
+        assert_eq!(perf_reason(Some(OsStr::new("tracepoints")), |_| true), None);
+        let forced = perf_reason(Some(OsStr::new("perf")), |_| true).unwrap();
+        assert!(forced.contains("TRACER_FAULT_SOURCE=perf"), "{forced}");
+    }
+
+    #[test]
+    fn a_missing_fault_tracepoint_selects_the_perf_events_and_is_named() {
+        let arm64 = perf_reason(None, |_| false).unwrap();
+        assert!(
+            arm64.contains("exceptions:page_fault_user, exceptions:page_fault_kernel"),
+            "{arm64}"
+        );
+        let one = perf_reason(None, |name| name == "page_fault_user").unwrap();
+        assert!(
+            one.starts_with("exceptions:page_fault_kernel missing"),
+            "{one}"
+        );
+        assert!(detail(&one).contains("without the read/write/exec split"));
+    }
+}
