@@ -36,6 +36,7 @@ const KERNEL_FACING: &[&str] = &[
     "model_programs",
     "model_differential",
     "ci_checks",
+    "attach_differential",
 ];
 
 /// A test left out in the VMs, and why.
@@ -48,6 +49,17 @@ pub struct Skip {
 /// The VMs carry no python3 (it would double the initramfs); these tests need it. (The seed
 /// experiments they also check run in `run_counts`.)
 const SKIPPED_IN_VM: &[Skip] = &[
+    Skip {
+        binary: "attach_differential",
+        test: "python_after_attach",
+        why: "it attaches to python3",
+    },
+    Skip {
+        binary: "attach_differential",
+        test: "redis_under_load_after_attach",
+        why: "redis-server and redis-benchmark are not in the VM (the C programs under glibc, \
+              jemalloc, tcmalloc and mimalloc run there)",
+    },
     Skip {
         binary: "bad_input",
         test: "attach_to_a_process_that_has_exited",
