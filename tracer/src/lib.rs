@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod api;
+pub mod brk_ring;
 pub mod cgroup;
 pub mod check;
 pub mod cli;

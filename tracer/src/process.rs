@@ -13,9 +13,6 @@ use crate::{
     syscalls::{Outcome, SyscallKind},
 };
 
-/// Most brk changes kept per process; later ones are counted, not stored.
-pub const BRK_HISTORY_LIMIT: usize = 100_000;
-
 /// One change of the program break.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BrkChange {
@@ -141,8 +138,8 @@ pub struct ProcessState {
     /// one that was lost, memory handed out where the model has some): each one made the
     /// model take the state from /proc again instead of applying it blindly.
     pub order_conflicts: u64,
-    /// Every change of the break, with its time (up to `BRK_HISTORY_LIMIT`).
-    pub brk_history: Vec<BrkChange>,
+    /// The last changes of the break, with their times (bounded: see `brk_ring`).
+    pub brk_history: crate::brk_ring::BrkRing,
     pub brk_history_dropped: u64,
     /// The last few address-space changes, for the live page.
     pub recent: crate::recent::RecentChanges,
@@ -197,7 +194,7 @@ impl ProcessState {
             reseed_needed: false,
             reseeds: 0,
             order_conflicts: 0,
-            brk_history: Vec::new(),
+            brk_history: Default::default(),
             brk_history_dropped: 0,
             recent: Default::default(),
             resyncs: 0,
@@ -363,10 +360,8 @@ impl ProcessState {
     }
 
     fn record_brk(&mut self, ts_ns: u64, brk: u64) {
-        if self.brk_history.len() < BRK_HISTORY_LIMIT {
-            let size = self.heap.start.map_or(0, |start| brk.saturating_sub(start));
-            self.brk_history.push(BrkChange { ts_ns, brk, size });
-        } else {
+        let size = self.heap.start.map_or(0, |start| brk.saturating_sub(start));
+        if self.brk_history.push(BrkChange { ts_ns, brk, size }) {
             self.brk_history_dropped += 1;
         }
     }

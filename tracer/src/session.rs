@@ -482,7 +482,8 @@ impl Tracker {
         if let Some(sink) = self.sink.as_mut() {
             let mut end = api::daemon_json(&self.counters);
             end["type"] = "end".into();
-            if let Err(err) = sink.write(&end).and_then(|()| sink.flush()) {
+            end["events_dropped"] = sink.dropped().into();
+            if let Err(err) = sink.write_end(&end).and_then(|()| sink.flush()) {
                 log::error!("writing the event stream failed: {err}");
             }
         }
@@ -641,6 +642,7 @@ impl Session {
             })?),
             None => None,
         };
+        let sink = sink.map(|sink| sink.max_size(args.events_max_size));
         // SAFETY: the AsyncFd owns the ring buffer, which owns the descriptor, so it stays open
         // for as long as it is registered.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
