@@ -342,9 +342,10 @@ pub fn resume_stopped_descendants(root: u32) -> usize {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         for pid in stopped_descendants(root) {
-            // SAFETY: continuing a stopped process of our own tree.
-            unsafe { libc::kill(pid as i32, libc::SIGCONT) };
-            resumed.insert(pid);
+            // By pidfd, checked again once pinned: the walk read /proc by pid.
+            if crate::pidfd::continue_stopped_below(pid, root) {
+                resumed.insert(pid);
+            }
         }
     }
     resumed.len()

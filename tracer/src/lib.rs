@@ -29,6 +29,7 @@ pub mod page;
 #[cfg(test)]
 mod parser_props;
 pub mod peercred;
+pub mod pidfd;
 pub mod preflight;
 pub mod probes;
 pub mod process;

@@ -191,10 +191,12 @@ impl Tracker {
         match follow_up {
             FollowUp::None => None,
             FollowUp::Seed { tgid, resume } => {
+                // Pinned before the seed: the process seeded is the one continued.
+                let pinned = crate::pidfd::PidFd::open(tgid).ok();
                 self.seed(tgid, true);
                 if resume {
-                    // SAFETY: continuing a process the exec probe stopped for this seed.
-                    unsafe { libc::kill(tgid as i32, libc::SIGCONT) };
+                    // Continuing a process the exec probe stopped for this seed.
+                    crate::pidfd::send(pinned.as_ref(), tgid, libc::SIGCONT);
                 }
                 None
             }
