@@ -4,6 +4,7 @@
 
 mod bench;
 mod build;
+mod fuzz;
 mod run;
 mod setup;
 mod test;
@@ -38,6 +39,8 @@ enum Task {
     Test(test::Args),
     /// Measure the tracer's overhead beside bpftrace, perf and strace; write BENCHMARKS.md.
     Bench(bench::Args),
+    /// Run every fuzz target (cargo-fuzz, nightly) for a bounded time, as CI does.
+    Fuzz(fuzz::Args),
     /// Run the kernel-facing tests on a matrix of kernels under QEMU, and on the host kernel.
     Vmtest(vmtest::Args),
 }
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Task::Test(args) => test::main(&args),
         Task::Bench(args) => bench::main(&args).map(|()| 0),
         Task::Vmtest(args) => vmtest::main(&args),
+        Task::Fuzz(args) => fuzz::main(&args).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -116,6 +116,7 @@ pub fn setup(apt: bool) -> Result<()> {
     rust_src()?;
     arm64_target()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     if apt {
         debian_packages()?;
     } else {
@@ -225,6 +226,36 @@ fn bpf_linker() -> Result<()> {
         .context("bpf-linker was installed but still does not run; see the errors above")?;
     say(format_args!("bpf-linker: installed ({version})"));
     Ok(())
+}
+
+/// The cargo-fuzz that `cargo xtask fuzz` and CI run the fuzz targets with. Pinned: a newer
+/// release may need a newer stable than this machine's to build (`cargo install` ignores the
+/// lock file's constraints otherwise; --locked keeps the versions its authors tested).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+fn cargo_fuzz() -> Result<()> {
+    let installed = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    if let Some(version) = &installed
+        && version.split_whitespace().last() == Some(CARGO_FUZZ_VERSION)
+    {
+        say(format_args!("cargo-fuzz: already there ({version})"));
+        return Ok(());
+    }
+    say(format_args!(
+        "cargo-fuzz: {}, installing {CARGO_FUZZ_VERSION}",
+        installed.as_deref().unwrap_or("missing")
+    ));
+    run(Command::new("cargo")
+        .args(["install", "cargo-fuzz", "--locked", "--force", "--version"])
+        .arg(CARGO_FUZZ_VERSION)
+        // Host code: the default (stable) toolchain, whichever started xtask.
+        .env_remove("RUSTUP_TOOLCHAIN"))
 }
 
 /// `bpf-linker --version`: succeeds only when the binary exists and its libLLVM loads.

@@ -165,6 +165,13 @@ pub struct CommonArgs {
     #[arg(long, value_name = "PATH|-")]
     pub events: Option<PathBuf>,
 
+    /// Bound --events to SIZE (bytes, or with a unit: `512MiB`; at least 4096): a file that
+    /// would grow past it is renamed to PATH.1 (replacing the previous PATH.1) and begun
+    /// again, so the stream takes at most twice SIZE on disk; on stdout the lines past SIZE
+    /// are dropped. The `end` line counts the lines no longer kept (`events_dropped`).
+    #[arg(long, value_name = "SIZE", requires = "events", value_parser = crate::output::jsonl::parse_max_size)]
+    pub events_max_size: Option<u64>,
+
     /// Ring buffer size between the probes and the daemon: a power of two from 4K to 1G, in
     /// bytes or with a K/M/G (or KiB/MiB/GiB) suffix. Records that do not fit are counted as
     /// lost, never dropped silently.

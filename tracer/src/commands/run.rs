@@ -40,6 +40,9 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
 
     let gated = prepared.spawn_gated()?;
     let pid = gated.pid();
+    // Pinned while CMD is our unreaped child: a signal forwarded after it is reaped then fails
+    // instead of reaching whatever process gets its pid next.
+    let cmd_fd = crate::launch::pidfd::PidFd::open(pid).ok();
     // Started before CMD may stop at an exec, so that the tracer's death cannot leave any
     // process below CMD stopped.
     let guard = (!args.no_exec_stop)
@@ -72,8 +75,8 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
         loop {
             tokio::select! {
                 status = &mut waiter => return status.unwrap_or(125),
-                _ = sigterm.recv() => forward(pid, libc::SIGTERM),
-                _ = sighup.recv() => forward(pid, libc::SIGHUP),
+                _ = sigterm.recv() => crate::launch::pidfd::send(cmd_fd.as_ref(), pid, libc::SIGTERM),
+                _ = sighup.recv() => crate::launch::pidfd::send(cmd_fd.as_ref(), pid, libc::SIGHUP),
                 _ = sigint.recv() => log::info!("SIGINT: waiting for {pid} to exit"),
             }
         }
@@ -111,11 +114,6 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
         return Ok(EXIT_CHECK_FAILED);
     }
     Ok(status)
-}
-
-fn forward(pid: u32, signal: i32) {
-    // SAFETY: sending a signal to our own child.
-    unsafe { libc::kill(pid as i32, signal) };
 }
 
 /// 128 random bits in hex.

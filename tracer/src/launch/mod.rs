@@ -2,6 +2,7 @@
 //! fork, let the child wait on a pipe while the parent adds its pid to the traced set, then
 //! let it execve. Only async-signal-safe calls happen in the child between fork and exec.
 
+pub mod pidfd;
 pub mod watchdog;
 
 use std::{
@@ -344,9 +345,10 @@ pub fn resume_stopped_descendants(root: u32) -> usize {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         for pid in stopped_descendants(root) {
-            // SAFETY: continuing a stopped process of our own tree.
-            unsafe { libc::kill(pid as i32, libc::SIGCONT) };
-            resumed.insert(pid);
+            // By pidfd, checked again once pinned: the walk read /proc by pid.
+            if crate::launch::pidfd::continue_stopped_below(pid, root) {
+                resumed.insert(pid);
+            }
         }
     }
     resumed.len()

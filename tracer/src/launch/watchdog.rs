@@ -10,6 +10,7 @@
 
 use std::{
     io::{Read, Write},
+    os::fd::AsRawFd,
     os::unix::process::CommandExt,
     process::{Child, Command, Stdio},
 };
@@ -26,12 +27,30 @@ impl Guard {
     pub fn start(cmd: u32) -> Option<Guard> {
         let started = (|| {
             let (reader, writer) = std::io::pipe()?;
-            let child = Command::new("/proc/self/exe")
+            let mut command = Command::new("/proc/self/exe");
+            command
                 .args([SUBCOMMAND, &cmd.to_string()])
                 .stdin(reader)
                 .stdout(Stdio::null())
-                .process_group(0)
-                .spawn()?;
+                .process_group(0);
+            // CMD pinned while it is our unreaped child, handed to the guard: once the tracer
+            // is dead, CMD may exit and be reaped by init, and its pid go to another process.
+            let pinned = crate::launch::pidfd::PidFd::open(cmd).ok();
+            if let Some(fd) = &pinned {
+                let fd = fd.as_raw_fd();
+                command.env(PIDFD_ENV, fd.to_string());
+                // SAFETY: fcntl is async-signal-safe; it clears close-on-exec in the guard's
+                // copy of the descriptor only.
+                unsafe {
+                    command.pre_exec(move || {
+                        if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+            }
+            let child = command.spawn()?;
             Ok::<_, std::io::Error>(Guard {
                 child,
                 pipe: writer,
@@ -52,6 +71,8 @@ impl Guard {
 
 /// The hidden subcommand that runs the guard.
 pub const SUBCOMMAND: &str = "__resume-on-death";
+/// The guard's inherited pidfd of CMD (its number), when the kernel has pidfds.
+const PIDFD_ENV: &str = "TRACER_GUARD_PIDFD";
 
 /// The guard's body: waits for the tracer to finish or die; on death, continues the stopped
 /// processes below `cmd`. Returns the exit status.
@@ -68,11 +89,20 @@ pub fn guard(cmd: u32) -> i32 {
     if finished {
         return 0;
     }
+    let pinned = std::env::var(PIDFD_ENV)
+        .ok()
+        .and_then(|fd| fd.parse().ok())
+        .and_then(crate::launch::pidfd::PidFd::inherited);
+    if pinned.as_ref().is_some_and(|fd| !fd.alive()) {
+        // CMD is gone: its pid may be another process's now, and the processes it left were
+        // adopted elsewhere, out of reach of a walk from it.
+        return 0;
+    }
     // The tracer died. CMD got SIGCONT from the kernel; its descendants still hang below it.
     let mut resumed = crate::launch::resume_stopped_descendants(cmd);
     if crate::procfs::read_stat(cmd).is_ok_and(|s| s.state == 'T') {
-        // SAFETY: continuing the tracer's stopped command.
-        unsafe { libc::kill(cmd as i32, libc::SIGCONT) };
+        // Continuing the tracer's stopped command (through the pin when there is one).
+        crate::launch::pidfd::send(pinned.as_ref(), cmd, libc::SIGCONT);
         resumed += 1;
     }
     if resumed > 0 {

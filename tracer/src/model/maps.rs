@@ -70,7 +70,8 @@ fn parse_named(line: &str) -> Option<(Vma, &str)> {
 
 /// Parses a whole maps file; malformed lines are reported with their number.
 pub fn parse(text: &str) -> Result<Vec<Vma>, String> {
-    text.lines()
+    // Split on `\n` only: `lines()` would also take a `\r` that ends a file name.
+    text.split('\n')
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| parse_line(l).ok_or_else(|| format!("line {}: {l:?}", i + 1)))
@@ -152,7 +153,7 @@ pub fn model_lines(space: &AddressSpace) -> Vec<Line> {
 pub fn proc_lines(text: &str) -> Result<Vec<Line>, String> {
     let mut lines = Vec::new();
     for (i, raw) in text
-        .lines()
+        .split('\n')
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
     {
@@ -269,6 +270,22 @@ pub fn resolve_names(space: &mut AddressSpace, kernel: &[Vma]) -> usize {
 #[cfg(test)]
 mod diff_tests {
     use super::*;
+
+    /// Found by the fuzz target `proc_maps`: a file name ending in `\r` lost it (`lines()`
+    /// splits on `\r\n` too), so the model's rendering parsed to another name.
+    #[test]
+    fn a_name_ending_in_a_carriage_return_keeps_it() {
+        let text = "55d81d620000-55d81d63c000 r-xp 00000000 fe:00 308270     name\r\r\n";
+        let vmas = parse(text).unwrap();
+        let Backing::File(f) = &vmas[0].backing else {
+            panic!("{vmas:?}")
+        };
+        assert_eq!(f.path.as_deref(), Some("name\r\r"));
+        assert_eq!(proc_lines(text).unwrap()[0].name, "name\r\r");
+        let mut space = AddressSpace::new(4096);
+        space.replace_vmas(vmas.clone());
+        assert_eq!(parse(&render(&space)).unwrap(), vmas);
+    }
 
     /// The definition `diff` must keep: every line of one list absent from the other.
     fn naive(model: &[Line], kernel: &[Line]) -> (Vec<Line>, Vec<Line>) {

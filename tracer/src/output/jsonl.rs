@@ -3,8 +3,9 @@
 //! (`"0x7f..."`), so 64-bit values survive JSON consumers that use doubles.
 
 use std::{
+    ffi::OsString,
     io::{self, BufWriter, Write},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use serde_json::{Map, Value, json};
@@ -17,25 +18,121 @@ use crate::{
 
 pub struct EventSink {
     out: BufWriter<Box<dyn Write + Send>>,
+    /// The file, for rotation (None: stdout).
+    path: Option<PathBuf>,
+    /// `--events-max-size`.
+    max_size: Option<u64>,
+    /// Bytes and lines in the current file (or on stdout).
+    written: u64,
+    lines: u64,
+    /// Lines in PATH.1, dropped when it is replaced.
+    old_lines: u64,
+    dropped: u64,
+    line: Vec<u8>,
+}
+
+/// Smallest `--events-max-size`: below a few lines, every line would rotate the file.
+pub const MIN_MAX_SIZE: u64 = 4096;
+
+/// `--events-max-size SIZE`: a size (`units`), at least `MIN_MAX_SIZE`.
+pub fn parse_max_size(text: &str) -> Result<u64, String> {
+    let size = crate::units::parse_size(text)?;
+    if size < MIN_MAX_SIZE {
+        return Err(format!("`{text}` is less than {MIN_MAX_SIZE} bytes"));
+    }
+    Ok(size)
 }
 
 impl EventSink {
     /// Creates PATH (replacing a regular file there, never following a symlink: see
-    /// `outfile`), or writes to stdout for `-`.
+    /// `outfile`), or writes to stdout for `-`. Unbounded until `max_size`.
     pub fn open(path: &Path) -> Result<EventSink, crate::output::outfile::OutputError> {
-        let out: Box<dyn Write + Send> = if crate::output::outfile::is_stdout(path) {
-            Box::new(io::stdout())
+        let (out, path): (Box<dyn Write + Send>, _) = if crate::output::outfile::is_stdout(path) {
+            (Box::new(io::stdout()), None)
         } else {
-            Box::new(crate::output::outfile::create_stream(path)?)
+            (
+                Box::new(crate::output::outfile::create_stream(path)?),
+                Some(path.to_path_buf()),
+            )
         };
         Ok(EventSink {
             out: BufWriter::new(out),
+            path,
+            max_size: None,
+            written: 0,
+            lines: 0,
+            old_lines: 0,
+            dropped: 0,
+            line: Vec::new(),
         })
     }
 
+    /// `--events-max-size`: a file that would grow past it is renamed to PATH.1 and begun
+    /// again; on stdout the lines past it are dropped.
+    pub fn max_size(mut self, max_size: Option<u64>) -> EventSink {
+        self.max_size = max_size;
+        self
+    }
+
     pub fn write(&mut self, value: &Value) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, value)?;
-        self.out.write_all(b"\n")
+        self.write_line(value, true)
+    }
+
+    /// The closing `end` line: on stdout it is written even past the limit, so that a reader
+    /// learns how many lines were dropped.
+    pub fn write_end(&mut self, value: &Value) -> io::Result<()> {
+        self.write_line(value, false)
+    }
+
+    fn write_line(&mut self, value: &Value, droppable: bool) -> io::Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, value)?;
+        self.line.push(b'\n');
+        let len = self.line.len() as u64;
+        if let Some(max) = self.max_size
+            && self.written.saturating_add(len) > max
+        {
+            if self.path.is_some() {
+                // A line longer than the limit still goes into a file of its own.
+                if self.written > 0 {
+                    self.rotate()?;
+                }
+            } else if droppable {
+                self.dropped += 1;
+                return Ok(());
+            }
+        }
+        self.out.write_all(&self.line)?;
+        self.written += len;
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// PATH becomes PATH.1 (what PATH.1 held is dropped) and a new PATH begins.
+    fn rotate(&mut self) -> io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        self.out.flush()?;
+        let mut old = OsString::from(path.as_os_str());
+        old.push(".1");
+        // rename replaces whatever is at PATH.1 (a symlink itself, never its target).
+        std::fs::rename(path, &old)?;
+        let file = crate::output::outfile::create_stream(path).map_err(|e| match e {
+            crate::output::outfile::OutputError::Io(err) => err,
+            other => io::Error::other(other),
+        })?;
+        self.out = BufWriter::new(Box::new(file));
+        self.dropped += self.old_lines;
+        self.old_lines = self.lines;
+        self.lines = 0;
+        self.written = 0;
+        Ok(())
+    }
+
+    /// Lines no longer kept: past the limit on stdout, or in a PATH.1 that rotation replaced.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
@@ -178,6 +275,44 @@ mod tests {
         assert_eq!(v["ok"], true);
         assert_eq!(v["duration_ns"], 6);
         assert!(v.get("errno").is_none());
+    }
+
+    fn lines(path: &Path) -> Vec<u64> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["n"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_size_limited_file_rotates_and_counts_what_it_lets_go() {
+        let dir = std::env::temp_dir().join(format!("tracer-jsonl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("events.jsonl");
+        let mut sink = EventSink::open(&path).unwrap().max_size(Some(MIN_MAX_SIZE));
+        let pad = "x".repeat(100);
+        let total = 200;
+        for n in 0..total {
+            sink.write(&json!({"n": n, "pad": pad})).unwrap();
+        }
+        sink.flush().unwrap();
+        let (old, new) = (lines(&dir.join("events.jsonl.1")), lines(&path));
+        for file in [&path, &dir.join("events.jsonl.1")] {
+            let size = std::fs::metadata(file).unwrap().len();
+            assert!(size <= MIN_MAX_SIZE, "{} is {size} bytes", file.display());
+        }
+        assert!(!old.is_empty() && !new.is_empty());
+        // The newest lines are kept, in order, without a gap; the others are counted.
+        let kept: Vec<u64> = old.iter().chain(&new).copied().collect();
+        let first = total - kept.len() as u64;
+        assert_eq!(kept, (first..total).collect::<Vec<_>>());
+        assert_eq!(sink.dropped(), first);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

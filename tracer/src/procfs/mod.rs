@@ -145,7 +145,8 @@ pub fn parse_rss(status: &str) -> Option<[u64; 4]> {
             .trim()
             .parse::<u64>()
             .ok()
-            .map(|v| v * 1024)
+            // A value no kernel prints is no figure (and must not overflow).
+            .and_then(|v| v.checked_mul(1024))
     };
     Some([
         kb("RssFile:")?,
@@ -219,6 +220,17 @@ pub fn page_size() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the fuzz target `proc_status`: a kB figure times 1024 overflowed (a panic in a
+    /// debug build, a wrapped figure in release).
+    #[test]
+    fn an_rss_line_too_large_for_bytes_is_no_figure() {
+        let status = "RssAnon:\t 7777777777777777164 kB\nRssFile:\t 2096 kB\n\
+                      RssShmem:\t 0 kB\nVmSwap:\t 0 kB\n";
+        assert_eq!(parse_rss(status), None);
+        let fine = status.replace("7777777777777777164", "1");
+        assert_eq!(parse_rss(&fine), Some([2096 * 1024, 1024, 0, 0]));
+    }
 
     #[test]
     fn parses_stat_with_awkward_comm() {

@@ -101,6 +101,7 @@ impl Session {
             })?),
             None => None,
         };
+        let sink = sink.map(|sink| sink.max_size(args.events_max_size));
         // SAFETY: the AsyncFd owns the ring buffer, which owns the descriptor, so it stays open
         // for as long as it is registered.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }

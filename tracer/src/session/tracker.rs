@@ -186,10 +186,12 @@ impl Tracker {
         match follow_up {
             FollowUp::None => None,
             FollowUp::Seed { tgid, resume } => {
+                // Pinned before the seed: the process seeded is the one continued.
+                let pinned = crate::launch::pidfd::PidFd::open(tgid).ok();
                 self.seed(tgid, true);
                 if resume {
-                    // SAFETY: continuing a process the exec probe stopped for this seed.
-                    unsafe { libc::kill(tgid as i32, libc::SIGCONT) };
+                    // Continuing a process the exec probe stopped for this seed.
+                    crate::launch::pidfd::send(pinned.as_ref(), tgid, libc::SIGCONT);
                 }
                 None
             }
@@ -481,7 +483,8 @@ impl Tracker {
         if let Some(sink) = self.sink.as_mut() {
             let mut end = api::daemon_json(&self.counters);
             end["type"] = "end".into();
-            if let Err(err) = sink.write(&end).and_then(|()| sink.flush()) {
+            end["events_dropped"] = sink.dropped().into();
+            if let Err(err) = sink.write_end(&end).and_then(|()| sink.flush()) {
                 log::error!("writing the event stream failed: {err}");
             }
         }

@@ -4,6 +4,7 @@
 //! (`sizes`), the last address-space changes (`recent`) and the contact with `/proc` that keeps
 //! the model honest (`reconcile`). The address-space model itself is `crate::model` (pure).
 
+pub mod brk_ring;
 pub mod counters;
 pub mod fault_regions;
 pub mod order;

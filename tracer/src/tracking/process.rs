@@ -11,18 +11,6 @@ use crate::{
     tracking::fault_regions::FaultRegions,
 };
 
-/// Most brk changes kept per process; later ones are counted, not stored.
-pub const BRK_HISTORY_LIMIT: usize = 100_000;
-
-/// One change of the program break.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BrkChange {
-    pub ts_ns: u64,
-    pub brk: u64,
-    /// The heap size then: the break minus that image's `start_brk` (0 if unknown).
-    pub size: u64,
-}
-
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyscallStats {
     pub calls: u64,
@@ -142,8 +130,8 @@ pub struct ProcessState {
     /// one that was lost, memory handed out where the model has some): each one made the
     /// model take the state from /proc again instead of applying it blindly.
     pub order_conflicts: u64,
-    /// Every change of the break, with its time (up to `BRK_HISTORY_LIMIT`).
-    pub brk_history: Vec<BrkChange>,
+    /// The last changes of the break, with their times (bounded: see `brk_ring`).
+    pub brk_history: crate::tracking::brk_ring::BrkRing,
     pub brk_history_dropped: u64,
     /// The last few address-space changes, for the live page.
     pub recent: crate::tracking::recent::RecentChanges,
@@ -198,7 +186,7 @@ impl ProcessState {
             reseed_needed: false,
             reseeds: 0,
             order_conflicts: 0,
-            brk_history: Vec::new(),
+            brk_history: Default::default(),
             brk_history_dropped: 0,
             recent: Default::default(),
             resyncs: 0,
@@ -365,10 +353,11 @@ impl ProcessState {
     }
 
     fn record_brk(&mut self, ts_ns: u64, brk: u64) {
-        if self.brk_history.len() < BRK_HISTORY_LIMIT {
-            let size = self.heap.start.map_or(0, |start| brk.saturating_sub(start));
-            self.brk_history.push(BrkChange { ts_ns, brk, size });
-        } else {
+        let size = self.heap.start.map_or(0, |start| brk.saturating_sub(start));
+        if self
+            .brk_history
+            .push(crate::tracking::brk_ring::BrkChange { ts_ns, brk, size })
+        {
             self.brk_history_dropped += 1;
         }
     }

@@ -1,6 +1,6 @@
 //! Loading and attaching the eBPF probes, and typed access to their maps.
 
-mod btf;
+pub mod btf;
 mod detach;
 pub mod fault_events;
 pub mod features;

@@ -1,0 +1,30 @@
+//! `tracer diff OLD NEW`: two report files (anyone's JSON), compared under thresholds. The
+//! input is OLD, a NUL byte, then NEW; without a NUL both are the same text.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tracer::check::diff;
+use tracer::output::report;
+
+fuzz_target!(|data: &[u8]| {
+    let (old, new) = match data.iter().position(|&b| b == 0) {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (data, data),
+    };
+    let (Ok(old), Ok(new)) = (std::str::from_utf8(old), std::str::from_utf8(new)) else {
+        return;
+    };
+    let (Ok(old), Ok(new)) = (report::parse(old), report::parse(new)) else {
+        return;
+    };
+    let thresholds: Vec<diff::Threshold> = [
+        "*:peak_rss>10%",
+        "tree:processes>+1",
+        "cc#2:mmap_calls>5",
+        "peak_heap>+4MiB",
+    ]
+    .into_iter()
+    .map(|t| diff::parse_threshold(t).expect("a valid threshold"))
+    .collect();
+    let _ = diff::compare("old", &old, "new", &new, &thresholds, true);
+});

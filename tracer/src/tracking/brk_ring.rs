@@ -1,0 +1,182 @@
+//! The per-process history of the program break, bounded twice: each process keeps its last
+//! `PER_PROCESS` changes (a ring: the newest matter most to someone watching a leak), and all
+//! processes together hold at most `GLOBAL` changes (one `BrkChange` is 24 bytes: 24 MiB). Past
+//! the global budget a process's new change takes the place of its own oldest, so a process
+//! that calls `brk` in a loop cannot take the history of the others; a process holding none
+//! then keeps none. What a ring lets go is counted (`history_dropped` in the report and API).
+
+use std::{
+    collections::VecDeque,
+    sync::atomic::{AtomicUsize, Ordering},
+};
+
+/// One change of the program break.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BrkChange {
+    pub ts_ns: u64,
+    pub brk: u64,
+    /// The heap size then: the break minus that image's `start_brk` (0 if unknown).
+    pub size: u64,
+}
+
+/// Changes kept per process.
+pub const PER_PROCESS: usize = 10_000;
+/// Changes kept by all the processes of the daemon together.
+pub const GLOBAL: usize = 1_000_000;
+
+/// How many changes the rings sharing it hold, and how many they may.
+#[derive(Debug)]
+pub struct Budget {
+    held: AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    pub const fn new(limit: usize) -> Budget {
+        Budget {
+            held: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Takes one change from the budget; false when none is left.
+    fn take(&self) -> bool {
+        self.held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                (held < self.limit).then_some(held + 1)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// The daemon's one budget.
+pub static DAEMON: Budget = Budget::new(GLOBAL);
+
+#[derive(Debug)]
+pub struct BrkRing {
+    changes: VecDeque<BrkChange>,
+    capacity: usize,
+    budget: &'static Budget,
+}
+
+impl Default for BrkRing {
+    fn default() -> BrkRing {
+        BrkRing::new(PER_PROCESS, &DAEMON)
+    }
+}
+
+impl BrkRing {
+    pub fn new(capacity: usize, budget: &'static Budget) -> BrkRing {
+        BrkRing {
+            changes: VecDeque::new(),
+            capacity,
+            budget,
+        }
+    }
+
+    /// Records a change; true when a change was let go for it (the oldest, or this one when
+    /// the ring may hold none).
+    pub fn push(&mut self, change: BrkChange) -> bool {
+        if self.changes.len() < self.capacity && self.budget.take() {
+            self.changes.push_back(change);
+            return false;
+        }
+        if self.changes.pop_front().is_none() {
+            return true;
+        }
+        self.changes.push_back(change);
+        true
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &BrkChange> {
+        self.changes.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// A forked child starts with its parent's history (same heap until then): it counts against
+/// the budget like any other, even when that overdraws it for a while (the child's own
+/// changes then replace its oldest).
+impl Clone for BrkRing {
+    fn clone(&self) -> BrkRing {
+        self.budget
+            .held
+            .fetch_add(self.changes.len(), Ordering::Relaxed);
+        BrkRing {
+            changes: self.changes.clone(),
+            capacity: self.capacity,
+            budget: self.budget,
+        }
+    }
+}
+
+impl Drop for BrkRing {
+    fn drop(&mut self) {
+        self.budget.give_back(self.changes.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(i: u64) -> BrkChange {
+        BrkChange {
+            ts_ns: i,
+            brk: 0x1000 * i,
+            size: 0,
+        }
+    }
+
+    fn times(ring: &BrkRing) -> Vec<u64> {
+        ring.iter().map(|c| c.ts_ns).collect()
+    }
+
+    #[test]
+    fn a_ring_keeps_the_newest_and_counts_the_rest() {
+        static BUDGET: Budget = Budget::new(1000);
+        let mut ring = BrkRing::new(4, &BUDGET);
+        let dropped = (1..=10).filter(|&i| ring.push(change(i))).count();
+        assert_eq!(times(&ring), [7, 8, 9, 10]);
+        assert_eq!(dropped, 6);
+        assert_eq!(BUDGET.held(), 4);
+    }
+
+    #[test]
+    fn the_budget_is_shared_and_given_back() {
+        static BUDGET: Budget = Budget::new(5);
+        let mut greedy = BrkRing::new(100, &BUDGET);
+        let dropped = (1..=50).filter(|&i| greedy.push(change(i))).count();
+        assert_eq!(
+            times(&greedy),
+            [46, 47, 48, 49, 50],
+            "its own oldest make room"
+        );
+        assert_eq!(dropped, 45);
+        let mut late = BrkRing::new(100, &BUDGET);
+        assert!(late.push(change(51)), "nothing left: counted, not kept");
+        assert!(late.is_empty());
+        let child = greedy.clone();
+        assert_eq!(BUDGET.held(), 10, "a fork copy is charged");
+        drop(child);
+        drop(greedy);
+        assert_eq!(BUDGET.held(), 0);
+        assert!(!late.push(change(52)), "what exited is free again");
+        assert_eq!(times(&late), [52]);
+    }
+}
