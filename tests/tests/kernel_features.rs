@@ -261,6 +261,46 @@ fn without_group_dead_and_btf_the_tracer_names_both() {
     );
 }
 
+/// `--rss-source auto` reads RSS from /proc where the exit probe still sees the mm (6.16+,
+/// the release with `group_dead`), and takes kmem:rss_stat events before: there a short-lived
+/// process's peak would otherwise be the last one read.
+#[test]
+fn resident_memory_comes_from_rss_stat_events_without_group_dead() {
+    if !kernel_available() || !tracepoints().iter().any(|t| t == "kmem/rss_stat") {
+        return;
+    }
+    let source = |tracefs: &Path| {
+        let out = run_tracer(
+            &[
+                "-v",
+                "run",
+                "--tracefs",
+                tracefs.to_str().unwrap(),
+                "--",
+                "/bin/true",
+            ],
+            LIMIT,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        if stderr.contains("resident memory from kmem:rss_stat events") {
+            "events"
+        } else if stderr.contains("resident memory read from /proc/PID/status") {
+            "procfs"
+        } else {
+            panic!("no resident-memory source named: {stderr}")
+        }
+    };
+    let old_kernel = fake_tracefs(
+        "rss-auto-before-6.16",
+        &[],
+        without_field("sched/sched_process_exit", "group_dead"),
+    );
+    assert_eq!(source(&old_kernel), "events");
+    let expected = if has_group_dead() { "procfs" } else { "events" };
+    assert_eq!(source(&real_tracefs()), expected);
+}
+
 #[test]
 fn a_missing_required_tracepoint_is_named() {
     if !kernel_available() {

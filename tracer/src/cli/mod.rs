@@ -202,9 +202,11 @@ pub struct CommonArgs {
 
     /// Where resident memory (tracer_rss_bytes, peaks, phases) comes from. `procfs`: read
     /// from /proc/PID/status when a figure is needed, the peak from VmHWM and, at exit, from
-    /// the kernel's maxrss; nothing runs per page fault. `events`: kmem:rss_stat, a probe on
-    /// every change of the counters (exact between reads, at a cost on every fault).
-    #[arg(long, value_name = "SOURCE", default_value = "procfs")]
+    /// the mm's hiwater mark that the exit probe reads (Linux 6.16+); nothing runs per page
+    /// fault. `events`: kmem:rss_stat, a probe on every change of the counters (exact between
+    /// reads, at a cost on every fault). `auto`: procfs on 6.16+, events before (where the
+    /// exit probe no longer sees the mm, a short-lived process's peak needs the events).
+    #[arg(long, value_name = "SOURCE", default_value = "auto")]
     pub rss_source: RssSource,
 
     /// Read the tracepoint formats (field offsets) from this tracefs instead of the system's.

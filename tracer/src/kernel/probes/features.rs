@@ -97,6 +97,8 @@ pub struct Detected {
     /// Whether faults are counted on the `page-faults-min`/`-maj` perf events (no
     /// `exceptions:*`).
     pub fault_events: bool,
+    /// Whether resident memory comes from `kmem:rss_stat` (attached), else from /proc.
+    pub rss_events: bool,
 }
 
 /// Inputs of the detection that tests replace.
@@ -148,6 +150,7 @@ pub fn detect(src: &Sources, opts: &ProbeOptions) -> Result<Detected, ProbeError
         details: Vec::new(),
         order_program: None,
         fault_events: false,
+        rss_events: false,
     };
     syscall_offsets(tracefs, &mut d)?;
     fault_offsets(tracefs, &mut d)?;
@@ -172,8 +175,17 @@ pub fn detect(src: &Sources, opts: &ProbeOptions) -> Result<Detected, ProbeError
     let exit_format = tracefs.format("sched", "sched_process_exit")?;
     let mut btf = None;
     let group_dead = exit_format.fields.get("group_dead");
+    let rss_source = match opts.rss_source {
+        // Before 6.16 the exit probe runs after the mm is gone: only `signal->maxrss` is left,
+        // which after an exec still holds the previous image's peak (for `tracer run`'s
+        // command, the tracer's own), so a process that exits between two reads of /proc
+        // would be given a peak too low. The counters' events see every change instead.
+        RssSource::Auto if group_dead.is_none() => RssSource::Events,
+        RssSource::Auto => RssSource::Procfs,
+        chosen => chosen,
+    };
     // RSS from /proc needs `signal->maxrss` for the peak of a process that has exited.
-    if group_dead.is_none() || opts.rss_source == RssSource::Procfs {
+    if group_dead.is_none() || rss_source == RssSource::Procfs {
         btf = Some(load_btf(&src.btf_path));
     }
     exit_detection(&mut d, group_dead, btf.as_ref(), &src.btf_path)?;
@@ -185,8 +197,15 @@ pub fn detect(src: &Sources, opts: &ProbeOptions) -> Result<Detected, ProbeError
         },
     });
     let parsed_btf = btf.as_ref().and_then(|b| b.as_ref().ok());
-    rss_stat(tracefs, &mut d, parsed_btf, src, opts.rss_source)?;
-    if opts.rss_source == RssSource::Procfs {
+    rss_stat(tracefs, &mut d, parsed_btf, src, rss_source)?;
+    d.details.push(if d.rss_events {
+        "resident memory from kmem:rss_stat events (--rss-source events)".to_owned()
+    } else {
+        "resident memory read from /proc/PID/status when a figure is needed (--rss-source \
+         procfs)"
+            .to_owned()
+    });
+    if rss_source == RssSource::Procfs {
         exit_maxrss(&mut d, parsed_btf);
     }
     clone_tracepoints(tracefs, &mut d)?;
@@ -397,6 +416,7 @@ fn rss_stat(
             // Attached only when asked for: it runs on nearly every page fault.
             if source == RssSource::Events {
                 d.tracepoints.push(("kmem", "rss_stat".to_owned()));
+                d.rss_events = true;
             }
             d.features.push(Feature {
                 name: RSS_STAT,

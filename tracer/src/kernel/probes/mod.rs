@@ -184,11 +184,7 @@ impl Probes {
             stats: take(&mut ebpf, "STATS")?,
             cgroups: take(&mut ebpf, "CGROUP_FILTER")?,
             logger,
-            rss_events: opts.rss_source == RssSource::Events
-                && attached
-                    .features
-                    .iter()
-                    .any(|f| f.name == features::RSS_STAT && f.enabled),
+            rss_events: detected.rss_events,
             _ebpf: ebpf,
             attached,
         };

@@ -16,6 +16,10 @@ pub enum MmapLockOrder {
 /// Where resident memory comes from (`--rss-source`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum RssSource {
+    /// `procfs` where the exit probe still sees the process's mm (Linux 6.16+, the release
+    /// that gave `sched_process_exit` its `group_dead`), so the peak of a process that exits
+    /// between two reads is exact; `events` before.
+    Auto,
     Procfs,
     Events,
 }
