@@ -3,4 +3,5 @@ mod faults;
 mod lifecycle;
 mod order;
 mod rss;
+mod stacks;
 mod syscalls;

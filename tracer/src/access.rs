@@ -124,7 +124,7 @@ fn scope(method: &Method, path: &str, query: Option<&str>) -> Scope {
         "/" | "/healthz" | "/metrics" | "/api/v1/processes" if method != Method::POST => {
             Scope::Public
         }
-        "/api/v1/phases" => match pid_parameter(query) {
+        "/api/v1/phases" | "/debug/pprof/heap" | "/debug/pprof/allocs" | "/debug/pprof/faults" => match pid_parameter(query) {
             Some(Some(pid)) => Scope::Process(pid),
             // An unreadable pid parameter is refused by the handler; authorise as for all.
             _ => Scope::All,

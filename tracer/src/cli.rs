@@ -155,6 +155,10 @@ pub const DEFAULT_ATTACH_LISTEN: &str = "127.0.0.1:19410";
 
 #[derive(Debug, Args)]
 pub struct CommonArgs {
+    /// Call sites (`--stacks`, `--pprof`): see src/stacks/.
+    #[command(flatten)]
+    pub stacks: crate::stacks::StackArgs,
+
     /// Write every decoded record as one JSON object per line to PATH (`-` for stdout).
     /// Addresses, lengths and flags are hex strings; see docs/events.md for the fields.
     #[arg(long, value_name = "PATH|-")]

@@ -38,6 +38,7 @@ pub mod reconcile;
 pub mod report;
 pub mod session;
 pub mod sizes;
+pub mod stacks;
 pub mod summary;
 pub mod syscalls;
 pub mod tracefs;

@@ -83,6 +83,8 @@ pub struct ProbeOptions {
     pub mmap_lock_order: crate::cli::MmapLockOrder,
     /// Start tracing at exec only in the cgroups `follow_cgroups` lists (`attach --cgroup`).
     pub trace_cgroup: bool,
+    /// `--stacks`: load and attach the stack programs (src/stacks/kernel.rs).
+    pub stacks: Option<crate::stacks::kernel::StackSettings>,
 }
 
 /// What was attached, for the start-up notice.
@@ -115,6 +117,8 @@ pub struct Probes {
     /// Whether kmem:rss_stat is attached.
     rss_events: bool,
     pub attached: Attached,
+    /// `--stacks`: the ring buffer of stack samples, taken by the session.
+    pub stack_ring: Option<RingBuf<MapData>>,
 }
 
 impl Probes {
@@ -146,6 +150,9 @@ impl Probes {
             .map_max_entries("EVENTS", opts.ring_buffer_bytes);
         for map in ["TRACED", "FAULTS", "STACK_LOW", "RSS", "MM_OWNER", "MM_SEQ"] {
             loader.map_max_entries(map, opts.max_processes);
+        }
+        if let Some(stacks) = &opts.stacks {
+            crate::stacks::kernel::configure(&mut loader, stacks);
         }
         let mut ebpf = loader
             .load(PROBES_OBJECT)
@@ -189,6 +196,14 @@ impl Probes {
             }
         }
 
+        let stack_ring = match &opts.stacks {
+            Some(stacks) => {
+                let (ring, names) = crate::stacks::kernel::attach(&mut ebpf, stacks)?;
+                attached.tracepoints.extend(names);
+                Some(ring)
+            }
+            None => None,
+        };
         let mut comm_filter: HashMap<MapData, [u8; 16], u32> = take(&mut ebpf, "COMM_FILTER")?;
         let lists = [
             (&opts.trace_comms, COMM_TRACE),
@@ -229,6 +244,7 @@ impl Probes {
                 .any(|f| f.name == features::RSS_STAT && f.enabled),
             _ebpf: ebpf,
             attached,
+            stack_ring,
         };
         Ok((probes, ring))
     }

@@ -60,6 +60,8 @@ pub struct Tracker {
     steps: Vec<Step>,
     /// `attach --cgroup`: the subtree whose cgroups the exec probe follows.
     pub subtree: Option<crate::cgroup::Subtree>,
+    /// `--stacks`: call sites of memory growth.
+    pub stacks: Option<crate::stacks::Collector>,
 }
 
 impl Tracker {
@@ -139,7 +141,14 @@ impl Tracker {
         if let Event::Exec(exec) = event {
             self.on_exec(exec);
         }
+        let old_brk = match (event, &self.stacks) {
+            (Event::Syscall(e), Some(_)) => self.table.get(e.tgid).and_then(|p| p.heap.end),
+            _ => None,
+        };
         let follow_up = self.table.apply(event);
+        if let (Event::Syscall(e), Some(stacks)) = (event, self.stacks.as_mut()) {
+            stacks.on_syscall(e, old_brk);
+        }
         if let Event::Fork(fork) = &event
             && fork.child == crate::events::TaskKind::Process
             && let Some(child) = self.table.get_mut(fork.child_pid)
@@ -619,8 +628,13 @@ impl Session {
             trace_all: filter.all,
             mmap_lock_order: args.mmap_lock_order,
             trace_cgroup: filter.cgroup.is_some(),
+            stacks: args.stacks.settings(),
         };
-        let (probes, ring) = Probes::load(&tracefs, &opts)?;
+        let (mut probes, ring) = Probes::load(&tracefs, &opts)?;
+        let stacks = probes
+            .stack_ring
+            .take()
+            .map(|ring| crate::stacks::Collector::new(ring, procfs::page_size()));
         for missing in &probes.attached.optional_missing {
             log::info!(
                 "optional tracepoint {missing} is missing: new tasks are classified from /proc"
@@ -686,6 +700,7 @@ impl Session {
                 subtree: filter
                     .cgroup
                     .map(|dir| crate::cgroup::Subtree::new(dir.to_path_buf())),
+                stacks,
             },
             drain_interval: Duration::from_millis(args.drain_interval_ms),
             drift_interval: (args.drift_check_interval > 0)
@@ -849,6 +864,22 @@ impl Session {
                 }
             }
             Ask::Phase { name, pid } => self.mark_phase(&name, pid),
+            Ask::Pprof { pid, running_only, default_type } => {
+                if let Some(pid) = pid
+                    && (running_only && !self.tracker.is_running(pid)
+                        || self.tracker.table.get(pid).is_none())
+                {
+                    return not_found(pid);
+                }
+                let Tracker { stacks, table, .. } = &mut self.tracker;
+                match stacks.as_mut() {
+                    Some(s) => Answer::Bytes(
+                        s.profile(table, pid, default_type),
+                        "application/octet-stream",
+                    ),
+                    None => Answer::NotFound("call sites are off: start the tracer with --stacks".into()),
+                }
+            }
             Ask::Report => match serde_json::to_value(self.tracker.report(None)) {
                 Ok(value) => Answer::Json(value),
                 Err(err) => Answer::Failed(format!("cannot serialise the report: {err}")),
@@ -969,6 +1000,10 @@ fn drain_into(ring: &mut RingBuf<MapData>, tracker: &mut Tracker) {
     // lands in a quiet moment (records of the new seed's window are then read anew).
     for _ in 0..reconcile::MAX_RESEEDS_IN_A_ROW {
         let mut any = false;
+        // Stack samples first: a syscall record then finds the sample of its entry.
+        if let Some(stacks) = tracker.stacks.as_mut() {
+            stacks.drain(&tracker.table);
+        }
         while let Some(item) = ring.next() {
             tracker.handle_record(&item);
             any = true;
