@@ -6,9 +6,13 @@
 // grow_brk:    32 MiB in 100000-byte mallocs (below glibc's mmap threshold: brk)
 // grow_mmap:   16 mallocs of 4 MiB (above it: one mmap each), freed by free_mmaps
 // grow_direct: a direct 24 MiB anonymous mmap, then touch_pages touches every page
+//
+// `callsites hold` prints `pid N`, then waits for SIGUSR1 before the work and again before it
+// exits (tests that attach or read the served profile mid-run).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -58,16 +62,42 @@ __attribute__((noinline)) static void touch_pages(char *p) {
         p[off] = 1;
 }
 
-int main(void) {
-    // Let the tracer read the records of the loader's mappings while the process lives: it
-    // names libc from /proc/PID/map_files, which a process that exits first no longer has
-    // (docs/callsites.md, limits).
-    usleep(300000);
+static void wait_usr1(void) {
+    sigset_t set;
+    int sig;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigwait(&set, &sig);
+}
+
+int main(int argc, char **argv) {
+    int hold = argc > 1 && strcmp(argv[1], "hold") == 0;
+    if (hold) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGUSR1);
+        sigprocmask(SIG_BLOCK, &set, NULL);
+        // write(2), not stdio: stdio's buffer would be the first malloc, and the heap would
+        // exist before the work (an attached tracer would not see it grow).
+        char line[32];
+        int n = snprintf(line, sizeof line, "pid %d\n", getpid());
+        if (write(1, line, n) != n)
+            return 1;
+        wait_usr1();
+    } else {
+        // Let the tracer read the records of the loader's mappings while the process lives:
+        // it names libc from /proc/PID/map_files, which a process that exited no longer has
+        // (docs/callsites.md, limits).
+        usleep(300000);
+    }
     grow_brk();
     grow_mmap();
     char *direct = grow_direct();
     touch_pages(direct);
     free_mmaps();
     printf("done\n");
+    fflush(stdout);
+    if (hold)
+        wait_usr1();
     return 0;
 }

@@ -147,7 +147,7 @@ impl Tracker {
         };
         let follow_up = self.table.apply(event);
         if let (Event::Syscall(e), Some(stacks)) = (event, self.stacks.as_mut()) {
-            stacks.on_syscall(e, old_brk);
+            stacks.on_syscall(&mut self.table, e, old_brk);
         }
         if let Event::Fork(fork) = &event
             && fork.child == crate::events::TaskKind::Process
@@ -1002,7 +1002,7 @@ fn drain_into(ring: &mut RingBuf<MapData>, tracker: &mut Tracker) {
         let mut any = false;
         // Stack samples first: a syscall record then finds the sample of its entry.
         if let Some(stacks) = tracker.stacks.as_mut() {
-            stacks.drain(&tracker.table);
+            stacks.drain();
         }
         while let Some(item) = ring.next() {
             tracker.handle_record(&item);
@@ -1010,6 +1010,9 @@ fn drain_into(ring: &mut RingBuf<MapData>, tracker: &mut Tracker) {
         }
         if any {
             tracker.flush_events();
+        }
+        if let Some(stacks) = tracker.stacks.as_mut() {
+            stacks.after_records(&mut tracker.table);
         }
         tracker.finish_exits();
         if !tracker.reseed_where_needed() {

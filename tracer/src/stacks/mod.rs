@@ -80,17 +80,22 @@ pub struct StackCounters {
     pub unjoined: u64,
 }
 
-/// A syscall sample waiting for its syscall record.
+/// A sample waiting to be unwound: a syscall's until its record is applied (the model then
+/// holds the address space as it was at that syscall), a fault's until the records read with
+/// it are applied.
 struct Pending {
+    tgid: u32,
     ts: u64,
     syscall: u32,
-    site: u32,
+    regs: [u64; 3],
+    weight: u64,
+    stack: Box<[u8]>,
 }
 
 /// Most samples kept waiting per thread. The samples of a whole drain interval are read
 /// before its records, so a busy thread has many waiting; older ones than the record being
 /// joined are dropped then (their records were lost or failed early).
-const MAX_PENDING: usize = 1 << 16;
+const MAX_PENDING: usize = 1 << 14;
 /// A sample belongs to a record whose entry was at most this much later (the two probes run
 /// one after the other on the same tracepoint hit).
 const JOIN_SLACK_NS: u64 = 1_000_000;
@@ -107,6 +112,7 @@ pub struct Collector {
     symbols: symbols::Symbols,
     processes: HashMap<u32, ProcessStacks>,
     pending: HashMap<u32, VecDeque<Pending>>,
+    faults: Vec<Pending>,
     frames: Vec<Frame>,
     pub counters: StackCounters,
     page_size: u64,
@@ -120,6 +126,7 @@ impl Collector {
             symbols: symbols::Symbols::default(),
             processes: HashMap::new(),
             pending: HashMap::new(),
+            faults: Vec::new(),
             frames: Vec::new(),
             counters: StackCounters::default(),
             page_size,
@@ -128,47 +135,80 @@ impl Collector {
 
     /// Reads every waiting sample. Called before the records ring is drained, so a syscall
     /// record finds the sample taken at its entry.
-    pub fn drain(&mut self, table: &ProcessTable) {
+    pub fn drain(&mut self) {
         while let Some(item) = self.ring.next() {
             let Some(d) = kernel::decode(&item) else {
                 self.counters.undecodable += 1;
                 continue;
             };
-            let tgid = d.sample.header.tgid;
-            let proc = self.processes.entry(tgid).or_default();
-            if let Some(p) = table.get(tgid) {
-                proc.unwinder = Some(ProcessUnwinder::refresh(
-                    proc.unwinder.take(),
-                    tgid,
-                    &p.space,
-                    &mut self.files,
-                ));
-            }
-            match proc.unwinder.as_mut() {
-                Some(u) => u.unwind(d.sample.ip, d.sample.sp, d.sample.bp, d.stack, &mut self.frames),
-                None => self.frames.clear(),
-            }
-            let site = proc.sites.site(&self.frames);
+            let sample = Pending {
+                tgid: d.sample.header.tgid,
+                ts: d.sample.header.ts_ns,
+                syscall: d.sample.syscall,
+                regs: [d.sample.ip, d.sample.sp, d.sample.bp],
+                weight: d.sample.weight,
+                stack: d.stack.into(),
+            };
             if d.fault {
                 self.counters.fault_samples += 1;
-                proc.sites.add_faults(site, d.sample.weight);
+                if self.faults.len() < MAX_PENDING {
+                    self.faults.push(sample);
+                }
             } else {
                 self.counters.samples += 1;
                 let queue = self.pending.entry(d.sample.header.tid).or_default();
                 if queue.len() >= MAX_PENDING {
                     queue.pop_front();
                 }
-                queue.push_back(Pending {
-                    ts: d.sample.header.ts_ns,
-                    syscall: d.sample.syscall,
-                    site,
-                });
+                queue.push_back(sample);
             }
         }
     }
 
+    /// After the records read with the samples were applied: the fault samples.
+    pub fn after_records(&mut self, table: &mut ProcessTable) {
+        let faults = std::mem::take(&mut self.faults);
+        for f in &faults {
+            let site = self.site_of(table, f);
+            if let Some(p) = self.processes.get_mut(&f.tgid) {
+                p.sites.add_faults(site, f.weight);
+            }
+        }
+        self.faults = faults;
+        self.faults.clear();
+    }
+
+    /// Unwinds a sample against the model's address space of its process, as of now.
+    fn site_of(&mut self, table: &mut ProcessTable, sample: &Pending) -> u32 {
+        let tgid = sample.tgid;
+        let proc = self.processes.entry(tgid).or_default();
+        if let Some(p) = table.get_mut(tgid) {
+            // Code mapped by descriptor whose name the model could not read yet (the loader
+            // split the mapping before the record was applied): from /proc now.
+            let unnamed = p.space.vmas().any(|v| {
+                v.perms.exec
+                    && matches!(&v.backing, crate::model::vma::Backing::File(f) if f.path.is_none())
+            });
+            if unnamed && p.is_running() {
+                crate::reconcile::resolve_pending_names(p);
+            }
+            proc.unwinder = Some(ProcessUnwinder::refresh(
+                proc.unwinder.take(),
+                tgid,
+                &p.space,
+                &mut self.files,
+            ));
+        }
+        let [ip, sp, bp] = sample.regs;
+        match proc.unwinder.as_mut() {
+            Some(u) => u.unwind(ip, sp, bp, &sample.stack, &mut self.frames),
+            None => self.frames.clear(),
+        }
+        proc.sites.site(&self.frames)
+    }
+
     /// The site of the sample taken at the entry of `e`, or the `[no stack]` site.
-    fn join(&mut self, e: &SyscallEvent, syscall: u32) -> u32 {
+    fn join(&mut self, table: &mut ProcessTable, e: &SyscallEvent, syscall: u32) -> u32 {
         let mut found = None;
         if let Some(queue) = self.pending.get_mut(&e.tid) {
             let low = e.enter_ns.saturating_sub(JOIN_SLACK_NS);
@@ -176,8 +216,8 @@ impl Collector {
                 .iter()
                 .position(|p| p.syscall == syscall && p.ts >= low && p.ts <= e.ts_ns)
             {
-                found = Some(queue[i].site);
-                queue.drain(..=i);
+                let mut older = queue.drain(..=i);
+                found = older.next_back();
             } else {
                 // Samples older than this record's entry will find no record any more.
                 while queue.front().is_some_and(|p| p.ts < low) {
@@ -185,36 +225,27 @@ impl Collector {
                 }
             }
         }
-        let proc = self.processes.entry(e.tgid).or_default();
         match found {
-            Some(site) => {
+            Some(sample) => {
                 self.counters.joined += 1;
-                site
+                self.site_of(table, &sample)
             }
             None => {
-                log::debug!(
-                    "no sample for {:?} of {} at {}..{}; waiting: {:?}",
-                    e.kind,
-                    e.tid,
-                    e.enter_ns,
-                    e.ts_ns,
-                    self.pending.get(&e.tid).map(|q| q.iter().map(|p| (p.syscall, p.ts)).collect::<Vec<_>>())
-                );
                 self.counters.unjoined += 1;
-                proc.sites.site(&[])
+                self.processes.entry(e.tgid).or_default().sites.site(&[])
             }
         }
     }
 
     /// A syscall record was applied; `old_brk` is the break the model had before it.
-    pub fn on_syscall(&mut self, e: &SyscallEvent, old_brk: Option<u64>) {
+    pub fn on_syscall(&mut self, table: &mut ProcessTable, e: &SyscallEvent, old_brk: Option<u64>) {
         let page = self.page_size.max(1);
         let round = |len: u64| len.div_ceil(page).saturating_mul(page);
         let failed = (-4095..0).contains(&e.ret);
         let a = e.args;
         match e.kind {
             SyscallKind::Mmap if !failed => {
-                let site = self.join(e, SYS_MMAP);
+                let site = self.join(table, e, SYS_MMAP);
                 let start = e.ret as u64;
                 let sites = &mut self.processes.entry(e.tgid).or_default().sites;
                 sites.map(start, start.saturating_add(round(a[1])), site);
@@ -226,7 +257,7 @@ impl Collector {
             }
             SyscallKind::Brk if a[0] != 0 => {
                 let new = e.ret as u64;
-                let site = self.join(e, SYS_BRK);
+                let site = self.join(table, e, SYS_BRK);
                 let sites = &mut self.processes.entry(e.tgid).or_default().sites;
                 match old_brk {
                     Some(old) if new > old => sites.map(old, new, site),
@@ -237,7 +268,7 @@ impl Collector {
             SyscallKind::Mremap if !failed => {
                 let (old, old_len, new_len, new) = (a[0], round(a[1]), round(a[2]), e.ret as u64);
                 let grows = new_len > old_len;
-                let site = if grows { Some(self.join(e, SYS_MREMAP)) } else { None };
+                let site = if grows { Some(self.join(table, e, SYS_MREMAP)) } else { None };
                 let sites = &mut self.processes.entry(e.tgid).or_default().sites;
                 let kept = old_len.min(new_len);
                 if new != old {

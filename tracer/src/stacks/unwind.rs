@@ -60,9 +60,12 @@ impl FileTable {
             return id;
         }
         let unwind = load_unwind_data(&open).map(Arc::new);
-        if unwind.is_none() {
-            log::debug!("no unwind tables read from {}", open.display());
-        }
+        log::debug!(
+            "file {} ({}): unwind tables {}",
+            key.3,
+            open.display(),
+            if unwind.is_some() { "read" } else { "missing" }
+        );
         let id = self.files.len() as u32;
         self.files.push(FileEntry {
             name: key.3.clone(),
@@ -126,8 +129,12 @@ pub struct ProcessUnwinder {
 fn signature(space: &AddressSpace) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for v in space.vmas() {
-        if v.perms.exec && matches!(v.backing, Backing::File(_)) {
-            for x in [v.start, v.end, v.offset] {
+        if v.perms.exec
+            && let Backing::File(file) = &v.backing
+        {
+            // A name resolved since counts as a change: the file can be read now.
+            let named = file.path.as_ref().map_or(0, |p| p.len() as u64 + 1);
+            for x in [v.start, v.end, v.offset, named] {
                 h = (h ^ x).wrapping_mul(0x0100_0000_01b3);
             }
         }
@@ -251,9 +258,19 @@ impl ProcessUnwinder {
                     };
                     n += 1;
                 }
-                Ok(None) | Err(_) => break,
+                Ok(None) => break,
+                Err(err) => {
+                    log::debug!(
+                        "unwinding stopped after {n} frames (ip {ip:#x}, {} stack bytes, {} \
+                         modules): {err}",
+                        stack.len(),
+                        self.mapped.len()
+                    );
+                    break;
+                }
             }
         }
+        log::trace!("{n} frames from ip {ip:#x} ({} stack bytes)", stack.len());
         for &lookup in &lookups[..n] {
             out.push(self.frame(lookup));
         }
