@@ -76,10 +76,12 @@ fn int_field(b: &[u8], n: u64) -> u64 {
         .map_or(0, |(_, f)| ints(f)[0])
 }
 
-/// A profile as the test needs it: per sample, its stack as (function, file) leaf first, and
-/// its values by sample type name.
+/// A stack as (function, file) pairs, leaf first.
+type Stack = Vec<(String, String)>;
+
+/// A profile as the test needs it: per sample, its stack and its values by sample type name.
 struct Profile {
-    samples: Vec<(Vec<(String, String)>, HashMap<String, i64>)>,
+    samples: Vec<(Stack, HashMap<String, i64>)>,
 }
 
 fn read_profile(path: &Path) -> Profile {
@@ -98,10 +100,12 @@ fn read_profile(path: &Path) -> Profile {
         })
         .collect();
     let bytes_of = |n: u64| {
-        top.iter().filter(move |(k, _)| *k == n).map(move |(_, f)| match f {
-            Field::Bytes(b) => *b,
-            Field::Int(_) => panic!("field {n} is not a message"),
-        })
+        top.iter()
+            .filter(move |(k, _)| *k == n)
+            .map(move |(_, f)| match f {
+                Field::Bytes(b) => *b,
+                Field::Int(_) => panic!("field {n} is not a message"),
+            })
     };
     let types: Vec<String> = bytes_of(1)
         .map(|b| strings[int_field(b, 1) as usize].clone())
@@ -122,10 +126,7 @@ fn read_profile(path: &Path) -> Profile {
                     Field::Int(_) => 0,
                 })
                 .unwrap_or(0);
-            let file = mappings
-                .get(&int_field(b, 2))
-                .cloned()
-                .unwrap_or_default();
+            let file = mappings.get(&int_field(b, 2)).cloned().unwrap_or_default();
             let function = functions.get(&line).cloned().unwrap_or_default();
             (int_field(b, 1), (function, file))
         })
@@ -182,31 +183,62 @@ fn within(what: &str, got: i64, want: f64, tolerance: f64) {
 /// The known amounts of tests/workloads/callsites.c.
 fn check_sites(p: &Profile) {
     let sites = by_site(p);
-    let summary: Vec<String> = sites
-        .iter()
-        .map(|(k, v)| format!("{k}: {v:?}"))
-        .collect();
+    let summary: Vec<String> = sites.iter().map(|(k, v)| format!("{k}: {v:?}")).collect();
     println!("sites:\n{}", summary.join("\n"));
     let get = |site: &str, ty: &str| -> i64 {
         sites
             .get(site)
-            .unwrap_or_else(|| panic!("no site {site} in the profile; sites:\n{}", summary.join("\n")))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no site {site} in the profile; sites:\n{}",
+                    summary.join("\n")
+                )
+            })
             .get(ty)
             .copied()
             .unwrap_or(0)
     };
-    within("grow_brk alloc_space", get("grow_brk", "alloc_space"), 32.0 * MIB, 0.01);
-    within("grow_brk inuse_space", get("grow_brk", "inuse_space"), 32.0 * MIB, 0.01);
-    within("grow_mmap alloc_space", get("grow_mmap", "alloc_space"), 64.0 * MIB, 0.01);
-    assert_eq!(get("grow_mmap", "alloc_objects"), 16, "one mmap per 4 MiB malloc");
+    within(
+        "grow_brk alloc_space",
+        get("grow_brk", "alloc_space"),
+        32.0 * MIB,
+        0.01,
+    );
+    within(
+        "grow_brk inuse_space",
+        get("grow_brk", "inuse_space"),
+        32.0 * MIB,
+        0.01,
+    );
+    within(
+        "grow_mmap alloc_space",
+        get("grow_mmap", "alloc_space"),
+        64.0 * MIB,
+        0.01,
+    );
+    assert_eq!(
+        get("grow_mmap", "alloc_objects"),
+        16,
+        "one mmap per 4 MiB malloc"
+    );
     assert!(
         (get("grow_mmap", "inuse_space") as f64) < 0.01 * 64.0 * MIB,
         "grow_mmap's memory was freed (munmap): inuse_space {}",
         get("grow_mmap", "inuse_space")
     );
     assert_eq!(get("grow_mmap", "inuse_objects"), 0);
-    within("grow_direct alloc_space", get("grow_direct", "alloc_space"), 24.0 * MIB, 0.01);
-    within("grow_direct inuse_space", get("grow_direct", "inuse_space"), 24.0 * MIB, 0.01);
+    within(
+        "grow_direct alloc_space",
+        get("grow_direct", "alloc_space"),
+        24.0 * MIB,
+        0.01,
+    );
+    within(
+        "grow_direct inuse_space",
+        get("grow_direct", "inuse_space"),
+        24.0 * MIB,
+        0.01,
+    );
     // Faults are sampled (one in 64 per CPU): an estimate, so a looser bound. 24 MiB in
     // 4 KiB pages.
     let pages = 24.0 * MIB / 4096.0;
@@ -240,7 +272,10 @@ fn sites_of_a_run_name_the_functions_with_their_bytes() {
     assert!(out.status.success(), "tracer failed: {stderr}");
     // The summary's top sites name the functions too.
     for name in ["grow_brk", "grow_mmap", "grow_direct", "touch_pages"] {
-        assert!(stderr.contains(name), "{name} missing from the summary:\n{stderr}");
+        assert!(
+            stderr.contains(name),
+            "{name} missing from the summary:\n{stderr}"
+        );
     }
     check_sites(&read_profile(&profile));
 }
@@ -274,13 +309,21 @@ fn the_served_profile_of_a_running_process_has_the_sites() {
     let profile = poll(
         || {
             let url = format!("{}/debug/pprof/heap?pid={pid}", daemon.api);
-            let mut response = ureq::get(&url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+            let mut response = ureq::get(&url)
+                .call()
+                .unwrap_or_else(|e| panic!("GET {url}: {e}"));
             let body = response.body_mut().read_to_vec().expect("body");
             std::fs::write(&path, &body).unwrap();
             read_profile(&path)
         },
-        |p| by_site(p).get("touch_pages").is_some_and(|s| s.get("faults").is_some_and(|&f| f > 4000))
-            && by_site(p).get("grow_mmap").is_some_and(|s| s.get("inuse_space") == Some(&0)),
+        |p| {
+            by_site(p)
+                .get("touch_pages")
+                .is_some_and(|s| s.get("faults").is_some_and(|&f| f > 4000))
+                && by_site(p)
+                    .get("grow_mmap")
+                    .is_some_and(|s| s.get("inuse_space") == Some(&0))
+        },
     );
     check_sites(&profile);
     // Another process's profile is not there.
@@ -323,14 +366,22 @@ fn sites_of_an_attached_process() {
     poll(
         || {
             let url = format!("{}/debug/pprof/allocs?pid={pid}", daemon.api);
-            let mut response = ureq::get(&url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+            let mut response = ureq::get(&url)
+                .call()
+                .unwrap_or_else(|e| panic!("GET {url}: {e}"));
             let body = response.body_mut().read_to_vec().expect("body");
             let path = dir.join("poll.pb.gz");
             std::fs::write(&path, &body).unwrap();
             read_profile(&path)
         },
-        |p| by_site(p).get("touch_pages").is_some_and(|s| s.get("faults").is_some_and(|&f| f > 4000))
-            && by_site(p).get("grow_mmap").is_some_and(|s| s.get("inuse_space") == Some(&0)),
+        |p| {
+            by_site(p)
+                .get("touch_pages")
+                .is_some_and(|s| s.get("faults").is_some_and(|&f| f > 4000))
+                && by_site(p)
+                    .get("grow_mmap")
+                    .is_some_and(|s| s.get("inuse_space") == Some(&0))
+        },
     );
     signal(pid, libc::SIGUSR1);
     let _ = target.wait();
@@ -349,10 +400,21 @@ fn go_tool_pprof_reads_the_written_profile() {
     let profile = dir.join("go.pb.gz");
     let bin = workload("callsites");
     let out = run_tracer(
-        &["run", "-q", "--pprof", profile.to_str().unwrap(), "--", bin.to_str().unwrap()],
+        &[
+            "run",
+            "-q",
+            "--pprof",
+            profile.to_str().unwrap(),
+            "--",
+            bin.to_str().unwrap(),
+        ],
         Duration::from_secs(60),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let go = Command::new("go")
         .args(["tool", "pprof", "-top", "-sample_index=alloc_space"])
         .arg(&profile)
@@ -365,7 +427,13 @@ fn go_tool_pprof_reads_the_written_profile() {
     assert!(go.status.success(), "go tool pprof failed");
     // -top lists functions by flat and cumulative bytes: every site function is in it.
     for name in ["grow_brk", "grow_mmap", "grow_direct", "main"] {
-        assert!(text.contains(name), "{name} missing from `go tool pprof -top`");
+        assert!(
+            text.contains(name),
+            "{name} missing from `go tool pprof -top`"
+        );
     }
-    assert!(text.contains("Type: alloc_space"), "the sample type Go shows");
+    assert!(
+        text.contains("Type: alloc_space"),
+        "the sample type Go shows"
+    );
 }

@@ -255,10 +255,18 @@ fn router(api: Api) -> Router {
                         "heap" => "inuse_space",
                         "allocs" => "alloc_space",
                         "faults" => "faults",
-                        _ => return (StatusCode::NOT_FOUND, "profiles: heap, allocs, faults\n").into_response(),
+                        _ => {
+                            return (StatusCode::NOT_FOUND, "profiles: heap, allocs, faults\n")
+                                .into_response();
+                        }
                     };
                     let running_only = owner_only(access);
-                    api.ask(Ask::Pprof { pid: q.pid, running_only, default_type }).await
+                    api.ask(Ask::Pprof {
+                        pid: q.pid,
+                        running_only,
+                        default_type,
+                    })
+                    .await
                 },
             ),
         )

@@ -424,6 +424,9 @@ impl Tracker {
         } else {
             self.table.drop_models_exited_before(cutoff);
         }
+        if let Some(stacks) = self.stacks.as_mut() {
+            stacks.retain(&self.table);
+        }
         // A lost exit record is rare: look for vanished processes once a second, not on every
         // drain tick (it costs a map lookup per traced process).
         if self.last_vanish_check.elapsed() < VANISH_CHECK_PERIOD {
@@ -864,7 +867,11 @@ impl Session {
                 }
             }
             Ask::Phase { name, pid } => self.mark_phase(&name, pid),
-            Ask::Pprof { pid, running_only, default_type } => {
+            Ask::Pprof {
+                pid,
+                running_only,
+                default_type,
+            } => {
                 if let Some(pid) = pid
                     && (running_only && !self.tracker.is_running(pid)
                         || self.tracker.table.get(pid).is_none())
@@ -877,7 +884,9 @@ impl Session {
                         s.profile(table, pid, default_type),
                         "application/octet-stream",
                     ),
-                    None => Answer::NotFound("call sites are off: start the tracer with --stacks".into()),
+                    None => Answer::NotFound(
+                        "call sites are off: start the tracer with --stacks".into(),
+                    ),
                 }
             }
             Ask::Report => match serde_json::to_value(self.tracker.report(None)) {

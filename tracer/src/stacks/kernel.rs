@@ -130,9 +130,8 @@ mod tests {
         s.header.kind = STACK_SYSCALL;
         s.stack_len = 16;
         // SAFETY: viewing a plain-integer struct as bytes.
-        let head: &[u8] = unsafe {
-            std::slice::from_raw_parts((&raw const s).cast(), size_of::<StackSample>())
-        };
+        let head: &[u8] =
+            unsafe { std::slice::from_raw_parts((&raw const s).cast(), size_of::<StackSample>()) };
         let mut bytes = head.to_vec();
         assert!(decode(&bytes).is_none(), "the stack bytes are missing");
         bytes.extend_from_slice(&[7; 16]);

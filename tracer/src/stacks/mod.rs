@@ -58,7 +58,7 @@ pub struct StackArgs {
 impl StackArgs {
     /// The probe settings, when stacks are on.
     pub fn settings(&self) -> Option<kernel::StackSettings> {
-        (self.stacks || self.pprof.is_some()).then(|| kernel::StackSettings {
+        (self.stacks || self.pprof.is_some()).then_some(kernel::StackSettings {
             config: StackConfig {
                 stack_bytes: self.stack_bytes,
                 fault_period: self.fault_sample,
@@ -78,6 +78,8 @@ pub struct StackCounters {
     /// before the sample could be taken): the latter count under `[no stack]`.
     pub joined: u64,
     pub unjoined: u64,
+    /// Samples dropped: too many waiting, or never claimed by a record.
+    pub dropped: u64,
 }
 
 /// A sample waiting to be unwound: a syscall's until its record is applied (the model then
@@ -96,6 +98,11 @@ struct Pending {
 /// before its records, so a busy thread has many waiting; older ones than the record being
 /// joined are dropped then (their records were lost or failed early).
 const MAX_PENDING: usize = 1 << 14;
+/// Most stack bytes held by waiting samples; beyond it new samples are dropped (counted).
+const MAX_PENDING_BYTES: usize = 256 << 20;
+/// A sample no record claimed within this long never will (its record was lost, or the
+/// thread is gone).
+const PENDING_TTL_NS: u64 = 10_000_000_000;
 /// A sample belongs to a record whose entry was at most this much later (the two probes run
 /// one after the other on the same tracepoint hit).
 const JOIN_SLACK_NS: u64 = 1_000_000;
@@ -114,6 +121,8 @@ pub struct Collector {
     pending: HashMap<u32, VecDeque<Pending>>,
     faults: Vec<Pending>,
     frames: Vec<Frame>,
+    /// Stack bytes held in `pending` and `faults`.
+    pending_bytes: usize,
     pub counters: StackCounters,
     page_size: u64,
 }
@@ -128,6 +137,7 @@ impl Collector {
             pending: HashMap::new(),
             faults: Vec::new(),
             frames: Vec::new(),
+            pending_bytes: 0,
             counters: StackCounters::default(),
             page_size,
         }
@@ -151,14 +161,23 @@ impl Collector {
             };
             if d.fault {
                 self.counters.fault_samples += 1;
-                if self.faults.len() < MAX_PENDING {
-                    self.faults.push(sample);
-                }
             } else {
                 self.counters.samples += 1;
+            }
+            if self.pending_bytes + sample.stack.len() > MAX_PENDING_BYTES {
+                self.counters.dropped += 1;
+                continue;
+            }
+            self.pending_bytes += sample.stack.len();
+            if d.fault {
+                self.faults.push(sample);
+            } else {
                 let queue = self.pending.entry(d.sample.header.tid).or_default();
-                if queue.len() >= MAX_PENDING {
-                    queue.pop_front();
+                if queue.len() >= MAX_PENDING
+                    && let Some(old) = queue.pop_front()
+                {
+                    self.pending_bytes -= old.stack.len();
+                    self.counters.dropped += 1;
                 }
                 queue.push_back(sample);
             }
@@ -174,8 +193,24 @@ impl Collector {
                 p.sites.add_faults(site, f.weight);
             }
         }
+        for f in &faults {
+            self.pending_bytes -= f.stack.len();
+        }
         self.faults = faults;
         self.faults.clear();
+        // Samples no record claimed in time, and the queues of threads that are gone.
+        let cutoff = crate::procfs::monotonic_ns().saturating_sub(PENDING_TTL_NS);
+        let (bytes, dropped) = (&mut self.pending_bytes, &mut self.counters.dropped);
+        self.pending.retain(|_, queue| {
+            while let Some(old) = queue.front()
+                && old.ts < cutoff
+            {
+                *bytes -= old.stack.len();
+                *dropped += 1;
+                queue.pop_front();
+            }
+            !queue.is_empty()
+        });
     }
 
     /// Unwinds a sample against the model's address space of its process, as of now.
@@ -216,11 +251,19 @@ impl Collector {
                 .iter()
                 .position(|p| p.syscall == syscall && p.ts >= low && p.ts <= e.ts_ns)
             {
-                let mut older = queue.drain(..=i);
-                found = older.next_back();
+                // The ones before it were samples of calls whose records never came.
+                self.counters.dropped += i as u64;
+                for old in queue.drain(..=i) {
+                    self.pending_bytes -= old.stack.len();
+                    found = Some(old);
+                }
             } else {
                 // Samples older than this record's entry will find no record any more.
-                while queue.front().is_some_and(|p| p.ts < low) {
+                while let Some(old) = queue.front()
+                    && old.ts < low
+                {
+                    self.pending_bytes -= old.stack.len();
+                    self.counters.dropped += 1;
                     queue.pop_front();
                 }
             }
@@ -268,7 +311,11 @@ impl Collector {
             SyscallKind::Mremap if !failed => {
                 let (old, old_len, new_len, new) = (a[0], round(a[1]), round(a[2]), e.ret as u64);
                 let grows = new_len > old_len;
-                let site = if grows { Some(self.join(table, e, SYS_MREMAP)) } else { None };
+                let site = if grows {
+                    Some(self.join(table, e, SYS_MREMAP))
+                } else {
+                    None
+                };
                 let sites = &mut self.processes.entry(e.tgid).or_default().sites;
                 let kept = old_len.min(new_len);
                 if new != old {
@@ -276,7 +323,11 @@ impl Collector {
                 }
                 sites.unmap(old.saturating_add(kept), old.saturating_add(old_len));
                 if let Some(site) = site {
-                    sites.map(new.saturating_add(old_len), new.saturating_add(new_len), site);
+                    sites.map(
+                        new.saturating_add(old_len),
+                        new.saturating_add(new_len),
+                        site,
+                    );
                 }
             }
             _ => {}
@@ -290,13 +341,23 @@ impl Collector {
 
     /// The profile of `pid` (every process when None), gzip'ed; `default_type` is the sample
     /// type shown first.
-    pub fn profile(&mut self, table: &ProcessTable, pid: Option<u32>, default_type: &str) -> Vec<u8> {
+    pub fn profile(
+        &mut self,
+        table: &ProcessTable,
+        pid: Option<u32>,
+        default_type: &str,
+    ) -> Vec<u8> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
         let mut b = pprof::Builder::new(default_type, now);
         let no_stack: std::sync::Arc<str> = "[no stack]".into();
-        let mut pids: Vec<u32> = self.processes.keys().copied().filter(|t| pid.is_none_or(|p| p == *t)).collect();
+        let mut pids: Vec<u32> = self
+            .processes
+            .keys()
+            .copied()
+            .filter(|t| pid.is_none_or(|p| p == *t))
+            .collect();
         pids.sort_unstable();
         for tgid in pids {
             let comm = table.get(tgid).map(|p| p.comm.clone()).unwrap_or_default();
@@ -328,8 +389,20 @@ impl Collector {
                         s.faults as i64,
                     ],
                     &[
-                        ("pid", pprof::Label { num: i64::from(tgid), ..Default::default() }),
-                        ("comm", pprof::Label { str: comm_str, ..Default::default() }),
+                        (
+                            "pid",
+                            pprof::Label {
+                                num: i64::from(tgid),
+                                ..Default::default()
+                            },
+                        ),
+                        (
+                            "comm",
+                            pprof::Label {
+                                str: comm_str,
+                                ..Default::default()
+                            },
+                        ),
                     ],
                 );
             }
@@ -345,7 +418,12 @@ impl Collector {
             for (stack, s) in proc.sites.iter() {
                 let frame = stack
                     .iter()
-                    .find(|f| !self.files.get(f.file).is_some_and(|file| is_allocator(&file.name)))
+                    .find(|f| {
+                        !self
+                            .files
+                            .get(f.file)
+                            .is_some_and(|file| is_allocator(&file.name))
+                    })
                     .or(stack.first());
                 let name = match frame {
                     Some(&f) => self.symbols.name(&self.files, f).to_string(),
@@ -357,8 +435,10 @@ impl Collector {
                 e.2 += s.faults;
             }
         }
-        let mut list: Vec<(String, u64, u64, u64)> =
-            by_name.into_iter().map(|(k, v)| (k, v.0, v.1, v.2)).collect();
+        let mut list: Vec<(String, u64, u64, u64)> = by_name
+            .into_iter()
+            .map(|(k, v)| (k, v.0, v.1, v.2))
+            .collect();
         list.sort_by(|a, b| b.1.cmp(&a.1).then(b.3.cmp(&a.3)).then(a.0.cmp(&b.0)));
         list.truncate(n);
         list
@@ -369,9 +449,17 @@ impl Collector {
 /// loader and the common allocators (a site is named by the first frame outside them).
 pub fn is_allocator(path: &str) -> bool {
     let name = symbols::short(path);
-    ["libc.so", "libc-", "ld-linux", "ld-musl", "libjemalloc", "libtcmalloc", "libmimalloc"]
-        .iter()
-        .any(|p| name.starts_with(p))
+    [
+        "libc.so",
+        "libc-",
+        "ld-linux",
+        "ld-musl",
+        "libjemalloc",
+        "libtcmalloc",
+        "libmimalloc",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }
 
 /// At the end of `run` and `attach`: the top sites on stderr (unless quiet) and `--pprof`.

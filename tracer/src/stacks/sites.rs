@@ -115,7 +115,13 @@ impl ProcessSites {
             let pieces = self.pieces.entry(owned.object).or_insert(1);
             *pieces -= 1;
             if s < cut_start {
-                self.ranges.insert(s, Owned { end: cut_start, ..owned });
+                self.ranges.insert(
+                    s,
+                    Owned {
+                        end: cut_start,
+                        ..owned
+                    },
+                );
                 *pieces += 1;
             }
             if cut_end < owned.end {
