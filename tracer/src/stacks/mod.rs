@@ -244,29 +244,12 @@ impl Collector {
 
     /// The site of the sample taken at the entry of `e`, or the `[no stack]` site.
     fn join(&mut self, table: &mut ProcessTable, e: &SyscallEvent, syscall: u32) -> u32 {
-        let mut found = None;
-        if let Some(queue) = self.pending.get_mut(&e.tid) {
-            let low = e.enter_ns.saturating_sub(JOIN_SLACK_NS);
-            if let Some(i) = queue
-                .iter()
-                .position(|p| p.syscall == syscall && p.ts >= low && p.ts <= e.ts_ns)
-            {
-                // The ones before it were samples of calls whose records never came.
-                self.counters.dropped += i as u64;
-                for old in queue.drain(..=i) {
-                    self.pending_bytes -= old.stack.len();
-                    found = Some(old);
-                }
-            } else {
-                // Samples older than this record's entry will find no record any more.
-                while let Some(old) = queue.front()
-                    && old.ts < low
-                {
-                    self.pending_bytes -= old.stack.len();
-                    self.counters.dropped += 1;
-                    queue.pop_front();
-                }
-            }
+        let mut found = self.take_pending(e, syscall);
+        if found.is_none() {
+            // The record may have been read after the samples were drained: its sample,
+            // submitted before the syscall returned, is in the ring buffer by now.
+            self.drain();
+            found = self.take_pending(e, syscall);
         }
         match found {
             Some(sample) => {
@@ -278,6 +261,34 @@ impl Collector {
                 self.processes.entry(e.tgid).or_default().sites.site(&[])
             }
         }
+    }
+
+    /// Takes the waiting sample of `e`'s entry, dropping older ones of its thread.
+    fn take_pending(&mut self, e: &SyscallEvent, syscall: u32) -> Option<Pending> {
+        let queue = self.pending.get_mut(&e.tid)?;
+        let low = e.enter_ns.saturating_sub(JOIN_SLACK_NS);
+        let mut found = None;
+        if let Some(i) = queue
+            .iter()
+            .position(|p| p.syscall == syscall && p.ts >= low && p.ts <= e.ts_ns)
+        {
+            // The ones before it were samples of calls whose records never came.
+            self.counters.dropped += i as u64;
+            for old in queue.drain(..=i) {
+                self.pending_bytes -= old.stack.len();
+                found = Some(old);
+            }
+        } else {
+            // Samples older than this record's entry will find no record any more.
+            while let Some(old) = queue.front()
+                && old.ts < low
+            {
+                self.pending_bytes -= old.stack.len();
+                self.counters.dropped += 1;
+                queue.pop_front();
+            }
+        }
+        found
     }
 
     /// A syscall record was applied; `old_brk` is the break the model had before it.
