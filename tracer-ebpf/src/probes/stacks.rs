@@ -18,8 +18,8 @@
 use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
     helpers::generated::{
-        bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user,
-        bpf_ringbuf_output, bpf_task_pt_regs,
+        bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user, bpf_ringbuf_output,
+        bpf_task_pt_regs,
     },
     macros::{map, raw_tracepoint, tracepoint},
     maps::{PerCpuArray, RingBuf},
@@ -75,13 +75,7 @@ const REGS_SP: usize = 152;
 fn read_reg(regs: *const u8, offset: usize) -> u64 {
     let mut value = 0u64;
     // SAFETY: reads 8 bytes of a kernel pointer through the helper, which faults safely.
-    unsafe {
-        bpf_probe_read_kernel(
-            (&raw mut value).cast(),
-            8,
-            regs.add(offset).cast(),
-        )
-    };
+    unsafe { bpf_probe_read_kernel((&raw mut value).cast(), 8, regs.add(offset).cast()) };
     value
 }
 
