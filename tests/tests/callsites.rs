@@ -437,3 +437,62 @@ fn go_tool_pprof_reads_the_written_profile() {
         "the sample type Go shows"
     );
 }
+
+#[test]
+fn sites_of_a_rust_program_are_demangled() {
+    if !kernel_available() {
+        return;
+    }
+    let dir = scratch("callsites-rust");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads/rust/callsites_rs.rs");
+    let bin = dir.join("callsites_rs");
+    // Release-like: optimized, no frame pointers, no debug info (the default of rustc -O).
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let status = Command::new(&rustc)
+        .args(["-O", "-C", "force-frame-pointers=no", "-C", "debuginfo=0", "-o"])
+        .arg(&bin)
+        .arg(&source)
+        .status()
+        .expect("run rustc");
+    assert!(status.success(), "compiling {}", source.display());
+    let profile = dir.join("rust.pb.gz");
+    let out = run_tracer(
+        &["run", "-q", "--pprof", profile.to_str().unwrap(), "--", bin.to_str().unwrap()],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let p = read_profile(&profile);
+    // Rust's allocation glue (alloc::raw_vec, __rdl_alloc) sits between malloc and the
+    // function: the site is the first frame named after one of the functions.
+    let mut sites: HashMap<&str, HashMap<String, i64>> = HashMap::new();
+    let mut names = Vec::new();
+    for (stack, values) in &p.samples {
+        names.extend(stack.iter().map(|(f, _)| f.clone()));
+        let Some(site) = stack.iter().find_map(|(f, _)| {
+            ["grow_vec_brk", "grow_vec_mmap"]
+                .into_iter()
+                .find(|name| f.contains(name))
+        }) else {
+            continue;
+        };
+        let entry = sites.entry(site).or_default();
+        for (k, v) in values {
+            *entry.entry(k.clone()).or_default() += v;
+        }
+    }
+    println!("sites: {sites:?}");
+    assert!(
+        names.iter().all(|n| !n.starts_with("_ZN") && !n.starts_with("_R")),
+        "mangled names left: {:?}",
+        names.iter().filter(|n| n.starts_with("_ZN") || n.starts_with("_R")).collect::<Vec<_>>()
+    );
+    assert!(
+        names.iter().any(|n| n.contains("callsites_rs::grow_vec_brk")),
+        "no demangled path callsites_rs::grow_vec_brk"
+    );
+    let get = |site: &str, ty: &str| sites.get(site).and_then(|s| s.get(ty)).copied().unwrap_or(0);
+    within("grow_vec_brk alloc_space", get("grow_vec_brk", "alloc_space"), 32.0 * MIB, 0.01);
+    within("grow_vec_brk inuse_space", get("grow_vec_brk", "inuse_space"), 32.0 * MIB, 0.01);
+    within("grow_vec_mmap alloc_space", get("grow_vec_mmap", "alloc_space"), 64.0 * MIB, 0.01);
+    assert_eq!(get("grow_vec_mmap", "inuse_space"), 0, "the large vectors were dropped");
+}
