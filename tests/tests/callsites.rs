@@ -280,6 +280,16 @@ fn sites_of_a_run_name_the_functions_with_their_bytes() {
     check_sites(&read_profile(&profile));
 }
 
+/// Kills a `hold` workload when the test ends, passed or not (it would wait forever).
+struct Reap(u32);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        // SAFETY: kill takes no pointers.
+        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+    }
+}
+
 fn signal(pid: u32, sig: i32) {
     // SAFETY: kill takes no pointers.
     assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0, "kill {pid}");
@@ -304,6 +314,7 @@ fn the_served_profile_of_a_running_process_has_the_sites() {
     }
     let dir = scratch("callsites-served");
     let (daemon, pid) = Daemon::run_workload(&["--stacks"], "callsites", &["hold"]);
+    let _reap = Reap(pid);
     signal(pid, libc::SIGUSR1);
     let path = dir.join("served.pb.gz");
     let profile = poll(
@@ -329,7 +340,7 @@ fn the_served_profile_of_a_running_process_has_the_sites() {
     // Another process's profile is not there.
     let url = format!("{}/debug/pprof/heap?pid=1", daemon.api);
     assert!(ureq::get(&url).call().is_err(), "pid 1 is not traced: 404");
-    signal(pid, libc::SIGUSR1);
+    // `_reap` ends the workload (still waiting for its second signal).
 }
 
 #[test]
@@ -349,6 +360,7 @@ fn sites_of_an_attached_process() {
     stdout.read_line(&mut line).unwrap();
     std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     let pid = target.id();
+    let reap = Reap(pid);
     let profile = dir.join("attach.pb.gz");
     let pid_text = pid.to_string();
     let mut daemon = Daemon::start(&[
@@ -385,6 +397,8 @@ fn sites_of_an_attached_process() {
     );
     signal(pid, libc::SIGUSR1);
     let _ = target.wait();
+    // Reaped: its pid may be reused from now on.
+    std::mem::forget(reap);
     let out = daemon.wait(Duration::from_secs(30));
     assert!(out.status.success(), "tracer attach failed");
     check_sites(&read_profile(&profile));
@@ -449,7 +463,14 @@ fn sites_of_a_rust_program_are_demangled() {
     // Release-like: optimized, no frame pointers, no debug info (the default of rustc -O).
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let status = Command::new(&rustc)
-        .args(["-O", "-C", "force-frame-pointers=no", "-C", "debuginfo=0", "-o"])
+        .args([
+            "-O",
+            "-C",
+            "force-frame-pointers=no",
+            "-C",
+            "debuginfo=0",
+            "-o",
+        ])
         .arg(&bin)
         .arg(&source)
         .status()
@@ -457,10 +478,21 @@ fn sites_of_a_rust_program_are_demangled() {
     assert!(status.success(), "compiling {}", source.display());
     let profile = dir.join("rust.pb.gz");
     let out = run_tracer(
-        &["run", "-q", "--pprof", profile.to_str().unwrap(), "--", bin.to_str().unwrap()],
+        &[
+            "run",
+            "-q",
+            "--pprof",
+            profile.to_str().unwrap(),
+            "--",
+            bin.to_str().unwrap(),
+        ],
         Duration::from_secs(60),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let p = read_profile(&profile);
     // Rust's allocation glue (alloc::raw_vec, __rdl_alloc) sits between malloc and the
     // function: the site is the first frame named after one of the functions.
@@ -482,17 +514,86 @@ fn sites_of_a_rust_program_are_demangled() {
     }
     println!("sites: {sites:?}");
     assert!(
-        names.iter().all(|n| !n.starts_with("_ZN") && !n.starts_with("_R")),
+        names
+            .iter()
+            .all(|n| !n.starts_with("_ZN") && !n.starts_with("_R")),
         "mangled names left: {:?}",
-        names.iter().filter(|n| n.starts_with("_ZN") || n.starts_with("_R")).collect::<Vec<_>>()
+        names
+            .iter()
+            .filter(|n| n.starts_with("_ZN") || n.starts_with("_R"))
+            .collect::<Vec<_>>()
     );
     assert!(
-        names.iter().any(|n| n.contains("callsites_rs::grow_vec_brk")),
+        names
+            .iter()
+            .any(|n| n.contains("callsites_rs::grow_vec_brk")),
         "no demangled path callsites_rs::grow_vec_brk"
     );
-    let get = |site: &str, ty: &str| sites.get(site).and_then(|s| s.get(ty)).copied().unwrap_or(0);
-    within("grow_vec_brk alloc_space", get("grow_vec_brk", "alloc_space"), 32.0 * MIB, 0.01);
-    within("grow_vec_brk inuse_space", get("grow_vec_brk", "inuse_space"), 32.0 * MIB, 0.01);
-    within("grow_vec_mmap alloc_space", get("grow_vec_mmap", "alloc_space"), 64.0 * MIB, 0.01);
-    assert_eq!(get("grow_vec_mmap", "inuse_space"), 0, "the large vectors were dropped");
+    let get = |site: &str, ty: &str| {
+        sites
+            .get(site)
+            .and_then(|s| s.get(ty))
+            .copied()
+            .unwrap_or(0)
+    };
+    within(
+        "grow_vec_brk alloc_space",
+        get("grow_vec_brk", "alloc_space"),
+        32.0 * MIB,
+        0.01,
+    );
+    within(
+        "grow_vec_brk inuse_space",
+        get("grow_vec_brk", "inuse_space"),
+        32.0 * MIB,
+        0.01,
+    );
+    within(
+        "grow_vec_mmap alloc_space",
+        get("grow_vec_mmap", "alloc_space"),
+        64.0 * MIB,
+        0.01,
+    );
+    assert_eq!(
+        get("grow_vec_mmap", "inuse_space"),
+        0,
+        "the large vectors were dropped"
+    );
+}
+
+#[test]
+fn profiles_follow_the_api_access_rules() {
+    if !kernel_available() {
+        return;
+    }
+    // No --trust-tcp-clients and no token: a TCP client may see only the public routes.
+    let bin = workload("callsites");
+    let mut daemon = Daemon::start_as_is(&[
+        "run",
+        "-q",
+        "--listen",
+        "127.0.0.1:0",
+        "--stacks",
+        "--",
+        bin.to_str().unwrap(),
+        "hold",
+    ]);
+    let list: serde_json::Value = poll(
+        || serde_json::from_str(&daemon.get("/api/v1/processes")).expect("JSON"),
+        |v: &serde_json::Value| v["processes"].as_array().is_some_and(|l| !l.is_empty()),
+    );
+    let pid = list["processes"][0]["pid"].as_u64().expect("a traced pid") as u32;
+    let _reap = Reap(pid);
+    for path in [
+        format!("/debug/pprof/heap?pid={pid}"),
+        "/debug/pprof/allocs".to_string(),
+    ] {
+        let url = format!("{}{path}", daemon.api);
+        match ureq::get(&url).call() {
+            Err(ureq::Error::StatusCode(code)) => assert_eq!(code, 403, "{path}"),
+            other => panic!("{path}: expected 403, got {other:?}"),
+        }
+    }
+    signal(pid, libc::SIGKILL);
+    let _ = daemon.wait(Duration::from_secs(30));
 }
