@@ -597,3 +597,80 @@ fn profiles_follow_the_api_access_rules() {
     signal(pid, libc::SIGKILL);
     let _ = daemon.wait(Duration::from_secs(30));
 }
+
+#[test]
+fn sites_under_preloaded_jemalloc_are_named() {
+    if !kernel_available() {
+        return;
+    }
+    // jemalloc maps its own extents (mmap only, sizes of its choosing, kept after free: it
+    // retains address space), so the address-space figures are not the requested amounts:
+    // the sites must be named, and each mapped at least what it asked for.
+    let jemalloc = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+    assert!(
+        Path::new(jemalloc).exists(),
+        "{jemalloc} (Debian libjemalloc2) is missing"
+    );
+    let dir = scratch("callsites-jemalloc");
+    let profile = dir.join("jemalloc.pb.gz");
+    let bin = workload("callsites");
+    let preload = format!("LD_PRELOAD={jemalloc}");
+    let out = run_tracer(
+        &[
+            "run",
+            "-q",
+            "--pprof",
+            profile.to_str().unwrap(),
+            "--",
+            "env",
+            &preload,
+            bin.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = read_profile(&profile);
+    let mut sites: HashMap<String, HashMap<String, i64>> = HashMap::new();
+    for (stack, values) in &p.samples {
+        // The first frame outside libc, the loader and jemalloc.
+        let Some((site, _)) = stack.iter().find(|(_, file)| {
+            let name = file.rsplit('/').next().unwrap_or(file);
+            !["libc.so", "ld-linux", "libjemalloc"]
+                .iter()
+                .any(|p| name.starts_with(p))
+        }) else {
+            continue;
+        };
+        let entry = sites.entry(site.clone()).or_default();
+        for (k, v) in values {
+            *entry.entry(k.clone()).or_default() += v;
+        }
+    }
+    println!("sites: {sites:?}");
+    for (site, asked) in [
+        ("grow_brk", 32.0),
+        ("grow_mmap", 64.0),
+        ("grow_direct", 24.0),
+    ] {
+        let mapped = sites
+            .get(site)
+            .and_then(|s| s.get("alloc_space"))
+            .copied()
+            .unwrap_or_else(|| panic!("no site {site}: {sites:?}")) as f64;
+        assert!(
+            mapped >= asked * MIB && mapped <= 2.0 * asked * MIB,
+            "{site} mapped {:.1} MiB for {asked} MiB asked",
+            mapped / MIB
+        );
+    }
+    within(
+        "grow_direct alloc_space (a direct mmap)",
+        sites["grow_direct"]["alloc_space"],
+        24.0 * MIB,
+        0.01,
+    );
+}

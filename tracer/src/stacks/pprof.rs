@@ -259,3 +259,51 @@ pub fn decode(gz: &[u8]) -> Result<Profile, String> {
         .map_err(|e| format!("not gzip: {e}"))?;
     Profile::decode(&*raw).map_err(|e| format!("not a profile: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_reads_back_with_shared_strings_functions_and_locations() {
+        let mut b = Builder::new("inuse_space", 7);
+        let f: std::sync::Arc<str> = "grow".into();
+        let m = b.mapping(3, "/bin/x");
+        let l1 = b.location(m, 0x10, &f);
+        let l2 = b.location(m, 0x10, &f);
+        let l3 = b.location(m, 0x20, &f);
+        assert_eq!(l1, l2, "one location per address");
+        b.sample(
+            vec![l1, l3],
+            [1, 4096, 1, 4096, 0],
+            &[(
+                "pid",
+                Label {
+                    num: 42,
+                    ..Default::default()
+                },
+            )],
+        );
+        let p = decode(&b.finish()).unwrap();
+        let s = |i: i64| p.string_table[i as usize].as_str();
+        assert_eq!(s(0), "", "pprof wants the empty string first");
+        let types: Vec<&str> = p.sample_type.iter().map(|t| s(t.r#type)).collect();
+        assert_eq!(
+            types,
+            [
+                "alloc_objects",
+                "alloc_space",
+                "inuse_objects",
+                "inuse_space",
+                "faults"
+            ]
+        );
+        assert_eq!(s(p.default_sample_type), "inuse_space");
+        assert_eq!(p.function.len(), 1);
+        assert_eq!(p.location.len(), 2);
+        assert_eq!(p.sample[0].value, [1, 4096, 1, 4096, 0]);
+        assert_eq!(s(p.sample[0].label[0].key), "pid");
+        assert_eq!(s(p.mapping[0].filename), "/bin/x");
+        assert!(decode(b"not gzip").is_err());
+    }
+}
