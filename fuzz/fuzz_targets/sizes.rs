@@ -9,5 +9,5 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = tracer::units::parse_size(text);
     let _ = tracer::check::diff::parse_threshold(text);
-    let _ = tracer::cli::parse_ring_size(text);
+    let _ = tracer::units::parse_ring_size(text);
 });

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod counters;
 pub mod record;
+pub mod stack;
 
 /// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;

@@ -4,4 +4,5 @@ mod faults;
 mod lifecycle;
 mod order;
 mod rss;
+mod stacks;
 mod syscalls;

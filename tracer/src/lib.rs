@@ -14,6 +14,7 @@ mod parser_props;
 pub mod procfs;
 pub mod server;
 pub mod session;
+pub mod stacks;
 pub mod tracking;
 pub mod units;
 pub mod views;

@@ -92,7 +92,7 @@ proptest! {
     #[test]
     fn sizes_thresholds_and_ring_sizes_of_any_text_parse_or_fail(text in texty(&["4", "096", "K", "MiB", "G", "%", "+", ">", ":", "*", "peak_rss", "tree", ".5", "18446744073709551615"])) {
         let _ = crate::units::parse_size(&text);
-        let _ = crate::cli::parse_ring_size(&text);
+        let _ = crate::units::parse_ring_size(&text);
         let _ = crate::check::diff::parse_threshold(&text);
     }
 

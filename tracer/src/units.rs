@@ -89,6 +89,28 @@ pub fn hex(value: u64) -> String {
     format!("{value:#x}")
 }
 
+/// Parses sizes like `4096`, `256K`, `8M`, `8MiB`; must be a power of two of at least 4 KiB.
+pub fn parse_ring_size(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits_end);
+    let num: u64 = num.parse().map_err(|_| format!("`{text}` is not a size"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}` (use K, M or G)")),
+    };
+    let bytes = num.checked_mul(factor).ok_or("size too large")?;
+    if bytes < 4096 || !bytes.is_power_of_two() || bytes > (1 << 30) {
+        return Err(format!(
+            "{bytes} bytes: must be a power of two between 4K and 1G"
+        ));
+    }
+    Ok(bytes as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

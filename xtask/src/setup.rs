@@ -56,6 +56,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "boots the kernel matrix of `cargo xtask vmtest`",
     ),
     (
+        "golang-go",
+        "`go tool pprof`, which reads the call-site profiles in the tests",
+    ),
+    (
         "qemu-system-arm",
         "boots the arm64 kernels of `cargo xtask vmtest --arch arm64`",
     ),

@@ -1,6 +1,7 @@
 //! Command-line interface.
 
 pub mod exit;
+pub mod stacks;
 
 use std::{ffi::OsString, path::PathBuf};
 
@@ -160,6 +161,10 @@ pub const DEFAULT_ATTACH_LISTEN: &str = "127.0.0.1:19410";
 
 #[derive(Debug, Args)]
 pub struct CommonArgs {
+    /// Call sites (`--stacks`, `--pprof`): see src/stacks/.
+    #[command(flatten)]
+    pub stacks: stacks::StackArgs,
+
     /// Write every decoded record as one JSON object per line to PATH (`-` for stdout).
     /// Addresses, lengths and flags are hex strings; see docs/events.md for the fields.
     #[arg(long, value_name = "PATH|-")]
@@ -175,7 +180,7 @@ pub struct CommonArgs {
     /// Ring buffer size between the probes and the daemon: a power of two from 4K to 1G, in
     /// bytes or with a K/M/G (or KiB/MiB/GiB) suffix. Records that do not fit are counted as
     /// lost, never dropped silently.
-    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_ring_size)]
+    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = crate::units::parse_ring_size)]
     pub ring_buffer_size: u32,
 
     /// Wake the daemon only once this many bytes of records wait in the ring buffer (it also
@@ -337,28 +342,6 @@ fn parse_comm(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
-/// Parses sizes like `4096`, `256K`, `8M`, `8MiB`; must be a power of two of at least 4 KiB.
-pub fn parse_ring_size(text: &str) -> Result<u32, String> {
-    let t = text.trim();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(digits_end);
-    let num: u64 = num.parse().map_err(|_| format!("`{text}` is not a size"))?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit `{other}` (use K, M or G)")),
-    };
-    let bytes = num.checked_mul(factor).ok_or("size too large")?;
-    if bytes < 4096 || !bytes.is_power_of_two() || bytes > (1 << 30) {
-        return Err(format!(
-            "{bytes} bytes: must be a power of two between 4K and 1G"
-        ));
-    }
-    Ok(bytes as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,12 +390,12 @@ mod tests {
 
     #[test]
     fn ring_sizes() {
-        assert_eq!(parse_ring_size("8M"), Ok(8 << 20));
-        assert_eq!(parse_ring_size("4096"), Ok(4096));
-        assert_eq!(parse_ring_size("256KiB"), Ok(256 << 10));
-        assert!(parse_ring_size("3M").is_err());
-        assert!(parse_ring_size("8Q").is_err());
-        assert!(parse_ring_size("1K").is_err());
+        assert_eq!(crate::units::parse_ring_size("8M"), Ok(8 << 20));
+        assert_eq!(crate::units::parse_ring_size("4096"), Ok(4096));
+        assert_eq!(crate::units::parse_ring_size("256KiB"), Ok(256 << 10));
+        assert!(crate::units::parse_ring_size("3M").is_err());
+        assert!(crate::units::parse_ring_size("8Q").is_err());
+        assert!(crate::units::parse_ring_size("1K").is_err());
     }
 
     #[test]

@@ -229,6 +229,12 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
     session.tracker.finish();
     remove_socket(listen.as_ref());
     print_summary(&session, args.common.quiet);
+    super::finish_stacks(
+        session.tracker.stacks.as_mut(),
+        &session.tracker.table,
+        &args.common.stacks,
+        args.common.quiet,
+    )?;
     if !outputs.finish(&mut session.tracker, None)? {
         eprintln!("tracer: a check failed: exit status {EXIT_CHECK_FAILED}");
         return Ok(EXIT_CHECK_FAILED);

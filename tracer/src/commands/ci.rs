@@ -73,6 +73,9 @@ impl Outputs {
         if let Some(path) = &common.html {
             ensure_writable(path, "HTML page")?;
         }
+        if let Some(path) = &common.stacks.pprof {
+            ensure_writable(path, "pprof profile")?;
+        }
         Ok(Outputs {
             report: common.report.clone(),
             html: common.html.clone(),

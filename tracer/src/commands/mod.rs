@@ -89,3 +89,27 @@ fn print_summary(session: &Session, quiet: bool) {
         );
     }
 }
+
+/// At the end of `run` and `attach` with `--stacks`: the top call sites on stderr (unless
+/// quiet), and the profile written to `--pprof PATH`.
+fn finish_stacks(
+    collector: Option<&mut crate::stacks::Collector>,
+    table: &crate::tracking::table::ProcessTable,
+    args: &crate::cli::stacks::StackArgs,
+    quiet: bool,
+) -> Result<(), TracerError> {
+    let Some(collector) = collector else {
+        return Ok(());
+    };
+    if !quiet {
+        crate::stacks::print_top_sites(collector);
+    }
+    if let Some(path) = &args.pprof {
+        let bytes = collector.profile(table, None, "inuse_space");
+        crate::output::outfile::write(path, &bytes).map_err(|e| TracerError::Write {
+            what: format!("cannot write the pprof profile to {}", path.display()),
+            source: e.into(),
+        })?;
+    }
+    Ok(())
+}

@@ -102,6 +102,12 @@ pub async fn run(args: RunArgs) -> Result<i32, TracerError> {
     session.tracker.finish();
     remove_socket(args.common.listen.as_ref());
     print_summary(&session, args.common.quiet);
+    super::finish_stacks(
+        session.tracker.stacks.as_mut(),
+        &session.tracker.table,
+        &args.common.stacks,
+        args.common.quiet,
+    )?;
     let passed = outputs.finish(&mut session.tracker, Some(status))?;
     if !passed {
         if status != 0 {

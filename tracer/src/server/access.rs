@@ -124,11 +124,13 @@ fn scope(method: &Method, path: &str, query: Option<&str>) -> Scope {
         "/" | "/healthz" | "/metrics" | "/api/v1/processes" if method != Method::POST => {
             Scope::Public
         }
-        "/api/v1/phases" => match pid_parameter(query) {
-            Some(Some(pid)) => Scope::Process(pid),
-            // An unreadable pid parameter is refused by the handler; authorise as for all.
-            _ => Scope::All,
-        },
+        "/api/v1/phases" | "/debug/pprof/heap" | "/debug/pprof/allocs" | "/debug/pprof/faults" => {
+            match pid_parameter(query) {
+                Some(Some(pid)) => Scope::Process(pid),
+                // An unreadable pid parameter is refused by the handler; authorise as for all.
+                _ => Scope::All,
+            }
+        }
         _ => match path
             .strip_prefix("/api/v1/processes/")
             .and_then(|rest| rest.split('/').next())
@@ -466,6 +468,16 @@ mod tests {
         );
         assert_eq!(
             scope(&Method::POST, "/api/v1/phases", Some("name=a")),
+            Scope::All
+        );
+        // A call-site profile is a process's as its layout is; all of them need full access.
+        assert_eq!(
+            scope(&Method::GET, "/debug/pprof/heap", Some("seconds=30&pid=7")),
+            Scope::Process(7)
+        );
+        assert_eq!(scope(&Method::GET, "/debug/pprof/heap", None), Scope::All);
+        assert_eq!(
+            scope(&Method::GET, "/debug/pprof/other", Some("pid=7")),
             Scope::All
         );
         assert_eq!(scope(&Method::POST, "/anything", None), Scope::All);

@@ -51,6 +51,12 @@ pub enum Ask {
     },
     /// The report (`--report`'s document) as of now.
     Report,
+    /// The call-site profile (`--stacks`) of one process or of all, gzip'ed pprof.
+    Pprof {
+        pid: Option<u32>,
+        running_only: bool,
+        default_type: &'static str,
+    },
 }
 
 /// Whether a request may only see running processes (see `Access::Owner`).
@@ -72,6 +78,8 @@ pub enum Answer {
     /// A limit was reached (the phase table of a process is full): nothing was changed.
     TooMany(String),
     Failed(String),
+    /// A binary body and its Content-Type.
+    Bytes(Vec<u8>, &'static str),
 }
 
 pub struct Query {
@@ -131,6 +139,9 @@ impl Api {
             }
             Answer::Failed(why) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, format!("{why}\n")).into_response()
+            }
+            Answer::Bytes(body, content_type) => {
+                ([(header::CONTENT_TYPE, content_type)], body).into_response()
             }
         }
     }
@@ -232,7 +243,41 @@ fn router(api: Api) -> Router {
             "/api/v1/report",
             get(|State(api): State<Api>| async move { api.ask(Ask::Report).await }),
         )
+        .route(
+            "/debug/pprof/{profile}",
+            get(
+                |State(api): State<Api>,
+                 Path(profile): Path<String>,
+                 UrlQuery(q): UrlQuery<PprofQuery>,
+                 access: Option<Extension<Access>>| async move {
+                    // Go's names: `heap` shows the memory in use first, `allocs` all mapped.
+                    let default_type = match profile.as_str() {
+                        "heap" => "inuse_space",
+                        "allocs" => "alloc_space",
+                        "faults" => "faults",
+                        _ => {
+                            return (StatusCode::NOT_FOUND, "profiles: heap, allocs, faults\n")
+                                .into_response();
+                        }
+                    };
+                    let running_only = owner_only(access);
+                    api.ask(Ask::Pprof {
+                        pid: q.pid,
+                        running_only,
+                        default_type,
+                    })
+                    .await
+                },
+            ),
+        )
         .with_state(api)
+}
+
+/// `GET /debug/pprof/{heap,allocs,faults}[?pid=PID]` (`seconds` and other parameters that
+/// scrapers send are ignored: the profile is cumulative).
+#[derive(serde::Deserialize)]
+struct PprofQuery {
+    pid: Option<u32>,
 }
 
 /// `POST /api/v1/phases?name=NAME[&pid=PID]`.

@@ -173,6 +173,28 @@ impl Session {
                 }
             }
             Ask::Phase { name, pid } => self.mark_phase(&name, pid),
+            Ask::Pprof {
+                pid,
+                running_only,
+                default_type,
+            } => {
+                if let Some(pid) = pid
+                    && (running_only && !self.tracker.is_running(pid)
+                        || self.tracker.table.get(pid).is_none())
+                {
+                    return not_found(pid);
+                }
+                let Tracker { stacks, table, .. } = &mut self.tracker;
+                match stacks.as_mut() {
+                    Some(s) => Answer::Bytes(
+                        s.profile(table, pid, default_type),
+                        "application/octet-stream",
+                    ),
+                    None => Answer::NotFound(
+                        "call sites are off: start the tracer with --stacks".into(),
+                    ),
+                }
+            }
             Ask::Report => match serde_json::to_value(self.tracker.report(None)) {
                 Ok(value) => Answer::Json(value),
                 Err(err) => Answer::Failed(format!("cannot serialise the report: {err}")),

@@ -79,8 +79,13 @@ impl Session {
             mmap_lock_order: args.mmap_lock_order,
             rss_source: args.rss_source,
             trace_cgroup: filter.cgroup.is_some(),
+            stacks: args.stacks.settings(),
         };
-        let (probes, ring) = Probes::load(&tracefs, &opts)?;
+        let (mut probes, ring) = Probes::load(&tracefs, &opts)?;
+        let stacks = probes
+            .stack_ring
+            .take()
+            .map(|ring| crate::stacks::Collector::new(ring, procfs::page_size()));
         for missing in &probes.attached.optional_missing {
             log::info!(
                 "optional tracepoint {missing} is missing: new tasks are classified from /proc"
@@ -147,6 +152,7 @@ impl Session {
                 subtree: filter
                     .cgroup
                     .map(|dir| crate::procfs::cgroup::Subtree::new(dir.to_path_buf())),
+                stacks,
             },
             drain_interval: Duration::from_millis(args.drain_interval_ms),
             drift_interval: (args.drift_check_interval > 0)
@@ -253,12 +259,19 @@ fn drain_into(ring: &mut RingBuf<MapData>, tracker: &mut Tracker) {
     // lands in a quiet moment (records of the new seed's window are then read anew).
     for _ in 0..reconcile::MAX_RESEEDS_IN_A_ROW {
         let mut any = false;
+        // Stack samples first: a syscall record then finds the sample of its entry.
+        if let Some(stacks) = tracker.stacks.as_mut() {
+            stacks.drain();
+        }
         while let Some(item) = ring.next() {
             tracker.handle_record(&item);
             any = true;
         }
         if any {
             tracker.flush_events();
+        }
+        if let Some(stacks) = tracker.stacks.as_mut() {
+            stacks.after_records(&mut tracker.table);
         }
         tracker.finish_exits();
         if !tracker.reseed_where_needed() {

@@ -55,6 +55,8 @@ pub struct Tracker {
     pub(super) steps: Vec<Step>,
     /// `attach --cgroup`: the subtree whose cgroups the exec probe follows.
     pub subtree: Option<crate::procfs::cgroup::Subtree>,
+    /// `--stacks`: call sites of memory growth.
+    pub stacks: Option<crate::stacks::Collector>,
 }
 
 impl Tracker {
@@ -134,7 +136,14 @@ impl Tracker {
         if let Event::Exec(exec) = event {
             self.on_exec(exec);
         }
+        let old_brk = match (event, &self.stacks) {
+            (Event::Syscall(e), Some(_)) => self.table.get(e.tgid).and_then(|p| p.heap.end),
+            _ => None,
+        };
         let follow_up = self.table.apply(event);
+        if let (Event::Syscall(e), Some(stacks)) = (event, self.stacks.as_mut()) {
+            stacks.on_syscall(&mut self.table, e, old_brk);
+        }
         if let Event::Fork(fork) = &event
             && fork.child == crate::kernel::events::TaskKind::Process
             && let Some(child) = self.table.get_mut(fork.child_pid)
@@ -415,6 +424,9 @@ impl Tracker {
             }
         } else {
             self.table.drop_models_exited_before(cutoff);
+        }
+        if let Some(stacks) = self.stacks.as_mut() {
+            stacks.retain(&self.table);
         }
         // A lost exit record is rare: look for vanished processes once a second, not on every
         // drain tick (it costs a map lookup per traced process).

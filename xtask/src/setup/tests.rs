@@ -23,6 +23,7 @@ const TEST_PROGRAMS: &[(&str, &str)] = &[
     ("true", "coreutils"),
     ("/bin/true", "coreutils"),
     ("/usr/bin/env", "coreutils"),
+    ("env", "coreutils"),
     ("/bin/sleep", "coreutils"),
     ("/bin/cat", "coreutils"),
     ("cat", "coreutils"),
@@ -42,6 +43,8 @@ const TEST_PROGRAMS: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
     ("unshare", "util-linux"),
     ("promtool", "prometheus"),
+    // `go tool pprof` reads the profiles of --pprof and /debug/pprof in the call-site tests.
+    ("go", "golang-go"),
     ("prometheus", "prometheus"),
     ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "libjemalloc2"),
     (

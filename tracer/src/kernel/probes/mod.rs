@@ -6,6 +6,7 @@ pub mod fault_events;
 pub mod features;
 mod fields;
 pub mod options;
+pub mod stacks;
 
 pub use self::options::{MmapLockOrder, ProbeError, ProbeOptions, RssSource};
 
@@ -65,6 +66,8 @@ pub struct Probes {
     /// Whether kmem:rss_stat is attached.
     rss_events: bool,
     pub attached: Attached,
+    /// `--stacks`: the ring buffer of stack samples, taken by the session.
+    pub stack_ring: Option<RingBuf<MapData>>,
 }
 
 impl Probes {
@@ -96,6 +99,9 @@ impl Probes {
             .map_max_entries("EVENTS", opts.ring_buffer_bytes);
         for map in ["TRACED", "FAULTS", "STACK_LOW", "RSS", "MM_OWNER", "MM_SEQ"] {
             loader.map_max_entries(map, opts.max_processes);
+        }
+        if let Some(stacks) = &opts.stacks {
+            self::stacks::configure(&mut loader, stacks);
         }
         let mut ebpf = loader
             .load(PROBES_OBJECT)
@@ -149,6 +155,14 @@ impl Probes {
             }
         }
 
+        let stack_ring = match &opts.stacks {
+            Some(stacks) => {
+                let (ring, names) = self::stacks::attach(&mut ebpf, stacks)?;
+                attached.tracepoints.extend(names);
+                Some(ring)
+            }
+            None => None,
+        };
         let mut comm_filter: HashMap<MapData, [u8; 16], u32> = take(&mut ebpf, "COMM_FILTER")?;
         let lists = [
             (&opts.trace_comms, COMM_TRACE),
@@ -187,6 +201,7 @@ impl Probes {
             rss_events: detected.rss_events,
             _ebpf: ebpf,
             attached,
+            stack_ring,
         };
         Ok((probes, ring))
     }

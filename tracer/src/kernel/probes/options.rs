@@ -3,6 +3,8 @@
 
 use thiserror::Error;
 
+use tracer_common::stack::StackConfig;
+
 use crate::kernel::tracefs::TracefsError;
 
 /// When records are put in the kernel's order (`--mmap-lock-order`).
@@ -82,4 +84,14 @@ pub struct ProbeOptions {
     pub rss_source: RssSource,
     /// Start tracing at exec only in the cgroups `follow_cgroups` lists (`attach --cgroup`).
     pub trace_cgroup: bool,
+    /// `--stacks`: load and attach the stack programs (`stacks`).
+    pub stacks: Option<StackSettings>,
+}
+
+/// What the stack programs of `--stacks` need to know, fixed at load.
+#[derive(Clone, Debug)]
+pub struct StackSettings {
+    pub config: StackConfig,
+    /// Size of the `STACK_EVENTS` ring buffer (a power of two).
+    pub ring_bytes: u32,
 }

@@ -1,0 +1,135 @@
+//! The kernel side of `--stacks`: the stack programs' settings, attaching them, their ring
+//! buffer, and decoding their samples.
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, RingBuf},
+    programs::{RawTracePoint, TracePoint},
+};
+use tracer_common::stack::{STACK_FAULT, STACK_SYSCALL, StackSample};
+
+use super::options::{ProbeError, StackSettings};
+
+/// Before the object is loaded: the settings and the ring buffer's size.
+pub fn configure<'a>(loader: &mut EbpfLoader<'a>, settings: &'a StackSettings) {
+    loader
+        .override_global("STACK_CONFIG", &settings.config, true)
+        .map_max_entries("STACK_EVENTS", settings.ring_bytes);
+}
+
+/// (program, tracepoint group, tracepoint) of the syscall samples.
+const SYSCALL_PROGRAMS: [(&str, &str, &str); 3] = [
+    ("stack_enter_brk", "syscalls", "sys_enter_brk"),
+    ("stack_enter_mmap", "syscalls", "sys_enter_mmap"),
+    ("stack_enter_mremap", "syscalls", "sys_enter_mremap"),
+];
+
+/// Attaches the stack programs (the fault sampler only with a period) and takes their ring
+/// buffer. Returns the tracepoints attached too.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    settings: &StackSettings,
+) -> Result<(RingBuf<MapData>, Vec<String>), ProbeError> {
+    let mut attached = Vec::new();
+    for (name, group, event) in SYSCALL_PROGRAMS {
+        let program_error = |source| ProbeError::Program {
+            program: name.to_owned(),
+            source: Box::new(source),
+        };
+        let program: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::MissingProgram(name.to_owned()))?
+            .try_into()
+            .map_err(program_error)?;
+        program.load().map_err(program_error)?;
+        program
+            .attach(group, event)
+            .map_err(|source| ProbeError::Attach {
+                program: name.to_owned(),
+                target: format!("tracepoint {group}:{event}"),
+                source: Box::new(source),
+            })?;
+        attached.push(format!("{group}:{event} (stacks)"));
+    }
+    if settings.config.fault_period > 0 {
+        let name = "stack_page_fault";
+        let program_error = |source| ProbeError::Program {
+            program: name.to_owned(),
+            source: Box::new(source),
+        };
+        let program: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::MissingProgram(name.to_owned()))?
+            .try_into()
+            .map_err(program_error)?;
+        program.load().map_err(program_error)?;
+        program
+            .attach("page_fault_user")
+            .map_err(|source| ProbeError::Attach {
+                program: name.to_owned(),
+                target: "raw tracepoint page_fault_user".into(),
+                source: Box::new(source),
+            })?;
+        attached.push("exceptions:page_fault_user (stacks)".into());
+    }
+    let ring = ebpf
+        .take_map("STACK_EVENTS")
+        .ok_or(ProbeError::MissingMap("STACK_EVENTS"))?;
+    let ring = RingBuf::try_from(ring).map_err(|source| ProbeError::Map {
+        name: "STACK_EVENTS",
+        source: Box::new(source),
+    })?;
+    Ok((ring, attached))
+}
+
+/// A decoded sample: the fixed part and the stack bytes that follow it.
+pub struct Decoded<'a> {
+    pub sample: StackSample,
+    pub fault: bool,
+    pub stack: &'a [u8],
+}
+
+/// Decodes a sample, checking every length (the bytes come from the kernel, but a wrong
+/// length must not crash the daemon).
+pub fn decode(bytes: &[u8]) -> Option<Decoded<'_>> {
+    let fixed = size_of::<StackSample>();
+    if bytes.len() < fixed {
+        return None;
+    }
+    // SAFETY: `fixed` bytes are there; StackSample is plain integers (any bit pattern is
+    // valid) and read unaligned.
+    let sample: StackSample = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let fault = match sample.header.kind {
+        STACK_SYSCALL => false,
+        STACK_FAULT => true,
+        _ => return None,
+    };
+    let stack = bytes.get(fixed..fixed.checked_add(sample.stack_len as usize)?)?;
+    Some(Decoded {
+        sample,
+        fault,
+        stack,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_or_lying_samples_are_refused() {
+        let mut s = StackSample::default();
+        s.header.kind = STACK_SYSCALL;
+        s.stack_len = 16;
+        // SAFETY: viewing a plain-integer struct as bytes.
+        let head: &[u8] =
+            unsafe { std::slice::from_raw_parts((&raw const s).cast(), size_of::<StackSample>()) };
+        let mut bytes = head.to_vec();
+        assert!(decode(&bytes).is_none(), "the stack bytes are missing");
+        bytes.extend_from_slice(&[7; 16]);
+        assert_eq!(decode(&bytes).unwrap().stack, &[7; 16]);
+        assert!(decode(&bytes[..10]).is_none());
+        bytes[0] = 9;
+        assert!(decode(&bytes).is_none(), "unknown kind");
+    }
+}
