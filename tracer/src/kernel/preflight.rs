@@ -181,3 +181,18 @@ mod mremap_tests {
         );
     }
 }
+
+/// An environment variable meant for tests and debugging (`TRACER_BTF`, `TRACER_FAULT_SOURCE`,
+/// ...), or None when this process runs with more privilege than whoever started it (a
+/// file-capability or set-id binary: AT_SECURE), where the caller's environment must not
+/// choose what the probes read in the kernel.
+pub fn debug_env(name: &str) -> Option<std::ffi::OsString> {
+    // SAFETY: getauxval has no preconditions.
+    let secure = unsafe { libc::getauxval(libc::AT_SECURE) } != 0;
+    let value = std::env::var_os(name)?;
+    if secure {
+        log::warn!("{name} is ignored: tracer runs with privileges its caller lacks");
+        return None;
+    }
+    Some(value)
+}

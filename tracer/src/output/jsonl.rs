@@ -3,9 +3,8 @@
 //! (`"0x7f..."`), so 64-bit values survive JSON consumers that use doubles.
 
 use std::{
-    ffi::OsString,
     io::{self, BufWriter, Write},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use serde_json::{Map, Value, json};
@@ -18,8 +17,8 @@ use crate::{
 
 pub struct EventSink {
     out: BufWriter<Box<dyn Write + Send>>,
-    /// The file, for rotation (None: stdout).
-    path: Option<PathBuf>,
+    /// The file's directory and name, for rotation (None: stdout).
+    rotation: Option<crate::output::rotation::Rotation>,
     /// `--events-max-size`.
     max_size: Option<u64>,
     /// Bytes and lines in the current file (or on stdout).
@@ -47,17 +46,19 @@ impl EventSink {
     /// Creates PATH (replacing a regular file there, never following a symlink: see
     /// `outfile`), or writes to stdout for `-`. Unbounded until `max_size`.
     pub fn open(path: &Path) -> Result<EventSink, crate::output::outfile::OutputError> {
-        let (out, path): (Box<dyn Write + Send>, _) = if crate::output::outfile::is_stdout(path) {
+        let (out, rotation): (Box<dyn Write + Send>, _) = if crate::output::outfile::is_stdout(path)
+        {
             (Box::new(io::stdout()), None)
         } else {
+            let file = crate::output::outfile::create_stream(path)?;
             (
-                Box::new(crate::output::outfile::create_stream(path)?),
-                Some(path.to_path_buf()),
+                Box::new(file),
+                Some(crate::output::rotation::Rotation::new(path)?),
             )
         };
         Ok(EventSink {
             out: BufWriter::new(out),
-            path,
+            rotation,
             max_size: None,
             written: 0,
             lines: 0,
@@ -92,7 +93,7 @@ impl EventSink {
         if let Some(max) = self.max_size
             && self.written.saturating_add(len) > max
         {
-            if self.path.is_some() {
+            if self.rotation.is_some() {
                 // A line longer than the limit still goes into a file of its own.
                 if self.written > 0 {
                     self.rotate()?;
@@ -110,18 +111,11 @@ impl EventSink {
 
     /// PATH becomes PATH.1 (what PATH.1 held is dropped) and a new PATH begins.
     fn rotate(&mut self) -> io::Result<()> {
-        let Some(path) = &self.path else {
+        let Some(rotation) = &self.rotation else {
             return Ok(());
         };
         self.out.flush()?;
-        let mut old = OsString::from(path.as_os_str());
-        old.push(".1");
-        // rename replaces whatever is at PATH.1 (a symlink itself, never its target).
-        std::fs::rename(path, &old)?;
-        let file = crate::output::outfile::create_stream(path).map_err(|e| match e {
-            crate::output::outfile::OutputError::Io(err) => err,
-            other => io::Error::other(other),
-        })?;
+        let file = rotation.rotate()?;
         self.out = BufWriter::new(Box::new(file));
         self.dropped += self.old_lines;
         self.old_lines = self.lines;

@@ -9,4 +9,5 @@ pub mod layout;
 pub mod outfile;
 pub mod report;
 pub mod report_build;
+pub mod rotation;
 pub mod summary;

@@ -127,7 +127,9 @@ fn make_connectable_by_all(path: &std::path::Path) -> std::io::Result<()> {
     let meta = opened.metadata()?;
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    if !meta.file_type().is_socket() || meta.uid() != euid {
+    // A hard link to someone else's socket (where fs.protected_hardlinks is off) has a link
+    // count above one; the socket bind just made has one.
+    if !meta.file_type().is_socket() || meta.uid() != euid || meta.nlink() != 1 {
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
             "the socket was replaced by something else before its mode was set",

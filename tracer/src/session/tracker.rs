@@ -196,7 +196,15 @@ impl Tracker {
             FollowUp::None => None,
             FollowUp::Seed { tgid, resume } => {
                 // Pinned before the seed: the process seeded is the one continued.
-                let pinned = crate::launch::pidfd::PidFd::open(tgid).ok();
+                let pinned = match crate::launch::pidfd::PidFd::open(tgid) {
+                    Ok(pinned) => Some(pinned),
+                    // Gone (killed at its exec stop): nothing to seed or continue, and its pid
+                    // may already be someone else's.
+                    Err(err) if err.raw_os_error() == Some(libc::ESRCH) => return None,
+                    // Out of descriptors: the stopped process must not stay stopped, so it is
+                    // continued by pid (the window for a reuse is the seed's few ms).
+                    Err(_) => None,
+                };
                 self.seed(tgid, true);
                 if resume {
                     // Continuing a process the exec probe stopped for this seed.

@@ -1,9 +1,9 @@
 //! The per-process history of the program break, bounded twice: each process keeps its last
 //! `PER_PROCESS` changes (a ring: the newest matter most to someone watching a leak), and all
 //! processes together hold at most `GLOBAL` changes (one `BrkChange` is 24 bytes: 24 MiB). Past
-//! the global budget a process's new change takes the place of its own oldest, so a process
-//! that calls `brk` in a loop cannot take the history of the others; a process holding none
-//! then keeps none. What a ring lets go is counted (`history_dropped` in the report and API).
+//! the global budget a process's new change takes the place of its own oldest, and every
+//! process may still keep its last `FLOOR` changes, so processes that call `brk` in a loop
+//! cannot take all the history of the others. What a ring lets go is counted (`history_dropped` in the report and API).
 
 use std::{
     collections::VecDeque,
@@ -23,6 +23,10 @@ pub struct BrkChange {
 pub const PER_PROCESS: usize = 10_000;
 /// Changes kept by all the processes of the daemon together.
 pub const GLOBAL: usize = 1_000_000;
+/// Changes every ring may keep even with the budget spent, so that a few processes looping on
+/// `brk` cannot leave every other process without any history. Overdraws the budget by at
+/// most this many per process (bounded by `--max-processes`).
+pub const FLOOR: usize = 64;
 
 /// How many changes the rings sharing it hold, and how many they may.
 #[derive(Debug)]
@@ -50,6 +54,11 @@ impl Budget {
                 (held < self.limit).then_some(held + 1)
             })
             .is_ok()
+    }
+
+    /// Takes one change past the limit (see `FLOOR`).
+    fn overdraw(&self) {
+        self.held.fetch_add(1, Ordering::Relaxed);
     }
 
     fn give_back(&self, n: usize) {
@@ -86,6 +95,11 @@ impl BrkRing {
     /// the ring may hold none).
     pub fn push(&mut self, change: BrkChange) -> bool {
         if self.changes.len() < self.capacity && self.budget.take() {
+            self.changes.push_back(change);
+            return false;
+        }
+        if self.changes.len() < FLOOR.min(self.capacity) {
+            self.budget.overdraw();
             self.changes.push_back(change);
             return false;
         }
@@ -158,25 +172,40 @@ mod tests {
     }
 
     #[test]
+    fn a_spent_budget_still_leaves_every_ring_its_floor() {
+        static BUDGET: Budget = Budget::new(10);
+        let mut greedy = BrkRing::new(1000, &BUDGET);
+        for ts_ns in 0..200 {
+            greedy.push(change(ts_ns));
+        }
+        let mut quiet = BrkRing::new(1000, &BUDGET);
+        for ts_ns in 0..3 {
+            assert!(!quiet.push(change(ts_ns)), "nothing let go below the floor");
+        }
+        assert_eq!(quiet.iter().count(), 3);
+        assert_eq!(greedy.iter().count(), FLOOR);
+        drop(greedy);
+        drop(quiet);
+        assert_eq!(BUDGET.held(), 0, "everything given back");
+    }
+
+    #[test]
     fn the_budget_is_shared_and_given_back() {
-        static BUDGET: Budget = Budget::new(5);
-        let mut greedy = BrkRing::new(100, &BUDGET);
-        let dropped = (1..=50).filter(|&i| greedy.push(change(i))).count();
+        static BUDGET: Budget = Budget::new(100);
+        let mut greedy = BrkRing::new(1000, &BUDGET);
+        let dropped = (1..=300).filter(|&i| greedy.push(change(i))).count();
         assert_eq!(
-            times(&greedy),
-            [46, 47, 48, 49, 50],
-            "its own oldest make room"
+            dropped, 200,
+            "the whole budget, then its own oldest make room"
         );
-        assert_eq!(dropped, 45);
-        let mut late = BrkRing::new(100, &BUDGET);
-        assert!(late.push(change(51)), "nothing left: counted, not kept");
-        assert!(late.is_empty());
+        assert_eq!(times(&greedy).first(), Some(&201));
         let child = greedy.clone();
-        assert_eq!(BUDGET.held(), 10, "a fork copy is charged");
+        assert_eq!(BUDGET.held(), 200, "a fork copy is charged");
         drop(child);
         drop(greedy);
         assert_eq!(BUDGET.held(), 0);
-        assert!(!late.push(change(52)), "what exited is free again");
-        assert_eq!(times(&late), [52]);
+        let mut late = BrkRing::new(1000, &BUDGET);
+        let dropped = (1..=150).filter(|&i| late.push(change(i))).count();
+        assert_eq!(dropped, 50, "what exited is free again");
     }
 }

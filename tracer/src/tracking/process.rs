@@ -231,6 +231,8 @@ impl ProcessState {
     /// Frees the VMAs of an exited process, keeping its counters and final drawing.
     pub fn drop_model(&mut self) {
         self.space = AddressSpace::new(self.space.page_size);
+        // Its share of the daemon's brk budget goes back (the ring's Drop).
+        self.brk_history = Default::default();
         self.model_dropped = true;
     }
 

@@ -29,9 +29,10 @@ const PROGRAM: &str = "page_fault_event";
 
 /// Why faults must come from perf events on this kernel, or None when the tracepoints serve.
 pub fn perf_events_reason(tracefs: &Tracefs) -> Option<String> {
-    perf_reason(std::env::var_os(FAULT_SOURCE_ENV).as_deref(), |name| {
-        tracefs.has("exceptions", name)
-    })
+    perf_reason(
+        crate::kernel::preflight::debug_env(FAULT_SOURCE_ENV).as_deref(),
+        |name| tracefs.has("exceptions", name),
+    )
 }
 
 fn perf_reason(forced: Option<&std::ffi::OsStr>, has: impl Fn(&str) -> bool) -> Option<String> {

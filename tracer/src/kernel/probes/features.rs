@@ -116,7 +116,7 @@ impl Sources<'_> {
     pub fn system(tracefs: &Tracefs) -> Sources<'_> {
         Sources {
             tracefs,
-            btf_path: std::env::var_os("TRACER_BTF")
+            btf_path: crate::kernel::preflight::debug_env("TRACER_BTF")
                 .map_or_else(|| PathBuf::from(KERNEL_BTF), PathBuf::from),
             release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .unwrap_or_default()
