@@ -2,5 +2,6 @@
 mod faults;
 mod lifecycle;
 mod order;
+mod raw_syscalls;
 mod rss;
 mod syscalls;

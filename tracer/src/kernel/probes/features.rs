@@ -24,6 +24,7 @@ use super::{
     btf::Btf,
     fields::{expect_size, field, lookup},
     options::{MmapLockOrder, ProbeError, ProbeOptions, RssSource},
+    syscall_source,
 };
 use crate::{
     kernel::syscalls::{SYSCALLS, Syscall},
@@ -77,6 +78,10 @@ pub struct Detected {
     pub config: Config,
     /// Tracepoints to attach a probe of the same name to: (group, name).
     pub tracepoints: Vec<(&'static str, String)>,
+    /// The per-syscall tracepoints (same form): attached unless `raw_syscalls` is.
+    pub syscall_tracepoints: Vec<(&'static str, String)>,
+    /// Whether to probe syscalls on `raw_syscalls:sys_enter/sys_exit` (syscall_source.rs).
+    pub raw_syscalls: bool,
     pub features: Vec<Feature>,
     /// One line each: what is off and what that changes (printed as warnings).
     pub notices: Vec<String>,
@@ -96,6 +101,8 @@ pub struct Sources<'a> {
     pub release: String,
     /// Whether a failed `mremap(MREMAP_FIXED)` unmaps its destination (tried at start-up).
     pub mremap_unmaps_first: bool,
+    /// Per-syscall tracepoints even where the raw ones would do (`TRACER_SYSCALL_PROBES`).
+    pub force_syscall_tracepoints: bool,
 }
 
 impl Sources<'_> {
@@ -109,6 +116,7 @@ impl Sources<'_> {
                 .trim()
                 .to_owned(),
             mremap_unmaps_first: crate::kernel::preflight::mremap_unmaps_before_checking(),
+            force_syscall_tracepoints: syscall_source::forced_tracepoints(),
         }
     }
 }
@@ -131,11 +139,20 @@ pub fn detect(src: &Sources, opts: &ProbeOptions) -> Result<Detected, ProbeError
     let mut d = Detected {
         config: Config::zeroed(),
         tracepoints: Vec::new(),
+        syscall_tracepoints: Vec::new(),
+        raw_syscalls: false,
         features: Vec::new(),
         notices: Vec::new(),
         details: Vec::new(),
         order_program: None,
     };
+    let (raw, detail) = syscall_source::choose(tracefs, src.force_syscall_tracepoints);
+    d.raw_syscalls = raw;
+    d.details.push(detail);
+    d.features.push(Feature {
+        name: syscall_source::RAW_SYSCALLS,
+        enabled: raw,
+    });
     syscall_offsets(tracefs, &mut d)?;
     fault_offsets(tracefs, &mut d)?;
     let config = &mut d.config;
@@ -152,7 +169,7 @@ pub fn detect(src: &Sources, opts: &ProbeOptions) -> Result<Detected, ProbeError
     // `tracer run` starts counting its child at execve.
     for name in ["sys_enter_execve", "sys_enter_execveat"] {
         tracefs.format("syscalls", name)?;
-        d.tracepoints.push(("syscalls", name.to_owned()));
+        d.syscall_tracepoints.push(("syscalls", name.to_owned()));
     }
 
     // BTF is read only when a tracepoint does not say enough by itself.
@@ -232,8 +249,8 @@ fn syscall_offsets(tracefs: &Tracefs, d: &mut Detected) -> Result<(), ProbeError
         d.config.syscall_nargs[*kind as usize] = args.len() as u16;
         let exit = format!("sys_exit_{name}");
         d.config.syscall_ret[*kind as usize] = field(tracefs, "syscalls", &exit, "ret", 8)?;
-        d.tracepoints.push(("syscalls", enter));
-        d.tracepoints.push(("syscalls", exit));
+        d.syscall_tracepoints.push(("syscalls", enter));
+        d.syscall_tracepoints.push(("syscalls", exit));
     }
     if syscall_layout_is_fixed(&d.config) {
         d.config.flags |= CONFIG_SYSCALL_LAYOUT_FIXED;
@@ -472,9 +489,10 @@ fn clone_tracepoints(tracefs: &Tracefs, d: &mut Detected) -> Result<(), ProbeErr
             Some((Ok(offset), _)) => d.config.clone3_uargs = offset,
             None => {}
         }
-        d.tracepoints.push(("syscalls", tp));
+        d.syscall_tracepoints.push(("syscalls", tp));
     }
-    if !missing.is_empty() {
+    // The raw sys_enter probe reads the flags of every clone syscall itself.
+    if !missing.is_empty() && !d.raw_syscalls {
         d.notices.push(format!(
             "kernel feature {CLONE_TRACEPOINTS} is off: {} missing; new tasks are classified \
              from /proc and reported as \"child\": \"unknown\"",
@@ -483,7 +501,7 @@ fn clone_tracepoints(tracefs: &Tracefs, d: &mut Detected) -> Result<(), ProbeErr
     }
     d.features.push(Feature {
         name: CLONE_TRACEPOINTS,
-        enabled: missing.is_empty(),
+        enabled: missing.is_empty() || d.raw_syscalls,
     });
     Ok(())
 }
