@@ -177,10 +177,18 @@ fn the_feature_metric_describes_this_kernel() {
         gauge(&gauges, "mremap_checks_first"),
         u8::from(at_least(6, 17))
     );
+    // The raw syscall probes where the kernel has them, the probe knows the architecture's
+    // syscall numbers, and the tests did not ask for the per-syscall tracepoints.
+    let raw = tp("raw_syscalls/sys_enter")
+        && tp("raw_syscalls/sys_exit")
+        && cfg!(any(target_arch = "x86_64", target_arch = "aarch64"))
+        && std::env::var_os("TRACER_SYSCALL_PROBES").is_none_or(|v| v != "tracepoints");
+    assert_eq!(gauge(&gauges, "raw_syscalls"), u8::from(raw));
+    // The raw sys_enter probe reads the flags of every clone syscall.
     assert_eq!(
         gauge(&gauges, "clone_tracepoints"),
         u8::from(
-            ["clone", "clone3", "fork", "vfork"]
+            raw || ["clone", "clone3", "fork", "vfork"]
                 .iter()
                 .all(|s| tp(&format!("syscalls/sys_enter_{s}")))
         )
@@ -293,6 +301,9 @@ fn missing_optional_features_degrade_with_a_notice_and_a_metric() {
             "kmem/rss_stat",
             "syscalls/sys_enter_clone3",
             "mmap_lock/mmap_lock_acquire_returned",
+            // Without it the syscalls are probed on the per-syscall tracepoints, which is
+            // where a missing clone3 shows.
+            "raw_syscalls/sys_exit",
         ],
         |_, t| t,
     );
@@ -312,6 +323,7 @@ fn missing_optional_features_degrade_with_a_notice_and_a_metric() {
     let gauges = feature_gauges(&daemon.get("/metrics"));
     println!("{gauges:?}");
     assert_eq!(gauge(&gauges, "rss_stat"), 0);
+    assert_eq!(gauge(&gauges, "raw_syscalls"), 0);
     assert_eq!(gauge(&gauges, "clone_tracepoints"), 0);
     assert_eq!(gauge(&gauges, "mmap_lock_order"), 0);
     let pid = daemon.get_json("/api/v1/processes")["processes"][0]["pid"]
