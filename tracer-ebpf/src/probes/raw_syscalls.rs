@@ -23,7 +23,9 @@
 //! 32-bit tasks (ia32 on x86_64, AArch32 on arm64) number their syscalls differently; the
 //! per-syscall tracepoints ignore them, and so do these programs (code segment / PSTATE mode).
 
-use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel, macros::raw_tracepoint, programs::RawTracePointContext,
+};
 use tracer_common::record::MAX_ARGS;
 
 use super::{
@@ -38,7 +40,10 @@ use crate::maps::{Inflight, current_ids, is_counted, now_ns};
 #[derive(Clone, Copy)]
 #[cfg_attr(
     not(bpf_target_arch = "x86_64"),
-    allow(dead_code, reason = "arm64 has no fork or vfork; other architectures no numbers here")
+    allow(
+        dead_code,
+        reason = "arm64 has no fork or vfork; other architectures no numbers here"
+    )
 )]
 enum Traced {
     /// A traced syscall (`SYS_*`) with this many arguments.

@@ -16,7 +16,8 @@ pub const RAW_SYSCALLS: &str = "raw_syscalls";
 pub const FORCE_ENV: &str = "TRACER_SYSCALL_PROBES";
 
 /// (program, raw tracepoint) of the entry and exit probes.
-pub const RAW_PROGRAMS: [(&str, &str); 2] = [("raw_sys_enter", "sys_enter"), ("raw_sys_exit", "sys_exit")];
+pub const RAW_PROGRAMS: [(&str, &str); 2] =
+    [("raw_sys_enter", "sys_enter"), ("raw_sys_exit", "sys_exit")];
 
 /// Whether the probe has syscall numbers and a `pt_regs` layout for this architecture.
 const ARCH_KNOWN: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
