@@ -58,3 +58,40 @@ pub fn choose(tracefs: &Tracefs, forced_tracepoints: bool) -> (bool, String) {
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tracefs tree with the raw_syscalls events listed.
+    fn tracefs_with(test: &str, events: &[&str]) -> (Tracefs, std::path::PathBuf) {
+        let root = std::env::temp_dir().join(format!(
+            "tracer-syscall-source-{test}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        for event in events {
+            let dir = root.join("events/raw_syscalls").join(event);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("format"), "name: x\nformat:\n").unwrap();
+        }
+        (Tracefs::at(&root), root)
+    }
+
+    #[test]
+    fn raw_tracepoints_unless_missing_or_forced() {
+        let (both, root) = tracefs_with("both", &["sys_enter", "sys_exit"]);
+        assert_eq!(choose(&both, false).0, ARCH_KNOWN);
+        let (forced, why) = choose(&both, true);
+        assert!(!forced);
+        assert!(why.contains("TRACER_SYSCALL_PROBES=tracepoints"), "{why}");
+        let _ = std::fs::remove_dir_all(root);
+        let (half, root) = tracefs_with("half", &["sys_enter"]);
+        let (raw, why) = choose(&half, false);
+        assert!(!raw);
+        if ARCH_KNOWN {
+            assert!(why.contains("raw_syscalls:sys_exit missing"), "{why}");
+        }
+        let _ = std::fs::remove_dir_all(root);
+    }
+}
