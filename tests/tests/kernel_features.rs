@@ -211,6 +211,57 @@ fn the_feature_metric_describes_this_kernel() {
     assert!(daemon.wait(LIMIT).status.success());
 }
 
+/// `attach` runs beside the rest of the machine for long: it probes syscalls on the per-syscall
+/// tracepoints, which cost nothing to syscalls they do not trace, unless told otherwise
+/// (`run`, above, takes the raw ones for their quick teardown).
+#[test]
+fn attach_keeps_untraced_syscalls_free() {
+    if !kernel_available() {
+        return;
+    }
+    let mut target = KillOnDrop(
+        std::process::Command::new(workload("stop_self"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start stop_self"),
+    );
+    let pid = target.0.id();
+    assert!(wait_stopped(pid, LIMIT), "stop_self did not stop");
+    let pid_arg = pid.to_string();
+    let mut daemon = Daemon::start(&["attach", "--pid", &pid_arg, "--listen", "127.0.0.1:0"]);
+    let gauges = feature_gauges(&daemon.get("/metrics"));
+    let forced = std::env::var("TRACER_SYSCALL_PROBES").unwrap_or_default();
+    let raw_here = tp_exists("raw_syscalls/sys_enter")
+        && tp_exists("raw_syscalls/sys_exit")
+        && cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+    assert_eq!(
+        gauge(&gauges, "raw_syscalls"),
+        u8::from(forced == "raw" && raw_here),
+        "{gauges:?}"
+    );
+    resume(pid);
+    assert!(target.0.wait().unwrap().success());
+    assert!(daemon.wait(LIMIT).status.success());
+}
+
+/// A stopped target left behind by a failed assertion would never exit.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tp_exists(event: &str) -> bool {
+    real_tracefs()
+        .join("events")
+        .join(event)
+        .join("format")
+        .exists()
+}
+
 #[test]
 fn every_process_gets_exactly_one_exit_record() {
     if !kernel_available() {

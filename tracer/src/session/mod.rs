@@ -49,6 +49,9 @@ pub struct ExecFilter<'a> {
     pub all: bool,
     /// `--cgroup`: the subtree's directory under the cgroup v2 mount.
     pub cgroup: Option<&'a std::path::Path>,
+    /// A long-lived session beside other processes (`attach`): syscalls are probed where
+    /// untraced processes pay least, not where teardown is quickest (syscall_source.rs).
+    pub beside_others: bool,
 }
 
 /// Why `pump` returned.
@@ -79,6 +82,7 @@ impl Session {
             mmap_lock_order: args.mmap_lock_order,
             rss_source: args.rss_source,
             trace_cgroup: filter.cgroup.is_some(),
+            raw_syscalls: !filter.beside_others,
         };
         let (probes, ring) = Probes::load(&tracefs, &opts)?;
         for missing in &probes.attached.optional_missing {

@@ -101,8 +101,8 @@ pub struct Sources<'a> {
     pub release: String,
     /// Whether a failed `mremap(MREMAP_FIXED)` unmaps its destination (tried at start-up).
     pub mremap_unmaps_first: bool,
-    /// Per-syscall tracepoints even where the raw ones would do (`TRACER_SYSCALL_PROBES`).
-    pub force_syscall_tracepoints: bool,
+    /// `TRACER_SYSCALL_PROBES`: raw (Some(true)) or per-syscall tracepoints (Some(false)).
+    pub syscall_probes: Option<bool>,
 }
 
 impl Sources<'_> {
@@ -116,7 +116,7 @@ impl Sources<'_> {
                 .trim()
                 .to_owned(),
             mremap_unmaps_first: crate::kernel::preflight::mremap_unmaps_before_checking(),
-            force_syscall_tracepoints: syscall_source::forced_tracepoints(),
+            syscall_probes: syscall_source::forced(),
         }
     }
 }
@@ -146,7 +146,7 @@ pub fn detect(src: &Sources, opts: &ProbeOptions) -> Result<Detected, ProbeError
         details: Vec::new(),
         order_program: None,
     };
-    let (raw, detail) = syscall_source::choose(tracefs, src.force_syscall_tracepoints);
+    let (raw, detail) = syscall_source::choose(tracefs, opts.raw_syscalls, src.syscall_probes);
     d.raw_syscalls = raw;
     d.details.push(detail);
     d.features.push(Feature {

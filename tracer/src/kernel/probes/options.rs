@@ -78,4 +78,8 @@ pub struct ProbeOptions {
     pub rss_source: RssSource,
     /// Start tracing at exec only in the cgroups `follow_cgroups` lists (`attach --cgroup`).
     pub trace_cgroup: bool,
+    /// Probe syscalls on `raw_syscalls` where the kernel allows (`tracer run`: quick teardown),
+    /// else on the per-syscall tracepoints (`attach`: nothing for untraced syscalls);
+    /// `TRACER_SYSCALL_PROBES=raw|tracepoints` overrides it (syscall_source.rs).
+    pub raw_syscalls: bool,
 }
