@@ -27,6 +27,8 @@ pub struct Program {
 /// A bystander loop: CPU ns per call, untraced machine and while the tracer traces `sleep`.
 pub struct Bystander {
     pub what: &'static str,
+    /// `run` or `attach`: their syscall probes differ (kernel/probes/syscall_source.rs).
+    pub beside: &'static str,
     pub alone_ns: Vec<f64>,
     pub beside_ns: Vec<f64>,
 }
@@ -59,33 +61,14 @@ pub fn measure(tools: &Tools, workloads: &Path, reps: u32, quick: bool) -> Resul
     let bystander = workloads.join("bystander");
     let calls = if quick { "300000" } else { "1000000" };
     let mut bystanders = Vec::new();
-    for (what, args) in [
+    let loops = [
         ("getppid", vec![calls]),
         ("mmap + munmap of a page", vec!["100000", "mm"]),
-    ] {
-        let mut b = Bystander {
-            what,
-            alone_ns: Vec::new(),
-            beside_ns: Vec::new(),
-        };
-        for _ in 0..reps {
-            let alone = untraced(&bystander, &args)?;
-            b.alone_ns
-                .push(alone.cpu_ns as f64 / alone.ops.max(1) as f64);
-            let mut traced = tracer(tools, &["sleep", "4"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("could not start the tracer")?;
-            let ready = wait_for_programs(&traced, Duration::from_secs(3));
-            let beside = untraced(&bystander, &args);
-            let _ = traced.wait();
-            anyhow::ensure!(ready.is_some(), "the tracer attached no program within 3 s");
-            let beside = beside?;
-            b.beside_ns
-                .push(beside.cpu_ns as f64 / beside.ops.max(1) as f64);
+    ];
+    for beside in ["run", "attach"] {
+        for (what, args) in &loops {
+            bystanders.push(bystander_loop(tools, &bystander, what, args, beside, reps)?);
         }
-        bystanders.push(b);
     }
     let programs = match find_in_path("bpftool") {
         Some(bpftool) => Some(program_costs(tools, workloads, &bpftool, quick)?),
@@ -102,6 +85,61 @@ pub fn measure(tools: &Tools, workloads: &Path, reps: u32, quick: bool) -> Resul
         programs,
         syscall_probes: std::env::var("TRACER_SYSCALL_PROBES").unwrap_or_default(),
     })
+}
+
+/// `reps` pairs of the bystander loop alone and beside `tracer run -- sleep 4` or `tracer
+/// attach` to a `sleep 4`.
+fn bystander_loop(
+    tools: &Tools,
+    bystander: &Path,
+    what: &'static str,
+    args: &[&str],
+    beside: &'static str,
+    reps: u32,
+) -> Result<Bystander> {
+    let mut b = Bystander {
+        what,
+        beside,
+        alone_ns: Vec::new(),
+        beside_ns: Vec::new(),
+    };
+    for _ in 0..reps {
+        let alone = untraced(bystander, args)?;
+        b.alone_ns
+            .push(alone.cpu_ns as f64 / alone.ops.max(1) as f64);
+        let mut target = None;
+        let mut command = if beside == "run" {
+            tracer(tools, &["sleep", "4"])
+        } else {
+            let sleep = Command::new("sleep")
+                .arg("4")
+                .spawn()
+                .context("could not start sleep")?;
+            let mut command = Command::new(&tools.tracer);
+            command
+                .args(["attach", "--no-listen", "--pid", &sleep.id().to_string()])
+                .args(&tools.tracer_args)
+                .stdin(Stdio::null());
+            target = Some(sleep);
+            command
+        };
+        let mut traced = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("could not start the tracer")?;
+        let ready = wait_for_programs(&traced, Duration::from_secs(3));
+        let beside_sample = untraced(bystander, args);
+        let _ = traced.wait();
+        if let Some(mut sleep) = target {
+            let _ = sleep.wait();
+        }
+        anyhow::ensure!(ready.is_some(), "the tracer attached no program within 3 s");
+        let beside_sample = beside_sample?;
+        b.beside_ns
+            .push(beside_sample.cpu_ns as f64 / beside_sample.ops.max(1) as f64);
+    }
+    Ok(b)
 }
 
 /// `tracer run -q [--tracer-arg...] -- CMD...`.
@@ -213,7 +251,12 @@ impl Costs {
             "" => "the default syscall probes (feature `raw_syscalls`)".to_owned(),
             other => format!("`TRACER_SYSCALL_PROBES={other}`"),
         };
-        let _ = writeln!(out, "Measured with {probes}.\n");
+        let _ = writeln!(
+            out,
+            "Measured with {probes}: by default `tracer run` probes syscalls on `raw_syscalls` \
+             (quick teardown) and `tracer attach` on the per-syscall tracepoints (nothing for \
+             the syscalls they do not trace).\n"
+        );
         let run_true = median(&self.run_true_s);
         let _ = writeln!(
             out,
@@ -233,7 +276,10 @@ impl Costs {
                 "{} ({alone:.0} ns per call alone, {beside:.0} ns while the tracer traces \
                  another process; CPU time, medians of {} runs)",
                 super::report::verdict(
-                    &format!("bystander {} loop, slowdown", b.what),
+                    &format!(
+                        "bystander {} loop beside `tracer {}`, slowdown",
+                        b.what, b.beside
+                    ),
                     slowdown,
                     2.0,
                     " %"
