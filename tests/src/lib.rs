@@ -96,6 +96,8 @@ pub fn tracepoints() -> Vec<String> {
         events.push(format!("syscalls/sys_enter_{s}"));
     }
     for e in [
+        "raw_syscalls/sys_enter",
+        "raw_syscalls/sys_exit",
         "exceptions/page_fault_user",
         "exceptions/page_fault_kernel",
         "sched/sched_process_fork",

@@ -183,10 +183,18 @@ fn the_feature_metric_describes_this_kernel() {
     } else {
         &["clone", "clone3", "fork", "vfork"]
     };
+    // The raw syscall probes where the kernel has them, the probe knows the architecture's
+    // syscall numbers, and the tests did not ask for the per-syscall tracepoints.
+    let raw = tp("raw_syscalls/sys_enter")
+        && tp("raw_syscalls/sys_exit")
+        && cfg!(any(target_arch = "x86_64", target_arch = "aarch64"))
+        && std::env::var_os("TRACER_SYSCALL_PROBES").is_none_or(|v| v != "tracepoints");
+    assert_eq!(gauge(&gauges, "raw_syscalls"), u8::from(raw));
+    // The raw sys_enter probe reads the flags of every clone syscall.
     assert_eq!(
         gauge(&gauges, "clone_tracepoints"),
         u8::from(
-            clones
+            raw || clones
                 .iter()
                 .all(|s| tp(&format!("syscalls/sys_enter_{s}")))
         )
@@ -211,6 +219,57 @@ fn the_feature_metric_describes_this_kernel() {
     wait_stopped(pid, LIMIT);
     resume(pid);
     assert!(daemon.wait(LIMIT).status.success());
+}
+
+/// `attach` runs beside the rest of the machine for long: it probes syscalls on the per-syscall
+/// tracepoints, which cost nothing to syscalls they do not trace, unless told otherwise
+/// (`run`, above, takes the raw ones for their quick teardown).
+#[test]
+fn attach_keeps_untraced_syscalls_free() {
+    if !kernel_available() {
+        return;
+    }
+    let mut target = KillOnDrop(
+        std::process::Command::new(workload("stop_self"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start stop_self"),
+    );
+    let pid = target.0.id();
+    assert!(wait_stopped(pid, LIMIT), "stop_self did not stop");
+    let pid_arg = pid.to_string();
+    let mut daemon = Daemon::start(&["attach", "--pid", &pid_arg, "--listen", "127.0.0.1:0"]);
+    let gauges = feature_gauges(&daemon.get("/metrics"));
+    let forced = std::env::var("TRACER_SYSCALL_PROBES").unwrap_or_default();
+    let raw_here = tp_exists("raw_syscalls/sys_enter")
+        && tp_exists("raw_syscalls/sys_exit")
+        && cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+    assert_eq!(
+        gauge(&gauges, "raw_syscalls"),
+        u8::from(forced == "raw" && raw_here),
+        "{gauges:?}"
+    );
+    resume(pid);
+    assert!(target.0.wait().unwrap().success());
+    assert!(daemon.wait(LIMIT).status.success());
+}
+
+/// A stopped target left behind by a failed assertion would never exit.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tp_exists(event: &str) -> bool {
+    real_tracefs()
+        .join("events")
+        .join(event)
+        .join("format")
+        .exists()
 }
 
 #[test]
@@ -342,6 +401,9 @@ fn missing_optional_features_degrade_with_a_notice_and_a_metric() {
             "kmem/rss_stat",
             "syscalls/sys_enter_clone3",
             "mmap_lock/mmap_lock_acquire_returned",
+            // Without it the syscalls are probed on the per-syscall tracepoints, which is
+            // where a missing clone3 shows.
+            "raw_syscalls/sys_exit",
         ],
         |_, t| t,
     );
@@ -361,6 +423,7 @@ fn missing_optional_features_degrade_with_a_notice_and_a_metric() {
     let gauges = feature_gauges(&daemon.get("/metrics"));
     println!("{gauges:?}");
     assert_eq!(gauge(&gauges, "rss_stat"), 0);
+    assert_eq!(gauge(&gauges, "raw_syscalls"), 0);
     assert_eq!(gauge(&gauges, "clone_tracepoints"), 0);
     assert_eq!(gauge(&gauges, "mmap_lock_order"), 0);
     let pid = daemon.get_json("/api/v1/processes")["processes"][0]["pid"]

@@ -3,6 +3,7 @@ mod fault_events;
 mod faults;
 mod lifecycle;
 mod order;
+mod raw_syscalls;
 mod rss;
 mod stacks;
 mod syscalls;

@@ -2,6 +2,7 @@
 //! measured side by side with bpftrace, `perf trace`, `perf stat` and strace in one run, and
 //! written to BENCHMARKS.md with the machine it ran on.
 
+mod costs;
 mod daemon;
 mod measure;
 mod modes;
@@ -49,6 +50,12 @@ pub struct Args {
     /// Skip the daemon measurements (idle processes, throughput).
     #[arg(long)]
     no_daemon: bool,
+    /// Skip `tracer run -- true`, the bystander and the per-program table (issue 14).
+    #[arg(long, conflicts_with = "costs_only")]
+    no_costs: bool,
+    /// Only `tracer run -- true`, the bystander and the per-program table.
+    #[arg(long)]
+    costs_only: bool,
     /// Measure this tracer binary instead of building the workspace's (e.g. to compare a
     /// prototype with the main build on the same machine).
     #[arg(long, value_name = "PATH")]
@@ -101,7 +108,7 @@ pub fn main(args: &Args) -> Result<()> {
     let started = Instant::now();
 
     let mut rows = Vec::new();
-    for workload in &plan.workloads {
+    for workload in plan.workloads.iter().filter(|_| !args.costs_only) {
         rows.push(measure_workload(
             &plan,
             &tools,
@@ -110,7 +117,17 @@ pub fn main(args: &Args) -> Result<()> {
             &scratch,
         )?);
     }
-    let (idle, floods) = if args.no_daemon {
+    let costs = if args.no_costs {
+        None
+    } else {
+        Some(costs::measure(
+            &tools,
+            &workloads_dir,
+            plan.reps,
+            plan.quick,
+        )?)
+    };
+    let (idle, floods) = if args.no_daemon || args.costs_only {
         (None, Vec::new())
     } else {
         measure_daemon(&plan, &tools, &workloads_dir, &scratch)?
@@ -124,6 +141,7 @@ pub fn main(args: &Args) -> Result<()> {
         rows,
         idle,
         floods,
+        costs,
         missing: plan.missing.clone(),
     };
     let text = format!("{}\n\n{extra}", results.markdown().trim_end());

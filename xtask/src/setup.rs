@@ -48,6 +48,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("strace", "a peer the benchmark compares against"),
     ("bpftrace", "a peer the benchmark compares against"),
     (
+        "bpftool",
+        "reads the probes' BPF run-time statistics for the benchmark's cost table",
+    ),
+    (
         "linux-perf",
         "`perf trace` and `perf stat`, peers the benchmark compares against",
     ),

@@ -50,11 +50,12 @@ use crate::maps::{
 };
 
 const SIGSTOP: u32 = 19;
-const CLONE_VM: u64 = 0x100;
-const CLONE_VFORK: u64 = 0x4000;
+pub(super) const CLONE_VM: u64 = 0x100;
+pub(super) const CLONE_VFORK: u64 = 0x4000;
 const CLONE_THREAD: u64 = 0x10000;
 
-fn stash_clone_flags(flags: u64) {
+/// Also called by the raw `sys_enter` program (probes/raw_syscalls.rs).
+pub(super) fn stash_clone_flags(flags: u64) {
     let (tgid, pid_tgid) = current_ids();
     if is_traced(tgid) {
         let _ = CLONE_FLAGS.insert(pid_tgid, flags, 0);
@@ -72,14 +73,20 @@ pub fn sys_enter_clone(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_enter_clone3(ctx: TracePointContext) -> u32 {
-    // `struct clone_args` starts with `__aligned_u64 flags` (uapi/linux/sched.h, stable ABI).
-    // SAFETY: offset of the 8-byte `uargs` pointer; the user read is checked by the helper.
-    if let Ok(uargs) = unsafe { ctx.read_at::<u64>(config().clone3_uargs as usize) }
-        && let Ok(flags) = unsafe { bpf_probe_read_user(uargs as *const u64) }
-    {
-        stash_clone_flags(flags);
+    // SAFETY: offset of the 8-byte `uargs` pointer.
+    if let Ok(uargs) = unsafe { ctx.read_at::<u64>(config().clone3_uargs as usize) } {
+        stash_clone3_flags(uargs);
     }
     0
+}
+
+/// The flags of `clone3(uargs, size)`.
+pub(super) fn stash_clone3_flags(uargs: u64) {
+    // `struct clone_args` starts with `__aligned_u64 flags` (uapi/linux/sched.h, stable ABI).
+    // SAFETY: the user read is checked by the helper.
+    if let Ok(flags) = unsafe { bpf_probe_read_user(uargs as *const u64) } {
+        stash_clone_flags(flags);
+    }
 }
 
 #[tracepoint]
@@ -96,7 +103,7 @@ pub fn sys_enter_vfork(_ctx: TracePointContext) -> u32 {
 
 /// `tracer run`'s child starts CMD: from here on its syscalls and faults are CMD's. What it
 /// faulted between fork and now was the tracer's own doing and is discarded.
-fn start_counting_at_exec() {
+pub(super) fn start_counting_at_exec() {
     let (tgid, _) = current_ids();
     if let Some(state) = TRACED.get_ptr_mut(tgid) {
         // SAFETY: a valid map value pointer for the duration of the program.

@@ -13,6 +13,11 @@
 //! field at the offsets tracefs gave. The verifier sees the flag's value (a read-only global)
 //! and drops the branch not taken.
 //!
+//! Where the kernel allows it (x86_64 and aarch64 with `raw_syscalls`, feature `raw_syscalls`),
+//! the daemon attaches the two raw-tracepoint programs of `raw.rs` instead: they see every
+//! syscall of every process but filter the syscall number first, and no perf record is built.
+//! These per-syscall programs stay as the fallback.
+//!
 //! Each thread's `INFLIGHT` entry is created at its first traced syscall and then reused: the
 //! exit marks it consumed (`NO_SYSCALL`) instead of deleting it, so a syscall costs two lookups
 //! instead of an insert and a delete. The exit probe removes it when the thread exits.
@@ -86,6 +91,13 @@ fn on_enter<const NARGS: usize>(ctx: &TracePointContext, syscall: u32) -> Result
             }
         }
     }
+    stash(pid_tgid, inflight);
+    Ok(())
+}
+
+/// Keeps a traced syscall's arguments until its exit (both probe flavours).
+#[inline(always)]
+pub(super) fn stash(pid_tgid: u64, inflight: Inflight) {
     if let Some(slot) = INFLIGHT.get_ptr_mut(pid_tgid) {
         // SAFETY: the entry belongs to this thread; only this thread writes it (the exit probe
         // removes it once the thread is gone).
@@ -93,25 +105,11 @@ fn on_enter<const NARGS: usize>(ctx: &TracePointContext, syscall: u32) -> Result
     } else if INFLIGHT.insert(pid_tgid, inflight, 0).is_err() {
         count_stat(STAT_INFLIGHT_FULL);
     }
-    Ok(())
 }
 
 fn on_exit(ctx: &TracePointContext, syscall: u32) -> Result<(), i64> {
     let (tgid, pid_tgid) = current_ids();
     if !is_counted(tgid) {
-        return Ok(());
-    }
-    let Some(slot) = INFLIGHT.get_ptr_mut(pid_tgid) else {
-        // Traced while already inside the syscall: its arguments are unknown.
-        count_stat(STAT_EXIT_WITHOUT_ENTER);
-        return Ok(());
-    };
-    // SAFETY: the entry belongs to this thread; only this thread writes it.
-    let stashed = unsafe { *slot };
-    // SAFETY: as above.
-    unsafe { (*slot).syscall = NO_SYSCALL };
-    if stashed.syscall != syscall {
-        count_stat(STAT_EXIT_WITHOUT_ENTER);
         return Ok(());
     }
     let ret = if config().flags & CONFIG_SYSCALL_LAYOUT_FIXED != 0 {
@@ -121,9 +119,30 @@ fn on_exit(ctx: &TracePointContext, syscall: u32) -> Result<(), i64> {
         unsafe { ctx.read_at::<i64>(config().syscall_ret[syscall as usize] as usize) }
             .map_err(i64::from)?
     };
+    emit(pid_tgid, syscall, ret);
+    Ok(())
+}
+
+/// Pairs a traced syscall's exit with its stashed entry and sends the record (both probe
+/// flavours; the caller checked that the process is counted).
+#[inline(always)]
+pub(super) fn emit(pid_tgid: u64, syscall: u32, ret: i64) {
+    let Some(slot) = INFLIGHT.get_ptr_mut(pid_tgid) else {
+        // Traced while already inside the syscall: its arguments are unknown.
+        count_stat(STAT_EXIT_WITHOUT_ENTER);
+        return;
+    };
+    // SAFETY: the entry belongs to this thread; only this thread writes it.
+    let stashed = unsafe { *slot };
+    // SAFETY: as above.
+    unsafe { (*slot).syscall = NO_SYSCALL };
+    if stashed.syscall != syscall {
+        count_stat(STAT_EXIT_WITHOUT_ENTER);
+        return;
+    }
     let Some(mut slot) = EVENTS.reserve::<SyscallRecord>(0) else {
         count_lost(RECORD_SYSCALL);
-        return Ok(());
+        return;
     };
     slot.write(SyscallRecord {
         header: header(RECORD_SYSCALL, pid_tgid),
@@ -134,7 +153,6 @@ fn on_exit(ctx: &TracePointContext, syscall: u32) -> Result<(), i64> {
         enter_ns: stashed.enter_ns,
     });
     slot.submit(batched_wakeup());
-    Ok(())
 }
 
 /// Defines the entry and exit programs of one syscall with `$nargs` arguments.

@@ -133,6 +133,7 @@ pub async fn attach(args: AttachArgs) -> Result<i32, TracerError> {
         exclude_comms: &args.exclude_comms,
         all: args.all,
         cgroup: subtree.as_ref().map(|(dir, _)| dir.as_path()),
+        beside_others: true,
     };
     let mut session = start_session(&args.common, &filter)?;
     session.tracker.follow_new_cgroups();

@@ -49,6 +49,9 @@ pub struct ExecFilter<'a> {
     pub all: bool,
     /// `--cgroup`: the subtree's directory under the cgroup v2 mount.
     pub cgroup: Option<&'a std::path::Path>,
+    /// A long-lived session beside other processes (`attach`): syscalls are probed where
+    /// untraced processes pay least, not where teardown is quickest (syscall_source.rs).
+    pub beside_others: bool,
 }
 
 /// Why `pump` returned.
@@ -80,6 +83,7 @@ impl Session {
             rss_source: args.rss_source,
             trace_cgroup: filter.cgroup.is_some(),
             stacks: args.stacks.settings(),
+            raw_syscalls: !filter.beside_others,
         };
         let (mut probes, ring) = Probes::load(&tracefs, &opts)?;
         let stacks = probes

@@ -73,6 +73,8 @@ pub struct Results {
     pub rows: Vec<Row>,
     pub idle: Option<Idle>,
     pub floods: Vec<Flood>,
+    /// Start-up, bystanders and per-program costs (costs.rs).
+    pub costs: Option<super::costs::Costs>,
     /// Modes left out because their tool is missing.
     pub missing: Vec<Mode>,
 }
@@ -146,6 +148,9 @@ impl Results {
         self.overhead_table(&mut out);
         self.seen_table(&mut out);
         self.daemon_tables(&mut out);
+        if let Some(costs) = &self.costs {
+            costs.markdown(&mut out);
+        }
         self.method(&mut out);
         out
     }
@@ -454,7 +459,7 @@ impl Results {
 }
 
 /// `met:`/`MISSED:` line for a measured value against an upper limit.
-fn verdict(what: &str, value: f64, limit: f64, unit: &str) -> String {
+pub fn verdict(what: &str, value: f64, limit: f64, unit: &str) -> String {
     if value <= limit {
         format!("- met: {what}: {value:.2}{unit} (goal ≤ {limit}{unit})")
     } else {

@@ -14,6 +14,11 @@ impl Links {
         self.0.push(Box::new(link));
     }
 
+    /// Takes over the links of `other`.
+    pub fn append(&mut self, mut other: Links) {
+        self.0.append(&mut other.0);
+    }
+
     /// Detaches every link, in parallel, and returns once all are gone.
     pub fn detach_all(&mut self) {
         let links = std::mem::take(&mut self.0);

@@ -24,34 +24,21 @@ use super::{
     btf::Btf,
     fields::{expect_size, field, lookup, mmap_lock_layout},
     options::{MmapLockOrder, ProbeError, ProbeOptions, RssSource},
+    syscall_source,
 };
 use crate::{
     kernel::syscalls::{SYSCALLS, Syscall},
     kernel::tracefs::Tracefs,
 };
 
+use super::known::{ARCH_HAS_FORK, CLONE_SYSCALLS};
+pub use super::known::{
+    BTF, CLONE_TRACEPOINTS, EXIT_GROUP_DEAD, Feature, MMAP_LOCK_ORDER, MMAP_LOCK_TRACEPOINT,
+    MREMAP_CHECKS_FIRST, RSS_STAT, RSS_STAT_EXACT,
+};
+
 /// Where the kernel publishes its BTF.
 const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
-
-/// One optional kernel feature and whether this kernel has it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Feature {
-    /// The `feature` label of `tracer_kernel_feature_enabled`.
-    pub name: &'static str,
-    pub enabled: bool,
-}
-
-/// Feature names, in the order they are exported.
-pub const BTF: &str = "btf";
-pub const EXIT_GROUP_DEAD: &str = "exit_group_dead";
-pub const RSS_STAT: &str = "rss_stat";
-pub const RSS_STAT_EXACT: &str = "rss_stat_exact";
-pub const CLONE_TRACEPOINTS: &str = "clone_tracepoints";
-pub const MREMAP_CHECKS_FIRST: &str = "mremap_checks_first";
-pub const MMAP_LOCK_ORDER: &str = "mmap_lock_order";
-
-/// The raw tracepoint the ordering probe attaches to (group `mmap_lock`).
-pub const MMAP_LOCK_TRACEPOINT: &str = "mmap_lock_acquire_returned";
 
 /// What the start-up experiment found (see `preflight::mremap_unmaps_before_checking`).
 static MREMAP_UNMAPS_FIRST: AtomicBool = AtomicBool::new(false);
@@ -68,24 +55,16 @@ pub fn mremap_unmaps_before_checking() -> bool {
     MREMAP_UNMAPS_FIRST.load(Ordering::Relaxed)
 }
 
-/// Syscalls whose entry tells the fork probe the clone flags.
-const CLONE_SYSCALLS: [&str; 4] = ["clone", "clone3", "fork", "vfork"];
-
-/// Whether the architecture has the `fork` and `vfork` syscalls (`__ARCH_WANT_SYS_FORK`,
-/// `__ARCH_WANT_SYS_VFORK`): arm64, riscv and loongarch have only `clone` and `clone3`, so
-/// their absence there loses nothing.
-const ARCH_HAS_FORK: bool = !cfg!(any(
-    target_arch = "aarch64",
-    target_arch = "riscv64",
-    target_arch = "loongarch64"
-));
-
 /// Everything start-up learned about the kernel.
 #[derive(Debug, Clone)]
 pub struct Detected {
     pub config: Config,
     /// Tracepoints to attach a probe of the same name to: (group, name).
     pub tracepoints: Vec<(&'static str, String)>,
+    /// The per-syscall tracepoints (same form): attached unless `raw_syscalls` is.
+    pub syscall_tracepoints: Vec<(&'static str, String)>,
+    /// Whether to probe syscalls on `raw_syscalls:sys_enter/sys_exit` (syscall_source.rs).
+    pub raw_syscalls: bool,
     pub features: Vec<Feature>,
     /// One line each: what is off and what that changes (printed as warnings).
     pub notices: Vec<String>,
@@ -110,6 +89,8 @@ pub struct Sources<'a> {
     pub release: String,
     /// Whether a failed `mremap(MREMAP_FIXED)` unmaps its destination (tried at start-up).
     pub mremap_unmaps_first: bool,
+    /// `TRACER_SYSCALL_PROBES`: raw (Some(true)) or per-syscall tracepoints (Some(false)).
+    pub syscall_probes: Option<bool>,
 }
 
 impl Sources<'_> {
@@ -123,6 +104,7 @@ impl Sources<'_> {
                 .trim()
                 .to_owned(),
             mremap_unmaps_first: crate::kernel::preflight::mremap_unmaps_before_checking(),
+            syscall_probes: syscall_source::forced(),
         }
     }
 }
@@ -145,6 +127,8 @@ pub fn detect(src: &Sources, opts: &ProbeOptions) -> Result<Detected, ProbeError
     let mut d = Detected {
         config: Config::zeroed(),
         tracepoints: Vec::new(),
+        syscall_tracepoints: Vec::new(),
+        raw_syscalls: false,
         features: Vec::new(),
         notices: Vec::new(),
         details: Vec::new(),
@@ -152,6 +136,13 @@ pub fn detect(src: &Sources, opts: &ProbeOptions) -> Result<Detected, ProbeError
         fault_events: false,
         rss_events: false,
     };
+    let (raw, detail) = syscall_source::choose(tracefs, opts.raw_syscalls, src.syscall_probes);
+    d.raw_syscalls = raw;
+    d.details.push(detail);
+    d.features.push(Feature {
+        name: syscall_source::RAW_SYSCALLS,
+        enabled: raw,
+    });
     syscall_offsets(tracefs, &mut d)?;
     fault_offsets(tracefs, &mut d)?;
     let config = &mut d.config;
@@ -168,7 +159,7 @@ pub fn detect(src: &Sources, opts: &ProbeOptions) -> Result<Detected, ProbeError
     // `tracer run` starts counting its child at execve.
     for name in ["sys_enter_execve", "sys_enter_execveat"] {
         tracefs.format("syscalls", name)?;
-        d.tracepoints.push(("syscalls", name.to_owned()));
+        d.syscall_tracepoints.push(("syscalls", name.to_owned()));
     }
 
     // BTF is read only when a tracepoint does not say enough by itself.
@@ -264,8 +255,8 @@ fn syscall_offsets(tracefs: &Tracefs, d: &mut Detected) -> Result<(), ProbeError
         d.config.syscall_nargs[*kind as usize] = args.len() as u16;
         let exit = format!("sys_exit_{name}");
         d.config.syscall_ret[*kind as usize] = field(tracefs, "syscalls", &exit, "ret", 8)?;
-        d.tracepoints.push(("syscalls", enter));
-        d.tracepoints.push(("syscalls", exit));
+        d.syscall_tracepoints.push(("syscalls", enter));
+        d.syscall_tracepoints.push(("syscalls", exit));
     }
     if syscall_layout_is_fixed(&d.config) {
         d.config.flags |= CONFIG_SYSCALL_LAYOUT_FIXED;
@@ -519,9 +510,10 @@ fn clone_tracepoints(tracefs: &Tracefs, d: &mut Detected) -> Result<(), ProbeErr
             Some((Ok(offset), _)) => d.config.clone3_uargs = offset,
             None => {}
         }
-        d.tracepoints.push(("syscalls", tp));
+        d.syscall_tracepoints.push(("syscalls", tp));
     }
-    if !missing.is_empty() {
+    // The raw sys_enter probe reads the flags of every clone syscall itself.
+    if !missing.is_empty() && !d.raw_syscalls {
         d.notices.push(format!(
             "kernel feature {CLONE_TRACEPOINTS} is off: {} missing; new tasks are classified \
              from /proc and reported as \"child\": \"unknown\"",
@@ -530,7 +522,7 @@ fn clone_tracepoints(tracefs: &Tracefs, d: &mut Detected) -> Result<(), ProbeErr
     }
     d.features.push(Feature {
         name: CLONE_TRACEPOINTS,
-        enabled: missing.is_empty(),
+        enabled: missing.is_empty() || d.raw_syscalls,
     });
     Ok(())
 }

@@ -5,8 +5,10 @@ mod detach;
 pub mod fault_events;
 pub mod features;
 mod fields;
+mod known;
 pub mod options;
 pub mod stacks;
+mod syscall_source;
 
 pub use self::options::{MmapLockOrder, ProbeError, ProbeOptions, RssSource};
 
@@ -125,6 +127,13 @@ impl Probes {
             }
             attached.tracepoints.push(format!("{group}:{name}"));
         }
+        attach_syscalls(
+            &mut ebpf,
+            detected.raw_syscalls,
+            detected.syscall_tracepoints,
+            &mut links,
+            &mut attached,
+        )?;
         attached.perf_events = attach_major_faults(&mut ebpf, &mut links)?;
         if detected.fault_events {
             attached.perf_events += fault_events::attach(&mut ebpf, &mut links)?;
@@ -454,6 +463,49 @@ fn attach_raw_to(
             source: Box::new(source),
         })?;
     links.push(program.take_link(id).map_err(program_error)?);
+    Ok(())
+}
+
+/// Attaches the syscall probes: the two raw tracepoints when `raw` (syscall_source.rs), else
+/// (or should the kernel refuse them) the per-syscall tracepoints.
+fn attach_syscalls(
+    ebpf: &mut Ebpf,
+    raw: bool,
+    tracepoints: Vec<(&'static str, String)>,
+    links: &mut detach::Links,
+    attached: &mut Attached,
+) -> Result<(), ProbeError> {
+    if raw {
+        let mut raw_links = detach::Links::default();
+        let tried = syscall_source::RAW_PROGRAMS
+            .iter()
+            .try_for_each(|(program, target)| attach_raw_to(ebpf, program, target, &mut raw_links));
+        match tried {
+            Ok(()) => {
+                links.append(raw_links);
+                for (_, target) in syscall_source::RAW_PROGRAMS {
+                    attached.tracepoints.push(format!("raw_syscalls:{target}"));
+                }
+                return Ok(());
+            }
+            Err(err) => {
+                // Dropping `raw_links` detaches whichever of the two was attached.
+                log::warn!(
+                    "kernel feature {} is off: {err}; syscalls are probed on the per-syscall                      tracepoints",
+                    syscall_source::RAW_SYSCALLS
+                );
+                for f in &mut attached.features {
+                    if f.name == syscall_source::RAW_SYSCALLS {
+                        f.enabled = false;
+                    }
+                }
+            }
+        }
+    }
+    for (group, name) in tracepoints {
+        attach_tracepoint(ebpf, group, &name, links)?;
+        attached.tracepoints.push(format!("{group}:{name}"));
+    }
     Ok(())
 }
 

@@ -86,6 +86,10 @@ pub struct ProbeOptions {
     pub trace_cgroup: bool,
     /// `--stacks`: load and attach the stack programs (`stacks`).
     pub stacks: Option<StackSettings>,
+    /// Probe syscalls on `raw_syscalls` where the kernel allows (`tracer run`: quick teardown),
+    /// else on the per-syscall tracepoints (`attach`: nothing for untraced syscalls);
+    /// `TRACER_SYSCALL_PROBES=raw|tracepoints` overrides it (syscall_source.rs).
+    pub raw_syscalls: bool,
 }
 
 /// What the stack programs of `--stacks` need to know, fixed at load.
