@@ -66,7 +66,7 @@ impl Session {
     /// (so not a record still on its way) is counted, logged and healed by a resync.
     pub fn check(&mut self, tgid: u32) -> Result<usize, reconcile::ReconcileError> {
         for attempt in 0..2 {
-            self.drain();
+            self.drain_turn();
             let Tracker { table, probes, .. } = &mut self.tracker;
             let p = table
                 .get_mut(tgid)
@@ -84,10 +84,18 @@ impl Session {
         unreachable!("the second attempt returns")
     }
 
-    /// The periodic drift check of every running process.
-    pub(super) fn check_all(&mut self) {
-        let running: Vec<u32> = self.tracker.table.running().map(|p| p.tgid).collect();
-        for tgid in running {
+    /// The next slice of the periodic drift check (`turn::DriftSweep`); returns how many
+    /// processes it compared.
+    pub(super) fn check_slice(&mut self) -> usize {
+        let table = &self.tracker.table;
+        let slice = self.sweep.next_slice(super::turn::DRIFT_CHECKS_PER_TURN, || {
+            table.running().map(|p| p.tgid).collect()
+        });
+        for &tgid in &slice {
+            // Exited since the sweep began: nothing to compare.
+            if !self.tracker.is_running(tgid) {
+                continue;
+            }
             if let Err(err) = self.check(tgid) {
                 log::debug!(
                     "drift check of {tgid} skipped: {}",
@@ -95,11 +103,14 @@ impl Session {
                 );
             }
         }
+        slice.len()
     }
 
     /// Answers one API question with everything drained so far.
     pub(super) fn answer(&mut self, ask: Ask) -> Answer {
-        self.drain();
+        let mut watch = super::turn::Stopwatch::start();
+        self.drain_turn();
+        watch.lap(format_args!("drain before an answer"));
         let not_found = |pid: u32| Answer::NotFound(format!("no traced process {pid}"));
         match ask {
             Ask::Processes => {
@@ -137,7 +148,9 @@ impl Session {
                 None => not_found(pid),
             },
             Ask::Metrics { openmetrics } => {
+                let mut watch = super::turn::Stopwatch::start();
                 self.tracker.refresh_running();
+                watch.lap(format_args!("scrape: kernel figures of running processes"));
                 let tracker = &mut self.tracker;
                 if tracker.group_by != GroupBy::Pid {
                     for p in tracker.table.iter() {
