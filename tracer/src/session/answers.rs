@@ -65,13 +65,16 @@ impl Session {
     /// Compares `tgid`'s model with /proc; a difference that persists after one more drain
     /// (so not a record still on its way) is counted, logged and healed by a resync.
     pub fn check(&mut self, tgid: u32) -> Result<usize, reconcile::ReconcileError> {
+        let mut watch = super::turn::Stopwatch::start();
         for attempt in 0..2 {
-            self.drain_turn();
+            self.drain_some(super::turn::Budget::ANSWER);
+            watch.lap(format_args!("drift check of {tgid}: drain"));
             let Tracker { table, probes, .. } = &mut self.tracker;
             let p = table
                 .get_mut(tgid)
                 .ok_or(reconcile::ReconcileError::NotTraced(tgid))?;
             let (drift, text, snapshot_ns) = reconcile::compare(p, probes)?;
+            watch.lap(format_args!("drift check of {tgid}: comparison with /proc"));
             if drift.differences() == 0 {
                 reconcile::agreed(p);
                 return Ok(0);
@@ -87,13 +90,28 @@ impl Session {
     /// The next slice of the periodic drift check (`turn::DriftSweep`); returns how many
     /// processes it compared.
     pub(super) fn check_slice(&mut self) -> usize {
-        let table = &self.tracker.table;
-        let slice = self.sweep.next_slice(super::turn::DRIFT_CHECKS_PER_TURN, || {
-            table.running().map(|p| p.tgid).collect()
-        });
-        for &tgid in &slice {
+        use super::turn::{Budget, DRIFT_CHECKS_PER_TURN, Drained, SWEEP_TIME};
+        let started = std::time::Instant::now();
+        let mut checked = 0;
+        while checked < DRIFT_CHECKS_PER_TURN && (checked == 0 || started.elapsed() < SWEEP_TIME)
+        {
+            let table = &self.tracker.table;
+            let Some(&tgid) = self
+                .sweep
+                .next_slice(1, || table.running().map(|p| p.tgid).collect())
+                .first()
+            else {
+                break;
+            };
             // Exited since the sweep began: nothing to compare.
             if !self.tracker.is_running(tgid) {
+                continue;
+            }
+            checked += 1;
+            // Records still waiting after a turn's worth (a storm): a comparison now would
+            // find changes that are only on their way; this process waits for the next sweep.
+            if self.drain_some(Budget::TURN) == Drained::More {
+                log::debug!("drift check of {tgid} put off: records are still waiting");
                 continue;
             }
             if let Err(err) = self.check(tgid) {
@@ -103,13 +121,13 @@ impl Session {
                 );
             }
         }
-        slice.len()
+        checked
     }
 
     /// Answers one API question with everything drained so far.
     pub(super) fn answer(&mut self, ask: Ask) -> Answer {
         let mut watch = super::turn::Stopwatch::start();
-        self.drain_turn();
+        self.drain_some(super::turn::Budget::ANSWER);
         watch.lap(format_args!("drain before an answer"));
         let not_found = |pid: u32| Answer::NotFound(format!("no traced process {pid}"));
         match ask {

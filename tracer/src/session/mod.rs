@@ -161,14 +161,13 @@ impl Session {
 
     /// Reads every record waiting in the ring buffer (at the end: nothing may be left behind).
     pub fn drain(&mut self) {
-        drain_into(self.ring.get_mut(), &mut self.tracker, usize::MAX);
+        drain_into(self.ring.get_mut(), &mut self.tracker, turn::Budget::ALL);
     }
 
-    /// Reads the records waiting in the ring buffer, at most one turn's worth
-    /// (`turn::RECORDS_PER_TURN`): what a view or a drift check takes before it answers.
-    pub(super) fn drain_turn(&mut self) -> turn::Drained {
-        let (read, drained) =
-            drain_into(self.ring.get_mut(), &mut self.tracker, turn::RECORDS_PER_TURN);
+    /// Reads the records waiting in the ring buffer, at most `budget` of them: a loop turn's
+    /// worth, or what a view or a drift check takes before it answers.
+    pub(super) fn drain_some(&mut self, budget: turn::Budget) -> turn::Drained {
+        let (read, drained) = drain_into(self.ring.get_mut(), &mut self.tracker, budget);
         if drained == turn::Drained::More {
             log::debug!("{read} records applied; more wait for the next turn");
         }
@@ -209,11 +208,8 @@ impl Session {
                 _ = next_drift_check(&mut drift_tick) => self.sweep.ask(),
                 ready = self.ring.readable_mut() => {
                     let mut guard = ready?;
-                    let (read, drained) = drain_into(
-                        guard.get_inner_mut(),
-                        &mut self.tracker,
-                        turn::RECORDS_PER_TURN,
-                    );
+                    let (read, drained) =
+                        drain_into(guard.get_inner_mut(), &mut self.tracker, turn::Budget::TURN);
                     watch.lap(format_args!("drain of {read} records"));
                     // Records left: stay ready, so that the next turn (after the questions
                     // and timers) takes more.
@@ -229,7 +225,7 @@ impl Session {
                 watch.lap(format_args!("answer to {what}"));
                 continue;
             }
-            self.drain_turn();
+            self.drain_some(turn::Budget::TURN);
             watch.lap(format_args!("drain"));
             self.tracker.housekeeping();
             watch.lap(format_args!("housekeeping"));
@@ -285,19 +281,28 @@ async fn next_query(queries: &mut Option<tokio::sync::mpsc::Receiver<Query>>) ->
 fn drain_into(
     ring: &mut RingBuf<MapData>,
     tracker: &mut Tracker,
-    budget: usize,
+    budget: turn::Budget,
 ) -> (usize, turn::Drained) {
+    let started = std::time::Instant::now();
     let mut read = 0;
     // A seed overlapped by a record that cannot be applied twice is taken again, until one
     // lands in a quiet moment (records of the new seed's window are then read anew).
     for _ in 0..reconcile::MAX_RESEEDS_IN_A_ROW {
-        let (batch, drained) = turn::take_records(budget - read, || match ring.next() {
-            Some(item) => {
-                tracker.handle_record(&item);
-                true
-            }
-            None => false,
-        });
+        let left = turn::Budget {
+            records: budget.records - read,
+            ..budget
+        };
+        let (batch, drained) = turn::take_records(
+            left,
+            || started.elapsed(),
+            || match ring.next() {
+                Some(item) => {
+                    tracker.handle_record(&item);
+                    true
+                }
+                None => false,
+            },
+        );
         read += batch;
         if batch > 0 {
             tracker.flush_events();
