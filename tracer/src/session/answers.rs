@@ -93,8 +93,7 @@ impl Session {
         use super::turn::{Budget, DRIFT_CHECKS_PER_TURN, Drained, SWEEP_TIME};
         let started = std::time::Instant::now();
         let mut checked = 0;
-        while checked < DRIFT_CHECKS_PER_TURN && (checked == 0 || started.elapsed() < SWEEP_TIME)
-        {
+        while checked < DRIFT_CHECKS_PER_TURN && (checked == 0 || started.elapsed() < SWEEP_TIME) {
             let table = &self.tracker.table;
             let Some(&tgid) = self
                 .sweep

@@ -171,19 +171,24 @@ mod tests {
             time: Some(Duration::from_millis(50)),
         };
         let clock = std::cell::Cell::new(Duration::ZERO);
-        let (read, drained) = take_records(budget, || clock.get(), || {
-            now += Duration::from_millis(10);
-            clock.set(now);
-            true
-        });
+        let (read, drained) = take_records(
+            budget,
+            || clock.get(),
+            || {
+                now += Duration::from_millis(10);
+                clock.set(now);
+                true
+            },
+        );
         assert_eq!((read, drained), (5, Drained::More));
     }
 
     #[test]
     fn a_dry_source_ends_the_drain() {
         let mut source: VecDeque<u32> = (0..3).collect();
-        let (read, drained) =
-            take_records(Budget::ALL, Duration::default, || source.pop_front().is_some());
+        let (read, drained) = take_records(Budget::ALL, Duration::default, || {
+            source.pop_front().is_some()
+        });
         assert_eq!((read, drained), (3, Drained::All));
     }
 
