@@ -123,7 +123,8 @@ impl Session {
         checked
     }
 
-    /// Answers one API question with everything drained so far.
+    /// Answers one API question with everything drained so far (first applying what waits,
+    /// for at most `Budget::ANSWER`).
     pub(super) fn answer(&mut self, ask: Ask) -> Answer {
         let mut watch = super::turn::Stopwatch::start();
         self.drain_some(super::turn::Budget::ANSWER);
