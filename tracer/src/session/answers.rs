@@ -65,13 +65,16 @@ impl Session {
     /// Compares `tgid`'s model with /proc; a difference that persists after one more drain
     /// (so not a record still on its way) is counted, logged and healed by a resync.
     pub fn check(&mut self, tgid: u32) -> Result<usize, reconcile::ReconcileError> {
+        let mut watch = super::turn::Stopwatch::start();
         for attempt in 0..2 {
-            self.drain();
+            self.drain_some(super::turn::Budget::ANSWER);
+            watch.lap(format_args!("drift check of {tgid}: drain"));
             let Tracker { table, probes, .. } = &mut self.tracker;
             let p = table
                 .get_mut(tgid)
                 .ok_or(reconcile::ReconcileError::NotTraced(tgid))?;
             let (drift, text, snapshot_ns) = reconcile::compare(p, probes)?;
+            watch.lap(format_args!("drift check of {tgid}: comparison with /proc"));
             if drift.differences() == 0 {
                 reconcile::agreed(p);
                 return Ok(0);
@@ -84,10 +87,32 @@ impl Session {
         unreachable!("the second attempt returns")
     }
 
-    /// The periodic drift check of every running process.
-    pub(super) fn check_all(&mut self) {
-        let running: Vec<u32> = self.tracker.table.running().map(|p| p.tgid).collect();
-        for tgid in running {
+    /// The next slice of the periodic drift check (`turn::DriftSweep`); returns how many
+    /// processes it compared.
+    pub(super) fn check_slice(&mut self) -> usize {
+        use super::turn::{Budget, DRIFT_CHECKS_PER_TURN, Drained, SWEEP_TIME};
+        let started = std::time::Instant::now();
+        let mut checked = 0;
+        while checked < DRIFT_CHECKS_PER_TURN && (checked == 0 || started.elapsed() < SWEEP_TIME) {
+            let table = &self.tracker.table;
+            let Some(&tgid) = self
+                .sweep
+                .next_slice(1, || table.running().map(|p| p.tgid).collect())
+                .first()
+            else {
+                break;
+            };
+            // Exited since the sweep began: nothing to compare.
+            if !self.tracker.is_running(tgid) {
+                continue;
+            }
+            checked += 1;
+            // Records still waiting after a turn's worth (a storm): a comparison now would
+            // find changes that are only on their way; this process waits for the next sweep.
+            if self.drain_some(Budget::TURN) == Drained::More {
+                log::debug!("drift check of {tgid} put off: records are still waiting");
+                continue;
+            }
             if let Err(err) = self.check(tgid) {
                 log::debug!(
                     "drift check of {tgid} skipped: {}",
@@ -95,11 +120,15 @@ impl Session {
                 );
             }
         }
+        checked
     }
 
-    /// Answers one API question with everything drained so far.
+    /// Answers one API question with everything drained so far (first applying what waits,
+    /// for at most `Budget::ANSWER`).
     pub(super) fn answer(&mut self, ask: Ask) -> Answer {
-        self.drain();
+        let mut watch = super::turn::Stopwatch::start();
+        self.drain_some(super::turn::Budget::ANSWER);
+        watch.lap(format_args!("drain before an answer"));
         let not_found = |pid: u32| Answer::NotFound(format!("no traced process {pid}"));
         match ask {
             Ask::Processes => {
@@ -137,7 +166,9 @@ impl Session {
                 None => not_found(pid),
             },
             Ask::Metrics { openmetrics } => {
+                let mut watch = super::turn::Stopwatch::start();
                 self.tracker.refresh_running();
+                watch.lap(format_args!("scrape: kernel figures of running processes"));
                 let tracker = &mut self.tracker;
                 if tracker.group_by != GroupBy::Pid {
                     for p in tracker.table.iter() {

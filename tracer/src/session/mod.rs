@@ -6,6 +6,7 @@
 
 mod answers;
 pub mod tracker;
+pub mod turn;
 
 use std::{future::Future, io, time::Duration};
 
@@ -39,6 +40,8 @@ pub struct Session {
     queries: Option<tokio::sync::mpsc::Receiver<Query>>,
     /// Lost records already answered with a check of every process.
     lost_checked: u64,
+    /// The drift check under way, a slice of processes per loop turn.
+    sweep: turn::DriftSweep,
 }
 
 /// Which processes start or stop being traced when they exec (`attach --comm/--all`).
@@ -163,17 +166,29 @@ impl Session {
                 .then(|| Duration::from_secs(args.drift_check_interval)),
             queries: None,
             lost_checked: 0,
+            sweep: turn::DriftSweep::default(),
         })
     }
 
-    /// Reads every record waiting in the ring buffer.
+    /// Reads every record waiting in the ring buffer (at the end: nothing may be left behind).
     pub fn drain(&mut self) {
-        drain_into(self.ring.get_mut(), &mut self.tracker);
+        drain_into(self.ring.get_mut(), &mut self.tracker, turn::Budget::ALL);
+    }
+
+    /// Reads the records waiting in the ring buffer, at most `budget` of them: a loop turn's
+    /// worth, or what a view or a drift check takes before it answers.
+    pub(super) fn drain_some(&mut self, budget: turn::Budget) -> turn::Drained {
+        let (read, drained) = drain_into(self.ring.get_mut(), &mut self.tracker, budget);
+        if drained == turn::Drained::More {
+            log::debug!("{read} records applied; more wait for the next turn");
+        }
+        drained
     }
 
     /// Processes records until `stop` completes or, with `until_all_exited`, until no traced
-    /// process is left. The ring buffer is drained once more before returning, so no record
-    /// produced before the stop is left behind.
+    /// process is left. Each turn applies a bounded number of records and a slice of the
+    /// periodic work (`turn`), so an API question is answered within a turn or two whatever
+    /// the load. The caller drains what is left after the stop.
     pub async fn pump<F: Future>(
         &mut self,
         stop: F,
@@ -193,25 +208,38 @@ impl Session {
         loop {
             let mut finished = None;
             let mut question = None;
-            let mut check_drift = false;
+            let mut watch = turn::Stopwatch::start();
+            // biased: the stop, a question and the timers come before more records, which a
+            // storm keeps ready all the time; records are taken a bounded batch per turn.
             tokio::select! {
+                biased;
                 out = &mut stop => finished = Some(out),
+                Some(query) = next_query(&mut queries) => question = Some(query),
+                _ = tick.tick() => {}
+                _ = next_drift_check(&mut drift_tick) => self.sweep.ask(),
                 ready = self.ring.readable_mut() => {
                     let mut guard = ready?;
-                    drain_into(guard.get_inner_mut(), &mut self.tracker);
-                    guard.clear_ready();
+                    let (read, drained) =
+                        drain_into(guard.get_inner_mut(), &mut self.tracker, turn::Budget::TURN);
+                    watch.lap(format_args!("drain of {read} records"));
+                    // Records left: stay ready, so that the next turn (after the questions
+                    // and timers) takes more.
+                    if drained == turn::Drained::All {
+                        guard.clear_ready();
+                    }
                     continue;
                 }
-                Some(query) = next_query(&mut queries) => question = Some(query),
-                _ = next_drift_check(&mut drift_tick) => check_drift = true,
-                _ = tick.tick() => {}
             }
             if let Some(Query { ask, reply }) = question {
+                let what = format!("{ask:?}");
                 let _ = reply.send(self.answer(ask));
+                watch.lap(format_args!("answer to {what}"));
                 continue;
             }
-            self.drain();
+            self.drain_some(turn::Budget::TURN);
+            watch.lap(format_args!("drain"));
             self.tracker.housekeeping();
+            watch.lap(format_args!("housekeeping"));
             // Lost records say nothing of which process they were for: check them all.
             let lost = self.tracker.counters.lost_total();
             if lost > self.lost_checked {
@@ -223,10 +251,11 @@ impl Session {
                 self.lost_checked = lost;
                 // A record held for an earlier change may wait for one of those.
                 self.tracker.expire_order(true);
-                check_drift = true;
+                self.sweep.ask();
             }
-            if check_drift {
-                self.check_all();
+            if self.sweep.busy() {
+                let checked = self.check_slice();
+                watch.lap(format_args!("drift check of {checked} processes"));
             }
             if let Some(out) = finished {
                 self.queries = queries;
@@ -258,28 +287,49 @@ async fn next_query(queries: &mut Option<tokio::sync::mpsc::Receiver<Query>>) ->
     }
 }
 
-fn drain_into(ring: &mut RingBuf<MapData>, tracker: &mut Tracker) {
+/// Applies at most `budget` records (then the exits and reseeds they call for); returns how
+/// many it applied and whether the ring buffer was left empty.
+fn drain_into(
+    ring: &mut RingBuf<MapData>,
+    tracker: &mut Tracker,
+    budget: turn::Budget,
+) -> (usize, turn::Drained) {
+    let started = std::time::Instant::now();
+    let mut read = 0;
     // A seed overlapped by a record that cannot be applied twice is taken again, until one
     // lands in a quiet moment (records of the new seed's window are then read anew).
     for _ in 0..reconcile::MAX_RESEEDS_IN_A_ROW {
-        let mut any = false;
         // Stack samples first: a syscall record then finds the sample of its entry.
         if let Some(stacks) = tracker.stacks.as_mut() {
             stacks.drain();
         }
-        while let Some(item) = ring.next() {
-            tracker.handle_record(&item);
-            any = true;
-        }
-        if any {
+        let left = turn::Budget {
+            records: budget.records - read,
+            ..budget
+        };
+        let (batch, drained) = turn::take_records(
+            left,
+            || started.elapsed(),
+            || match ring.next() {
+                Some(item) => {
+                    tracker.handle_record(&item);
+                    true
+                }
+                None => false,
+            },
+        );
+        read += batch;
+        if batch > 0 {
             tracker.flush_events();
         }
         if let Some(stacks) = tracker.stacks.as_mut() {
             stacks.after_records(&mut tracker.table);
         }
         tracker.finish_exits();
-        if !tracker.reseed_where_needed() {
-            return;
+        // A reseed still wanted is taken by the next turn (its flag stays set).
+        if !tracker.reseed_where_needed() || drained == turn::Drained::More {
+            return (read, drained);
         }
     }
+    (read, turn::Drained::More)
 }

@@ -409,6 +409,7 @@ impl Tracker {
     /// Periodic work: kernel-side counters, probe logs, exits whose record was lost, models
     /// of processes that exited more than the grace period ago.
     pub(super) fn housekeeping(&mut self) {
+        let mut watch = super::turn::Stopwatch::start();
         self.probes.flush_logs();
         self.read_kernel_counters();
         self.expire_order(false);
@@ -425,10 +426,13 @@ impl Tracker {
                     self.groups.retire(p.tgid, &key, &counted);
                 }
             }
+            let evicted = gone.len();
             if !gone.is_empty() {
                 drop(gone);
                 self.groups.shrink();
+                watch.lap(format_args!("eviction of {evicted} exited processes"));
                 release_free_memory();
+                watch.lap(format_args!("malloc_trim after {evicted} evictions"));
             }
         } else {
             self.table.drop_models_exited_before(cutoff);
@@ -442,7 +446,9 @@ impl Tracker {
             return;
         }
         self.last_vanish_check = std::time::Instant::now();
+        watch.lap(format_args!("housekeeping counters and eviction"));
         self.follow_new_cgroups();
+        watch.lap(format_args!("cgroup scan"));
         // Seen gone twice: an exit record still on its way through the ring buffer would
         // have arrived in between.
         let gone = self.gone_without_exit_record();
@@ -453,6 +459,7 @@ impl Tracker {
             .collect();
         self.mark_exited_unseen(&confirmed);
         self.vanishing = gone;
+        watch.lap(format_args!("look for vanished processes"));
     }
 
     /// Processes the table calls running that are neither traced in the kernel nor in /proc.
