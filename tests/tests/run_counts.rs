@@ -186,7 +186,20 @@ fn seed_touching_n_pages_makes_n_write_faults() {
         "user_read"
     };
     assert_eq!(diff(written), 300, "{written}");
-    assert_eq!(diff("total"), 300);
+    let user = |f: &Value| {
+        ["user_read", "user_write", "user_exec"]
+            .iter()
+            .map(|k| f[*k].as_u64().unwrap() as i64)
+            .sum::<i64>()
+    };
+    assert_eq!(user(&touched) - user(&base), 300, "user-mode faults");
+    // Faults taken in kernel mode (on user addresses, e.g. while exec copies argv) are not the
+    // program's touches. On the x86 tracepoints their number is the same from run to run; the
+    // perf events of arm64 count them where the kernel accounts them, which varied by 2 between
+    // two runs on 6.1: the total is compared only where it is deterministic.
+    if fault_access_split() {
+        assert_eq!(diff("total"), 300);
+    }
     // The 300 new faults are minor; the program's own text page may be major in either run
     // (e.g. a freshly built binary not yet in the page cache), so compare minor with slack 1.
     assert!(touched["minor"].as_u64().unwrap() >= 300, "{touched}");
