@@ -14,6 +14,7 @@ use aya::{
     },
 };
 
+use super::programs::{loaded, program_error};
 use super::{detach, options::ProbeError};
 use crate::kernel::tracefs::Tracefs;
 
@@ -65,16 +66,7 @@ pub fn detail(reason: &str) -> String {
 /// Counts all faults on the `page-faults-min` and `page-faults-maj` software events of every
 /// online CPU (period 1: the totals must be exact). Returns the number of perf events opened.
 pub fn attach(ebpf: &mut Ebpf, links: &mut detach::Links) -> Result<usize, ProbeError> {
-    let program_error = |source| ProbeError::Program {
-        program: PROGRAM.to_owned(),
-        source: Box::new(source),
-    };
-    let program: &mut PerfEvent = ebpf
-        .program_mut(PROGRAM)
-        .ok_or(ProbeError::MissingProgram(PROGRAM.into()))?
-        .try_into()
-        .map_err(program_error)?;
-    program.load().map_err(program_error)?;
+    let program: &mut PerfEvent = loaded(ebpf, PROGRAM, PerfEvent::load)?;
     let cpus = aya::util::online_cpus().map_err(|(_, err)| ProbeError::Cpus(err))?;
     let events = [
         (SoftwareEvent::PageFaultsMin, "page-faults-min"),
@@ -94,7 +86,11 @@ pub fn attach(ebpf: &mut Ebpf, links: &mut detach::Links) -> Result<usize, Probe
                     target: format!("perf software event {name} on CPU {cpu}"),
                     source: Box::new(source),
                 })?;
-            links.push(program.take_link(id).map_err(program_error)?);
+            links.push(
+                program
+                    .take_link(id)
+                    .map_err(|e| program_error(PROGRAM, e))?,
+            );
         }
     }
     Ok(events.len() * cpus.len())

@@ -7,10 +7,12 @@ pub mod features;
 mod fields;
 mod known;
 pub mod options;
+mod programs;
 pub mod stacks;
 mod syscall_source;
 
 pub use self::options::{MmapLockOrder, ProbeError, ProbeOptions, RssSource};
+use self::programs::{loaded, program_error};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -411,16 +413,7 @@ fn attach_tracepoint(
     name: &str,
     links: &mut detach::Links,
 ) -> Result<(), ProbeError> {
-    let program_error = |source| ProbeError::Program {
-        program: name.to_owned(),
-        source: Box::new(source),
-    };
-    let program: &mut TracePoint = ebpf
-        .program_mut(name)
-        .ok_or(ProbeError::MissingProgram(name.to_owned()))?
-        .try_into()
-        .map_err(program_error)?;
-    program.load().map_err(program_error)?;
+    let program: &mut TracePoint = loaded(ebpf, name, TracePoint::load)?;
     let id = program
         .attach(group, name)
         .map_err(|source| ProbeError::Attach {
@@ -428,7 +421,7 @@ fn attach_tracepoint(
             target: format!("tracepoint {group}:{name}"),
             source: Box::new(source),
         })?;
-    links.push(program.take_link(id).map_err(program_error)?);
+    links.push(program.take_link(id).map_err(|e| program_error(name, e))?);
     Ok(())
 }
 
@@ -445,16 +438,7 @@ fn attach_raw_to(
     target: &str,
     links: &mut detach::Links,
 ) -> Result<(), ProbeError> {
-    let program_error = |source| ProbeError::Program {
-        program: name.to_owned(),
-        source: Box::new(source),
-    };
-    let program: &mut RawTracePoint = ebpf
-        .program_mut(name)
-        .ok_or(ProbeError::MissingProgram(name.to_owned()))?
-        .try_into()
-        .map_err(program_error)?;
-    program.load().map_err(program_error)?;
+    let program: &mut RawTracePoint = loaded(ebpf, name, RawTracePoint::load)?;
     let id = program
         .attach(target)
         .map_err(|source| ProbeError::Attach {
@@ -462,7 +446,7 @@ fn attach_raw_to(
             target: format!("raw tracepoint {target}"),
             source: Box::new(source),
         })?;
-    links.push(program.take_link(id).map_err(program_error)?);
+    links.push(program.take_link(id).map_err(|e| program_error(name, e))?);
     Ok(())
 }
 
@@ -513,16 +497,7 @@ fn attach_syscalls(
 /// majors are rare, and every one must be counted).
 fn attach_major_faults(ebpf: &mut Ebpf, links: &mut detach::Links) -> Result<usize, ProbeError> {
     let name = "major_fault";
-    let program_error = |source| ProbeError::Program {
-        program: name.to_owned(),
-        source: Box::new(source),
-    };
-    let program: &mut PerfEvent = ebpf
-        .program_mut(name)
-        .ok_or(ProbeError::MissingProgram(name.into()))?
-        .try_into()
-        .map_err(program_error)?;
-    program.load().map_err(program_error)?;
+    let program: &mut PerfEvent = loaded(ebpf, name, PerfEvent::load)?;
     let cpus = aya::util::online_cpus().map_err(|(_, err)| ProbeError::Cpus(err))?;
     for &cpu in &cpus {
         let id = program
@@ -537,7 +512,7 @@ fn attach_major_faults(ebpf: &mut Ebpf, links: &mut detach::Links) -> Result<usi
                 target: format!("perf software event page-faults-maj on CPU {cpu}"),
                 source: Box::new(source),
             })?;
-        links.push(program.take_link(id).map_err(program_error)?);
+        links.push(program.take_link(id).map_err(|e| program_error(name, e))?);
     }
     Ok(cpus.len())
 }

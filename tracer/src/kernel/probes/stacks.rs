@@ -9,6 +9,7 @@ use aya::{
 use tracer_common::stack::{STACK_FAULT, STACK_SYSCALL, StackSample};
 
 use super::options::{ProbeError, StackSettings};
+use super::programs::loaded;
 
 /// Before the object is loaded: the settings and the ring buffer's size.
 pub fn configure<'a>(loader: &mut EbpfLoader<'a>, settings: &'a StackSettings) {
@@ -32,16 +33,7 @@ pub fn attach(
 ) -> Result<(RingBuf<MapData>, Vec<String>), ProbeError> {
     let mut attached = Vec::new();
     for (name, group, event) in SYSCALL_PROGRAMS {
-        let program_error = |source| ProbeError::Program {
-            program: name.to_owned(),
-            source: Box::new(source),
-        };
-        let program: &mut TracePoint = ebpf
-            .program_mut(name)
-            .ok_or(ProbeError::MissingProgram(name.to_owned()))?
-            .try_into()
-            .map_err(program_error)?;
-        program.load().map_err(program_error)?;
+        let program: &mut TracePoint = loaded(ebpf, name, TracePoint::load)?;
         program
             .attach(group, event)
             .map_err(|source| ProbeError::Attach {
@@ -53,16 +45,7 @@ pub fn attach(
     }
     if settings.config.fault_period > 0 {
         let name = "stack_page_fault";
-        let program_error = |source| ProbeError::Program {
-            program: name.to_owned(),
-            source: Box::new(source),
-        };
-        let program: &mut RawTracePoint = ebpf
-            .program_mut(name)
-            .ok_or(ProbeError::MissingProgram(name.to_owned()))?
-            .try_into()
-            .map_err(program_error)?;
-        program.load().map_err(program_error)?;
+        let program: &mut RawTracePoint = loaded(ebpf, name, RawTracePoint::load)?;
         program
             .attach("page_fault_user")
             .map_err(|source| ProbeError::Attach {
