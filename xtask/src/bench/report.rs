@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::daemon::{Flood, Idle};
 use super::measure::Sample;
 use super::modes::Mode;
+use super::workloads::Goal;
 use super::workloads::Workload;
 
 /// One traced run and the untraced run it was paired with.
@@ -183,7 +184,7 @@ impl Results {
     }
 
     fn goals(&self, out: &mut String) {
-        let _ = writeln!(out, "## Goals (issue 6)\n");
+        let _ = writeln!(out, "## Goals (issue 14)\n");
         let mut lines = Vec::new();
         for row in &self.rows {
             let ratios: Vec<f64> = row
@@ -194,14 +195,44 @@ impl Results {
                 .cell(Mode::Run)
                 .map(|c| c.pairs.iter().filter_map(|p| p.traced.lost).sum())
                 .unwrap_or(0);
-            let text = match stats(&ratios) {
-                Some((median, _, _)) => verdict(
-                    &format!("{} under `tracer run`", row.workload.name),
-                    median,
-                    row.workload.goal,
-                    "×",
-                ),
-                None => format!("- {}: no measurement", row.workload.name),
+            let median_of = |mode: Mode| {
+                row.cell(mode).and_then(|c| {
+                    stats(&c.pairs.iter().map(Pair::ratio).collect::<Vec<_>>()).map(|s| s.0)
+                })
+            };
+            let name = row.workload.name;
+            let text = match (stats(&ratios), row.workload.goal) {
+                (None, _) => format!("- {name}: no measurement"),
+                (Some((median, _, _)), Goal::AtMost(limit)) => {
+                    verdict(&format!("{name} under `tracer run`"), median, limit, "×")
+                }
+                (Some((median, _, _)), Goal::PeersOfTheSameRun) => {
+                    let against_bpftrace = match median_of(Mode::BpftraceCount) {
+                        Some(peer) => verdict(
+                            &format!(
+                                "{name} under `tracer run` against bpftrace counting the same \
+                                 events ({peer:.2}×)"
+                            ),
+                            median,
+                            peer,
+                            "×",
+                        ),
+                        None => format!("- {name}: bpftrace not measured"),
+                    };
+                    let against_floor = match median_of(Mode::PerfStat) {
+                        Some(floor) => verdict(
+                            &format!(
+                                "{name} under `tracer run` ({median:.2}×) over the `perf stat` \
+                                 floor ({floor:.2}×)"
+                            ),
+                            median / floor,
+                            super::workloads::FLOOR_SLACK,
+                            "×",
+                        ),
+                        None => format!("- {name}: perf stat not measured"),
+                    };
+                    format!("{against_bpftrace}\n{against_floor}")
+                }
             };
             lines.push(format!("{text}; records lost in all runs: {lost}"));
         }
@@ -279,7 +310,14 @@ impl Results {
                 };
                 let _ = write!(out, " {text} |");
             }
-            let _ = writeln!(out, " ≤ {:.2}× |", row.workload.goal);
+            let goal = match row.workload.goal {
+                Goal::PeersOfTheSameRun => format!(
+                    "≤ bpftrace count, ≤ {:.2}× perf stat",
+                    super::workloads::FLOOR_SLACK
+                ),
+                Goal::AtMost(limit) => format!("≤ {limit:.2}×"),
+            };
+            let _ = writeln!(out, " {goal} |");
         }
         let _ = writeln!(out);
     }
