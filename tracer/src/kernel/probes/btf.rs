@@ -27,6 +27,9 @@ const KIND_ENUM64: u32 = 19;
 /// Deepest nesting of arrays or anonymous structs followed; the kernel's own types nest a few
 /// levels, a cycle in a malformed blob would nest forever.
 const MAX_DEPTH: u32 = 32;
+/// Members looked at in one search: with a depth limit alone, a struct whose anonymous members
+/// are itself, several times over, takes exponential time (found by the `btf` fuzz target).
+const MAX_MEMBERS_VISITED: u32 = 100_000;
 
 #[derive(Debug, Clone)]
 struct Member {
@@ -202,19 +205,29 @@ impl Btf {
     /// The member `member` of `struct name`, looking into anonymous structs and unions.
     pub fn member(&self, name: &str, member: &str) -> Option<MemberInfo> {
         let id = *self.structs.get(name)?;
-        self.find_member(id, member, 0, MAX_DEPTH)
+        let mut visits = MAX_MEMBERS_VISITED;
+        self.find_member(id, member, 0, MAX_DEPTH, &mut visits)
     }
 
-    /// Looks for `member` at most `depth` anonymous structs deep: a struct that contains
-    /// itself (malformed BTF) must end the search, not the stack.
-    fn find_member(&self, id: u32, member: &str, base_bits: u32, depth: u32) -> Option<MemberInfo> {
+    /// Looks for `member` at most `depth` anonymous structs deep and `visits` members in all: a
+    /// struct that contains itself (malformed BTF) must end the search, not the stack or the
+    /// daemon's start-up.
+    fn find_member(
+        &self,
+        id: u32,
+        member: &str,
+        base_bits: u32,
+        depth: u32,
+        visits: &mut u32,
+    ) -> Option<MemberInfo> {
         let depth = depth.checked_sub(1)?;
         let t = self.resolve(id)?;
         for m in &t.members {
+            *visits = visits.checked_sub(1)?;
             let bits = base_bits.checked_add(m.bit_offset)?;
             if m.name == 0 {
                 // An anonymous struct or union: its members belong to the outer struct.
-                if let Some(found) = self.find_member(m.type_id, member, bits, depth) {
+                if let Some(found) = self.find_member(m.type_id, member, bits, depth, visits) {
                     return Some(found);
                 }
             } else if self.name(m.name) == member {
@@ -236,6 +249,33 @@ impl Btf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `btf` fuzz target (a timeout): a struct whose anonymous members are
+    /// itself. The lookup must answer at once, not after 2^32 steps.
+    #[test]
+    fn a_struct_made_of_itself_many_times_is_searched_in_bounded_time() {
+        use base64::Engine as _;
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(
+                "n+sBABgAAAAAAAAApAAAAKQAAABDAAAAAQAAAAAAAAEEAAAAIAAAACsAAAAAAAABCAAAAEAAAGFza19z\
+                 dHJ1Y3QAAAABAQAAAAAAAAAAAAAwAAAAAAAACAMAAAAYAAAAAQAABAgmAAAAAAAABAAAAAAAAAAAAAAA\
+                 AQAABAgAAIARAAAABgAAAAAAAAAFAAAAAgAABBAAAAAAAAAABwAAAAAAAAAAAAAABwAAAAAAAAA5AAAA\
+                 BAAAAEAAAAAAaW50AHRhc2tfc3RydWN0AHNpZ25hbABzaWduYWxfc3RydWN0AGxpdmUAbG9uZwBhdG9t\
+                 aWNfdAByc3Nfc3RhdAAA",
+            )
+            .unwrap();
+        let btf = Btf::parse(&blob).unwrap();
+        let started = std::time::Instant::now();
+        for (name, member) in [
+            ("task_struct", "signal"),
+            ("task_struct", "rss_stat"),
+            ("signal_struct", "live"),
+        ] {
+            let _ = btf.member(name, member);
+        }
+        // Not a timing test: before the visit budget this did not end within minutes.
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    }
 
     /// Builds a small BTF blob: `struct inner { int a; int b; }` and
     /// `struct outer { long x; struct { int pad; struct inner *p; }; atomic_t live; }`.
