@@ -214,7 +214,8 @@ impl Results {
                                  events ({peer:.2}×)"
                             ),
                             median,
-                            peer,
+                            // As shown in the table: two decimals.
+                            (peer * 100.0).round() / 100.0,
                             "×",
                         ),
                         None => format!("- {name}: bpftrace not measured"),
