@@ -518,6 +518,36 @@ impl Traced {
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.output.stderr).into_owned()
     }
+
+    /// For the `fault_stat` workload, which prints its own `minflt=` and `majflt=` from
+    /// /proc/self/stat: asserts that the tracer's fault total is within 1 % of theirs (at least
+    /// 20000) and its majors equal, and returns the exit record's `faults`.
+    pub fn assert_faults_match_own_stat(&self, label: &str) -> Value {
+        let stdout = String::from_utf8_lossy(&self.output.stdout);
+        let field = |name: &str| -> u64 {
+            stdout
+                .split_whitespace()
+                .find_map(|t| t.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+                .parse()
+                .unwrap()
+        };
+        let (minflt, majflt) = (field("minflt"), field("majflt"));
+        let faults = exit_event(&self.events, self.pid)["faults"].clone();
+        let ours = faults["total"].as_u64().unwrap();
+        let kernel = minflt + majflt;
+        let diff = ours as i64 - kernel as i64;
+        println!(
+            "{label}: tracer {ours} (major {}), /proc/self/stat minflt+majflt {kernel} (majflt \
+             {majflt}); difference {diff} ({:.3}%); {faults}",
+            faults["major"],
+            100.0 * diff as f64 / kernel as f64
+        );
+        assert!(kernel >= 20000);
+        assert!(diff.unsigned_abs() * 100 <= kernel, "more than 1% apart");
+        assert_eq!(faults["major"].as_u64().unwrap(), majflt, "major faults");
+        faults
+    }
 }
 
 /// Runs `tracer run [options] --events FILE -- <workload> [args]` to completion; it must

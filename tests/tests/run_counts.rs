@@ -218,29 +218,5 @@ fn fault_totals_match_the_processes_own_minflt_and_majflt() {
         return;
     }
     let traced = trace_workload("faultstat", &["-q"], "fault_stat", &["20000"]);
-    let out = &traced.output;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let field = |name: &str| -> u64 {
-        let token = stdout
-            .split_whitespace()
-            .find_map(|t| t.strip_prefix(&format!("{name}=")));
-        token
-            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
-            .parse()
-            .unwrap()
-    };
-    let (minflt, majflt) = (field("minflt"), field("majflt"));
-    let faults = &exit_event(&traced.events, traced.pid)["faults"];
-    let ours = faults["total"].as_u64().unwrap();
-    let kernel = minflt + majflt;
-    let diff = ours as i64 - kernel as i64;
-    println!(
-        "page faults: tracer {ours} (major {}), /proc/self/stat minflt+majflt {kernel} (majflt \
-         {majflt}); difference {diff} ({:.3}%)",
-        faults["major"],
-        100.0 * diff as f64 / kernel as f64
-    );
-    assert!(kernel >= 20000);
-    assert!(diff.unsigned_abs() * 100 <= kernel, "more than 1% apart");
-    assert_eq!(faults["major"].as_u64().unwrap(), majflt, "major faults");
+    traced.assert_faults_match_own_stat("page faults");
 }
