@@ -7,6 +7,9 @@
 // grow_mmap:   16 mallocs of 4 MiB (above it: one mmap each), freed by free_mmaps
 // grow_direct: a direct 24 MiB anonymous mmap, then touch_pages touches every page
 //
+// An argument `brk-mib=N` (1 to 128) makes grow_brk allocate N MiB instead of 32 (tests of
+// `tracer diff` and check files compare runs that differ in it).
+//
 // `callsites hold` prints `pid N`, then waits for SIGUSR1 before the work and again before it
 // exits (tests that attach or read the served profile mid-run).
 #include <stdio.h>
@@ -18,15 +21,17 @@
 
 #define BRK_BLOCK 100000
 #define BRK_TOTAL (32 << 20)
+#define BRK_MAX (128 << 20)
 #define MMAP_BLOCK (4 << 20)
 #define MMAP_COUNT 16
 #define DIRECT_BYTES (24 << 20)
 
-static void *brk_blocks[BRK_TOTAL / BRK_BLOCK + 1];
+static void *brk_blocks[BRK_MAX / BRK_BLOCK + 1];
+static size_t brk_total = BRK_TOTAL;
 static void *mmap_blocks[MMAP_COUNT];
 
 __attribute__((noinline)) static void grow_brk(void) {
-    for (size_t i = 0; i < BRK_TOTAL / BRK_BLOCK; i++) {
+    for (size_t i = 0; i < brk_total / BRK_BLOCK; i++) {
         brk_blocks[i] = malloc(BRK_BLOCK);
         // Keep the compiler from dropping the allocation.
         __asm__ volatile("" : : "r"(brk_blocks[i]) : "memory");
@@ -72,6 +77,16 @@ static void wait_usr1(void) {
 
 int main(int argc, char **argv) {
     int hold = argc > 1 && strcmp(argv[1], "hold") == 0;
+    for (int i = 1; i < argc; i++) {
+        if (strncmp(argv[i], "brk-mib=", 8) == 0) {
+            long mib = atol(argv[i] + 8);
+            if (mib < 1 || mib > BRK_MAX >> 20) {
+                fprintf(stderr, "brk-mib: 1 to %d\n", BRK_MAX >> 20);
+                return 2;
+            }
+            brk_total = (size_t)mib << 20;
+        }
+    }
     if (hold) {
         sigset_t set;
         sigemptyset(&set);

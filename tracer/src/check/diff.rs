@@ -222,6 +222,7 @@ pub fn compare(
         let subject = format!("process {key} (pid {} -> {})", p.pid, q.pid);
         let figures = changes(&p.figures, &q.figures);
         section(&mut text, &subject, &figures, all);
+        super::diff_sites::section(&mut text, p, q);
         for t in thresholds {
             let applies = match &t.scope {
                 Scope::Tree => false,

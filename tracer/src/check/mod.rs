@@ -2,6 +2,7 @@
 //! parsing (`spec`) and evaluation work on text and a `Report`; the command writes the outcome.
 
 pub mod diff;
+pub mod diff_sites;
 pub mod junit;
 pub mod spec;
 

@@ -6,6 +6,7 @@ use clap::Args;
 use tracer_common::stack::{MAX_STACK_COPY, StackConfig};
 
 use crate::kernel::probes::options::StackSettings;
+use crate::stacks::folded::SampleType;
 
 #[derive(Debug, Clone, Args)]
 pub struct StackArgs {
@@ -33,12 +34,22 @@ pub struct StackArgs {
     /// Write the call sites as a gzip'ed pprof profile to PATH at the end (implies --stacks).
     #[arg(long, value_name = "PATH")]
     pub pprof: Option<PathBuf>,
+
+    /// Write the call sites as folded stacks (`frame;frame value`, outermost first, for
+    /// flamegraph.pl and inferno) to PATH at the end (implies --stacks).
+    #[arg(long, value_name = "PATH")]
+    pub folded: Option<PathBuf>,
+
+    /// The value of each folded line: bytes still mapped (inuse_space), bytes mapped so far
+    /// (alloc_space), their call counts (inuse_objects, alloc_objects), or page faults.
+    #[arg(long, value_name = "TYPE", value_enum, default_value_t = SampleType::InuseSpace)]
+    pub folded_type: SampleType,
 }
 
 impl StackArgs {
     /// The probe settings, when stacks are on.
     pub fn settings(&self) -> Option<StackSettings> {
-        (self.stacks || self.pprof.is_some()).then_some(StackSettings {
+        (self.stacks || self.pprof.is_some() || self.folded.is_some()).then_some(StackSettings {
             config: StackConfig {
                 stack_bytes: self.stack_bytes,
                 fault_period: self.fault_sample,

@@ -76,6 +76,9 @@ impl Outputs {
         if let Some(path) = &common.stacks.pprof {
             ensure_writable(path, "pprof profile")?;
         }
+        if let Some(path) = &common.stacks.folded {
+            ensure_writable(path, "folded stacks")?;
+        }
         Ok(Outputs {
             report: common.report.clone(),
             html: common.html.clone(),

@@ -91,7 +91,7 @@ fn print_summary(session: &Session, quiet: bool) {
 }
 
 /// At the end of `run` and `attach` with `--stacks`: the top call sites on stderr (unless
-/// quiet), and the profile written to `--pprof PATH`.
+/// quiet), the profile written to `--pprof PATH` and the folded stacks to `--folded PATH`.
 fn finish_stacks(
     collector: Option<&mut crate::stacks::Collector>,
     table: &crate::tracking::table::ProcessTable,
@@ -108,6 +108,13 @@ fn finish_stacks(
         let bytes = collector.profile(table, None, "inuse_space");
         crate::output::outfile::write(path, &bytes).map_err(|e| TracerError::Write {
             what: format!("cannot write the pprof profile to {}", path.display()),
+            source: e.into(),
+        })?;
+    }
+    if let Some(path) = &args.folded {
+        let text = collector.folded(table, None, args.folded_type);
+        crate::output::outfile::write(path, text.as_bytes()).map_err(|e| TracerError::Write {
+            what: format!("cannot write the folded stacks to {}", path.display()),
             source: e.into(),
         })?;
     }

@@ -23,6 +23,45 @@ pub struct Report {
     pub events: EventCounts,
     pub processes: Vec<ProcessReport>,
     pub totals: Totals,
+    /// Whether call sites were collected (`--stacks`), and how (docs/callsites.md).
+    pub call_sites: CallSitesInfo,
+}
+
+/// Most call sites listed per process in the report (the largest by `alloc_space`, then
+/// `inuse_space`, then `faults`); the rest are counted in `call_sites_omitted`.
+pub const REPORT_SITES: usize = 20;
+
+/// Call-site collection of the session. `enabled: false` (stacks off, or a report of an older
+/// tracer) comes with the `reason`, and every process's `call_sites` is empty.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CallSitesInfo {
+    pub enabled: bool,
+    pub reason: Option<String>,
+    /// Most sites listed per process (`REPORT_SITES`).
+    pub limit: u32,
+    /// Syscall and fault samples taken, and growing calls counted under `[no stack]`.
+    pub samples: u64,
+    pub fault_samples: u64,
+    pub without_stack: u64,
+}
+
+/// One call site of a process: the stacks whose first frame outside the C library, the loader
+/// and the allocators is `site`, summed (see docs/callsites.md).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct CallSiteReport {
+    /// The function (or `[file+0xoffset]`, `[no stack]`) that grew the memory.
+    pub site: String,
+    /// The heaviest of its stacks (by `alloc_space`, then `faults`), symbolized, leaf first.
+    pub stack: Vec<String>,
+    /// How many distinct stacks were summed.
+    pub stacks: u64,
+    pub alloc_space: u64,
+    pub alloc_objects: u64,
+    pub inuse_space: u64,
+    pub inuse_objects: u64,
+    pub faults: u64,
 }
 
 /// Where the report comes from.
@@ -266,6 +305,10 @@ pub struct ProcessReport {
     pub drift: Drift,
     /// The figures checks and diffs use, by name (see `figures.rs` and docs/ci.md).
     pub figures: BTreeMap<String, u64>,
+    /// The top call sites (`--stacks`), at most `REPORT_SITES`, largest first.
+    pub call_sites: Vec<CallSiteReport>,
+    /// Sites beyond those listed.
+    pub call_sites_omitted: u64,
 }
 
 /// Figures over the whole traced tree.

@@ -55,6 +55,13 @@ pub fn build<'a>(processes: impl Iterator<Item = &'a ProcessState>, ctx: &Contex
         events,
         processes,
         totals,
+        // Filled in by the stacks collector when it runs (`stacks::report`).
+        call_sites: CallSitesInfo {
+            enabled: false,
+            reason: Some("call sites are off: run the tracer with --stacks".to_string()),
+            limit: REPORT_SITES as u32,
+            ..Default::default()
+        },
     }
 }
 
@@ -216,6 +223,8 @@ pub fn process(p: &ProcessState) -> ProcessReport {
             reseeds: p.reseeds,
         },
         figures: BTreeMap::new(),
+        call_sites: Vec::new(),
+        call_sites_omitted: 0,
     };
     report.figures = figures::of_process(&report);
     report

@@ -51,11 +51,13 @@ pub enum Ask {
     },
     /// The report (`--report`'s document) as of now.
     Report,
-    /// The call-site profile (`--stacks`) of one process or of all, gzip'ed pprof.
+    /// The call-site profile (`--stacks`) of one process or of all, gzip'ed pprof, or
+    /// with `folded` the folded stacks of its default type.
     Pprof {
         pid: Option<u32>,
         running_only: bool,
         default_type: &'static str,
+        folded: bool,
     },
 }
 
@@ -260,11 +262,20 @@ fn router(api: Api) -> Router {
                                 .into_response();
                         }
                     };
+                    let folded = match q.format.as_deref() {
+                        None | Some("proto") => false,
+                        Some("folded") => true,
+                        Some(_) => {
+                            return (StatusCode::BAD_REQUEST, "format: proto, folded\n")
+                                .into_response();
+                        }
+                    };
                     let running_only = owner_only(access);
                     api.ask(Ask::Pprof {
                         pid: q.pid,
                         running_only,
                         default_type,
+                        folded,
                     })
                     .await
                 },
@@ -273,11 +284,12 @@ fn router(api: Api) -> Router {
         .with_state(api)
 }
 
-/// `GET /debug/pprof/{heap,allocs,faults}[?pid=PID]` (`seconds` and other parameters that
-/// scrapers send are ignored: the profile is cumulative).
+/// `GET /debug/pprof/{heap,allocs,faults}[?pid=PID][&format=folded]` (`seconds` and other
+/// parameters that scrapers send are ignored: the profile is cumulative).
 #[derive(serde::Deserialize)]
 struct PprofQuery {
     pid: Option<u32>,
+    format: Option<String>,
 }
 
 /// `POST /api/v1/phases?name=NAME[&pid=PID]`.

@@ -208,6 +208,7 @@ impl Session {
                 pid,
                 running_only,
                 default_type,
+                folded,
             } => {
                 if let Some(pid) = pid
                     && (running_only && !self.tracker.is_running(pid)
@@ -216,12 +217,17 @@ impl Session {
                     return not_found(pid);
                 }
                 let Tracker { stacks, table, .. } = &mut self.tracker;
-                match stacks.as_mut() {
-                    Some(s) => Answer::Bytes(
+                let folded_type = crate::stacks::folded::SampleType::from_name(default_type);
+                match (stacks.as_mut(), folded_type) {
+                    (Some(s), Some(t)) if folded => Answer::Bytes(
+                        s.folded(table, pid, t).into_bytes(),
+                        "text/plain; charset=utf-8",
+                    ),
+                    (Some(s), _) => Answer::Bytes(
                         s.profile(table, pid, default_type),
                         "application/octet-stream",
                     ),
-                    None => Answer::NotFound(
+                    (None, _) => Answer::NotFound(
                         "call sites are off: start the tracer with --stacks".into(),
                     ),
                 }

@@ -565,7 +565,11 @@ impl Tracker {
             exit_status,
             counters: &self.counters,
         };
-        crate::output::report_build::build(self.table.all(), &ctx)
+        let mut report = crate::output::report_build::build(self.table.all(), &ctx);
+        if let Some(stacks) = self.stacks.as_mut() {
+            stacks.fill_report(&mut report);
+        }
+        report
     }
 }
 

@@ -5,7 +5,9 @@
 //! thread, and the range the syscall mapped is attributed to its stack (`sites`). Profiles
 //! (`pprof`) and the summary's top sites are symbolized on demand (`symbols`).
 
+pub mod folded;
 pub mod pprof;
+pub mod report;
 pub mod sites;
 pub mod symbols;
 pub mod unwind;
@@ -380,19 +382,7 @@ impl Collector {
         let mut by_name: HashMap<String, (u64, u64, u64)> = HashMap::new();
         for proc in self.processes.values() {
             for (stack, s) in proc.sites.iter() {
-                let frame = stack
-                    .iter()
-                    .find(|f| {
-                        !self
-                            .files
-                            .get(f.file)
-                            .is_some_and(|file| is_allocator(&file.name))
-                    })
-                    .or(stack.first());
-                let name = match frame {
-                    Some(&f) => self.symbols.name(&self.files, f).to_string(),
-                    None => "[no stack]".to_string(),
-                };
+                let name = site_name(&mut self.symbols, &self.files, stack).to_string();
                 let e = by_name.entry(name).or_default();
                 e.0 += s.alloc_space;
                 e.1 += s.inuse_space;
@@ -406,6 +396,23 @@ impl Collector {
         list.sort_by(|a, b| b.1.cmp(&a.1).then(b.3.cmp(&a.3)).then(a.0.cmp(&b.0)));
         list.truncate(n);
         list
+    }
+}
+
+/// The name of a stack's site: its first frame outside the C library and the allocators (the
+/// leaf when every frame is theirs), `[no stack]` for the empty stack.
+fn site_name(
+    symbols: &mut symbols::Symbols,
+    files: &FileTable,
+    stack: &[Frame],
+) -> std::sync::Arc<str> {
+    let frame = stack
+        .iter()
+        .find(|f| !files.get(f.file).is_some_and(|file| is_allocator(&file.name)))
+        .or(stack.first());
+    match frame {
+        Some(&f) => symbols.name(files, f),
+        None => "[no stack]".into(),
     }
 }
 
