@@ -4,6 +4,7 @@
 pub mod diff;
 pub mod diff_sites;
 pub mod junit;
+pub mod sites;
 pub mod spec;
 
 use std::fmt::Write as _;
@@ -70,15 +71,17 @@ pub fn evaluate(file: &CheckFile, report: &Report) -> Vec<Outcome> {
                 for p in matched {
                     for a in &group.assertions {
                         let (passed, detail) = match &a.phase {
+                            None if a.site.is_some() => judge_site(a, report, p),
                             None => judge(&a.test, |name| p.figures.get(name).copied()),
                             Some(phase) => match p.phases.iter().rev().find(|s| &s.name == phase) {
                                 Some(s) => judge(&a.test, |name| figures::of_phase(s, name)),
                                 None => (false, never_marked(phase, p)),
                             },
                         };
-                        let assertion = match &a.phase {
-                            Some(phase) => format!("phase {phase}: {}", a.text),
-                            None => a.text.clone(),
+                        let assertion = match (&a.phase, &a.site) {
+                            (Some(phase), _) => format!("phase {phase}: {}", a.text),
+                            (None, Some(site)) => format!("site {site:?}: {}", a.text),
+                            (None, None) => a.text.clone(),
                         };
                         out.push(Outcome {
                             subject: group.label.clone(),
@@ -115,6 +118,20 @@ pub fn evaluate(file: &CheckFile, report: &Report) -> Vec<Outcome> {
         });
     }
     out
+}
+
+/// An assertion on call sites: measured over the matching sites, named in the detail.
+fn judge_site(a: &spec::Assertion, report: &Report, p: &ProcessReport) -> (bool, String) {
+    let (Some(site), Test::Limit { figure, .. }) = (&a.site, &a.test) else {
+        return (false, "not a call-site assertion".to_string());
+    };
+    match sites::measure(&report.call_sites, p, site, figure) {
+        Ok((value, names)) => {
+            let (passed, detail) = judge(&a.test, |_| Some(value));
+            (passed, format!("{detail} (sites {names})"))
+        }
+        Err(reason) => (false, reason),
+    }
 }
 
 fn never_marked(phase: &str, p: &ProcessReport) -> String {

@@ -64,6 +64,8 @@ pub struct Assertion {
     pub text: String,
     /// `Some(name)`: about the snapshot taken when phase `name` was marked.
     pub phase: Option<String>,
+    /// `Some(name)`: about the call sites whose name contains `name` (`check::sites`).
+    pub site: Option<String>,
     pub test: Test,
 }
 
@@ -80,12 +82,15 @@ const NO_FAILED: &[(&str, &str)] = &[
 
 const SELECTORS: &[&str] = &["name", "comm", "argv"];
 
+
+
 /// Where the figures of an assertion come from.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Context {
     Process,
     Tree,
     Phase,
+    Site,
 }
 
 impl Context {
@@ -98,6 +103,7 @@ impl Context {
                 .chain(TREE_FIGURES.iter().map(|f| f.0))
                 .collect(),
             Context::Phase => PHASE_FIGURES.iter().map(|f| f.0).collect(),
+            Context::Site => super::sites::SITE_FIGURES.to_vec(),
         }
     }
 
@@ -111,7 +117,7 @@ impl Context {
         if self == Context::Process {
             keys.extend(NO_FAILED.iter().map(|(k, _)| k.to_string()));
             keys.extend(
-                ["heap_returned_to_os", "heap_return_slack", "phases"]
+                ["heap_returned_to_os", "heap_return_slack", "phases", "sites"]
                     .iter()
                     .chain(SELECTORS)
                     .map(|k| k.to_string()),
@@ -280,22 +286,30 @@ fn group(
                     *slot = Some(argv);
                 }
             }
-            (Context::Process, "phases") => {
+            (Context::Process, "phases" | "sites") => {
                 let DeValue::Table(phases) = value.get_ref() else {
-                    return p.err(span, "write phases as `[process.phases.NAME]` tables");
+                    return p.err(span, format!("write {name} as `[process.{name}.NAME]` tables"));
                 };
+                let what = &name[..name.len() - 1];
                 for (phase, body) in phases {
                     let DeValue::Table(body) = body.get_ref() else {
                         return p.err(
                             phase.span(),
                             format!(
-                                "`{}` is not a phase: name the phase in the table header, \
-                                 `[process.phases.NAME]`",
+                                "`{}` is not a {what}: name the {what} in the table header, \
+                                 `[process.{name}.NAME]`",
                                 phase.get_ref()
                             ),
                         );
                     };
-                    if !valid_phase_name(phase.get_ref()) {
+                    if name == "sites" {
+                        if !super::sites::valid_site_name(phase.get_ref()) {
+                            return p.err(
+                                phase.span(),
+                                "site name: 1 to 256 characters, no control characters",
+                            );
+                        }
+                    } else if !valid_phase_name(phase.get_ref()) {
                         return p.err(
                             phase.span(),
                             format!(
@@ -308,12 +322,15 @@ fn group(
                     if body.is_empty() {
                         return p.err(
                             phase.span(),
-                            format!("no assertions for phase `{}`", phase.get_ref()),
+                            format!("no assertions for {what} `{}`", phase.get_ref()),
                         );
                     }
                     for (key, value) in body {
-                        let mut a = assertion(p, Context::Phase, key, value)?;
-                        a.phase = Some(phase.get_ref().to_string());
+                        let site = name == "sites";
+                        let context = if site { Context::Site } else { Context::Phase };
+                        let mut a = assertion(p, context, key, value)?;
+                        *(if site { &mut a.site } else { &mut a.phase }) =
+                            Some(phase.get_ref().to_string());
                         assertions.push(a);
                     }
                 }
@@ -329,6 +346,7 @@ fn group(
                     line: p.line_of(span.clone()),
                     text: p.source(span),
                     phase: None,
+                    site: None,
                     test: Test::HeapReturned { slack: 0 },
                 });
             }
@@ -396,9 +414,10 @@ fn assertion(
         line,
         text: text.clone(),
         phase: None,
+        site: None,
         test,
     };
-    if context != Context::Phase
+    if !matches!(context, Context::Phase | Context::Site)
         && let Some((_, figure)) = NO_FAILED.iter().find(|(k, _)| *k == name)
     {
         must_be_true(p, value, name)?;
@@ -436,6 +455,7 @@ fn assertion(
         }
         let what = match context {
             Context::Phase => "phase assertion",
+            Context::Site => "call-site assertion",
             _ => "assertion",
         };
         return p.err(
@@ -446,7 +466,11 @@ fn assertion(
             ),
         );
     };
-    let unit = figures::unit_of(figure).unwrap_or(Unit::Count);
+    let unit = match context {
+        Context::Site if figure.ends_with("_space") => Unit::Bytes,
+        Context::Site => Unit::Count,
+        _ => figures::unit_of(figure).unwrap_or(Unit::Count),
+    };
     Ok(make(Test::Limit {
         figure: figure.to_string(),
         op,

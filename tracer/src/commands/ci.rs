@@ -61,6 +61,19 @@ impl Outputs {
                 checks.path, a.line
             )));
         }
+        if let Some(checks) = &checks
+            && common.stacks.settings().is_none()
+            && let Some(a) = checks
+                .groups
+                .iter()
+                .flat_map(|g| &g.assertions)
+                .find(|a| a.site.is_some())
+        {
+            return Err(TracerError::BadInput(format!(
+                "check file {}, line {}: call-site assertions need the call sites: add --stacks",
+                checks.path, a.line
+            )));
+        }
         if let Some(path) = &common.report {
             ensure_writable(path, "report")?;
         }

@@ -126,3 +126,75 @@ fn mistakes_name_the_line_and_the_fix() {
     let e = err("[tree]\nmax_faults = 99999999999999999999\n");
     assert!(e.contains("too large"), "{e}");
 }
+
+#[test]
+fn site_bounds_parse_with_their_units() {
+    let file = parse(
+        "c.toml",
+        r#"
+[[process]]
+comm = "callsites"
+
+[process.sites.grow_brk]
+max_inuse_space = "40MiB"
+min_alloc_objects = 2
+
+[process.sites."ns::Vec<T>::push"]
+max_faults = 100
+"#,
+    )
+    .unwrap();
+    let a = &file.groups[0].assertions;
+    assert_eq!(a.len(), 3);
+    let inuse = a.iter().find(|a| a.text.starts_with("max_inuse")).unwrap();
+    assert_eq!(inuse.site.as_deref(), Some("grow_brk"));
+    assert_eq!(inuse.phase, None);
+    assert_eq!(
+        inuse.test,
+        Test::Limit {
+            figure: "inuse_space".into(),
+            op: Op::AtMost,
+            limit: 40 << 20,
+            unit: Unit::Bytes
+        }
+    );
+    let faults = a.iter().find(|a| a.text.starts_with("max_faults")).unwrap();
+    assert_eq!(faults.site.as_deref(), Some("ns::Vec<T>::push"));
+    assert!(matches!(
+        &faults.test,
+        Test::Limit { unit: Unit::Count, limit: 100, .. }
+    ));
+}
+
+#[test]
+fn site_mistakes_are_errors_not_panics() {
+    let head = "[[process]]\ncomm = \"x\"\n";
+    for (body, expect) in [
+        ("[process.sites.f]\nmax_rss = 1\n", "unknown call-site assertion `max_rss`"),
+        ("[process.sites.f]\nmax_inuse_space = 5\nno_failed_mmap = true\n", "unknown"),
+        ("[process.sites.f]\nmax_faults = \"3MiB\"\n", "is a count"),
+        ("[process.sites.f]\nmax_alloc_space = -1\n", "cannot be negative"),
+        ("[process.sites.f]\n", "no assertions for site `f`"),
+        ("[process.sites]\nf = 1\n", "is not a site"),
+        ("sites = 3\n", "write sites as `[process.sites.NAME]` tables"),
+        ("[process.sites.\"a\\nb\"]\nmax_faults = 1\n", "site name"),
+        ("[process.sites.\"\"]\nmax_faults = 1\n", "site name"),
+    ] {
+        let e = err(&format!("{head}{body}"));
+        assert!(e.contains(expect), "{body:?}: {e}");
+    }
+    let long = "f".repeat(300);
+    assert!(err(&format!("{head}[process.sites.{long}]\nmax_faults = 1\n")).contains("site name"));
+    // [tree] has no sites.
+    assert!(err("[tree.sites.f]\nmax_faults = 1\n").contains("unknown assertion"));
+    // Arbitrary bytes around the grammar: errors, never a panic.
+    for text in [
+        "[process.sites.\u{0}]",
+        "[[process]]\ncomm=\"x\"\n[process.sites.f]\nmax_inuse_space=\"\u{202e}9EiB\"",
+        "[[process]]\ncomm=\"x\"\n[process.sites.f]\nmax_inuse_space=\"99999999999999999999GiB\"",
+        "[[process]]\ncomm=\"x\"\n[[process.sites.f]]\nmax_faults=1",
+        "[[process]]\ncomm=\"x\"\n[process.sites.f.g]\nmax_faults=1",
+    ] {
+        let _ = parse("c.toml", text);
+    }
+}

@@ -1,0 +1,128 @@
+//! Assertions on call sites (`[process.sites.NAME]` in a check file): the figures of the
+//! sites of a process whose name contains NAME, summed, from the report's `call_sites`.
+
+use crate::output::report::{CallSitesInfo, ProcessReport};
+
+/// The figures of a call site, as in the report's `call_sites`.
+pub const SITE_FIGURES: &[&str] = &[
+    "alloc_space",
+    "alloc_objects",
+    "inuse_space",
+    "inuse_objects",
+    "faults",
+];
+
+/// Site names a check file may give: function names are long, but bounded, and one line.
+pub fn valid_site_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 256 && !name.chars().any(char::is_control)
+}
+
+/// Most matching site names quoted in a message.
+const NAMED: usize = 5;
+
+/// `figure` summed over the sites of `p` whose name contains `site`, and the sites matched
+/// (for the message); an error when there is nothing to measure: call sites off, or no site
+/// of that name among those the report lists (a bound on a typo must not pass).
+pub fn measure(
+    info: &CallSitesInfo,
+    p: &ProcessReport,
+    site: &str,
+    figure: &str,
+) -> Result<(u64, String), String> {
+    if !info.enabled {
+        return Err(format!(
+            "no call sites in the report ({}): the check on site `{site}` needs --stacks",
+            info.reason.as_deref().unwrap_or("not collected")
+        ));
+    }
+    let matched: Vec<_> = p
+        .call_sites
+        .iter()
+        .filter(|s| s.site.contains(site))
+        .collect();
+    if matched.is_empty() {
+        let seen: Vec<String> = p
+            .call_sites
+            .iter()
+            .take(NAMED)
+            .map(|s| format!("{:?}", s.site))
+            .collect();
+        let omitted = match p.call_sites_omitted {
+            0 => String::new(),
+            n => format!(
+                "; {n} smaller sites are not in the report (it lists the {} that mapped most)",
+                info.limit
+            ),
+        };
+        return Err(format!(
+            "no call site named `{site}` (sites: {}{omitted})",
+            if seen.is_empty() {
+                "none".to_string()
+            } else {
+                seen.join(", ")
+            }
+        ));
+    }
+    let value = matched.iter().fold(0u64, |sum, s| {
+        sum.saturating_add(match figure {
+            "alloc_space" => s.alloc_space,
+            "alloc_objects" => s.alloc_objects,
+            "inuse_space" => s.inuse_space,
+            "inuse_objects" => s.inuse_objects,
+            _ => s.faults,
+        })
+    });
+    let mut names: Vec<String> = matched
+        .iter()
+        .take(NAMED)
+        .map(|s| format!("{:?}", s.site))
+        .collect();
+    if matched.len() > NAMED {
+        names.push(format!("and {} more", matched.len() - NAMED));
+    }
+    Ok((value, names.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::report::CallSiteReport;
+
+    fn info(enabled: bool) -> CallSitesInfo {
+        CallSitesInfo {
+            enabled,
+            limit: 20,
+            ..Default::default()
+        }
+    }
+
+    fn process() -> ProcessReport {
+        let site = |name: &str, inuse| CallSiteReport {
+            site: name.to_string(),
+            inuse_space: inuse,
+            faults: 3,
+            ..Default::default()
+        };
+        ProcessReport {
+            call_sites: vec![site("grow_brk", 100), site("app::grow_brk_more", 10)],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn matching_sites_are_summed_and_named() {
+        let (v, names) = measure(&info(true), &process(), "grow_brk", "inuse_space").unwrap();
+        assert_eq!(v, 110);
+        assert!(names.contains("app::grow_brk_more"), "{names}");
+        let (v, _) = measure(&info(true), &process(), "more", "faults").unwrap();
+        assert_eq!(v, 3);
+    }
+
+    #[test]
+    fn no_stacks_or_no_such_site_is_an_error() {
+        let e = measure(&info(false), &process(), "grow_brk", "inuse_space").unwrap_err();
+        assert!(e.contains("--stacks"), "{e}");
+        let e = measure(&info(true), &process(), "grow_mmap", "inuse_space").unwrap_err();
+        assert!(e.contains("no call site named `grow_mmap`"), "{e}");
+    }
+}
