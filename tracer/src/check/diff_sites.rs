@@ -132,7 +132,11 @@ mod tests {
 
     #[test]
     fn grown_sites_are_sorted_by_growth_and_bounded() {
-        let old = process(vec![site("a", 100, 100), site("b", 50, 0), site("c", 10, 10)]);
+        let old = process(vec![
+            site("a", 100, 100),
+            site("b", 50, 0),
+            site("c", 10, 10),
+        ]);
         let mut sites = vec![site("a", 100, 100), site("b", 500, 0), site("c", 20, 30)];
         sites.extend((0..20).map(|i| site(&format!("new{i:02}"), 1, 0)));
         let new = process(sites);

@@ -82,8 +82,6 @@ const NO_FAILED: &[(&str, &str)] = &[
 
 const SELECTORS: &[&str] = &["name", "comm", "argv"];
 
-
-
 /// Where the figures of an assertion come from.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Context {
@@ -117,10 +115,15 @@ impl Context {
         if self == Context::Process {
             keys.extend(NO_FAILED.iter().map(|(k, _)| k.to_string()));
             keys.extend(
-                ["heap_returned_to_os", "heap_return_slack", "phases", "sites"]
-                    .iter()
-                    .chain(SELECTORS)
-                    .map(|k| k.to_string()),
+                [
+                    "heap_returned_to_os",
+                    "heap_return_slack",
+                    "phases",
+                    "sites",
+                ]
+                .iter()
+                .chain(SELECTORS)
+                .map(|k| k.to_string()),
             );
         }
         if self == Context::Tree {
@@ -288,7 +291,10 @@ fn group(
             }
             (Context::Process, "phases" | "sites") => {
                 let DeValue::Table(phases) = value.get_ref() else {
-                    return p.err(span, format!("write {name} as `[process.{name}.NAME]` tables"));
+                    return p.err(
+                        span,
+                        format!("write {name} as `[process.{name}.NAME]` tables"),
+                    );
                 };
                 let what = &name[..name.len() - 1];
                 for (phase, body) in phases {

@@ -556,20 +556,16 @@ impl Tracker {
     /// The report as of now: kernel figures refreshed, every process in the table.
     pub fn report(&mut self, exit_status: Option<i32>) -> crate::output::report::Report {
         self.refresh_running();
-        let info = &self.report_info;
         let ctx = crate::output::report_build::Context {
-            mode: &info.mode,
-            command: info.command.clone(),
-            started_unix_ms: info.started_unix_ms,
-            duration_ms: info.started.elapsed().as_millis() as u64,
+            mode: &self.report_info.mode,
+            command: self.report_info.command.clone(),
+            started_unix_ms: self.report_info.started_unix_ms,
+            duration_ms: self.report_info.started.elapsed().as_millis() as u64,
             exit_status,
             counters: &self.counters,
         };
-        let mut report = crate::output::report_build::build(self.table.all(), &ctx);
-        if let Some(stacks) = self.stacks.as_mut() {
-            stacks.fill_report(&mut report);
-        }
-        report
+        let report = crate::output::report_build::build(self.table.all(), &ctx);
+        crate::stacks::report::with_sites(report, self.stacks.as_mut())
     }
 }
 

@@ -408,7 +408,11 @@ fn site_name(
 ) -> std::sync::Arc<str> {
     let frame = stack
         .iter()
-        .find(|f| !files.get(f.file).is_some_and(|file| is_allocator(&file.name)))
+        .find(|f| {
+            !files
+                .get(f.file)
+                .is_some_and(|file| is_allocator(&file.name))
+        })
         .or(stack.first());
     match frame {
         Some(&f) => symbols.name(files, f),

@@ -7,6 +7,14 @@ use crate::output::report::{CallSiteReport, REPORT_SITES, Report};
 
 use super::{Collector, site_name};
 
+/// The report with its call sites filled in when stacks are on (else as built: off).
+pub fn with_sites(mut report: Report, collector: Option<&mut Collector>) -> Report {
+    if let Some(c) = collector {
+        c.fill_report(&mut report);
+    }
+    report
+}
+
 impl Collector {
     /// Fills the report's call sites: the session's counters and every process's top sites.
     pub fn fill_report(&mut self, report: &mut Report) {

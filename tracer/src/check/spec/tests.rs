@@ -162,7 +162,11 @@ max_faults = 100
     assert_eq!(faults.site.as_deref(), Some("ns::Vec<T>::push"));
     assert!(matches!(
         &faults.test,
-        Test::Limit { unit: Unit::Count, limit: 100, .. }
+        Test::Limit {
+            unit: Unit::Count,
+            limit: 100,
+            ..
+        }
     ));
 }
 
@@ -170,13 +174,25 @@ max_faults = 100
 fn site_mistakes_are_errors_not_panics() {
     let head = "[[process]]\ncomm = \"x\"\n";
     for (body, expect) in [
-        ("[process.sites.f]\nmax_rss = 1\n", "unknown call-site assertion `max_rss`"),
-        ("[process.sites.f]\nmax_inuse_space = 5\nno_failed_mmap = true\n", "unknown"),
+        (
+            "[process.sites.f]\nmax_rss = 1\n",
+            "unknown call-site assertion `max_rss`",
+        ),
+        (
+            "[process.sites.f]\nmax_inuse_space = 5\nno_failed_mmap = true\n",
+            "unknown",
+        ),
         ("[process.sites.f]\nmax_faults = \"3MiB\"\n", "is a count"),
-        ("[process.sites.f]\nmax_alloc_space = -1\n", "cannot be negative"),
+        (
+            "[process.sites.f]\nmax_alloc_space = -1\n",
+            "cannot be negative",
+        ),
         ("[process.sites.f]\n", "no assertions for site `f`"),
         ("[process.sites]\nf = 1\n", "is not a site"),
-        ("sites = 3\n", "write sites as `[process.sites.NAME]` tables"),
+        (
+            "sites = 3\n",
+            "write sites as `[process.sites.NAME]` tables",
+        ),
         ("[process.sites.\"a\\nb\"]\nmax_faults = 1\n", "site name"),
         ("[process.sites.\"\"]\nmax_faults = 1\n", "site name"),
     ] {
