@@ -42,7 +42,8 @@ pub struct StackArgs {
 
     /// The value of each folded line: bytes still mapped (inuse_space), bytes mapped so far
     /// (alloc_space), their call counts (inuse_objects, alloc_objects), or page faults.
-    #[arg(long, value_name = "TYPE", value_enum, default_value_t = SampleType::InuseSpace)]
+    #[arg(long, value_name = "TYPE", value_enum, default_value_t = SampleType::InuseSpace,
+          requires = "folded")]
     pub folded_type: SampleType,
 }
 
