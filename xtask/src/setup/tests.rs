@@ -39,6 +39,7 @@ const TEST_PROGRAMS: &[(&str, &str)] = &[
     ("sh", "dash"),
     ("/usr/bin/dash", "dash"),
     ("/bin/bash", "bash"),
+    ("mount", "mount"),
     ("/usr/bin/python3", "python3"),
     ("setpriv", "util-linux"),
     ("unshare", "util-linux"),
