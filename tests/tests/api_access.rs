@@ -451,3 +451,58 @@ fn a_full_phase_table_answers_429_instead_of_dropping_the_mark() {
     assert_eq!(mark(accepted + 1), 429);
     resume(pid);
 }
+
+/// Where `/proc` is mounted `hidepid=invisible`, a user cannot list other users' processes in
+/// it, so an anonymous client gets neither the process list nor the per-process metrics; the
+/// same tracer on the ordinary `/proc` serves both. The tracer runs in a mount namespace of its
+/// own with a new procfs instance over `/proc` (the host's `/proc` is untouched).
+#[test]
+fn where_proc_hides_pids_anonymous_clients_get_no_process_list() {
+    if !kernel_available() {
+        return;
+    }
+    let tracer = tracer_bin();
+    let start = |hide: bool| {
+        let mount = if hide {
+            "mount -t proc -o hidepid=invisible proc /proc && "
+        } else {
+            ""
+        };
+        let mut command = Command::new("unshare");
+        command.args(["--mount", "--propagation", "private", "sh", "-c"]);
+        command.arg(format!("{mount}exec \"$0\" \"$@\""));
+        command.arg(&tracer);
+        command.args(["run", "-q", "--listen", "127.0.0.1:0", "--", "sleep", "600"]);
+        Daemon::spawn(command, false)
+    };
+    for hide in [false, true] {
+        let daemon = start(hide);
+        let addr = daemon.api.trim_start_matches("http://").to_string();
+        for path in ["/metrics", "/api/v1/processes"] {
+            let response = request(Some(NOBODY), &addr, "GET", path, &[]);
+            if hide {
+                assert_eq!(response.status, 403, "{path}: {}", response.text);
+                assert!(
+                    body(&response).contains("hidepid=invisible"),
+                    "{}",
+                    response.text
+                );
+            } else {
+                assert_eq!(response.status, 200, "{path}: {}", response.text);
+                assert!(
+                    body(&response).contains("sleep"),
+                    "{path}: {}",
+                    response.text
+                );
+            }
+        }
+        let healthz = request(Some(NOBODY), &addr, "GET", "/healthz", &[]);
+        assert_eq!(healthz.status, 200, "{}", healthz.text);
+        if hide {
+            assert!(
+                daemon.stderr_so_far().contains("hidepid=invisible"),
+                "the tracer says why at start-up"
+            );
+        }
+    }
+}

@@ -3,7 +3,8 @@
 // memory by its own path, so the tracer's stacks must name it. Built without frame pointers
 // and without debug info, as release builds are: unwinding goes through .eh_frame.
 //
-// grow_brk:    32 MiB in 100000-byte mallocs (below glibc's mmap threshold: brk)
+// grow_brk:    32 MiB in 14 KiB mallocs (below glibc's mmap threshold: brk; under jemalloc
+//              its largest small size class, two to a 28 KiB slab: no rounding either way)
 // grow_mmap:   16 mallocs of 4 MiB (above it: one mmap each), freed by free_mmaps
 // grow_direct: a direct 24 MiB anonymous mmap, then touch_pages touches every page
 //
@@ -19,7 +20,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define BRK_BLOCK 100000
+#define BRK_BLOCK 14336
 #define BRK_TOTAL (32 << 20)
 #define BRK_MAX (128 << 20)
 #define MMAP_BLOCK (4 << 20)

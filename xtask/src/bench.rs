@@ -12,6 +12,7 @@ mod procfs;
 mod report;
 mod sections;
 mod soak;
+mod stacks;
 mod workloads;
 
 use std::fs;

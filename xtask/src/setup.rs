@@ -28,6 +28,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "util-linux",
         "setpriv, which drops capabilities for the missing-capability test",
     ),
+    (
+        "mount",
+        "mounts a procfs with hidepid= in a mount namespace for the API access test",
+    ),
     ("python3", "a real interpreter traced by the tests"),
     (
         "libjemalloc2",

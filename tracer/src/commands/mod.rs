@@ -27,7 +27,31 @@ fn api_policy(
         web,
         trust_tcp: common.trust_tcp_clients,
         token,
+        hidepid: common.listen.as_ref().and_then(|_| proc_hidepid()),
     })
+}
+
+/// The `hidepid=` of the `/proc` the tracer sees, said once: on such a host the process list
+/// and `/metrics` need authorization.
+fn proc_hidepid() -> Option<String> {
+    match crate::procfs::mounts::proc_hidepid() {
+        Ok(Some(mode)) => {
+            eprintln!(
+                "tracer: /proc is mounted hidepid={mode}: the API lists traced processes \
+                 (/metrics, /api/v1/processes) only to authorised clients"
+            );
+            Some(mode)
+        }
+        Ok(None) => None,
+        // Fails closed: not knowing, the lists are restricted as on a hiding host.
+        Err(err) => {
+            eprintln!(
+                "tracer: cannot read /proc/self/mountinfo ({err}): the API lists traced \
+                 processes only to authorised clients"
+            );
+            Some("unknown".into())
+        }
+    }
 }
 
 /// Binds the HTTP API before anything else is started, so a busy port fails fast.

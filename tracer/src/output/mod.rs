@@ -4,6 +4,7 @@
 //! (`outfile`).
 
 pub mod figures;
+pub mod held_dir;
 pub mod jsonl;
 pub mod layout;
 pub mod outfile;

@@ -1,4 +1,5 @@
-//! Every file the tracer writes (`--report`, `--junit`, `--events`) goes through here.
+//! Every file the tracer writes (`--report`, `--junit`, `--html`, `--pprof`, `--events`) goes
+//! through here.
 //!
 //! The tracer runs as root and the output path often lies in a directory other users can write
 //! to (`/tmp`, a CI workspace). So the path's last component is never followed: a symlink, a
@@ -8,21 +9,26 @@
 //! it. A rename replaces the directory entry itself, so a symlink planted between the check
 //! and the rename is replaced, never followed.
 //!
+//! The directory is resolved once: `check`, run on every output path before the traced command
+//! starts, opens it and keeps it open (`held_dir`), and the write at the end of the run works
+//! relative to that descriptor, so swapping the directory (or one above it) for a symlink
+//! during a long run sends nothing elsewhere.
+//!
 //! The final file gets the mode of the regular file it replaces, or `0666 & ~umask` when it is
 //! new (what a plain `open(O_CREAT)` would give). `-` means stdout and is written as is.
 
 use std::{
-    ffi::OsString,
+    ffi::{CString, OsStr},
     fs::File,
     io::{self, Write},
-    os::unix::{
-        ffi::OsStrExt,
-        fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt},
-    },
+    os::unix::{ffi::OsStrExt, fs::PermissionsExt},
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
 };
 
 use thiserror::Error;
+
+use crate::output::held_dir::{self, HeldDir, c_name};
 
 #[derive(Debug, Error)]
 pub enum OutputError {
@@ -40,45 +46,99 @@ pub fn is_stdout(path: &Path) -> bool {
     path.as_os_str() == "-"
 }
 
-/// What kind of non-regular file `meta` (from `symlink_metadata`) describes, if it is one.
-fn non_regular(meta: &std::fs::Metadata) -> Option<&'static str> {
-    let t = meta.file_type();
-    if t.is_file() {
-        None
-    } else if t.is_symlink() {
-        Some("a symbolic link")
-    } else if t.is_dir() {
-        Some("a directory")
-    } else if t.is_fifo() {
-        Some("a FIFO")
-    } else if t.is_char_device() {
-        Some("a character device")
-    } else if t.is_block_device() {
-        Some("a block device")
-    } else if t.is_socket() {
-        Some("a socket")
-    } else {
-        Some("not a regular file")
+/// An output's directory, held open, and the target's name in it.
+struct Target {
+    dir: Arc<HeldDir>,
+    name: CString,
+    /// The target's name as given, for temporary names beside it.
+    base: Vec<u8>,
+}
+
+/// The directories `check` opened, by the output path they were opened for. A handful of
+/// entries (one per output flag), kept for the life of the process.
+static HELD: Mutex<Vec<(PathBuf, Arc<HeldDir>)>> = Mutex::new(Vec::new());
+
+/// The directory of `path` as `check` held it, or opened now for a path never checked.
+pub fn dir_of(path: &Path) -> io::Result<Arc<HeldDir>> {
+    let held = HELD
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .iter()
+        .find(|(p, _)| p == path)
+        .map(|(_, dir)| Arc::clone(dir));
+    match held {
+        Some(dir) => Ok(dir),
+        None => Ok(Arc::new(HeldDir::open(held_dir::split(path)?.0)?)),
     }
 }
 
-/// The existing regular file at `path` (None when there is none); an error for anything else.
-fn existing(path: &Path) -> Result<Option<std::fs::Metadata>, OutputError> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) => match non_regular(&meta) {
-            Some(kind) => Err(OutputError::NotRegular(kind)),
-            None => Ok(Some(meta)),
-        },
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(err.into()),
+impl Target {
+    /// The target at `path`, in its held directory.
+    fn of(path: &Path) -> io::Result<Target> {
+        Target::in_dir(dir_of(path)?, held_dir::split(path)?.1)
     }
-}
 
-/// The directory the target lies in (`.` for a bare file name).
-fn parent_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
+    fn in_dir(dir: Arc<HeldDir>, name: &OsStr) -> io::Result<Target> {
+        Ok(Target {
+            dir,
+            name: c_name(name.as_bytes())?,
+            base: name.as_bytes().to_vec(),
+        })
+    }
+
+    /// The `lstat` of the existing regular file at the target (None when there is none); an
+    /// error for anything else.
+    fn existing(&self) -> Result<Option<libc::stat>, OutputError> {
+        match self.dir.stat_nofollow(&self.name)? {
+            Some(st) => match held_dir::non_regular(st.st_mode) {
+                Some(kind) => Err(OutputError::NotRegular(kind)),
+                None => Ok(Some(st)),
+            },
+            None => Ok(None),
+        }
+    }
+
+    /// A temporary file beside the target, created exclusively with mode 0600.
+    fn create_temp(&self) -> io::Result<(File, CString)> {
+        let mut last = None;
+        for _ in 0..16 {
+            // Keep the name short enough for NAME_MAX whatever the target's length.
+            let base = &self.base[..self.base.len().min(200)];
+            let name = [
+                b".",
+                base,
+                format!(".tracer-{}.tmp", random_suffix()).as_bytes(),
+            ]
+            .concat();
+            let name = c_name(&name)?;
+            match self.dir.create_new(&name, 0o600) {
+                Ok(file) => return Ok((file, name)),
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => last = Some(err),
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("no free temporary name")))
+    }
+
+    /// Gives the temporary file its final mode, syncs it and renames it over the target;
+    /// removes it on failure.
+    fn install(&self, file: &File, tmp: &CString, mode: u32) -> Result<(), OutputError> {
+        let done = (|| -> Result<(), OutputError> {
+            // Checked again just before the rename: a directory, FIFO or device that appeared
+            // since the start is still refused (a symlink would merely be replaced).
+            self.existing()?;
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            file.sync_all()?;
+            self.dir.rename(tmp, &self.name)?;
+            // The rename itself is durable once the directory is synced; failing that is no
+            // reason to fail the run.
+            let _ = self.dir.sync();
+            Ok(())
+        })();
+        if done.is_err() {
+            let _ = self.dir.unlink(tmp);
+        }
+        done
     }
 }
 
@@ -98,35 +158,6 @@ fn random_suffix() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A temporary file beside `target`, created exclusively with mode 0600.
-fn create_temp(target: &Path) -> io::Result<(File, PathBuf)> {
-    let dir = parent_of(target);
-    let base = target
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?;
-    let mut last = None;
-    for _ in 0..16 {
-        let mut name = OsString::from(".");
-        // Keep the name short enough for NAME_MAX whatever the target's length.
-        let base = &base.as_bytes()[..base.len().min(200)];
-        name.push(std::ffi::OsStr::from_bytes(base));
-        name.push(format!(".tracer-{}.tmp", random_suffix()));
-        let tmp = dir.join(name);
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-        {
-            Ok(file) => return Ok((file, tmp)),
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => last = Some(err),
-            Err(err) => return Err(err),
-        }
-    }
-    Err(last.unwrap_or_else(|| io::Error::other("no free temporary name")))
-}
-
 /// The process's umask, read without changing it (`umask(2)` can only set it, and other
 /// threads create files).
 fn umask() -> u32 {
@@ -143,49 +174,32 @@ fn umask() -> u32 {
 /// The mode the finished file gets: `0666 & ~umask`, or the permission bits of the file it
 /// replaces when the tracer's user owns it (a file someone else planted must not lend its
 /// mode, e.g. set-uid or world-writable, to a file root now owns). Never set-id or sticky.
-fn final_mode(replaced: Option<&std::fs::Metadata>) -> u32 {
+fn final_mode(replaced: Option<&libc::stat>) -> u32 {
     // SAFETY: a plain getter.
     let euid = unsafe { libc::geteuid() };
     match replaced {
-        Some(meta) if meta.uid() == euid => meta.mode() & 0o777,
+        Some(st) if st.st_uid == euid => st.st_mode & 0o777,
         _ => 0o666 & !umask(),
     }
 }
 
 /// Fails now, not after a long run, when `path` could not be written at the end: it is not a
-/// regular file, or its directory does not take a new file.
+/// regular file, or its directory does not take a new file. Holds the directory open for the
+/// write at the end.
 pub fn check(path: &Path) -> Result<(), OutputError> {
     if is_stdout(path) {
         return Ok(());
     }
-    existing(path)?;
-    let (file, tmp) = create_temp(path)?;
+    let (dir_path, name) = held_dir::split(path)?;
+    let target = Target::in_dir(Arc::new(HeldDir::open(dir_path)?), name)?;
+    target.existing()?;
+    let (file, tmp) = target.create_temp()?;
     drop(file);
-    std::fs::remove_file(&tmp)?;
+    target.dir.unlink(&tmp)?;
+    let mut held = HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    held.retain(|(p, _)| p != path);
+    held.push((path.to_path_buf(), target.dir));
     Ok(())
-}
-
-/// Gives the temporary file its final mode, syncs it and renames it over `target`; removes
-/// it on failure.
-fn install(file: &File, tmp: &Path, target: &Path, mode: u32) -> Result<(), OutputError> {
-    let done = (|| -> Result<(), OutputError> {
-        // Checked again just before the rename: a directory, FIFO or device that appeared
-        // since the start is still refused (a symlink would merely be replaced).
-        existing(target)?;
-        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        file.sync_all()?;
-        std::fs::rename(tmp, target)?;
-        // The rename itself is durable once the directory is synced; failing that is no
-        // reason to fail the run.
-        if let Ok(dir) = File::open(parent_of(target)) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
-    })();
-    if done.is_err() {
-        let _ = std::fs::remove_file(tmp);
-    }
-    done
 }
 
 /// Replaces `path` with `bytes` (see the module comment); `-` writes them to stdout.
@@ -196,27 +210,30 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
         out.flush()?;
         return Ok(());
     }
-    let replaced = existing(path)?;
-    let (mut file, tmp) = create_temp(path)?;
+    let target = Target::of(path)?;
+    let replaced = target.existing()?;
+    let (mut file, tmp) = target.create_temp()?;
     if let Err(err) = file.write_all(bytes) {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = target.dir.unlink(&tmp);
         return Err(err.into());
     }
-    install(&file, &tmp, path, final_mode(replaced.as_ref()))
+    target.install(&file, &tmp, final_mode(replaced.as_ref()))
 }
 
 /// A file written as a stream (`--events`): created as `write` creates one, but renamed into
 /// place at once (still empty), so that a reader can follow it while the tracer writes.
 pub fn create_stream(path: &Path) -> Result<File, OutputError> {
-    let replaced = existing(path)?;
-    let (file, tmp) = create_temp(path)?;
-    install(&file, &tmp, path, final_mode(replaced.as_ref()))?;
+    let target = Target::of(path)?;
+    let replaced = target.existing()?;
+    let (file, tmp) = target.create_temp()?;
+    target.install(&file, &tmp, final_mode(replaced.as_ref()))?;
     Ok(file)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt as _;
 
     fn scratch(name: &str) -> PathBuf {
         let dir =
@@ -235,6 +252,36 @@ mod tests {
             .collect()
     }
 
+    fn lstat(path: &Path) -> libc::stat {
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: a NUL-terminated path and a buffer of the right type.
+        assert_eq!(unsafe { libc::lstat(c.as_ptr(), st.as_mut_ptr()) }, 0);
+        // SAFETY: lstat succeeded.
+        unsafe { st.assume_init() }
+    }
+
+    #[test]
+    fn the_write_at_the_end_stays_in_the_directory_checked_at_the_start() {
+        let base = scratch("swap");
+        let (work, moved, elsewhere) = (base.join("work"), base.join("moved"), base.join("etc"));
+        for dir in [&work, &elsewhere] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        let path = work.join("report.json");
+        check(&path).unwrap();
+        // During the run, the owner of `work` swaps it for a link to a directory of root's.
+        std::fs::rename(&work, &moved).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &work).unwrap();
+        write(&path, b"report").unwrap();
+        assert!(
+            leftovers(&elsewhere, &[]).is_empty(),
+            "a file was created through the link"
+        );
+        assert_eq!(std::fs::read(moved.join("report.json")).unwrap(), b"report");
+        assert!(leftovers(&moved, &["report.json"]).is_empty());
+    }
+
     #[test]
     fn a_planted_file_lends_the_output_neither_its_mode_nor_set_id_bits() {
         use std::os::unix::fs::PermissionsExt;
@@ -242,7 +289,7 @@ mod tests {
         let planted = dir.join("planted");
         std::fs::write(&planted, b"x").unwrap();
         std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o6777)).unwrap();
-        let own = std::fs::symlink_metadata(&planted).unwrap();
+        let own = lstat(&planted);
         assert_eq!(
             final_mode(Some(&own)),
             0o777,
@@ -253,7 +300,7 @@ mod tests {
         let other = unsafe { libc::geteuid() }.wrapping_add(1);
         let c = std::ffi::CString::new(planted.as_os_str().as_encoded_bytes()).unwrap();
         if unsafe { libc::chown(c.as_ptr(), other, u32::MAX) } == 0 {
-            let theirs = std::fs::symlink_metadata(&planted).unwrap();
+            let theirs = lstat(&planted);
             assert_eq!(final_mode(Some(&theirs)), 0o666 & !umask());
         }
         assert_eq!(final_mode(None) & 0o7000, 0);

@@ -1,63 +1,30 @@
 //! Rotation of the `--events` file (PATH to PATH.1, a new PATH) inside the directory the file
-//! was opened in. The directory is held open from the start: an attacker who owns a directory
-//! on the way to PATH and can time the rotation (the events are theirs) cannot swap it for a
-//! symlink to make root rename or create files elsewhere. Every name is looked up relative to
-//! the held directory, and the new file is created with O_EXCL | O_NOFOLLOW.
+//! was opened in. The directory is held open from the start (`outfile::check` opened it): an
+//! attacker who owns a directory on the way to PATH and can time the rotation (the events are
+//! theirs) cannot swap it for a symlink to make root rename or create files elsewhere. Every
+//! name is looked up relative to the held directory, and the new file is created with
+//! O_EXCL | O_NOFOLLOW.
 
-use std::{
-    ffi::CString,
-    fs::File,
-    io,
-    os::{
-        fd::{AsRawFd as _, FromRawFd as _},
-        unix::ffi::OsStrExt as _,
-    },
-    path::Path,
+use std::{ffi::CString, fs::File, io, os::unix::ffi::OsStrExt as _, path::Path, sync::Arc};
+
+use crate::output::{
+    held_dir::{self, HeldDir, c_name},
+    outfile,
 };
 
 pub struct Rotation {
-    /// The directory of PATH (O_PATH: used only to look names up in).
-    dir: File,
+    dir: Arc<HeldDir>,
     name: CString,
     old: CString,
     tmp: CString,
 }
 
-fn c_name(bytes: &[u8]) -> io::Result<CString> {
-    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a name"))
-}
-
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
 impl Rotation {
     /// Pins the directory of `path` (which the caller has just created).
     pub fn new(path: &Path) -> io::Result<Rotation> {
-        let name = path
-            .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-        let dir = match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        let dir_c = c_name(dir.as_os_str().as_bytes())?;
-        // SAFETY: a NUL-terminated path; the descriptor is owned by the File below.
-        let fd = check(unsafe {
-            libc::open(
-                dir_c.as_ptr(),
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        })?;
-        // SAFETY: a descriptor just opened and owned by nothing else.
-        let dir = unsafe { File::from_raw_fd(fd) };
-        let name = name.as_bytes();
+        let name = held_dir::split(path)?.1.as_bytes();
         Ok(Rotation {
-            dir,
+            dir: outfile::dir_of(path)?,
             name: c_name(name)?,
             old: c_name(&[name, b".1"].concat())?,
             tmp: c_name(&[b".", name, b".rotating"].concat())?,
@@ -67,22 +34,11 @@ impl Rotation {
     /// PATH becomes PATH.1 (replacing what was there, a symlink itself and never its target)
     /// and a new, empty PATH (mode 0600) is returned.
     pub fn rotate(&self) -> io::Result<File> {
-        let dir = self.dir.as_raw_fd();
-        // SAFETY (all calls below): NUL-terminated names relative to a directory we hold open.
-        check(unsafe { libc::renameat(dir, self.name.as_ptr(), dir, self.old.as_ptr()) })?;
+        self.dir.rename(&self.name, &self.old)?;
         // A leftover of an interrupted rotation: unlinkat removes a symlink, not its target.
-        unsafe { libc::unlinkat(dir, self.tmp.as_ptr(), 0) };
-        let fd = check(unsafe {
-            libc::openat(
-                dir,
-                self.tmp.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0o600,
-            )
-        })?;
-        // SAFETY: a descriptor just opened and owned by nothing else.
-        let file = unsafe { File::from_raw_fd(fd) };
-        check(unsafe { libc::renameat(dir, self.tmp.as_ptr(), dir, self.name.as_ptr()) })?;
+        let _ = self.dir.unlink(&self.tmp);
+        let file = self.dir.create_new(&self.tmp, 0o600)?;
+        self.dir.rename(&self.tmp, &self.name)?;
         Ok(file)
     }
 }

@@ -1,6 +1,7 @@
 //! Reading /proc: pure parsers of the text formats, and thin readers around them.
 
 pub mod cgroup;
+pub mod mounts;
 pub mod rss;
 
 use std::{fmt::Write as _, fs, io};

@@ -15,6 +15,11 @@
 //! or presents a certificate the client CA verified sees everything; with users configured,
 //! every request needs one (401).
 //!
+//! Where `/proc` hides other users' processes (`hidepid=1|2|4`), an unprivileged user cannot
+//! list their pids, comms or counters there, so the process list and `/metrics` are restricted
+//! too (as for every traced process: the Unix socket's root, the token, `--web-config` or
+//! `--trust-tcp-clients`); only the landing page and `/healthz` stay public.
+//!
 //! A loopback TCP listener also refuses a foreign `Host` (421), so a web page cannot read it by
 //! DNS rebinding, and every `POST` over TCP must carry a header a browser sends only after a
 //! CORS preflight (which the API never grants): `Authorization` or `Content-Type:
@@ -61,6 +66,8 @@ pub struct Policy {
     pub trust_tcp: bool,
     /// A bearer token that grants full access (`tracer run` gives it to CMD).
     pub token: Option<String>,
+    /// The `hidepid=` option of the `/proc` the tracer sees, when it hides processes.
+    pub hidepid: Option<String>,
 }
 
 /// A refusal: the status and the text to answer with.
@@ -118,12 +125,13 @@ fn pid_parameter(query: Option<&str>) -> Option<Option<u32>> {
 
 /// Fails closed: only the listed public routes are public; any other path (an unknown one
 /// too, however it is spelt) needs authorization before the router sees it.
-fn scope(method: &Method, path: &str, query: Option<&str>) -> Scope {
+/// `proc_hides`: `/proc` hides other users' processes, so the lists of processes are no longer
+/// public.
+fn scope(method: &Method, path: &str, query: Option<&str>, proc_hides: bool) -> Scope {
     let pid_of = |p: &str| p.parse::<u32>().ok();
     match path {
-        "/" | "/healthz" | "/metrics" | "/api/v1/processes" if method != Method::POST => {
-            Scope::Public
-        }
+        "/" | "/healthz" if method != Method::POST => Scope::Public,
+        "/metrics" | "/api/v1/processes" if method != Method::POST && !proc_hides => Scope::Public,
         "/api/v1/phases" | "/debug/pprof/heap" | "/debug/pprof/allocs" | "/debug/pprof/faults" => {
             match pid_parameter(query) {
                 Some(Some(pid)) => Scope::Process(pid),
@@ -194,6 +202,17 @@ const HOW_TCP: &str = "this route shows what /proc shows only to the process's o
      the tracer with --trust-tcp-clients on a machine where every local user may see every \
      traced process";
 
+/// Why a TCP client is refused, and what to do.
+fn how_tcp(policy: &Policy, path: &str) -> String {
+    match &policy.hidepid {
+        Some(mode) if matches!(path, "/metrics" | "/api/v1/processes") => format!(
+            "/proc is mounted hidepid={mode} on this host, so the traced processes are not \
+             listed to anonymous clients either: {HOW_TCP}"
+        ),
+        _ => HOW_TCP.to_string(),
+    }
+}
+
 /// Decides a request: the access it gets, or why it is refused. `basic_ok`: whether its basic
 /// auth credentials were those of a configured user (checked beforehand: bcrypt blocks).
 pub fn decide<B>(
@@ -204,7 +223,12 @@ pub fn decide<B>(
 ) -> Result<Access, Refusal> {
     let method = request.method();
     let path = request.uri().path();
-    let scope = scope(method, path, request.uri().query());
+    let scope = scope(
+        method,
+        path,
+        request.uri().query(),
+        policy.hidepid.is_some(),
+    );
     match peer {
         Peer::Tcp { local, client_cert } => {
             // to_canonical: on a dual-stack listener an IPv4 client of 127.0.0.1 arrives at
@@ -249,7 +273,7 @@ pub fn decide<B>(
             match (scope, full) {
                 (_, true) => Ok(Access::Full),
                 (Scope::Public, false) => Ok(Access::Public),
-                (_, false) => Err(refuse(StatusCode::FORBIDDEN, HOW_TCP)),
+                (_, false) => Err(refuse(StatusCode::FORBIDDEN, how_tcp(policy, path))),
             }
         }
         Peer::Unix { uid, gid, pid } => {
@@ -451,38 +475,78 @@ mod tests {
         assert_eq!(refused.status, StatusCode::FORBIDDEN);
     }
 
+    fn scope_of(method: &Method, path: &str, query: Option<&str>) -> Scope {
+        scope(method, path, query, false)
+    }
+
+    #[test]
+    fn where_proc_hides_pids_the_process_lists_are_restricted() {
+        let policy = Policy {
+            hidepid: Some("invisible".into()),
+            token: Some("s3cret".into()),
+            ..Policy::default()
+        };
+        let host = ("host", "127.0.0.1");
+        for uri in ["/metrics", "/api/v1/processes"] {
+            let refused =
+                decide(&policy, &tcp(), &request("GET", uri, &[host]), false).unwrap_err();
+            assert_eq!(refused.status, StatusCode::FORBIDDEN, "{uri}");
+            assert!(refused.message.contains("hidepid=invisible"), "{uri}");
+            let with_token = request("GET", uri, &[host, ("authorization", "Bearer s3cret")]);
+            assert_eq!(
+                decide(&policy, &tcp(), &with_token, false),
+                Ok(Access::Full)
+            );
+            // A Unix peer that is not root asks about every process.
+            let user = Peer::Unix {
+                uid: 65534,
+                gid: 65534,
+                pid: i32::MAX,
+            };
+            let refused = decide(&policy, &user, &request("GET", uri, &[]), false).unwrap_err();
+            assert_eq!(refused.status, StatusCode::FORBIDDEN, "{uri}");
+        }
+        for uri in ["/", "/healthz"] {
+            let r = request("GET", uri, &[host]);
+            assert_eq!(decide(&policy, &tcp(), &r, false), Ok(Access::Public));
+        }
+    }
+
     #[test]
     fn routes_are_scoped_to_the_processes_they_reveal() {
-        assert_eq!(scope(&Method::GET, "/metrics", None), Scope::Public);
+        assert_eq!(scope_of(&Method::GET, "/metrics", None), Scope::Public);
         assert_eq!(
-            scope(&Method::GET, "/api/v1/processes", None),
+            scope_of(&Method::GET, "/api/v1/processes", None),
             Scope::Public
         );
         assert_eq!(
-            scope(&Method::GET, "/api/v1/processes/42/maps", None),
+            scope_of(&Method::GET, "/api/v1/processes/42/maps", None),
             Scope::Process(42)
         );
         assert_eq!(
-            scope(&Method::POST, "/api/v1/phases", Some("name=a&pid=7")),
+            scope_of(&Method::POST, "/api/v1/phases", Some("name=a&pid=7")),
             Scope::Process(7)
         );
         assert_eq!(
-            scope(&Method::POST, "/api/v1/phases", Some("name=a")),
+            scope_of(&Method::POST, "/api/v1/phases", Some("name=a")),
             Scope::All
         );
         // A call-site profile is a process's as its layout is; all of them need full access.
         assert_eq!(
-            scope(&Method::GET, "/debug/pprof/heap", Some("seconds=30&pid=7")),
+            scope_of(&Method::GET, "/debug/pprof/heap", Some("seconds=30&pid=7")),
             Scope::Process(7)
         );
-        assert_eq!(scope(&Method::GET, "/debug/pprof/heap", None), Scope::All);
         assert_eq!(
-            scope(&Method::GET, "/debug/pprof/other", Some("pid=7")),
+            scope_of(&Method::GET, "/debug/pprof/heap", None),
             Scope::All
         );
-        assert_eq!(scope(&Method::POST, "/anything", None), Scope::All);
-        assert_eq!(scope(&Method::GET, "/api/v1/%72eport", None), Scope::All);
-        assert_eq!(scope(&Method::POST, "/metrics", None), Scope::All);
-        assert_eq!(scope(&Method::GET, "/api/v1/report", None), Scope::All);
+        assert_eq!(
+            scope_of(&Method::GET, "/debug/pprof/other", Some("pid=7")),
+            Scope::All
+        );
+        assert_eq!(scope_of(&Method::POST, "/anything", None), Scope::All);
+        assert_eq!(scope_of(&Method::GET, "/api/v1/%72eport", None), Scope::All);
+        assert_eq!(scope_of(&Method::POST, "/metrics", None), Scope::All);
+        assert_eq!(scope_of(&Method::GET, "/api/v1/report", None), Scope::All);
     }
 }

@@ -5,6 +5,7 @@
 //! thread, and the range the syscall mapped is attributed to its stack (`sites`). Profiles
 //! (`pprof`) and the summary's top sites are symbolized on demand (`symbols`).
 
+pub mod buildid;
 pub mod folded;
 pub mod pprof;
 pub mod report;

@@ -16,6 +16,7 @@ use framehop::{
 };
 use object::{Object as _, ObjectSection as _, ObjectSegment as _};
 
+use super::buildid::{self, ContentKey};
 use super::sites::{Frame, UNKNOWN_FILE};
 use crate::model::{AddressSpace, vma::Backing};
 
@@ -23,6 +24,11 @@ use crate::model::{AddressSpace, vma::Backing};
 pub const MAX_FRAMES: usize = 128;
 /// Largest file read for its unwind tables.
 const MAX_FILE_BYTES: u64 = 1 << 30;
+/// Unwind tables kept for files no process unwinder uses any more: at most this many files
+/// and this many bytes of sections, least recently used evicted first (a file needed again
+/// is read again). Unwinders of live processes hold the tables of the files they map.
+const MAX_CACHED_FILES: usize = 1024;
+const MAX_CACHED_BYTES: usize = 512 << 20;
 
 /// What unwinding needs from one ELF file, shared by every process that maps it.
 struct UnwindData {
@@ -34,46 +40,141 @@ struct UnwindData {
     segments: Vec<(u64, u64, u64)>,
 }
 
+impl UnwindData {
+    fn bytes(&self) -> usize {
+        [&self.eh_frame, &self.eh_frame_hdr, &self.text]
+            .iter()
+            .filter_map(|s| s.as_ref().map(|(_, data)| data.len()))
+            .sum::<usize>()
+            + self.segments.len() * 24
+    }
+}
+
 /// A file seen in a stack.
 pub struct FileEntry {
     /// The name to show (as the process mapped it).
     pub name: Arc<str>,
     /// Where the daemon opens it.
     pub open: PathBuf,
-    unwind: Option<Arc<UnwindData>>,
+    /// Its contents' id in the table (`FileTable::content`): files with the same build id
+    /// share it, and with it their unwind tables and symbol names.
+    pub content: u32,
 }
 
-/// Files seen in stacks, shared by every process (by device and inode, or path).
-#[derive(Default)]
+/// Unwind tables read, per content id, and when last used.
+struct Cached {
+    data: Option<Arc<UnwindData>>,
+    bytes: usize,
+    used: u64,
+}
+
+/// Files seen in stacks, shared by every process (by device, inode and path), and their
+/// contents (by build id, else by device and inode: buildid.rs).
 pub struct FileTable {
     pub files: Vec<FileEntry>,
     by_key: HashMap<(u32, u32, u64, Arc<str>), u32>,
+    contents: HashMap<ContentKey, u32>,
+    cache: HashMap<u32, Cached>,
+    cached_bytes: usize,
+    clock: u64,
+    /// Bounds of `cache`: files, bytes.
+    limits: (usize, usize),
+    /// Files whose unwind tables were read (not found in the cache).
+    pub reads: u64,
+}
+
+impl Default for FileTable {
+    fn default() -> Self {
+        FileTable::with_limits(MAX_CACHED_FILES, MAX_CACHED_BYTES)
+    }
 }
 
 impl FileTable {
+    fn with_limits(files: usize, bytes: usize) -> FileTable {
+        FileTable {
+            files: Vec::new(),
+            by_key: HashMap::new(),
+            contents: HashMap::new(),
+            cache: HashMap::new(),
+            cached_bytes: 0,
+            clock: 0,
+            limits: (files.max(1), bytes),
+            reads: 0,
+        }
+    }
+
     pub fn get(&self, id: u32) -> Option<&FileEntry> {
         self.files.get(id as usize)
     }
 
+    /// The file of `key` (device major, minor, inode, path) opened at `open`.
     fn intern(&mut self, key: (u32, u32, u64, Arc<str>), open: PathBuf) -> u32 {
         if let Some(&id) = self.by_key.get(&key) {
             return id;
         }
-        let unwind = load_unwind_data(&open).map(Arc::new);
-        log::debug!(
-            "file {} ({}): unwind tables {}",
-            key.3,
-            open.display(),
-            if unwind.is_some() { "read" } else { "missing" }
-        );
+        let by_inode = ContentKey::Inode(key.0, key.1, key.2);
+        let content_key = match std::fs::File::open(&open) {
+            Ok(file) => buildid::content_key(&file, (key.0, key.1), key.2),
+            Err(_) => by_inode,
+        };
+        let next = self.contents.len() as u32;
+        let content = *self.contents.entry(content_key).or_insert(next);
         let id = self.files.len() as u32;
         self.files.push(FileEntry {
             name: key.3.clone(),
             open,
-            unwind,
+            content,
         });
         self.by_key.insert(key, id);
         id
+    }
+
+    /// The unwind tables of file `id`, read once per content while cached.
+    fn unwind(&mut self, id: u32) -> Option<Arc<UnwindData>> {
+        let file = self.files.get(id as usize)?;
+        let content = file.content;
+        self.clock += 1;
+        if let Some(c) = self.cache.get_mut(&content) {
+            c.used = self.clock;
+            return c.data.clone();
+        }
+        let data = load_unwind_data(&file.open).map(Arc::new);
+        self.reads += 1;
+        log::debug!(
+            "file {} ({}): unwind tables {}",
+            file.name,
+            file.open.display(),
+            if data.is_some() { "read" } else { "missing" }
+        );
+        let bytes = data.as_ref().map_or(0, |d| d.bytes());
+        self.cached_bytes += bytes;
+        self.cache.insert(
+            content,
+            Cached {
+                data: data.clone(),
+                bytes,
+                used: self.clock,
+            },
+        );
+        self.evict(content);
+        data
+    }
+
+    /// Drops the least recently used tables, but never `keep`, until within the limits.
+    fn evict(&mut self, keep: u32) {
+        while self.cache.len() > self.limits.0 || self.cached_bytes > self.limits.1 {
+            let Some((&oldest, _)) = self
+                .cache
+                .iter()
+                .filter(|(k, _)| **k != keep)
+                .min_by_key(|(_, c)| c.used)
+            else {
+                return;
+            };
+            if let Some(c) = self.cache.remove(&oldest) {
+                self.cached_bytes -= c.bytes;
+            }
+        }
     }
 }
 
@@ -186,7 +287,7 @@ impl ProcessUnwinder {
                 file: id,
                 offset: v.offset,
             });
-            let Some(data) = files.files[id as usize].unwind.clone() else {
+            let Some(data) = files.unwind(id) else {
                 continue;
             };
             // The load bias: where the segment holding this mapping's file offset landed.
@@ -277,5 +378,135 @@ impl ProcessUnwinder {
         if out.is_empty() {
             out.push(self.frame(ip));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    /// A copy of /bin/true (an ELF with a build id on every Linux distribution that ships
+    /// one) at `name` in a scratch directory, with `edit` applied to its bytes and `mode`.
+    fn copy(dir: &Path, name: &str, mode: u32, edit: impl Fn(&mut [u8])) -> PathBuf {
+        let mut bytes = std::fs::read("/bin/true").expect("/bin/true");
+        edit(&mut bytes);
+        let path = dir.join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    fn scratch(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tracer-unwind-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Interns `path` as its own device and inode would, as `refresh` does.
+    fn intern(files: &mut FileTable, path: &Path) -> u32 {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(path).unwrap();
+        let dev = meta.dev();
+        let name: Arc<str> = path.to_string_lossy().into();
+        files.intern(
+            (libc::major(dev), libc::minor(dev), meta.ino(), name),
+            path.to_owned(),
+        )
+    }
+
+    fn other_build_id(bytes: &mut [u8]) {
+        let file = std::fs::File::open("/bin/true").unwrap();
+        let id = buildid::read(&file).expect("/bin/true has a build id");
+        let at = bytes
+            .windows(id.len())
+            .position(|w| w == id.as_slice())
+            .expect("the build id in the file");
+        bytes[at] ^= 0xff;
+    }
+
+    #[test]
+    fn copies_of_one_build_id_share_their_unwind_tables() {
+        let dir = scratch("share");
+        let a = copy(&dir, "a", 0o755, |_| {});
+        let b = copy(&dir, "b", 0o755, |_| {});
+        let mut files = FileTable::default();
+        let (ia, ib) = (intern(&mut files, &a), intern(&mut files, &b));
+        assert_ne!(ia, ib, "two files (paths, inodes)");
+        assert_eq!(
+            files.files[ia as usize].content,
+            files.files[ib as usize].content
+        );
+        let (da, db) = (
+            files.unwind(ia).expect("tables"),
+            files.unwind(ib).expect("tables"),
+        );
+        assert!(Arc::ptr_eq(&da, &db), "read once");
+        assert_eq!(files.reads, 1);
+        // Symbolized once too: the same offset of either is one cached name, from one path.
+        let mut symbols = super::super::symbols::Symbols::default();
+        let offset = da.segments.iter().map(|s| s.0 + s.1 / 2).max().unwrap_or(0);
+        for file in [ia, ib] {
+            symbols.name(&files, Frame { file, offset });
+        }
+        assert_eq!(symbols.cached(), (1, 1));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn another_build_id_or_a_writable_file_is_read_apart() {
+        let dir = scratch("apart");
+        let a = copy(&dir, "a", 0o755, |_| {});
+        let other = copy(&dir, "other", 0o755, other_build_id);
+        // Same build id as `a`, but anyone may write it: it cannot stand for libraries.
+        let writable = copy(&dir, "writable", 0o777, |_| {});
+        let mut files = FileTable::default();
+        let ids = [&a, &other, &writable].map(|p| intern(&mut files, p));
+        let contents = ids.map(|i| files.files[i as usize].content);
+        assert!(
+            contents[0] != contents[1] && contents[0] != contents[2],
+            "{contents:?}"
+        );
+        for id in ids {
+            files.unwind(id).expect("tables");
+        }
+        assert_eq!(files.reads, 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_evicts_the_least_recently_used() {
+        let dir = scratch("evict");
+        let paths = [0u8, 1, 2].map(|i| {
+            copy(&dir, &format!("f{i}"), 0o755, |b| {
+                other_build_id(b);
+                // A distinct build id each: flip one more byte, a different one per file.
+                let file = std::fs::File::open("/bin/true").unwrap();
+                let id = buildid::read(&file).unwrap();
+                let at = b.windows(id.len() - 1).position(|w| w == &id[1..]).unwrap();
+                b[at + usize::from(i)] ^= 0x55;
+            })
+        });
+        let mut files = FileTable::with_limits(2, usize::MAX);
+        let ids = paths.each_ref().map(|p| intern(&mut files, p));
+        files.unwind(ids[0]);
+        files.unwind(ids[1]);
+        files.unwind(ids[0]); // f1 is now the least recently used
+        files.unwind(ids[2]); // evicts f1
+        assert_eq!(files.reads, 3);
+        assert_eq!(files.cache.len(), 2);
+        files.unwind(ids[0]);
+        assert_eq!(files.reads, 3, "f0 still cached");
+        files.unwind(ids[1]);
+        assert_eq!(files.reads, 4, "f1 read again");
+        // By bytes: one file's tables over the limit keep only the newest.
+        let mut files = FileTable::with_limits(10, 1);
+        let ids = paths.each_ref().map(|p| intern(&mut files, p));
+        for id in ids {
+            files.unwind(id);
+        }
+        assert_eq!(files.cache.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

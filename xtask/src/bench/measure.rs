@@ -42,6 +42,10 @@ pub struct Sample {
     pub daemon_hwm_kib: Option<u64>,
     /// `attach`: from starting the tracer to its "attached" line.
     pub startup: Option<Duration>,
+    /// `--stacks`: stack samples the daemon took in (syscall samples + fault samples), and
+    /// growing calls that got no stack, from its call-site summary.
+    pub stack_samples: Option<u64>,
+    pub unstacked: Option<u64>,
 }
 
 /// A child process killed and reaped if the measurement fails half-way.
@@ -231,16 +235,20 @@ pub fn traced(
     )?;
     let stdout = read_all(proc.child.stdout.take());
     let stderr = read_all(proc.child.stderr.take());
-    let (status, usage) = proc.finish(mode == Mode::Run)?;
+    let ours = matches!(mode, Mode::Run | Mode::RunStacks);
+    let (status, usage) = proc.finish(ours)?;
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();
     check(status, &described, &stderr)?;
     let mut sample = from_stdout(&stdout)?;
     match mode {
-        Mode::Run => {
+        Mode::Run | Mode::RunStacks => {
             tracer_summary(&stderr, &mut sample)?;
             sample.daemon_cpu_s = usage.cpu_s;
             sample.daemon_hwm_kib = usage.hwm_kib;
+            if mode == Mode::RunStacks {
+                stack_summary(&stderr, &mut sample)?;
+            }
         }
         Mode::Attach => unreachable!("handled above"),
         _ => peer_output(mode, &output, &stderr, &mut sample)?,
@@ -365,6 +373,26 @@ pub fn tracer_summary(stderr: &str, sample: &mut Sample) -> Result<()> {
     Ok(())
 }
 
+/// The stack samples from the call-site summary of `--stacks`: `tracer: call sites (S syscall
+/// samples, F fault samples, U growing calls without a stack):`.
+pub fn stack_summary(stderr: &str, sample: &mut Sample) -> Result<()> {
+    let header = stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("tracer: call sites ("))
+        .with_context(|| format!("no call-site summary in the tracer's output:\n{stderr}"))?;
+    let before = |word: &str| -> Option<u64> {
+        let end = header.find(word)?;
+        header[..end].split_whitespace().last()?.parse().ok()
+    };
+    let (Some(syscall), Some(fault)) = (before(" syscall samples"), before(" fault samples"))
+    else {
+        bail!("cannot read the call-site summary: {header}");
+    };
+    sample.stack_samples = Some(syscall + fault);
+    sample.unstacked = before(" growing calls");
+    Ok(())
+}
+
 /// Events seen and lost, from what a peer wrote.
 fn peer_output(mode: Mode, output: &Path, stderr: &str, sample: &mut Sample) -> Result<()> {
     let file = File::open(output).with_context(|| format!("{} wrote nothing", mode.column()))?;
@@ -429,7 +457,7 @@ fn peer_output(mode: Mode, output: &Path, stderr: &str, sample: &mut Sample) -> 
                     syscalls += 1;
                 }
             }
-            Mode::Run | Mode::Attach => {}
+            Mode::Run | Mode::RunStacks | Mode::Attach => {}
         }
     }
     for line in stderr.lines() {

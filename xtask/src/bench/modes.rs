@@ -12,6 +12,9 @@ use crate::util::find_in_path;
 pub enum Mode {
     /// `tracer run -- W`: the workload started traced.
     Run,
+    /// `tracer run --stacks -- W`: the same with the call stacks of growing syscalls and of
+    /// one user page fault in 64 (issue 15), to set side by side with `Run`.
+    RunStacks,
     /// `tracer attach -p PID`: the workload started stopped, attached to, then resumed.
     Attach,
     /// `perf stat -e` the tracepoints the tracer enables, counting only: the floor any
@@ -28,8 +31,9 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub const ALL: [Mode; 7] = [
+    pub const ALL: [Mode; 8] = [
         Mode::Run,
+        Mode::RunStacks,
         Mode::Attach,
         Mode::PerfStat,
         Mode::BpftraceCount,
@@ -42,6 +46,7 @@ impl Mode {
     pub fn column(self) -> &'static str {
         match self {
             Mode::Run => "tracer run",
+            Mode::RunStacks => "tracer run --stacks",
             Mode::Attach => "tracer attach",
             Mode::PerfStat => "perf stat (floor)",
             Mode::BpftraceCount => "bpftrace count",
@@ -53,7 +58,7 @@ impl Mode {
 
     /// Whether this is the tracer itself rather than a peer.
     pub fn ours(self) -> bool {
-        matches!(self, Mode::Run | Mode::Attach)
+        matches!(self, Mode::Run | Mode::RunStacks | Mode::Attach)
     }
 
     /// The streaming peers cost 8-20x; they get fewer repetitions to keep the bench short.
@@ -64,7 +69,7 @@ impl Mode {
     /// The program this mode needs besides the workload.
     fn program(self) -> &'static str {
         match self {
-            Mode::Run | Mode::Attach => "tracer",
+            Mode::Run | Mode::RunStacks | Mode::Attach => "tracer",
             Mode::PerfStat | Mode::PerfTrace => "perf",
             Mode::BpftraceCount | Mode::BpftracePrint => "bpftrace",
             Mode::Strace => "strace",
@@ -158,6 +163,13 @@ pub fn wrapped(
         // The summary (stderr) gives the records and faults seen and the records lost.
         Mode::Run | Mode::Attach => {
             cmd.arg("run").args(&tools.tracer_args).arg("--");
+        }
+        // Default stack options (16 KiB copies, one fault in 64): what `--stacks` costs as
+        // a user gets it.
+        Mode::RunStacks => {
+            cmd.args(["run", "--stacks"])
+                .args(&tools.tracer_args)
+                .arg("--");
         }
         Mode::PerfStat => {
             cmd.args(["stat", "-x", ",", "-o"])

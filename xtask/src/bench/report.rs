@@ -148,6 +148,7 @@ impl Results {
         self.goals(&mut out);
         self.overhead_table(&mut out);
         self.seen_table(&mut out);
+        super::stacks::markdown(&self.rows, &mut out);
         self.daemon_tables(&mut out);
         if let Some(costs) = &self.costs {
             costs.markdown(&mut out);

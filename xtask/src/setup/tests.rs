@@ -39,8 +39,10 @@ const TEST_PROGRAMS: &[(&str, &str)] = &[
     ("sh", "dash"),
     ("/usr/bin/dash", "dash"),
     ("/bin/bash", "bash"),
+    ("mount", "mount"),
     ("/usr/bin/python3", "python3"),
     ("setpriv", "util-linux"),
+    ("setarch", "util-linux"),
     ("unshare", "util-linux"),
     ("promtool", "prometheus"),
     // `go tool pprof` reads the profiles of --pprof and /debug/pprof in the call-site tests.
