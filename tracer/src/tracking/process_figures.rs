@@ -352,11 +352,11 @@ mod big_view {
         (out, cpu)
     }
 
-    /// `cargo test -p tracer --release -- --ignored --nocapture big_view` (BENCHMARKS.md):
-    /// the detail view and a drift comparison of a process with 65k VMAs and 65k touched
-    /// granules (each used to scan every granule per VMA, or every line per line).
+    /// The detail view and a drift comparison of a process with 65k VMAs and 65k touched
+    /// granules come out right (each used to scan every granule per VMA, or every line per
+    /// line: the linear growth is checked above). The CPU times it prints are what
+    /// BENCHMARKS.md quotes: `cargo test -p tracer --release -- --nocapture big_view`.
     #[test]
-    #[ignore = "a measurement: run in release, see BENCHMARKS.md"]
     fn detail_view_of_65k_vmas_and_65k_granules() {
         let p = big_process();
         // What the loop does for `GET /api/v1/processes/PID`: build and serialise the view.
@@ -377,7 +377,5 @@ mod big_view {
             view.as_secs_f64() * 1e3,
             compare.as_secs_f64() * 1e3
         );
-        assert!(view < Duration::from_millis(100), "{view:?}");
-        assert!(compare < Duration::from_millis(100), "{compare:?}");
     }
 }
