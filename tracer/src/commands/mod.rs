@@ -46,7 +46,7 @@ fn proc_hidepid() -> Option<String> {
         // Fails closed: not knowing, the lists are restricted as on a hiding host.
         Err(err) => {
             eprintln!(
-                "tracer: cannot read /proc/self/mountinfo ({err}): the API lists traced \
+                "tracer: cannot tell whether /proc hides processes ({err}): the API lists traced \
                  processes only to authorised clients"
             );
             Some("unknown".into())

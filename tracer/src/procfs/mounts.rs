@@ -35,14 +35,29 @@ pub fn hidepid_of(mountinfo: &[u8]) -> Option<String> {
     found.flatten()
 }
 
-/// `hidepid_of` this process's `/proc` (None too when mountinfo cannot be read: the daemon
-/// then keeps the default, which it logs at start-up).
-pub fn proc_hidepid() -> std::io::Result<Option<String>> {
+/// `hidepid_of` the mountinfo at `path`; an error when it cannot be read whole.
+fn hidepid_in(path: &str) -> std::io::Result<Option<String>> {
     let mut text = Vec::new();
-    std::fs::File::open("/proc/self/mountinfo")?
-        .take(MOUNTINFO_MAX)
+    std::fs::File::open(path)?
+        .take(MOUNTINFO_MAX + 1)
         .read_to_end(&mut text)?;
+    if text.len() as u64 > MOUNTINFO_MAX {
+        // Cut short, the `/proc` mount might be among the lines not read.
+        return Err(std::io::Error::other(format!(
+            "{path} is over {MOUNTINFO_MAX} bytes"
+        )));
+    }
     Ok(hidepid_of(&text))
+}
+
+/// Whether `/proc` hides processes, as this process sees it or as the host's init does: in a
+/// container that shares the host's pids (`hostPID`, `--pid=host`) the runtime mounts a fresh
+/// procfs without the host's `hidepid=`, yet the host's users are the ones to protect. The
+/// tracer's own view must be readable (the caller fails closed otherwise); init's is read when
+/// it can be (root, or CAP_SYS_PTRACE over init).
+pub fn proc_hidepid() -> std::io::Result<Option<String>> {
+    let own = hidepid_in("/proc/self/mountinfo")?;
+    Ok(own.or_else(|| hidepid_in("/proc/1/mountinfo").ok().flatten()))
 }
 
 #[cfg(test)]
