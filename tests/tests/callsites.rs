@@ -411,6 +411,42 @@ fn sites_of_an_attached_process() {
     check_sites(&read_profile(&profile));
 }
 
+/// `go tool pprof -top` on the served profile, fetched by Go itself from the route, as a user
+/// would point it at a running daemon.
+#[test]
+fn go_tool_pprof_reads_the_served_profile() {
+    if !kernel_available() {
+        return;
+    }
+    let dir = scratch("callsites-go-served");
+    let (daemon, pid) = Daemon::run_workload(&["--stacks"], "callsites", &["hold"]);
+    let _reap = Reap(pid);
+    signal(pid, libc::SIGUSR1);
+    poll(|| served(&daemon.api, "heap", pid, &dir), work_done);
+    let url = format!("{}/debug/pprof/heap?pid={pid}", daemon.api);
+    let go = Command::new("go")
+        .args(["tool", "pprof", "-top", "-sample_index=inuse_space"])
+        .arg(&url)
+        .env("HOME", &dir)
+        .env("PPROF_TMPDIR", &dir)
+        .output()
+        .expect("run `go tool pprof` (Debian package golang-go)");
+    let text = String::from_utf8_lossy(&go.stdout);
+    println!("{text}\n{}", String::from_utf8_lossy(&go.stderr));
+    assert!(go.status.success(), "go tool pprof {url} failed");
+    assert!(
+        text.contains("Type: inuse_space"),
+        "the sample type Go shows"
+    );
+    // In use now: the brk growth and the direct mapping; the freed mmap-path site is not.
+    for name in ["grow_brk", "grow_direct"] {
+        assert!(
+            text.contains(name),
+            "{name} missing from `go tool pprof -top {url}`"
+        );
+    }
+}
+
 #[test]
 fn go_tool_pprof_reads_the_written_profile() {
     if !kernel_available() {
