@@ -6,6 +6,7 @@
 //! (`pprof`) and the summary's top sites are symbolized on demand (`symbols`).
 
 pub mod buildid;
+pub mod elffile;
 pub mod folded;
 pub mod pprof;
 pub mod report;

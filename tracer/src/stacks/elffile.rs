@@ -1,0 +1,210 @@
+//! Opening the files traced processes map, and reading their unwind tables, without trusting
+//! the processes: a traced process may belong to another user, who controls its paths (a
+//! symlink to a secret, a FIFO, `/dev/zero`) and its files' contents (hostile ELF headers).
+//!
+//! A file is only ever opened through `/proc/PID/map_files/START-END` while the process maps
+//! it (the kernel's own reference to the mapped file, never a path lookup), and the descriptor
+//! is kept only if it is a regular file with the device and inode of the mapping: a path the
+//! process named is never opened. Everything read afterwards (build id, unwind tables,
+//! symbols) is read from that one descriptor, in bounded amounts.
+
+use std::{
+    fs::File,
+    ops::{Deref, Range},
+    os::unix::fs::{FileExt as _, MetadataExt as _, OpenOptionsExt as _},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use object::{Object as _, ObjectSection as _, ObjectSegment as _};
+
+/// Largest `.eh_frame` read (the biggest binaries known have a few tens of MiB).
+pub const MAX_EH_FRAME: u64 = 64 << 20;
+/// Largest `.eh_frame_hdr` read.
+pub const MAX_EH_FRAME_HDR: u64 = 16 << 20;
+/// Largest `.text` read: it only helps unwinding a leaf in a prologue or epilogue, so a
+/// bigger one is left out (the module still unwinds from `.eh_frame`).
+pub const MAX_TEXT: u64 = 16 << 20;
+/// Most bytes of headers (ELF, section and program headers, section names) read per file.
+const MAX_HEADER_BYTES: u64 = 4 << 20;
+
+/// Opens the file that process `tgid` maps at `range`, through its `map_files` entry, and
+/// returns it only if it is a regular file with device `dev` (major, minor) and inode `inode`
+/// (what the model recorded for the mapping: a process that replaced the mapping meanwhile
+/// gets nothing).
+pub fn open_mapped(tgid: u32, range: Range<u64>, dev: (u32, u32), inode: u64) -> Option<File> {
+    let path = format!("/proc/{tgid}/map_files/{:x}-{:x}", range.start, range.end);
+    // O_NONBLOCK: never wait on a FIFO (map_files only leads to mapped files, which cannot be
+    // FIFOs, but the check below comes after the open).
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    is_mapped_file(&file, dev, inode).then_some(file)
+}
+
+/// Whether `file` is a regular file with device `dev` and inode `inode`.
+pub fn is_mapped_file(file: &File, dev: (u32, u32), inode: u64) -> bool {
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    let d = meta.dev();
+    meta.file_type().is_file()
+        && (libc::major(d), libc::minor(d), meta.ino()) == (dev.0, dev.1, inode)
+}
+
+/// Bytes of unwind tables alive (cached, or held by process unwinders), shared with every
+/// `Section` so that dropping the last user gives its bytes back.
+#[derive(Clone, Default)]
+pub struct Budget(Arc<AtomicUsize>);
+
+impl Budget {
+    pub fn used(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A section's bytes, counted in the budget while alive.
+#[derive(Clone)]
+pub struct Section(Arc<Counted>);
+
+struct Counted {
+    bytes: Box<[u8]>,
+    budget: Budget,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.budget.0.fetch_sub(self.bytes.len(), Ordering::Relaxed);
+    }
+}
+
+impl Default for Section {
+    fn default() -> Self {
+        Section(Arc::new(Counted {
+            bytes: Box::default(),
+            budget: Budget::default(),
+        }))
+    }
+}
+
+impl Deref for Section {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0.bytes
+    }
+}
+
+/// What unwinding needs from one ELF file, shared by every process that maps it.
+pub struct UnwindData {
+    pub eh_frame: Option<(Range<u64>, Section)>,
+    pub eh_frame_hdr: Option<(Range<u64>, Section)>,
+    pub text: Option<(Range<u64>, Section)>,
+    pub got: Option<Range<u64>>,
+    /// PT_LOAD segments: (file offset, file size, virtual address).
+    pub segments: Vec<(u64, u64, u64)>,
+}
+
+impl UnwindData {
+    pub fn bytes(&self) -> usize {
+        [&self.eh_frame, &self.eh_frame_hdr, &self.text]
+            .iter()
+            .filter_map(|s| s.as_ref().map(|(_, data)| data.len()))
+            .sum::<usize>()
+            + self.segments.len() * 24
+    }
+}
+
+/// Reads of the ELF headers through `object`'s cache, at most `MAX_HEADER_BYTES` in all: a
+/// hostile header cannot make the daemon read (or allocate) the whole file.
+struct HeaderReads<'a> {
+    file: &'a File,
+    len: u64,
+    pos: u64,
+    left: u64,
+}
+
+impl object::read::ReadCacheOps for HeaderReads<'_> {
+    fn len(&mut self) -> Result<u64, ()> {
+        Ok(self.len)
+    }
+    fn seek(&mut self, pos: u64) -> Result<u64, ()> {
+        self.pos = pos;
+        Ok(pos)
+    }
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ()> {
+        let want = (buf.len() as u64).min(self.left) as usize;
+        if want == 0 && !buf.is_empty() {
+            return Err(());
+        }
+        let n = self
+            .file
+            .read_at(&mut buf[..want], self.pos)
+            .map_err(|_| ())?;
+        self.pos += n as u64;
+        self.left -= n as u64;
+        Ok(n)
+    }
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), ()> {
+        if buf.len() as u64 > self.left {
+            return Err(());
+        }
+        self.file.read_exact_at(buf, self.pos).map_err(|_| ())?;
+        self.pos += buf.len() as u64;
+        self.left -= buf.len() as u64;
+        Ok(())
+    }
+}
+
+/// The unwind tables of the ELF file open at `file`, each section read from its own byte
+/// range (at most its cap, checked before anything is allocated) and counted in `budget`;
+/// None when the file is not an ELF file, or claims impossible ranges.
+pub fn load_unwind_data(file: &File, budget: &Budget) -> Option<UnwindData> {
+    let len = file.metadata().ok()?.len();
+    let reads = HeaderReads {
+        file,
+        len,
+        pos: 0,
+        left: MAX_HEADER_BYTES,
+    };
+    let cache = object::read::ReadCache::new(reads);
+    let elf = object::File::parse(&cache).ok()?;
+    let section = |name: &str, cap: u64| -> Option<(Range<u64>, Section)> {
+        let s = elf.section_by_name(name)?;
+        let svma = s.address()..s.address().checked_add(s.size())?;
+        let (offset, size) = s.file_range()?;
+        if size > cap || offset.checked_add(size)? > len {
+            log::debug!("section {name}: {size} bytes at {offset:#x}, not read (cap {cap})");
+            return None;
+        }
+        let mut bytes = vec![0u8; usize::try_from(size).ok()?].into_boxed_slice();
+        file.read_exact_at(&mut bytes, offset).ok()?;
+        budget.0.fetch_add(bytes.len(), Ordering::Relaxed);
+        let counted = Counted {
+            bytes,
+            budget: budget.clone(),
+        };
+        Some((svma, Section(Arc::new(counted))))
+    };
+    let segments = elf
+        .segments()
+        .map(|s| {
+            let (offset, size) = s.file_range();
+            (offset, size, s.address())
+        })
+        .collect();
+    let got = match elf.section_by_name(".got") {
+        Some(s) => Some(s.address()..s.address().checked_add(s.size())?),
+        None => None,
+    };
+    Some(UnwindData {
+        eh_frame: section(".eh_frame", MAX_EH_FRAME),
+        eh_frame_hdr: section(".eh_frame_hdr", MAX_EH_FRAME_HDR),
+        text: section(".text", MAX_TEXT),
+        got,
+        segments,
+    })
+}
