@@ -208,3 +208,78 @@ pub fn load_unwind_data(file: &File, budget: &Budget) -> Option<UnwindData> {
         segments,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ELF64 file with one section `.eh_frame` of `size` bytes at file offset `offset`
+    /// and address `addr` (the file is sparse: its length is `len`).
+    fn elf_with_eh_frame(name: &str, addr: u64, offset: u64, size: u64, len: u64) -> File {
+        let names = b"\0.shstrtab\0.eh_frame\0";
+        let shoff = 64 + names.len() as u64;
+        let mut b = vec![0u8; shoff as usize + 3 * 64];
+        b[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+        b[0x10..0x12].copy_from_slice(&3u16.to_le_bytes()); // ET_DYN
+        b[0x12..0x14].copy_from_slice(&62u16.to_le_bytes()); // x86-64
+        b[0x14..0x18].copy_from_slice(&1u32.to_le_bytes());
+        b[0x28..0x30].copy_from_slice(&shoff.to_le_bytes());
+        b[0x34..0x36].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+        b[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes()); // e_shentsize
+        b[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes()); // e_shnum
+        b[0x3e..0x40].copy_from_slice(&1u16.to_le_bytes()); // e_shstrndx
+        b[64..64 + names.len()].copy_from_slice(names);
+        let mut section = |i: usize, name: u32, kind: u32, addr: u64, off: u64, size: u64| {
+            let h = &mut b[shoff as usize + i * 64..][..64];
+            h[..4].copy_from_slice(&name.to_le_bytes());
+            h[4..8].copy_from_slice(&kind.to_le_bytes());
+            h[0x10..0x18].copy_from_slice(&addr.to_le_bytes());
+            h[0x18..0x20].copy_from_slice(&off.to_le_bytes());
+            h[0x20..0x28].copy_from_slice(&size.to_le_bytes());
+        };
+        section(1, 1, 3, 0, 64, names.len() as u64); // .shstrtab, SHT_STRTAB
+        section(2, 11, 1, addr, offset, size); // .eh_frame, SHT_PROGBITS
+        let path =
+            std::env::temp_dir().join(format!("tracer-elffile-{}-{name}", std::process::id()));
+        std::fs::write(&path, &b).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        f.set_len(len.max(b.len() as u64)).unwrap();
+        let _ = std::fs::remove_file(&path);
+        f
+    }
+
+    #[test]
+    fn a_section_over_its_cap_is_not_read() {
+        // An 80 MiB .eh_frame (a sparse file of 100 MiB): left out, nothing allocated.
+        let f = elf_with_eh_frame("big", 0x1000, 4096, 80 << 20, 100 << 20);
+        let budget = Budget::default();
+        let data = load_unwind_data(&f, &budget).expect("an ELF file");
+        assert!(data.eh_frame.is_none(), "an 80 MiB .eh_frame was read");
+        assert_eq!(budget.used(), 0);
+        // Within the cap it is read, and counted while alive.
+        let f = elf_with_eh_frame("small", 0x1000, 4096, 8192, 16384);
+        let data = load_unwind_data(&f, &budget).expect("an ELF file");
+        assert_eq!(data.eh_frame.as_ref().map(|s| s.1.len()), Some(8192));
+        assert_eq!(budget.used(), 8192);
+        drop(data);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn hostile_addresses_do_not_overflow() {
+        for (addr, offset, size) in [
+            (u64::MAX - 10, 4096, 100),
+            (0x1000, u64::MAX - 10, 100),
+            (0x1000, 4096, u64::MAX),
+        ] {
+            let f = elf_with_eh_frame("overflow", addr, offset, size, 16384);
+            if let Some(data) = load_unwind_data(&f, &Budget::default()) {
+                assert!(data.eh_frame.is_none(), "{addr:#x} {offset:#x} {size:#x}");
+            }
+        }
+    }
+}

@@ -276,3 +276,20 @@ fn the_cache_is_bounded_and_evicts_the_least_recently_used() {
     assert_eq!(files.cache.len(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn live_tables_are_bounded_in_all() {
+    let dir = scratch("budget");
+    let a = copy(&dir, "a", 0o755, |_| {});
+    let b = copy(&dir, "b", 0o755, other_build_id);
+    let mut files = FileTable::with_limits(10, usize::MAX);
+    files.limits.2 = 1; // room for nothing more once one file's tables are alive
+    let (ia, ib) = (intern(&mut files, &a), intern(&mut files, &b));
+    let held = files.unwind(ia).expect("the first file's tables"); // as a live unwinder
+    assert!(files.unwind(ib).is_none(), "tables beyond the bound");
+    assert_eq!(files.over_budget, 1);
+    drop(held);
+    // No longer used by an unwinder: evicted from the cache to make room.
+    assert!(files.unwind(ib).is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+}
