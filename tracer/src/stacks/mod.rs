@@ -314,6 +314,17 @@ impl Collector {
                 .get(*tgid)
                 .is_some_and(|t| t.generation == p.generation)
         });
+        if self.files.over_bound() {
+            // Keep the files the unwinders and the kept stacks name; forget the others.
+            let mut used = std::collections::HashSet::new();
+            for p in self.processes.values() {
+                used.extend(p.unwinder.iter().flat_map(|u| u.file_ids()));
+                for (stack, _) in p.sites.iter() {
+                    used.extend(stack.iter().map(|f| f.file));
+                }
+            }
+            self.files.sweep(&used);
+        }
     }
 
     /// The pids (`pid`, or all when None) whose stacks belong to the process the table has

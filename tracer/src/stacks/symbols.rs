@@ -144,7 +144,11 @@ mod tests {
     fn names_are_cut_on_a_character_boundary() {
         let long = "é".repeat(4000);
         let cut = bounded(&long);
-        assert!(cut.len() <= MAX_NAME && cut.len() >= MAX_NAME - 3, "{}", cut.len());
+        assert!(
+            cut.len() <= MAX_NAME && cut.len() >= MAX_NAME - 3,
+            "{}",
+            cut.len()
+        );
         assert!(long.starts_with(cut));
         assert_eq!(bounded("main"), "main");
     }

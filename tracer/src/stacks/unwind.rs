@@ -25,6 +25,8 @@ const MAX_CACHED_BYTES: usize = 512 << 20;
 /// All unwind tables alive, cached or held by live unwinders: beyond it a module gets no
 /// unwind tables (counted in `over_budget`, said once).
 const MAX_LIVE_BYTES: usize = 1 << 30;
+/// Files (device, inode, path) known before those no unwinder or stack uses are forgotten.
+const MAX_FILES: usize = 16384;
 /// The most one file's tables take (elffile.rs caps).
 const MAX_FILE_TABLES: usize =
     (elffile::MAX_EH_FRAME + elffile::MAX_EH_FRAME_HDR + elffile::MAX_TEXT) as usize;
@@ -57,7 +59,10 @@ struct Held {
 /// Files seen in stacks, shared by every process (by device, inode and path), and their
 /// contents (by build id, else by device and inode: buildid.rs).
 pub struct FileTable {
-    pub files: Vec<FileEntry>,
+    /// By id (never reused: the frames of sites keep ids).
+    files: HashMap<u32, FileEntry>,
+    next_file: u32,
+    next_content: u32,
     by_key: HashMap<(u32, u32, u64, Arc<str>), u32>,
     contents: HashMap<ContentKey, u32>,
     /// Per content id, the descriptor opened through `/proc/PID/map_files` and checked to be
@@ -68,8 +73,9 @@ pub struct FileTable {
     cached_bytes: usize,
     budget: Budget,
     clock: u64,
-    /// Bounds of `cache`: files, bytes; of all tables alive; of `held`.
-    limits: (usize, usize, usize, usize),
+    /// Bounds of `cache`: files, bytes; of all tables alive; of `held`; of `files` (swept
+    /// beyond it).
+    limits: (usize, usize, usize, usize, usize),
     /// Files whose unwind tables were read (not found in the cache).
     pub reads: u64,
     /// Modules left without unwind tables because all tables alive reached their bound.
@@ -85,7 +91,9 @@ impl Default for FileTable {
 impl FileTable {
     fn with_limits(files: usize, bytes: usize) -> FileTable {
         FileTable {
-            files: Vec::new(),
+            files: HashMap::new(),
+            next_file: 0,
+            next_content: 0,
             by_key: HashMap::new(),
             contents: HashMap::new(),
             held: HashMap::new(),
@@ -93,14 +101,51 @@ impl FileTable {
             cached_bytes: 0,
             budget: Budget::default(),
             clock: 0,
-            limits: (files.max(1), bytes, MAX_LIVE_BYTES, MAX_HELD_FILES),
+            limits: (
+                files.max(1),
+                bytes,
+                MAX_LIVE_BYTES,
+                MAX_HELD_FILES,
+                MAX_FILES,
+            ),
             reads: 0,
             over_budget: 0,
         }
     }
 
     pub fn get(&self, id: u32) -> Option<&FileEntry> {
-        self.files.get(id as usize)
+        self.files.get(&id)
+    }
+
+    /// Files known.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether there are more files than kept for good: `sweep` them.
+    pub fn over_bound(&self) -> bool {
+        self.files.len() > self.limits.4
+    }
+
+    /// Forgets the files whose ids are not in `used` (ids of the unwinders and stacks still
+    /// kept), with their contents' descriptors and tables when no file left has them.
+    pub fn sweep(&mut self, used: &std::collections::HashSet<u32>) {
+        self.files.retain(|id, _| used.contains(id));
+        let files = &self.files;
+        self.by_key.retain(|_, id| files.contains_key(id));
+        let live: std::collections::HashSet<u32> = files.values().map(|f| f.content).collect();
+        self.contents.retain(|_, c| live.contains(c));
+        self.held.retain(|c, _| live.contains(c));
+        let mut freed = 0;
+        self.cache.retain(|c, cached| {
+            let keep = live.contains(c);
+            if !keep {
+                freed += cached.bytes;
+            }
+            keep
+        });
+        self.cached_bytes -= freed;
     }
 
     /// The descriptor of a contents, while held.
@@ -118,7 +163,7 @@ impl FileTable {
     ) -> u32 {
         self.clock += 1;
         if let Some(&id) = self.by_key.get(&key) {
-            let content = self.files[id as usize].content;
+            let content = self.files[&id].content;
             match self.held.get_mut(&content) {
                 Some(h) => h.used = self.clock,
                 None => {
@@ -135,18 +180,29 @@ impl FileTable {
             Some(file) => buildid::content_key(file, (key.0, key.1), key.2),
             None => by_inode,
         };
-        let next = self.contents.len() as u32;
+        let next = self.next_content;
         let content = *self.contents.entry(content_key).or_insert(next);
+        if content == next {
+            self.next_content = self.next_content.saturating_add(1);
+        }
         if let Some(file) = opened
             && !self.held.contains_key(&content)
         {
             self.hold(content, file);
         }
-        let id = self.files.len() as u32;
-        self.files.push(FileEntry {
-            name: key.3.clone(),
-            content,
-        });
+        // Ids are never reused (4 billion files: beyond, frames are left unknown).
+        let id = self.next_file;
+        if id == UNKNOWN_FILE {
+            return UNKNOWN_FILE;
+        }
+        self.next_file += 1;
+        self.files.insert(
+            id,
+            FileEntry {
+                name: key.3.clone(),
+                content,
+            },
+        );
         self.by_key.insert(key, id);
         id
     }
@@ -170,7 +226,7 @@ impl FileTable {
 
     /// The unwind tables of file `id`, read once per content while cached.
     fn unwind(&mut self, id: u32) -> Option<Arc<UnwindData>> {
-        let file = self.files.get(id as usize)?;
+        let file = self.files.get(&id)?;
         let (content, name) = (file.content, file.name.clone());
         self.clock += 1;
         if let Some(c) = self.cache.get_mut(&content) {
@@ -348,6 +404,11 @@ impl ProcessUnwinder {
             cache: CacheX86_64::new(),
             mapped,
         }
+    }
+
+    /// The ids of the files it maps.
+    pub fn file_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.mapped.iter().map(|m| m.file)
     }
 
     /// The frame of an address (for a return address, the call instruction before it).

@@ -182,7 +182,7 @@ fn tables_are_read_from_the_descriptor_checked_when_interned() {
     drop(first);
     map_exec(&other, Some(range.clone()));
     intern(&mut files, &spare);
-    files.unwind(files.files.len() as u32 - 1); // evicts a's tables
+    files.unwind(files.next_file - 1); // evicts a's tables
     assert_eq!(files.reads, 2);
     let again = files.unwind(id).expect("tables");
     assert_eq!(files.reads, 3, "read again");
@@ -202,8 +202,8 @@ fn copies_of_one_build_id_share_their_unwind_tables() {
     let (ia, ib) = (intern(&mut files, &a), intern(&mut files, &b));
     assert_ne!(ia, ib, "two files (paths, inodes)");
     assert_eq!(
-        files.files[ia as usize].content,
-        files.files[ib as usize].content
+        files.get(ia).unwrap().content,
+        files.get(ib).unwrap().content
     );
     let (da, db) = (
         files.unwind(ia).expect("tables"),
@@ -230,7 +230,7 @@ fn another_build_id_or_a_writable_file_is_read_apart() {
     let writable = copy(&dir, "writable", 0o777, |_| {});
     let mut files = FileTable::default();
     let ids = [&a, &other, &writable].map(|p| intern(&mut files, p));
-    let contents = ids.map(|i| files.files[i as usize].content);
+    let contents = ids.map(|i| files.get(i).unwrap().content);
     assert!(
         contents[0] != contents[1] && contents[0] != contents[2],
         "{contents:?}"
@@ -291,5 +291,29 @@ fn live_tables_are_bounded_in_all() {
     drop(held);
     // No longer used by an unwinder: evicted from the cache to make room.
     assert!(files.unwind(ib).is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn files_no_stack_or_unwinder_uses_are_forgotten() {
+    let dir = scratch("sweep");
+    let a = copy(&dir, "a", 0o755, |_| {});
+    let b = copy(&dir, "b", 0o755, other_build_id);
+    let mut files = FileTable::default();
+    files.limits.4 = 1;
+    let (ia, ib) = (intern(&mut files, &a), intern(&mut files, &b));
+    files.unwind(ib);
+    assert!(files.over_bound());
+    files.sweep(&[ia].into());
+    assert_eq!(files.len(), 1);
+    assert!(files.get(ia).is_some() && files.get(ib).is_none());
+    assert_eq!(
+        (files.contents.len(), files.held.len(), files.cache.len()),
+        (1, 1, 0)
+    );
+    assert_eq!(files.cached_bytes, 0);
+    // Seen again: a new id, never the old one (stacks may still hold it).
+    let again = intern(&mut files, &b);
+    assert!(again != ib && again != ia);
     let _ = std::fs::remove_dir_all(&dir);
 }
