@@ -3,7 +3,17 @@
 //! frames, and the same library (one build id) mapped by many processes, at many paths, is
 //! symbolized from one of its paths only.
 
-use std::{collections::HashMap, fs::File, os::fd::AsRawFd as _, path::PathBuf, sync::Arc};
+use std::{
+    collections::HashMap,
+    fs::File,
+    io::Write as _,
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _},
+        unix::fs::{FileExt as _, MetadataExt as _},
+    },
+    path::PathBuf,
+    sync::Arc,
+};
 
 use blazesym::symbolize::{Input, Symbolizer, source::Elf, source::Source};
 
@@ -22,6 +32,8 @@ pub struct Symbols {
     /// long as `symbolizer` lives: blazesym (auto reload off) keeps what it parsed by path,
     /// so the number N must not name another file while it could ask for it again.
     paths: HashMap<u32, (Arc<File>, PathBuf)>,
+    /// Bytes of the in-memory copies among them (`mappable`).
+    copied: usize,
 }
 
 fn symbolizer() -> Symbolizer {
@@ -42,6 +54,7 @@ impl Default for Symbols {
             names: HashMap::new(),
             name_bytes: 0,
             paths: HashMap::new(),
+            copied: 0,
         }
     }
 }
@@ -53,6 +66,43 @@ const MAX_NAME: usize = 1024;
 /// Most files blazesym keeps parsed (its cache has no bound of its own, and holds a
 /// descriptor and a mapping of each): beyond it the symbolizer starts over.
 const MAX_PARSED_FILES: usize = 256;
+
+/// Largest file copied to memory to be symbolized (see `mappable`), and most bytes of such
+/// copies alive.
+const MAX_COPY: u64 = 64 << 20;
+const MAX_COPIES: usize = 256 << 20;
+
+/// Whether only root (the daemon's user) can change `file`: owner root or the daemon's user,
+/// no group or other write.
+fn only_root_writes(meta: &std::fs::Metadata) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    (meta.uid() == 0 || meta.uid() == euid) && meta.mode() & 0o022 == 0
+}
+
+/// A copy of `file` (at most `MAX_COPY` bytes) in a memfd, read with `pread` (which a
+/// truncation only shortens).
+fn memory_copy(file: &File) -> Option<(File, usize)> {
+    // SAFETY: a valid C string; the descriptor returned is owned by the File below.
+    let fd = unsafe { libc::memfd_create(c"tracer-symbols".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd is a new descriptor nothing else owns.
+    let mut copy = unsafe { File::from_raw_fd(fd) };
+    let mut buf = vec![0u8; 1 << 16];
+    let mut at = 0u64;
+    while at < MAX_COPY {
+        let n = file.read_at(&mut buf, at).ok()?;
+        if n == 0 {
+            break;
+        }
+        let n = n.min((MAX_COPY - at) as usize);
+        copy.write_all(&buf[..n]).ok()?;
+        at += n as u64;
+    }
+    Some((copy, at as usize))
+}
 
 /// `name` cut at `MAX_NAME` bytes, on a character boundary.
 fn bounded(name: &str) -> &str {
@@ -106,10 +156,28 @@ impl Symbols {
         let path = match self.paths.get(&file.content) {
             Some((_, path)) => path.clone(),
             None => {
-                let fd = files.descriptor(file.content)?;
-                if self.paths.len() >= MAX_PARSED_FILES {
+                let mut fd = files.descriptor(file.content)?;
+                let meta = fd.metadata().ok()?;
+                // blazesym maps the file it reads: the owner of a file could truncate it under
+                // the mapping, and the daemon would die of SIGBUS. Files only root can change
+                // are read in place; others from a copy in memory.
+                let copy = if only_root_writes(&meta) {
+                    0
+                } else if meta.len() <= MAX_COPY {
+                    meta.len() as usize
+                } else {
+                    log::debug!("not symbolizing {}: {} bytes", file.name, meta.len());
+                    return None;
+                };
+                if self.paths.len() >= MAX_PARSED_FILES || self.copied + copy > MAX_COPIES {
                     self.symbolizer = symbolizer();
                     self.paths.clear();
+                    self.copied = 0;
+                }
+                if copy > 0 {
+                    let (copy, len) = memory_copy(&fd)?;
+                    self.copied += len;
+                    fd = Arc::new(copy);
                 }
                 let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
                 self.paths.insert(file.content, (fd, path.clone()));

@@ -317,3 +317,40 @@ fn files_no_stack_or_unwinder_uses_are_forgotten() {
     assert!(again != ib && again != ia);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_file_its_owner_truncates_while_symbolized_does_not_crash_the_daemon() {
+    // A file others may write (here: anyone) is symbolized from a copy in memory: blazesym
+    // maps what it reads, and a truncation under that mapping would kill the reader (SIGBUS).
+    let dir = scratch("truncate");
+    let lib = copy_of(
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        &dir,
+        "libc.so.6",
+        0o666,
+        |_| {},
+    );
+    let len = std::fs::metadata(&lib).unwrap().len();
+    let mut files = FileTable::default();
+    let id = intern(&mut files, &lib);
+    let mut symbols = super::super::symbols::Symbols::default();
+    let mut named = 0;
+    let mut offset = 0;
+    while offset < len / 2 {
+        let name = symbols.name(&files, Frame { file: id, offset });
+        named += usize::from(!name.starts_with('['));
+        offset += 4096;
+    }
+    assert!(named > 0, "libc's exported functions are named");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&lib)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    while offset < len {
+        symbols.name(&files, Frame { file: id, offset });
+        offset += 4096;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
