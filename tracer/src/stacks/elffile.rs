@@ -46,6 +46,75 @@ pub fn open_mapped(tgid: u32, range: Range<u64>, dev: (u32, u32), inode: u64) ->
     is_mapped_file(&file, dev, inode).then_some(file)
 }
 
+/// Opens the file process `tgid` maps from device `dev` and inode `inode` by the path it
+/// mapped, for a daemon without the capability `map_files` needs (`CAP_SYS_ADMIN` or
+/// `CAP_CHECKPOINT_RESTORE`: the shipped systemd unit and DaemonSet lack both).
+///
+/// The path is the process's owner's to change, so: it is looked up from the process's root
+/// without following any symlink (`openat2`, `RESOLVE_NO_SYMLINKS`, `RESOLVE_IN_ROOT`), as an
+/// `O_PATH` descriptor that opens nothing (no FIFO, no device); only a regular file with that
+/// device and inode is then opened for reading (through the `O_PATH` descriptor); and only if
+/// the process still maps that inode afterwards: the mapping pins the inode, so its number
+/// cannot have been given to another file (a secret created after the process unmapped and
+/// deleted its own). A process that exited gets nothing.
+pub fn open_by_path(tgid: u32, path: &str, dev: (u32, u32), inode: u64) -> Option<File> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    let rel = path.strip_prefix('/')?;
+    if rel.is_empty() || rel.contains('\0') {
+        return None;
+    }
+    let root = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(format!("/proc/{tgid}/root"))
+        .ok()?;
+    let c_rel = std::ffi::CString::new(rel).ok()?;
+    // SAFETY: open_how is plain data; zeroed is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_IN_ROOT;
+    // SAFETY: valid descriptor, C string and open_how of the size given.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c_rel.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a new descriptor nothing else owns.
+    let located = unsafe { File::from_raw_fd(fd as i32) };
+    if !is_mapped_file(&located, dev, inode) {
+        return None;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", located.as_raw_fd()))
+        .ok()?;
+    (is_mapped_file(&file, dev, inode) && maps_inode(tgid, dev, inode)).then_some(file)
+}
+
+/// Whether process `tgid` maps device `dev`, inode `inode` now (its `/proc/PID/maps`).
+fn maps_inode(tgid: u32, dev: (u32, u32), inode: u64) -> bool {
+    use std::io::BufRead as _;
+    let Ok(maps) = File::open(format!("/proc/{tgid}/maps")) else {
+        return false;
+    };
+    let want_dev = format!("{:02x}:{:02x}", dev.0, dev.1);
+    let want_inode = inode.to_string();
+    std::io::BufReader::new(maps).split(b'\n').any(|line| {
+        let Ok(line) = line else { return false };
+        // start-end perms offset dev inode path
+        let mut fields = line.split(|&b| b == b' ').filter(|f| !f.is_empty()).skip(3);
+        fields.next() == Some(want_dev.as_bytes()) && fields.next() == Some(want_inode.as_bytes())
+    })
+}
+
 /// Whether `file` is a regular file with device `dev` and inode `inode`.
 pub fn is_mapped_file(file: &File, dev: (u32, u32), inode: u64) -> bool {
     let Ok(meta) = file.metadata() else {

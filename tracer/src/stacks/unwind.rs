@@ -43,6 +43,13 @@ pub struct FileEntry {
     pub content: u32,
 }
 
+/// The file of `key` mapped by `tgid` at `range`: through `map_files`, else (without the
+/// capability it needs) by the mapped path, looked up safely (elffile.rs).
+fn open(tgid: u32, range: std::ops::Range<u64>, key: &(u32, u32, u64, Arc<str>)) -> Option<File> {
+    elffile::open_mapped(tgid, range, (key.0, key.1), key.2)
+        .or_else(|| elffile::open_by_path(tgid, &key.3, (key.0, key.1), key.2))
+}
+
 /// Unwind tables read, per content id, and when last used.
 struct Cached {
     data: Option<Arc<UnwindData>>,
@@ -167,14 +174,14 @@ impl FileTable {
             match self.held.get_mut(&content) {
                 Some(h) => h.used = self.clock,
                 None => {
-                    if let Some(file) = elffile::open_mapped(tgid, range, (key.0, key.1), key.2) {
+                    if let Some(file) = open(tgid, range, &key) {
                         self.hold(content, file);
                     }
                 }
             }
             return id;
         }
-        let opened = elffile::open_mapped(tgid, range, (key.0, key.1), key.2);
+        let opened = open(tgid, range, &key);
         let by_inode = ContentKey::Inode(key.0, key.1, key.2);
         let content_key = match &opened {
             Some(file) => buildid::content_key(file, (key.0, key.1), key.2),

@@ -354,3 +354,39 @@ fn a_file_its_owner_truncates_while_symbolized_does_not_crash_the_daemon() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn without_map_files_the_path_is_opened_only_safely() {
+    // As a daemon without CAP_SYS_ADMIN sees it: the model's range has no map_files entry
+    // (here: a range this process never mapped), so the file is looked up by its path.
+    let dir = scratch("bypath");
+    let a = copy(&dir, "a", 0o755, |_| {});
+    let unmapped = 0x1000..0x3000;
+    let (dev, ino) = dev_ino(&a);
+    let pid = std::process::id();
+    let by_path = |path: &Path| elffile::open_by_path(pid, path.to_str().unwrap(), dev, ino);
+    // Not mapped by the process: its inode number could be another file's by now.
+    assert!(by_path(&a).is_none(), "a file the process does not map");
+    map_exec(&a, None);
+    assert!(
+        by_path(&a).is_some(),
+        "the file the process maps, at its path"
+    );
+    // A symlink anywhere in the path is not followed.
+    std::os::unix::fs::symlink(&dir, dir.join("up")).unwrap();
+    assert!(
+        by_path(&dir.join("up").join("a")).is_none(),
+        "through a symlinked directory"
+    );
+    std::os::unix::fs::symlink(&a, dir.join("link")).unwrap();
+    assert!(
+        by_path(&dir.join("link")).is_none(),
+        "a symlink to the file"
+    );
+    // Through the unwinder: tables read by path while the process maps the file.
+    let mut files = FileTable::default();
+    let space = space_with(a.to_str().unwrap(), unmapped, dev, ino);
+    let u = ProcessUnwinder::refresh(None, pid, &space, &mut files);
+    assert!(files.unwind(u.mapped[0].file).is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+}
