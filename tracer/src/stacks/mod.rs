@@ -63,6 +63,10 @@ const PENDING_TTL_NS: u64 = 10_000_000_000;
 /// A sample belongs to a record whose entry was at most this much later (the two probes run
 /// one after the other on the same tracepoint hit).
 const JOIN_SLACK_NS: u64 = 1_000_000;
+/// At most this often, after processes are forgotten, the descriptors of files no kept
+/// process uses are closed (each pins its file, deleted or not; finding them walks every
+/// kept stack).
+const RELEASE_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Default)]
 struct ProcessStacks {
@@ -85,6 +89,10 @@ pub struct Collector {
     pending_bytes: usize,
     pub counters: StackCounters,
     page_size: u64,
+    /// Processes were forgotten since the descriptors of files no kept process uses were last
+    /// closed, and when that was.
+    release_due: bool,
+    last_release: std::time::Instant,
 }
 
 impl Collector {
@@ -100,6 +108,8 @@ impl Collector {
             pending_bytes: 0,
             counters: StackCounters::default(),
             page_size,
+            release_due: false,
+            last_release: std::time::Instant::now(),
         }
     }
 
@@ -309,13 +319,17 @@ impl Collector {
 
     /// Forgets processes the table no longer has, or has a new process under (pid reuse).
     pub fn retain(&mut self, table: &ProcessTable) {
+        let before = self.processes.len();
         self.processes.retain(|tgid, p| {
             table
                 .get(*tgid)
                 .is_some_and(|t| t.generation == p.generation)
         });
-        if self.files.over_bound() {
-            // Keep the files the unwinders and the kept stacks name; forget the others.
+        self.release_due |= self.processes.len() != before;
+        let release = self.release_due && self.last_release.elapsed() >= RELEASE_PERIOD;
+        if self.files.over_bound() || release {
+            // Keep the files the unwinders and the kept stacks name; close the descriptors
+            // of the others (and forget them, beyond the bound).
             let mut used = std::collections::HashSet::new();
             for p in self.processes.values() {
                 used.extend(p.unwinder.iter().flat_map(|u| u.file_ids()));
@@ -323,7 +337,13 @@ impl Collector {
                     used.extend(stack.iter().map(|f| f.file));
                 }
             }
-            self.files.sweep(&used);
+            if self.files.over_bound() {
+                self.files.sweep(&used);
+            }
+            let live = self.files.release(&used);
+            self.symbols.release(&live);
+            self.release_due = false;
+            self.last_release = std::time::Instant::now();
         }
     }
 

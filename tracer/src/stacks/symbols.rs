@@ -150,6 +150,16 @@ impl Symbols {
         (self.names.len(), self.paths.len())
     }
 
+    /// Forgets the descriptors of contents not in `live`: blazesym keeps what it parsed by
+    /// descriptor number, so it starts over (names already found stay cached).
+    pub fn release(&mut self, live: &std::collections::HashSet<u32>) {
+        if self.paths.keys().any(|c| !live.contains(c)) {
+            self.symbolizer = symbolizer();
+            self.paths.clear();
+            self.copied = 0;
+        }
+    }
+
     fn lookup(&mut self, files: &FileTable, file: &FileEntry, offset: u64) -> Option<Arc<str>> {
         // Through the descriptor the contents was checked on (never a path: a traced process
         // controls its paths); none once it was closed (its processes exited long ago).

@@ -3,7 +3,11 @@
 //! long as its files are there), and turning frames into (file, file offset) pairs that are
 //! symbolized later.
 
-use std::{collections::HashMap, fs::File, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    fs::File,
+    sync::Arc,
+};
 
 use framehop::{
     ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder,
@@ -135,13 +139,25 @@ impl FileTable {
         self.files.len() > self.limits.4
     }
 
+    /// Closes the descriptors of the contents no file in `used` has (a descriptor keeps a
+    /// deleted file's space on disk), and returns the contents still used.
+    pub fn release(&mut self, used: &HashSet<u32>) -> HashSet<u32> {
+        let live: HashSet<u32> = used
+            .iter()
+            .filter_map(|id| self.files.get(id))
+            .map(|f| f.content)
+            .collect();
+        self.held.retain(|c, _| live.contains(c));
+        live
+    }
+
     /// Forgets the files whose ids are not in `used` (ids of the unwinders and stacks still
     /// kept), with their contents' descriptors and tables when no file left has them.
-    pub fn sweep(&mut self, used: &std::collections::HashSet<u32>) {
+    pub fn sweep(&mut self, used: &HashSet<u32>) {
         self.files.retain(|id, _| used.contains(id));
         let files = &self.files;
         self.by_key.retain(|_, id| files.contains_key(id));
-        let live: std::collections::HashSet<u32> = files.values().map(|f| f.content).collect();
+        let live: HashSet<u32> = files.values().map(|f| f.content).collect();
         self.contents.retain(|_, c| live.contains(c));
         self.held.retain(|c, _| live.contains(c));
         let mut freed = 0;

@@ -390,3 +390,25 @@ fn without_map_files_the_path_is_opened_only_safely() {
     assert!(files.unwind(u.mapped[0].file).is_some());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn descriptors_of_files_no_kept_process_uses_are_closed() {
+    let dir = scratch("release");
+    let a = copy(&dir, "a", 0o755, |_| {});
+    let b = copy(&dir, "b", 0o755, other_build_id);
+    let mut files = FileTable::default();
+    let (ia, ib) = (intern(&mut files, &a), intern(&mut files, &b));
+    let (ca, cb) = (
+        files.get(ia).unwrap().content,
+        files.get(ib).unwrap().content,
+    );
+    assert!(files.descriptor(cb).is_some());
+    let live = files.release(&[ia].into());
+    assert_eq!(live, [ca].into());
+    assert!(files.descriptor(ca).is_some());
+    assert!(
+        files.descriptor(cb).is_none(),
+        "b's descriptor is still open"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
