@@ -30,9 +30,14 @@ pub fn measure(
     figure: &str,
 ) -> Result<(u64, String), String> {
     if !info.enabled {
+        // The report file may come from anywhere: its reason is quoted and escaped like the
+        // site names, and cut, so it can neither forge lines of the output nor flood it.
+        let reason = match info.reason.as_deref() {
+            Some(r) => format!("{:?}", r.chars().take(200).collect::<String>()),
+            None => "not collected".to_string(),
+        };
         return Err(format!(
-            "no call sites in the report ({}): the check on site `{site}` needs --stacks",
-            info.reason.as_deref().unwrap_or("not collected")
+            "no call sites in the report ({reason}): the check on site `{site}` needs --stacks"
         ));
     }
     let matched: Vec<_> = p
@@ -124,5 +129,14 @@ mod tests {
         assert!(e.contains("--stacks"), "{e}");
         let e = measure(&info(true), &process(), "grow_mmap", "inuse_space").unwrap_err();
         assert!(e.contains("no call site named `grow_mmap`"), "{e}");
+    }
+
+    #[test]
+    fn a_hostile_reason_is_escaped() {
+        let mut i = info(false);
+        i.reason = Some(format!("off\nok: forged line\x1b[2J{}", "x".repeat(10_000)));
+        let e = measure(&i, &process(), "grow_brk", "inuse_space").unwrap_err();
+        assert!(!e.chars().any(char::is_control), "{e:?}");
+        assert!(e.len() < 400, "{} bytes", e.len());
     }
 }

@@ -565,7 +565,7 @@ impl Tracker {
             counters: &self.counters,
         };
         let report = crate::output::report_build::build(self.table.all(), &ctx);
-        crate::stacks::report::with_sites(report, self.stacks.as_mut())
+        crate::stacks::report::with_sites(report, self.stacks.as_mut(), &self.table)
     }
 }
 

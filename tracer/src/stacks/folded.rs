@@ -77,15 +77,8 @@ impl Collector {
     /// The folded stacks of `pid` (every process when None), lines with a zero value left
     /// out, processes in pid order.
     pub fn folded(&mut self, table: &ProcessTable, pid: Option<u32>, kind: SampleType) -> String {
-        let mut pids: Vec<u32> = self
-            .processes
-            .keys()
-            .copied()
-            .filter(|t| pid.is_none_or(|p| p == *t))
-            .collect();
-        pids.sort_unstable();
         let mut out = String::new();
-        for tgid in pids {
+        for tgid in self.current_pids(table, pid) {
             let comm = table.get(tgid).map(|p| p.comm.clone()).unwrap_or_default();
             let mut root = String::new();
             escape_frame(&format!("{comm} ({tgid})"), &mut root);

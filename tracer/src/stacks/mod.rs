@@ -6,6 +6,7 @@
 //! (`pprof`) and the summary's top sites are symbolized on demand (`symbols`).
 
 pub mod buildid;
+pub mod elffile;
 pub mod folded;
 pub mod pprof;
 pub mod report;
@@ -62,9 +63,16 @@ const PENDING_TTL_NS: u64 = 10_000_000_000;
 /// A sample belongs to a record whose entry was at most this much later (the two probes run
 /// one after the other on the same tracepoint hit).
 const JOIN_SLACK_NS: u64 = 1_000_000;
+/// At most this often, after processes are forgotten, the descriptors of files no kept
+/// process uses are closed (each pins its file, deleted or not; finding them walks every
+/// kept stack).
+const RELEASE_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Default)]
 struct ProcessStacks {
+    /// The table entry's generation these belong to: a pid reused by a new process (of
+    /// another user, maybe) must not inherit the stacks, names or unwinder of the old one.
+    generation: u64,
     sites: ProcessSites,
     unwinder: Option<ProcessUnwinder>,
 }
@@ -81,6 +89,10 @@ pub struct Collector {
     pending_bytes: usize,
     pub counters: StackCounters,
     page_size: u64,
+    /// Processes were forgotten since the descriptors of files no kept process uses were last
+    /// closed, and when that was.
+    release_due: bool,
+    last_release: std::time::Instant,
 }
 
 impl Collector {
@@ -96,6 +108,8 @@ impl Collector {
             pending_bytes: 0,
             counters: StackCounters::default(),
             page_size,
+            release_due: false,
+            last_release: std::time::Instant::now(),
         }
     }
 
@@ -145,9 +159,9 @@ impl Collector {
         let faults = std::mem::take(&mut self.faults);
         for f in &faults {
             let site = self.site_of(table, f);
-            if let Some(p) = self.processes.get_mut(&f.tgid) {
-                p.sites.add_faults(site, f.weight);
-            }
+            stacks_of(&mut self.processes, table, f.tgid)
+                .sites
+                .add_faults(site, f.weight);
         }
         for f in &faults {
             self.pending_bytes -= f.stack.len();
@@ -172,7 +186,7 @@ impl Collector {
     /// Unwinds a sample against the model's address space of its process, as of now.
     fn site_of(&mut self, table: &mut ProcessTable, sample: &Pending) -> u32 {
         let tgid = sample.tgid;
-        let proc = self.processes.entry(tgid).or_default();
+        let proc = stacks_of(&mut self.processes, table, tgid);
         if let Some(p) = table.get_mut(tgid) {
             // Code mapped by descriptor whose name the model could not read yet (the loader
             // split the mapping before the record was applied): from /proc now.
@@ -214,7 +228,9 @@ impl Collector {
             }
             None => {
                 self.counters.unjoined += 1;
-                self.processes.entry(e.tgid).or_default().sites.site(&[])
+                stacks_of(&mut self.processes, table, e.tgid)
+                    .sites
+                    .site(&[])
             }
         }
     }
@@ -257,18 +273,18 @@ impl Collector {
             SyscallKind::Mmap if !failed => {
                 let site = self.join(table, e, SYS_MMAP);
                 let start = e.ret as u64;
-                let sites = &mut self.processes.entry(e.tgid).or_default().sites;
+                let sites = &mut stacks_of(&mut self.processes, table, e.tgid).sites;
                 sites.map(start, start.saturating_add(round(a[1])), site);
             }
             SyscallKind::Munmap if e.ret == 0 => {
-                if let Some(p) = self.processes.get_mut(&e.tgid) {
-                    p.sites.unmap(a[0], a[0].saturating_add(round(a[1])));
-                }
+                stacks_of(&mut self.processes, table, e.tgid)
+                    .sites
+                    .unmap(a[0], a[0].saturating_add(round(a[1])));
             }
             SyscallKind::Brk if a[0] != 0 => {
                 let new = e.ret as u64;
                 let site = self.join(table, e, SYS_BRK);
-                let sites = &mut self.processes.entry(e.tgid).or_default().sites;
+                let sites = &mut stacks_of(&mut self.processes, table, e.tgid).sites;
                 match old_brk {
                     Some(old) if new > old => sites.map(old, new, site),
                     Some(old) if new < old => sites.unmap(new, old),
@@ -283,7 +299,7 @@ impl Collector {
                 } else {
                     None
                 };
-                let sites = &mut self.processes.entry(e.tgid).or_default().sites;
+                let sites = &mut stacks_of(&mut self.processes, table, e.tgid).sites;
                 let kept = old_len.min(new_len);
                 if new != old {
                     sites.moved(old, kept, new);
@@ -301,9 +317,40 @@ impl Collector {
         }
     }
 
-    /// Forgets processes the table no longer has.
+    /// Forgets processes the table no longer has, or has a new process under (pid reuse).
     pub fn retain(&mut self, table: &ProcessTable) {
-        self.processes.retain(|tgid, _| table.get(*tgid).is_some());
+        let before = self.processes.len();
+        self.processes.retain(|tgid, p| {
+            table
+                .get(*tgid)
+                .is_some_and(|t| t.generation == p.generation)
+        });
+        self.release_due |= self.processes.len() != before;
+        let release = self.release_due && self.last_release.elapsed() >= RELEASE_PERIOD;
+        if self.files.over_bound() || release {
+            // Keep the files the unwinders and the kept stacks name; close the descriptors
+            // of the others (and forget them, beyond the bound).
+            let mut used = std::collections::HashSet::new();
+            for p in self.processes.values() {
+                used.extend(p.unwinder.iter().flat_map(|u| u.file_ids()));
+                for (stack, _) in p.sites.iter() {
+                    used.extend(stack.iter().map(|f| f.file));
+                }
+            }
+            if self.files.over_bound() {
+                self.files.sweep(&used);
+            }
+            let live = self.files.release(&used);
+            self.symbols.release(&live);
+            self.release_due = false;
+            self.last_release = std::time::Instant::now();
+        }
+    }
+
+    /// The pids (`pid`, or all when None) whose stacks belong to the process the table has
+    /// under that pid now, in order.
+    fn current_pids(&self, table: &ProcessTable, pid: Option<u32>) -> Vec<u32> {
+        current_pids(&self.processes, table, pid)
     }
 
     /// The profile of `pid` (every process when None), gzip'ed; `default_type` is the sample
@@ -319,14 +366,7 @@ impl Collector {
             .map_or(0, |d| d.as_nanos() as i64);
         let mut b = pprof::Builder::new(default_type, now);
         let no_stack: std::sync::Arc<str> = "[no stack]".into();
-        let mut pids: Vec<u32> = self
-            .processes
-            .keys()
-            .copied()
-            .filter(|t| pid.is_none_or(|p| p == *t))
-            .collect();
-        pids.sort_unstable();
-        for tgid in pids {
+        for tgid in self.current_pids(table, pid) {
             let comm = table.get(tgid).map(|p| p.comm.clone()).unwrap_or_default();
             let proc = &self.processes[&tgid];
             for (stack, s) in proc.sites.iter() {
@@ -400,6 +440,43 @@ impl Collector {
     }
 }
 
+/// The pids (`pid`, or all when None) whose stacks belong to the process the table has
+/// under that pid now, in order.
+fn current_pids(
+    processes: &HashMap<u32, ProcessStacks>,
+    table: &ProcessTable,
+    pid: Option<u32>,
+) -> Vec<u32> {
+    let mut pids: Vec<u32> = processes
+        .iter()
+        .filter(|(t, p)| {
+            pid.is_none_or(|want| want == **t)
+                && table.get(**t).is_some_and(|e| e.generation == p.generation)
+        })
+        .map(|(t, _)| *t)
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// The stacks of `tgid`, started afresh when the table's entry for it is another process
+/// than the one they were collected for (pid reuse).
+fn stacks_of<'a>(
+    processes: &'a mut HashMap<u32, ProcessStacks>,
+    table: &ProcessTable,
+    tgid: u32,
+) -> &'a mut ProcessStacks {
+    let generation = table.get(tgid).map_or(0, |p| p.generation);
+    let p = processes.entry(tgid).or_default();
+    if p.generation != generation {
+        *p = ProcessStacks {
+            generation,
+            ..Default::default()
+        };
+    }
+    p
+}
+
 /// The name of a stack's site: its first frame outside the C library and the allocators (the
 /// leaf when every frame is theirs), `[no stack]` for the empty stack.
 fn site_name(
@@ -455,5 +532,40 @@ pub fn print_top_sites(c: &mut Collector) {
             faults,
             name.escape_debug()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracking::process::Lifecycle;
+
+    #[test]
+    fn a_reused_pid_does_not_inherit_the_stacks_of_the_process_that_had_it() {
+        let mut table = ProcessTable::new(4096);
+        let mut processes: HashMap<u32, ProcessStacks> = HashMap::new();
+        table.add(42, "old".into());
+        let frame = Frame {
+            file: 7,
+            offset: 0x10,
+        };
+        let p = stacks_of(&mut processes, &table, 42);
+        let site = p.sites.site(&[frame]);
+        p.sites.map(0x1000, 0x3000, site);
+        assert_eq!(current_pids(&processes, &table, Some(42)), [42]);
+        // It exits, and a new process (another user's, maybe) gets pid 42.
+        table.get_mut(42).unwrap().lifecycle = Lifecycle::Exited { ts_ns: 1 };
+        table.add(42, "new".into());
+        assert!(
+            current_pids(&processes, &table, Some(42)).is_empty(),
+            "the old stacks are served under the new process"
+        );
+        let p = stacks_of(&mut processes, &table, 42);
+        assert_eq!(
+            p.sites.iter().count(),
+            0,
+            "the new process starts with no sites"
+        );
+        assert_eq!(current_pids(&processes, &table, None), [42]);
     }
 }

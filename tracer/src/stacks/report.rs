@@ -4,20 +4,25 @@
 use std::collections::HashMap;
 
 use crate::output::report::{CallSiteReport, REPORT_SITES, Report};
+use crate::tracking::table::ProcessTable;
 
 use super::{Collector, site_name};
 
 /// The report with its call sites filled in when stacks are on (else as built: off).
-pub fn with_sites(mut report: Report, collector: Option<&mut Collector>) -> Report {
+pub fn with_sites(
+    mut report: Report,
+    collector: Option<&mut Collector>,
+    table: &ProcessTable,
+) -> Report {
     if let Some(c) = collector {
-        c.fill_report(&mut report);
+        c.fill_report(&mut report, table);
     }
     report
 }
 
 impl Collector {
     /// Fills the report's call sites: the session's counters and every process's top sites.
-    pub fn fill_report(&mut self, report: &mut Report) {
+    pub fn fill_report(&mut self, report: &mut Report, table: &ProcessTable) {
         let c = self.counters;
         let info = &mut report.call_sites;
         info.enabled = true;
@@ -26,15 +31,33 @@ impl Collector {
         info.samples = c.samples;
         info.fault_samples = c.fault_samples;
         info.without_stack = c.unjoined;
-        for p in &mut report.processes {
-            let (sites, omitted) = self.sites_of(p.pid, REPORT_SITES);
+        // An exited process whose pid a new one has now (kept in the report, before the new
+        // one: `ProcessTable::all`) shows no sites: the collector has only those of the
+        // process the table has under the pid now, the last one of the pid.
+        let mut last: HashMap<u32, usize> = HashMap::new();
+        for (i, p) in report.processes.iter().enumerate() {
+            last.insert(p.pid, i);
+        }
+        for (i, p) in report.processes.iter_mut().enumerate() {
+            if last.get(&p.pid) != Some(&i) {
+                continue;
+            }
+            let (sites, omitted) = self.sites_of(table, p.pid, REPORT_SITES);
             p.call_sites = sites;
             p.call_sites_omitted = omitted;
         }
     }
 
     /// The `n` largest sites of `pid` and how many more there were.
-    pub fn sites_of(&mut self, pid: u32, n: usize) -> (Vec<CallSiteReport>, u64) {
+    pub fn sites_of(
+        &mut self,
+        table: &ProcessTable,
+        pid: u32,
+        n: usize,
+    ) -> (Vec<CallSiteReport>, u64) {
+        if self.current_pids(table, Some(pid)).is_empty() {
+            return (Vec::new(), 0);
+        }
         let Some(proc) = self.processes.get(&pid) else {
             return (Vec::new(), 0);
         };

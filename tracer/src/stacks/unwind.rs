@@ -4,9 +4,8 @@
 //! symbolized later.
 
 use std::{
-    collections::HashMap,
-    ops::Range,
-    path::{Path, PathBuf},
+    collections::{HashMap, HashSet},
+    fs::File,
     sync::Arc,
 };
 
@@ -14,51 +13,45 @@ use framehop::{
     ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder,
     x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
 };
-use object::{Object as _, ObjectSection as _, ObjectSegment as _};
 
 use super::buildid::{self, ContentKey};
+use super::elffile::{self, Budget, Section, UnwindData};
 use super::sites::{Frame, UNKNOWN_FILE};
 use crate::model::{AddressSpace, vma::Backing};
 
 /// Deepest stack kept.
 pub const MAX_FRAMES: usize = 128;
-/// Largest file read for its unwind tables.
-const MAX_FILE_BYTES: u64 = 1 << 30;
 /// Unwind tables kept for files no process unwinder uses any more: at most this many files
 /// and this many bytes of sections, least recently used evicted first (a file needed again
 /// is read again). Unwinders of live processes hold the tables of the files they map.
 const MAX_CACHED_FILES: usize = 1024;
 const MAX_CACHED_BYTES: usize = 512 << 20;
-
-/// What unwinding needs from one ELF file, shared by every process that maps it.
-struct UnwindData {
-    eh_frame: Option<(Range<u64>, Arc<[u8]>)>,
-    eh_frame_hdr: Option<(Range<u64>, Arc<[u8]>)>,
-    text: Option<(Range<u64>, Arc<[u8]>)>,
-    got: Option<Range<u64>>,
-    /// PT_LOAD segments: (file offset, file size, virtual address).
-    segments: Vec<(u64, u64, u64)>,
-}
-
-impl UnwindData {
-    fn bytes(&self) -> usize {
-        [&self.eh_frame, &self.eh_frame_hdr, &self.text]
-            .iter()
-            .filter_map(|s| s.as_ref().map(|(_, data)| data.len()))
-            .sum::<usize>()
-            + self.segments.len() * 24
-    }
-}
+/// All unwind tables alive, cached or held by live unwinders: beyond it a module gets no
+/// unwind tables (counted in `over_budget`, said once).
+const MAX_LIVE_BYTES: usize = 1 << 30;
+/// Files (device, inode, path) known before those no unwinder or stack uses are forgotten.
+const MAX_FILES: usize = 16384;
+/// The most one file's tables take (elffile.rs caps).
+const MAX_FILE_TABLES: usize =
+    (elffile::MAX_EH_FRAME + elffile::MAX_EH_FRAME_HDR + elffile::MAX_TEXT) as usize;
+/// Descriptors held open (one per contents, for its unwind tables and names), least recently
+/// used closed first: the names of a closed contents whose processes all exited are lost.
+const MAX_HELD_FILES: usize = 4096;
 
 /// A file seen in a stack.
 pub struct FileEntry {
     /// The name to show (as the process mapped it).
     pub name: Arc<str>,
-    /// Where the daemon opens it.
-    pub open: PathBuf,
     /// Its contents' id in the table (`FileTable::content`): files with the same build id
     /// share it, and with it their unwind tables and symbol names.
     pub content: u32,
+}
+
+/// The file of `key` mapped by `tgid` at `range`: through `map_files`, else (without the
+/// capability it needs) by the mapped path, looked up safely (elffile.rs).
+fn open(tgid: u32, range: std::ops::Range<u64>, key: &(u32, u32, u64, Arc<str>)) -> Option<File> {
+    elffile::open_mapped(tgid, range, (key.0, key.1), key.2)
+        .or_else(|| elffile::open_by_path(tgid, &key.3, (key.0, key.1), key.2))
 }
 
 /// Unwind tables read, per content id, and when last used.
@@ -68,19 +61,36 @@ struct Cached {
     used: u64,
 }
 
+/// The descriptor a contents is read through, and when last used.
+struct Held {
+    file: Arc<File>,
+    used: u64,
+}
+
 /// Files seen in stacks, shared by every process (by device, inode and path), and their
 /// contents (by build id, else by device and inode: buildid.rs).
 pub struct FileTable {
-    pub files: Vec<FileEntry>,
+    /// By id (never reused: the frames of sites keep ids).
+    files: HashMap<u32, FileEntry>,
+    next_file: u32,
+    next_content: u32,
     by_key: HashMap<(u32, u32, u64, Arc<str>), u32>,
     contents: HashMap<ContentKey, u32>,
+    /// Per content id, the descriptor opened through `/proc/PID/map_files` and checked to be
+    /// the mapped file (elffile.rs): every later read of the contents goes through it, never
+    /// through a path (which the process, or a process that reused its pid, could change).
+    held: HashMap<u32, Held>,
     cache: HashMap<u32, Cached>,
     cached_bytes: usize,
+    budget: Budget,
     clock: u64,
-    /// Bounds of `cache`: files, bytes.
-    limits: (usize, usize),
+    /// Bounds of `cache`: files, bytes; of all tables alive; of `held`; of `files` (swept
+    /// beyond it).
+    limits: (usize, usize, usize, usize, usize),
     /// Files whose unwind tables were read (not found in the cache).
     pub reads: u64,
+    /// Modules left without unwind tables because all tables alive reached their bound.
+    pub over_budget: u64,
 }
 
 impl Default for FileTable {
@@ -92,58 +102,178 @@ impl Default for FileTable {
 impl FileTable {
     fn with_limits(files: usize, bytes: usize) -> FileTable {
         FileTable {
-            files: Vec::new(),
+            files: HashMap::new(),
+            next_file: 0,
+            next_content: 0,
             by_key: HashMap::new(),
             contents: HashMap::new(),
+            held: HashMap::new(),
             cache: HashMap::new(),
             cached_bytes: 0,
+            budget: Budget::default(),
             clock: 0,
-            limits: (files.max(1), bytes),
+            limits: (
+                files.max(1),
+                bytes,
+                MAX_LIVE_BYTES,
+                MAX_HELD_FILES,
+                MAX_FILES,
+            ),
             reads: 0,
+            over_budget: 0,
         }
     }
 
     pub fn get(&self, id: u32) -> Option<&FileEntry> {
-        self.files.get(id as usize)
+        self.files.get(&id)
     }
 
-    /// The file of `key` (device major, minor, inode, path) opened at `open`.
-    fn intern(&mut self, key: (u32, u32, u64, Arc<str>), open: PathBuf) -> u32 {
+    /// Files known.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether there are more files than kept for good: `sweep` them.
+    pub fn over_bound(&self) -> bool {
+        self.files.len() > self.limits.4
+    }
+
+    /// Closes the descriptors of the contents no file in `used` has (a descriptor keeps a
+    /// deleted file's space on disk), and returns the contents still used.
+    pub fn release(&mut self, used: &HashSet<u32>) -> HashSet<u32> {
+        let live: HashSet<u32> = used
+            .iter()
+            .filter_map(|id| self.files.get(id))
+            .map(|f| f.content)
+            .collect();
+        self.held.retain(|c, _| live.contains(c));
+        live
+    }
+
+    /// Forgets the files whose ids are not in `used` (ids of the unwinders and stacks still
+    /// kept), with their contents' descriptors and tables when no file left has them.
+    pub fn sweep(&mut self, used: &HashSet<u32>) {
+        self.files.retain(|id, _| used.contains(id));
+        let files = &self.files;
+        self.by_key.retain(|_, id| files.contains_key(id));
+        let live: HashSet<u32> = files.values().map(|f| f.content).collect();
+        self.contents.retain(|_, c| live.contains(c));
+        self.held.retain(|c, _| live.contains(c));
+        let mut freed = 0;
+        self.cache.retain(|c, cached| {
+            let keep = live.contains(c);
+            if !keep {
+                freed += cached.bytes;
+            }
+            keep
+        });
+        self.cached_bytes -= freed;
+    }
+
+    /// The descriptor of a contents, while held.
+    pub fn descriptor(&self, content: u32) -> Option<Arc<File>> {
+        self.held.get(&content).map(|h| h.file.clone())
+    }
+
+    /// The file of `key` (device major, minor, inode, path), mapped by process `tgid` at
+    /// `range`: opened through its `map_files` entry when its contents has no descriptor.
+    fn intern(
+        &mut self,
+        key: (u32, u32, u64, Arc<str>),
+        tgid: u32,
+        range: std::ops::Range<u64>,
+    ) -> u32 {
+        self.clock += 1;
         if let Some(&id) = self.by_key.get(&key) {
+            let content = self.files[&id].content;
+            match self.held.get_mut(&content) {
+                Some(h) => h.used = self.clock,
+                None => {
+                    if let Some(file) = open(tgid, range, &key) {
+                        self.hold(content, file);
+                    }
+                }
+            }
             return id;
         }
+        let opened = open(tgid, range, &key);
         let by_inode = ContentKey::Inode(key.0, key.1, key.2);
-        let content_key = match std::fs::File::open(&open) {
-            Ok(file) => buildid::content_key(&file, (key.0, key.1), key.2),
-            Err(_) => by_inode,
+        let content_key = match &opened {
+            Some(file) => buildid::content_key(file, (key.0, key.1), key.2),
+            None => by_inode,
         };
-        let next = self.contents.len() as u32;
+        let next = self.next_content;
         let content = *self.contents.entry(content_key).or_insert(next);
-        let id = self.files.len() as u32;
-        self.files.push(FileEntry {
-            name: key.3.clone(),
-            open,
-            content,
-        });
+        if content == next {
+            self.next_content = self.next_content.saturating_add(1);
+        }
+        if let Some(file) = opened
+            && !self.held.contains_key(&content)
+        {
+            self.hold(content, file);
+        }
+        // Ids are never reused (4 billion files: beyond, frames are left unknown).
+        let id = self.next_file;
+        if id == UNKNOWN_FILE {
+            return UNKNOWN_FILE;
+        }
+        self.next_file += 1;
+        self.files.insert(
+            id,
+            FileEntry {
+                name: key.3.clone(),
+                content,
+            },
+        );
         self.by_key.insert(key, id);
         id
     }
 
+    fn hold(&mut self, content: u32, file: File) {
+        while self.held.len() >= self.limits.3 {
+            let Some((&oldest, _)) = self.held.iter().min_by_key(|(_, h)| h.used) else {
+                break;
+            };
+            self.held.remove(&oldest);
+        }
+        let used = self.clock;
+        self.held.insert(
+            content,
+            Held {
+                file: Arc::new(file),
+                used,
+            },
+        );
+    }
+
     /// The unwind tables of file `id`, read once per content while cached.
     fn unwind(&mut self, id: u32) -> Option<Arc<UnwindData>> {
-        let file = self.files.get(id as usize)?;
-        let content = file.content;
+        let file = self.files.get(&id)?;
+        let (content, name) = (file.content, file.name.clone());
         self.clock += 1;
         if let Some(c) = self.cache.get_mut(&content) {
             c.used = self.clock;
             return c.data.clone();
         }
-        let data = load_unwind_data(&file.open).map(Arc::new);
+        let held = self.held.get(&content)?.file.clone();
+        // Room for one more file's largest tables: drop unused cached ones first.
+        let room = self.limits.2.saturating_sub(MAX_FILE_TABLES);
+        self.evict(content, room);
+        if self.budget.used() > room {
+            self.over_budget += 1;
+            if self.over_budget == 1 {
+                log::warn!(
+                    "unwind tables: {} MiB in use, the bound: {name} and later files get none",
+                    self.budget.used() >> 20
+                );
+            }
+            return None;
+        }
+        let data = elffile::load_unwind_data(&held, &self.budget).map(Arc::new);
         self.reads += 1;
         log::debug!(
-            "file {} ({}): unwind tables {}",
-            file.name,
-            file.open.display(),
+            "file {name}: unwind tables {}",
             if data.is_some() { "read" } else { "missing" }
         );
         let bytes = data.as_ref().map_or(0, |d| d.bytes());
@@ -156,13 +286,17 @@ impl FileTable {
                 used: self.clock,
             },
         );
-        self.evict(content);
+        self.evict(content, usize::MAX);
         data
     }
 
-    /// Drops the least recently used tables, but never `keep`, until within the limits.
-    fn evict(&mut self, keep: u32) {
-        while self.cache.len() > self.limits.0 || self.cached_bytes > self.limits.1 {
+    /// Drops the least recently used tables, but never `keep`, until within the limits of
+    /// the cache and until all tables alive are at most `live`.
+    fn evict(&mut self, keep: u32, live: usize) {
+        while self.cache.len() > self.limits.0
+            || self.cached_bytes > self.limits.1
+            || self.budget.used() > live
+        {
             let Some((&oldest, _)) = self
                 .cache
                 .iter()
@@ -178,37 +312,6 @@ impl FileTable {
     }
 }
 
-fn section(file: &object::File<'_>, name: &str) -> Option<(Range<u64>, Arc<[u8]>)> {
-    let s = file.section_by_name(name)?;
-    let data = s.data().ok()?;
-    Some((s.address()..s.address() + s.size(), Arc::from(data)))
-}
-
-fn load_unwind_data(path: &Path) -> Option<UnwindData> {
-    let meta = std::fs::metadata(path).ok()?;
-    if meta.len() > MAX_FILE_BYTES {
-        return None;
-    }
-    let bytes = std::fs::read(path).ok()?;
-    let file = object::File::parse(&*bytes).ok()?;
-    let segments = file
-        .segments()
-        .map(|s| {
-            let (offset, size) = s.file_range();
-            (offset, size, s.address())
-        })
-        .collect();
-    Some(UnwindData {
-        eh_frame: section(&file, ".eh_frame"),
-        eh_frame_hdr: section(&file, ".eh_frame_hdr"),
-        text: section(&file, ".text"),
-        got: file
-            .section_by_name(".got")
-            .map(|s| s.address()..s.address() + s.size()),
-        segments,
-    })
-}
-
 /// An executable file mapping of a process.
 #[derive(Clone, Debug)]
 struct Mapped {
@@ -221,7 +324,7 @@ struct Mapped {
 /// The unwinder of one process, rebuilt when its executable mappings change.
 pub struct ProcessUnwinder {
     signature: u64,
-    unwinder: UnwinderX86_64<Arc<[u8]>>,
+    unwinder: UnwinderX86_64<Section>,
     cache: CacheX86_64,
     mapped: Vec<Mapped>,
 }
@@ -266,21 +369,25 @@ impl ProcessUnwinder {
             if !v.perms.exec {
                 continue;
             }
-            // map_files reaches deleted files and files of another mount namespace while the
-            // process lives, and names files the model has not resolved yet (mapped by fd);
-            // the path is the fallback once it has exited.
-            let by_fd = PathBuf::from(format!("/proc/{tgid}/map_files/{:x}-{:x}", v.start, v.end));
-            let path: Arc<str> = match (&file.path, std::fs::read_link(&by_fd)) {
-                (Some(path), _) => path.clone(),
-                (None, Ok(target)) => target.to_string_lossy().into(),
-                (None, Err(_)) => continue,
+            // The file is opened through map_files only (deleted files and files of another
+            // mount namespace included), and only while the process maps it there: never by
+            // the path, which the process's owner controls (elffile.rs). The name is the
+            // model's, else the link's (mapped by fd, not resolved yet).
+            let name: Arc<str> = match &file.path {
+                Some(path) => path.clone(),
+                None => {
+                    let link = format!("/proc/{tgid}/map_files/{:x}-{:x}", v.start, v.end);
+                    match std::fs::read_link(link) {
+                        Ok(target) => target.to_string_lossy().into(),
+                        Err(_) => continue,
+                    }
+                }
             };
-            let open = if by_fd.exists() {
-                by_fd
-            } else {
-                PathBuf::from(&*path)
-            };
-            let id = files.intern((file.dev.0, file.dev.1, file.inode, path.clone()), open);
+            let id = files.intern(
+                (file.dev.0, file.dev.1, file.inode, name.clone()),
+                tgid,
+                v.start..v.end,
+            );
             mapped.push(Mapped {
                 start: v.start,
                 end: v.end,
@@ -291,14 +398,15 @@ impl ProcessUnwinder {
                 continue;
             };
             // The load bias: where the segment holding this mapping's file offset landed.
-            let Some(&(seg_off, _, seg_vaddr)) = data
-                .segments
-                .iter()
-                .find(|(off, size, _)| *off <= v.offset && v.offset < off + size)
-            else {
+            let Some(&(seg_off, _, seg_vaddr)) = data.segments.iter().find(|(off, size, _)| {
+                *off <= v.offset && off.checked_add(*size).is_some_and(|end| v.offset < end)
+            }) else {
                 continue;
             };
-            let svma_start = seg_vaddr + (v.offset - seg_off);
+            // Hostile headers may make this overflow: no unwinding through such a module.
+            let Some(svma_start) = seg_vaddr.checked_add(v.offset - seg_off) else {
+                continue;
+            };
             let bias = v.start.wrapping_sub(svma_start);
             let info = ExplicitModuleSectionInfo {
                 base_svma: 0,
@@ -311,7 +419,7 @@ impl ProcessUnwinder {
                 eh_frame_hdr: data.eh_frame_hdr.as_ref().map(|t| t.1.clone()),
                 ..Default::default()
             };
-            unwinder.add_module(Module::new(path.to_string(), v.start..v.end, bias, info));
+            unwinder.add_module(Module::new(name.to_string(), v.start..v.end, bias, info));
         }
         ProcessUnwinder {
             signature: sig,
@@ -319,6 +427,11 @@ impl ProcessUnwinder {
             cache: CacheX86_64::new(),
             mapped,
         }
+    }
+
+    /// The ids of the files it maps.
+    pub fn file_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.mapped.iter().map(|m| m.file)
     }
 
     /// The frame of an address (for a return address, the call instruction before it).
@@ -382,131 +495,5 @@ impl ProcessUnwinder {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt as _;
-
-    /// A copy of /bin/true (an ELF with a build id on every Linux distribution that ships
-    /// one) at `name` in a scratch directory, with `edit` applied to its bytes and `mode`.
-    fn copy(dir: &Path, name: &str, mode: u32, edit: impl Fn(&mut [u8])) -> PathBuf {
-        let mut bytes = std::fs::read("/bin/true").expect("/bin/true");
-        edit(&mut bytes);
-        let path = dir.join(name);
-        std::fs::write(&path, &bytes).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-        path
-    }
-
-    fn scratch(test: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("tracer-unwind-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    /// Interns `path` as its own device and inode would, as `refresh` does.
-    fn intern(files: &mut FileTable, path: &Path) -> u32 {
-        use std::os::unix::fs::MetadataExt as _;
-        let meta = std::fs::metadata(path).unwrap();
-        let dev = meta.dev();
-        let name: Arc<str> = path.to_string_lossy().into();
-        files.intern(
-            (libc::major(dev), libc::minor(dev), meta.ino(), name),
-            path.to_owned(),
-        )
-    }
-
-    fn other_build_id(bytes: &mut [u8]) {
-        let file = std::fs::File::open("/bin/true").unwrap();
-        let id = buildid::read(&file).expect("/bin/true has a build id");
-        let at = bytes
-            .windows(id.len())
-            .position(|w| w == id.as_slice())
-            .expect("the build id in the file");
-        bytes[at] ^= 0xff;
-    }
-
-    #[test]
-    fn copies_of_one_build_id_share_their_unwind_tables() {
-        let dir = scratch("share");
-        let a = copy(&dir, "a", 0o755, |_| {});
-        let b = copy(&dir, "b", 0o755, |_| {});
-        let mut files = FileTable::default();
-        let (ia, ib) = (intern(&mut files, &a), intern(&mut files, &b));
-        assert_ne!(ia, ib, "two files (paths, inodes)");
-        assert_eq!(
-            files.files[ia as usize].content,
-            files.files[ib as usize].content
-        );
-        let (da, db) = (
-            files.unwind(ia).expect("tables"),
-            files.unwind(ib).expect("tables"),
-        );
-        assert!(Arc::ptr_eq(&da, &db), "read once");
-        assert_eq!(files.reads, 1);
-        // Symbolized once too: the same offset of either is one cached name, from one path.
-        let mut symbols = super::super::symbols::Symbols::default();
-        let offset = da.segments.iter().map(|s| s.0 + s.1 / 2).max().unwrap_or(0);
-        for file in [ia, ib] {
-            symbols.name(&files, Frame { file, offset });
-        }
-        assert_eq!(symbols.cached(), (1, 1));
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn another_build_id_or_a_writable_file_is_read_apart() {
-        let dir = scratch("apart");
-        let a = copy(&dir, "a", 0o755, |_| {});
-        let other = copy(&dir, "other", 0o755, other_build_id);
-        // Same build id as `a`, but anyone may write it: it cannot stand for libraries.
-        let writable = copy(&dir, "writable", 0o777, |_| {});
-        let mut files = FileTable::default();
-        let ids = [&a, &other, &writable].map(|p| intern(&mut files, p));
-        let contents = ids.map(|i| files.files[i as usize].content);
-        assert!(
-            contents[0] != contents[1] && contents[0] != contents[2],
-            "{contents:?}"
-        );
-        for id in ids {
-            files.unwind(id).expect("tables");
-        }
-        assert_eq!(files.reads, 3);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn the_cache_is_bounded_and_evicts_the_least_recently_used() {
-        let dir = scratch("evict");
-        let paths = [0u8, 1, 2].map(|i| {
-            copy(&dir, &format!("f{i}"), 0o755, |b| {
-                other_build_id(b);
-                // A distinct build id each: flip one more byte, a different one per file.
-                let file = std::fs::File::open("/bin/true").unwrap();
-                let id = buildid::read(&file).unwrap();
-                let at = b.windows(id.len() - 1).position(|w| w == &id[1..]).unwrap();
-                b[at + usize::from(i)] ^= 0x55;
-            })
-        });
-        let mut files = FileTable::with_limits(2, usize::MAX);
-        let ids = paths.each_ref().map(|p| intern(&mut files, p));
-        files.unwind(ids[0]);
-        files.unwind(ids[1]);
-        files.unwind(ids[0]); // f1 is now the least recently used
-        files.unwind(ids[2]); // evicts f1
-        assert_eq!(files.reads, 3);
-        assert_eq!(files.cache.len(), 2);
-        files.unwind(ids[0]);
-        assert_eq!(files.reads, 3, "f0 still cached");
-        files.unwind(ids[1]);
-        assert_eq!(files.reads, 4, "f1 read again");
-        // By bytes: one file's tables over the limit keep only the newest.
-        let mut files = FileTable::with_limits(10, 1);
-        let ids = paths.each_ref().map(|p| intern(&mut files, p));
-        for id in ids {
-            files.unwind(id);
-        }
-        assert_eq!(files.cache.len(), 1);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
+#[path = "unwind_tests.rs"]
+mod tests;

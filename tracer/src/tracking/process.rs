@@ -78,6 +78,9 @@ pub enum Lifecycle {
 #[derive(Clone, Debug)]
 pub struct ProcessState {
     pub tgid: u32,
+    /// Which process this is among those that had this tgid: a new entry gets a new number
+    /// (pid reuse), so state kept elsewhere per tgid (call sites) can tell it is stale.
+    pub generation: u64,
     /// The traced parent that forked it, if it was followed through a fork.
     pub parent: Option<u32>,
     pub comm: String,
@@ -179,7 +182,9 @@ pub struct PhaseSnapshot {
 
 impl ProcessState {
     pub fn new(tgid: u32, comm: String, page_size: u64) -> ProcessState {
+        static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         ProcessState {
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             space: AddressSpace::new(page_size),
             seeded_at_ns: None,
             seed_read_end_ns: 0,
