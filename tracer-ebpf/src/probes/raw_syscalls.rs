@@ -249,10 +249,8 @@ pub fn raw_sys_exit(ctx: RawTracePointContext) -> i32 {
     let Some(Traced::Vma(syscall, _)) = arch::classify(id) else {
         return 0;
     };
-    let (tgid, pid_tgid) = current_ids();
-    if !is_counted(tgid) {
-        return 0;
-    }
+    // `emit` finds the stashed entry or leaves: no separate traced check.
+    let (_, pid_tgid) = current_ids();
     emit(pid_tgid, syscall, ctx.arg(1));
     0
 }

@@ -108,10 +108,7 @@ pub(super) fn stash(pid_tgid: u64, inflight: Inflight) {
 }
 
 fn on_exit(ctx: &TracePointContext, syscall: u32) -> Result<(), i64> {
-    let (tgid, pid_tgid) = current_ids();
-    if !is_counted(tgid) {
-        return Ok(());
-    }
+    let (_, pid_tgid) = current_ids();
     let ret = if config().flags & CONFIG_SYSCALL_LAYOUT_FIXED != 0 {
         field_at(ctx, SYSCALL_RECORD_ARGS as usize) as i64
     } else {
@@ -124,12 +121,19 @@ fn on_exit(ctx: &TracePointContext, syscall: u32) -> Result<(), i64> {
 }
 
 /// Pairs a traced syscall's exit with its stashed entry and sends the record (both probe
-/// flavours; the caller checked that the process is counted).
+/// flavours).
+///
+/// The stashed entry is the traced check: the entry probe stashes only for a counted process,
+/// so the exit of a traced syscall costs one lookup (this one) rather than two (`TRACED`
+/// first). Untraced threads have no entry and also pay one lookup; only a miss looks at
+/// `TRACED`, to count a traced thread's exit without entry.
 #[inline(always)]
 pub(super) fn emit(pid_tgid: u64, syscall: u32, ret: i64) {
     let Some(slot) = INFLIGHT.get_ptr_mut(pid_tgid) else {
         // Traced while already inside the syscall: its arguments are unknown.
-        count_stat(STAT_EXIT_WITHOUT_ENTER);
+        if is_counted((pid_tgid >> 32) as u32) {
+            count_stat(STAT_EXIT_WITHOUT_ENTER);
+        }
         return;
     };
     // SAFETY: the entry belongs to this thread; only this thread writes it.
@@ -137,7 +141,10 @@ pub(super) fn emit(pid_tgid: u64, syscall: u32, ret: i64) {
     // SAFETY: as above.
     unsafe { (*slot).syscall = NO_SYSCALL };
     if stashed.syscall != syscall {
-        count_stat(STAT_EXIT_WITHOUT_ENTER);
+        // A consumed entry is also what a thread keeps once its process stops being counted.
+        if stashed.syscall != NO_SYSCALL || is_counted((pid_tgid >> 32) as u32) {
+            count_stat(STAT_EXIT_WITHOUT_ENTER);
+        }
         return;
     }
     let Some(mut slot) = EVENTS.reserve::<SyscallRecord>(0) else {

@@ -3,7 +3,7 @@
 //! the few kernel struct offsets they need are looked up here and handed to them in `Config`,
 //! like the tracepoint offsets read from tracefs.
 
-use std::collections::HashMap;
+use super::btf_blob::{Anon, Blob};
 
 const MAGIC: u16 = 0xeb9f;
 
@@ -31,23 +31,25 @@ const MAX_DEPTH: u32 = 32;
 /// are itself, several times over, takes exponential time (found by the `btf` fuzz target).
 const MAX_MEMBERS_VISITED: u32 = 100_000;
 
-#[derive(Debug, Clone)]
+/// A type as stored in the blob: its 12-byte header, and where its kind-specific data starts.
+#[derive(Debug, Clone, Copy)]
+struct Type {
+    name: u32,
+    kind: u32,
+    vlen: usize,
+    bitfields: bool,
+    /// `size` for INT, STRUCT, UNION, ENUM; the referenced type for PTR, TYPEDEF, CONST...
+    size_or_type: u32,
+    /// Byte offset of what follows the header in the type section (members, array...).
+    body: usize,
+}
+
+/// A member of a struct or union.
 struct Member {
     name: u32,
     type_id: u32,
     /// Offset in bits from the start of the struct.
     bit_offset: u32,
-}
-
-#[derive(Debug, Clone)]
-struct Type {
-    name: u32,
-    kind: u32,
-    /// `size` for INT, STRUCT, UNION, ENUM; the referenced type for PTR, TYPEDEF, CONST...
-    size_or_type: u32,
-    members: Vec<Member>,
-    /// ARRAY: element type and count.
-    array: Option<(u32, u32)>,
 }
 
 /// Where a member sits and what it is.
@@ -59,22 +61,55 @@ pub struct MemberInfo {
     pub is_pointer: bool,
 }
 
-/// Parsed type information.
+/// The blob and where each type starts in it; types are decoded when a lookup reaches them.
+///
+/// Why not decoded up front: the kernel's BTF has some 150,000 types, and a vector per struct
+/// for its members plus a copy of the strings took about 9 MiB more of the daemon's peak
+/// memory (its `VmHWM` with 100 traced processes went from 30 to 39 MiB) for the handful of
+/// offsets the probes need. The index is 4 bytes a type and goes with the blob once the
+/// offsets are found.
 pub struct Btf {
-    /// Index 0 is `void`; type ids index this vector.
-    types: Vec<Type>,
-    strings: Vec<u8>,
-    structs: HashMap<String, u32>,
+    data: Blob,
+    /// The type and string sections, as byte ranges of `data`.
+    types: std::ops::Range<usize>,
+    strings: std::ops::Range<usize>,
+    /// Offset of each type's header in the type section; index 0 (`void`) is unused.
+    offsets: Vec<u32>,
 }
 
 fn u32_at(data: &[u8], at: usize) -> Result<u32, String> {
-    data.get(at..at + 4)
+    data.get(at..at.saturating_add(4))
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .ok_or_else(|| format!("truncated at byte {at}"))
 }
 
+/// The byte range `at..at + len` if it lies within `data`.
+fn section(data: &[u8], at: usize, len: usize) -> Option<std::ops::Range<usize>> {
+    let end = at.checked_add(len)?;
+    (end <= data.len()).then_some(at..end)
+}
+
 impl Btf {
     pub fn parse(data: &[u8]) -> Result<Btf, String> {
+        Btf::from_vec(data.to_vec())
+    }
+
+    /// Reads the BTF file at `path` (e.g. `/sys/kernel/btf/vmlinux`), then indexes it (the
+    /// inner error: not BTF).
+    pub fn read(path: &std::path::Path) -> std::io::Result<Result<Btf, String>> {
+        let data = match Anon::read(path)? {
+            Some(anon) => Blob::Mapped(anon),
+            None => Blob::Heap(std::fs::read(path)?),
+        };
+        Ok(Btf::index(data))
+    }
+
+    /// Indexes the blob `data`, keeping it.
+    pub fn from_vec(data: Vec<u8>) -> Result<Btf, String> {
+        Btf::index(Blob::Heap(data))
+    }
+
+    fn index(data: Blob) -> Result<Btf, String> {
         let magic = data
             .get(0..2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]))
@@ -82,99 +117,131 @@ impl Btf {
         if magic != MAGIC {
             return Err(format!("bad magic {magic:#x} (not little-endian BTF)"));
         }
-        let hdr_len = u32_at(data, 4)? as usize;
-        let type_off = u32_at(data, 8)? as usize;
-        let type_len = u32_at(data, 12)? as usize;
-        let str_off = u32_at(data, 16)? as usize;
-        let str_len = u32_at(data, 20)? as usize;
-        let types_data = data
-            .get(hdr_len + type_off..hdr_len + type_off + type_len)
+        let hdr_len = u32_at(&data, 4)? as usize;
+        let type_off = u32_at(&data, 8)? as usize;
+        let type_len = u32_at(&data, 12)? as usize;
+        let str_off = u32_at(&data, 16)? as usize;
+        let str_len = u32_at(&data, 20)? as usize;
+        let types = section(&data, hdr_len.saturating_add(type_off), type_len)
             .ok_or("type section out of bounds")?;
-        let strings = data
-            .get(hdr_len + str_off..hdr_len + str_off + str_len)
-            .ok_or("string section out of bounds")?
-            .to_vec();
-        let mut types = vec![Type {
-            name: 0,
-            kind: 0,
-            size_or_type: 0,
-            members: Vec::new(),
-            array: None,
-        }];
+        let strings = section(&data, hdr_len.saturating_add(str_off), str_len)
+            .ok_or("string section out of bounds")?;
+        let types_data = &data[types.clone()];
+        let mut offsets = vec![0];
         let mut at = 0;
         while at < types_data.len() {
-            let name = u32_at(types_data, at)?;
             let info = u32_at(types_data, at + 4)?;
-            let size_or_type = u32_at(types_data, at + 8)?;
+            u32_at(types_data, at + 8)?;
+            offsets.push(u32::try_from(at).map_err(|_| "type section too large")?);
             at += 12;
             let kind = (info >> 24) & 0x1f;
             let vlen = (info & 0xffff) as usize;
-            let bitfields = info >> 31 == 1;
-            let mut t = Type {
-                name,
-                kind,
-                size_or_type,
-                members: Vec::new(),
-                array: None,
-            };
-            match kind {
-                KIND_INT | KIND_VAR | KIND_DECL_TAG => at += 4,
-                KIND_ARRAY => {
-                    t.array = Some((u32_at(types_data, at)?, u32_at(types_data, at + 8)?));
-                    at += 12;
-                }
-                KIND_STRUCT | KIND_UNION => {
-                    for _ in 0..vlen {
-                        let offset = u32_at(types_data, at + 8)?;
-                        t.members.push(Member {
-                            name: u32_at(types_data, at)?,
-                            type_id: u32_at(types_data, at + 4)?,
-                            // With bitfields, the top 8 bits are the field's width.
-                            bit_offset: if bitfields {
-                                offset & 0xff_ffff
-                            } else {
-                                offset
-                            },
-                        });
-                        at += 12;
-                    }
-                }
-                KIND_ENUM | KIND_FUNC_PROTO => at += 8 * vlen,
-                KIND_DATASEC | KIND_ENUM64 => at += 12 * vlen,
-                0 | KIND_PTR | 7 | KIND_TYPEDEF..=KIND_RESTRICT | 12 | 16 | KIND_TYPE_TAG => {}
+            let body = match kind {
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+                KIND_ARRAY => 12,
+                KIND_STRUCT | KIND_UNION => 12 * vlen,
+                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
+                KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
+                0 | KIND_PTR | 7 | KIND_TYPEDEF..=KIND_RESTRICT | 12 | 16 | KIND_TYPE_TAG => 0,
                 other => return Err(format!("unknown BTF kind {other}")),
+            };
+            // What a lookup reads must be there: the members and the array's words.
+            if matches!(kind, KIND_ARRAY | KIND_STRUCT | KIND_UNION) && body > 0 {
+                u32_at(types_data, at + body - 4)?;
             }
-            types.push(t);
+            at += body;
         }
-        let mut btf = Btf {
+        Ok(Btf {
+            data,
             types,
             strings,
-            structs: HashMap::new(),
-        };
-        let mut structs = HashMap::new();
-        for (id, t) in btf.types.iter().enumerate() {
-            if t.kind == KIND_STRUCT && !t.members.is_empty() {
-                structs
-                    .entry(btf.name(t.name).to_owned())
-                    .or_insert(id as u32);
-            }
-        }
-        btf.structs = structs;
-        Ok(btf)
+            offsets,
+        })
     }
 
-    fn name(&self, offset: u32) -> &str {
-        let rest = self.strings.get(offset as usize..).unwrap_or_default();
+    fn types_data(&self) -> &[u8] {
+        &self.data[self.types.clone()]
+    }
+
+    fn name_bytes(&self, offset: u32) -> &[u8] {
+        let strings = &self.data[self.strings.clone()];
+        let rest = strings.get(offset as usize..).unwrap_or_default();
         let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-        std::str::from_utf8(&rest[..end]).unwrap_or("")
+        &rest[..end]
     }
 
-    fn get(&self, id: u32) -> Option<&Type> {
-        self.types.get(id as usize)
+    /// Type `id` (0, `void`, has none). Checked at parse time, so reads within it succeed.
+    fn get(&self, id: u32) -> Option<Type> {
+        if id == 0 {
+            return Some(Type {
+                name: 0,
+                kind: 0,
+                vlen: 0,
+                bitfields: false,
+                size_or_type: 0,
+                body: 0,
+            });
+        }
+        let at = *self.offsets.get(id as usize)? as usize;
+        let data = self.types_data();
+        let info = u32_at(data, at + 4).ok()?;
+        Some(Type {
+            name: u32_at(data, at).ok()?,
+            kind: (info >> 24) & 0x1f,
+            vlen: (info & 0xffff) as usize,
+            bitfields: info >> 31 == 1,
+            size_or_type: u32_at(data, at + 8).ok()?,
+            body: at + 12,
+        })
+    }
+
+    /// Member `i` of a struct or union.
+    fn member_of(&self, t: &Type, i: usize) -> Option<Member> {
+        let data = self.types_data();
+        let at = t.body + 12 * i;
+        let offset = u32_at(data, at + 8).ok()?;
+        Some(Member {
+            name: u32_at(data, at).ok()?,
+            type_id: u32_at(data, at + 4).ok()?,
+            // With bitfields, the top 8 bits are the field's width.
+            bit_offset: if t.bitfields {
+                offset & 0xff_ffff
+            } else {
+                offset
+            },
+        })
+    }
+
+    /// ARRAY: element type and count.
+    fn array_of(&self, t: &Type) -> Option<(u32, u32)> {
+        if t.kind != KIND_ARRAY {
+            return None;
+        }
+        let data = self.types_data();
+        Some((u32_at(data, t.body).ok()?, u32_at(data, t.body + 8).ok()?))
+    }
+
+    /// The first struct named `name` that has members (a forward declaration has none).
+    fn find_struct(&self, name: &str) -> Option<u32> {
+        (1..self.offsets.len() as u32).find(|&id| {
+            self.get(id).is_some_and(|t| {
+                t.kind == KIND_STRUCT && t.vlen > 0 && self.name_bytes(t.name) == name.as_bytes()
+            })
+        })
+    }
+
+    /// Names of the structs with members (tests).
+    #[cfg(test)]
+    fn struct_names(&self) -> Vec<String> {
+        (1..self.offsets.len() as u32)
+            .filter_map(|id| self.get(id))
+            .filter(|t| t.kind == KIND_STRUCT && t.vlen > 0)
+            .map(|t| String::from_utf8_lossy(self.name_bytes(t.name)).into_owned())
+            .collect()
     }
 
     /// Follows typedefs and qualifiers to the type that has a layout.
-    fn resolve(&self, mut id: u32) -> Option<&Type> {
+    fn resolve(&self, mut id: u32) -> Option<Type> {
         for _ in 0..32 {
             let t = self.get(id)?;
             match t.kind {
@@ -195,7 +262,7 @@ impl Btf {
         match t.kind {
             KIND_PTR => Some(8),
             KIND_ARRAY => {
-                let (elem, n) = t.array?;
+                let (elem, n) = self.array_of(&t)?;
                 self.size_of(elem, depth)?.checked_mul(n)
             }
             _ => Some(t.size_or_type),
@@ -204,7 +271,7 @@ impl Btf {
 
     /// The member `member` of `struct name`, looking into anonymous structs and unions.
     pub fn member(&self, name: &str, member: &str) -> Option<MemberInfo> {
-        let id = *self.structs.get(name)?;
+        let id = self.find_struct(name)?;
         let mut visits = MAX_MEMBERS_VISITED;
         self.find_member(id, member, 0, MAX_DEPTH, &mut visits)
     }
@@ -222,7 +289,11 @@ impl Btf {
     ) -> Option<MemberInfo> {
         let depth = depth.checked_sub(1)?;
         let t = self.resolve(id)?;
-        for m in &t.members {
+        if !matches!(t.kind, KIND_STRUCT | KIND_UNION) {
+            return None;
+        }
+        for i in 0..t.vlen {
+            let m = self.member_of(&t, i)?;
             *visits = visits.checked_sub(1)?;
             let bits = base_bits.checked_add(m.bit_offset)?;
             if m.name == 0 {
@@ -230,7 +301,7 @@ impl Btf {
                 if let Some(found) = self.find_member(m.type_id, member, bits, depth, visits) {
                     return Some(found);
                 }
-            } else if self.name(m.name) == member {
+            } else if self.name_bytes(m.name) == member.as_bytes() {
                 if !bits.is_multiple_of(8) {
                     return None; // a bitfield: not something a probe can read whole
                 }
@@ -446,7 +517,7 @@ mod tests {
             blob.extend_from_slice(&section);
             blob.extend_from_slice(&strings);
             if let Ok(btf) = Btf::parse(&blob) {
-                let names: Vec<String> = btf.structs.keys().cloned().collect();
+                let names: Vec<String> = btf.struct_names();
                 for name in names {
                     for member in ["a", "b", "s", ""] {
                         let _ = btf.member(&name, member);
@@ -454,6 +525,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A file read into its own mapping answers as the same bytes on the heap; a truncated one
+    /// is refused, and a missing one is an I/O error.
+    #[test]
+    fn reads_a_file_into_its_own_mapping() {
+        let dir = std::env::temp_dir().join(format!("tracer-btf-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let whole = dir.join("whole");
+        std::fs::write(&whole, sample()).unwrap();
+        let btf = Btf::read(&whole).unwrap().unwrap();
+        assert!(matches!(btf.data, Blob::Mapped(_)));
+        assert_eq!(btf.member("outer", "live").unwrap().offset, 24);
+        let mut truncated = sample();
+        truncated.truncate(40);
+        let short = dir.join("short");
+        std::fs::write(&short, truncated).unwrap();
+        assert!(Btf::read(&short).unwrap().is_err());
+        assert!(Btf::read(&dir.join("missing")).is_err());
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
@@ -471,6 +562,14 @@ mod tests {
             return; // a kernel without BTF: nothing to check
         };
         let btf = Btf::parse(&data).unwrap();
+        let mapped = Btf::read(std::path::Path::new("/sys/kernel/btf/vmlinux"))
+            .unwrap()
+            .unwrap();
+        assert!(matches!(mapped.data, Blob::Mapped(_)));
+        assert_eq!(
+            mapped.member("task_struct", "signal"),
+            btf.member("task_struct", "signal")
+        );
         let signal = btf.member("task_struct", "signal").unwrap();
         assert!(signal.is_pointer && signal.offset > 0, "{signal:?}");
         let live = btf.member("signal_struct", "live").unwrap();

@@ -111,8 +111,9 @@ impl Sources<'_> {
 
 /// Reads the kernel's BTF, if it has any (needed only where no tracepoint field says enough).
 fn load_btf(path: &Path) -> Result<Btf, String> {
-    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Btf::parse(&data).map_err(|e| format!("{}: {e}", path.display()))
+    Btf::read(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// `(major, minor)` of a release string such as `6.1.0-50-cloud-amd64`.

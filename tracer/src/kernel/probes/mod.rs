@@ -1,6 +1,7 @@
 //! Loading and attaching the eBPF probes, and typed access to their maps.
 
 pub mod btf;
+mod btf_blob;
 mod detach;
 pub mod fault_events;
 pub mod features;
