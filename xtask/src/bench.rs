@@ -10,6 +10,7 @@ mod ordering;
 mod pageload;
 mod procfs;
 mod report;
+mod rss_cpus;
 mod sections;
 mod soak;
 mod stacks;

@@ -41,6 +41,8 @@ pub struct Costs {
     pub programs: Option<(Vec<Program>, u64)>,
     /// `TRACER_SYSCALL_PROBES` as set for the bench (which syscall probes were measured).
     pub syscall_probes: String,
+    /// What a read of a process's RSS costs here (the many-CPU estimate builds on it).
+    pub rss_read: super::rss_cpus::RssRead,
 }
 
 pub fn measure(tools: &Tools, workloads: &Path, reps: u32, quick: bool) -> Result<Costs> {
@@ -96,6 +98,7 @@ pub fn measure(tools: &Tools, workloads: &Path, reps: u32, quick: bool) -> Resul
         bystanders,
         programs,
         syscall_probes: std::env::var("TRACER_SYSCALL_PROBES").unwrap_or_default(),
+        rss_read: super::rss_cpus::measure(quick),
     })
 }
 
@@ -344,6 +347,7 @@ impl Costs {
             let _ = writeln!(out, "\n{}", bystander_why());
         }
         let _ = writeln!(out);
+        self.rss_read.markdown(out);
         let Some((programs, ops)) = &self.programs else {
             let _ = writeln!(out, "No per-program table: bpftool is not installed.\n");
             return;
