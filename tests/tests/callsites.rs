@@ -438,6 +438,11 @@ fn go_tool_pprof_reads_the_served_profile() {
         text.contains("Type: inuse_space"),
         "the sample type Go shows"
     );
+    // Go names the profile after its first mapping: the executable's, not a library's.
+    assert!(
+        text.lines().any(|l| l == "File: callsites"),
+        "the main binary goes first"
+    );
     // In use now: the brk growth and the direct mapping; the freed mmap-path site is not.
     for name in ["grow_brk", "grow_direct"] {
         assert!(

@@ -355,6 +355,17 @@ impl Collector {
 
     /// The profile of `pid` (every process when None), gzip'ed; `default_type` is the sample
     /// type shown first.
+    /// A file of `proc`'s stacks that is the executable `exe` (the same path, or the same
+    /// last component when one of the two is relative).
+    fn file_named(&self, proc: &ProcessStacks, exe: &str) -> Option<(u32, std::sync::Arc<str>)> {
+        let last = |path: &str| path.rsplit('/').next().unwrap_or(path).to_owned();
+        proc.sites
+            .iter()
+            .flat_map(|(stack, _)| stack.iter())
+            .filter_map(|frame| Some((frame.file, self.files.get(frame.file)?.name.clone())))
+            .find(|(_, name)| &**name == exe || last(name) == last(exe))
+    }
+
     pub fn profile(
         &mut self,
         table: &ProcessTable,
@@ -369,6 +380,12 @@ impl Collector {
         for tgid in self.current_pids(table, pid) {
             let comm = table.get(tgid).map(|p| p.comm.clone()).unwrap_or_default();
             let proc = &self.processes[&tgid];
+            // pprof readers take the first mapping for the main binary (`File:` in `go tool
+            // pprof`): the executable's goes first, not whichever library the first leaf is in.
+            let exe = table.get(tgid).and_then(|p| p.exe.as_deref());
+            if let Some((file, name)) = exe.and_then(|exe| self.file_named(proc, exe)) {
+                b.mapping(file, &name);
+            }
             for (stack, s) in proc.sites.iter() {
                 if s.alloc_space == 0 && s.faults == 0 {
                     continue;
