@@ -297,6 +297,20 @@ fn median(values: &[f64]) -> f64 {
 }
 
 impl Costs {
+    /// ns each probe program ran per churn op (those that ran at least once per 100 ops),
+    /// from the per-program table; None without it.
+    pub fn probe_ns_per_op(&self) -> Option<Vec<(String, f64)>> {
+        let (programs, ops) = self.programs.as_ref()?;
+        let ops = (*ops).max(1) as f64;
+        Some(
+            programs
+                .iter()
+                .filter(|p| p.runs as f64 / ops >= 0.01)
+                .map(|p| (p.name.clone(), p.run_time_ns as f64 / ops))
+                .collect(),
+        )
+    }
+
     pub fn markdown(&self, out: &mut String) {
         let _ = writeln!(out, "## Start-up, bystanders and probe costs (issue 14)\n");
         let probes = match self.syscall_probes.as_str() {
