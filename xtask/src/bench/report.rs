@@ -538,8 +538,10 @@ pub fn verdict(what: &str, value: f64, limit: f64, unit: &str) -> String {
     if value <= limit {
         format!("- met: {what}: {value:.2}{unit} (goal ≤ {limit}{unit})")
     } else {
+        // Two decimals, or three where two would show the value at the limit, over by 0.00.
+        let digits = if value - limit < 0.005 { 3 } else { 2 };
         format!(
-            "- MISSED: {what}: {value:.2}{unit} (goal ≤ {limit}{unit}, over by {:.2}{unit})",
+            "- MISSED: {what}: {value:.digits$}{unit} (goal ≤ {limit}{unit}, over by {:.digits$}{unit})",
             value - limit
         )
     }
@@ -584,5 +586,19 @@ mod tests {
         assert!(text.contains("ran 500 ns"), "{text}");
         assert!(text.contains("`raw_sys_exit` 300"), "{text}");
         assert!(peers_why(None).ends_with("exit and one per-thread stash per entry)."));
+    }
+
+    #[test]
+    fn a_miss_by_less_than_a_hundredth_shows_three_decimals() {
+        let line = verdict("churn", 1.0517, 1.05, "×");
+        assert!(
+            line.contains("1.052× (goal ≤ 1.05×, over by 0.002×)"),
+            "{line}"
+        );
+        let line = verdict("churn", 1.26, 1.25, "×");
+        assert!(
+            line.contains("1.26× (goal ≤ 1.25×, over by 0.01×)"),
+            "{line}"
+        );
     }
 }
