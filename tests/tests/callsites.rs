@@ -598,9 +598,12 @@ fn profiles_follow_the_api_access_rules() {
     );
     let pid = list["processes"][0]["pid"].as_u64().expect("a traced pid") as u32;
     let _reap = Reap(pid);
+    // The folded stacks are as private as the profile they are drawn from.
     for path in [
         format!("/debug/pprof/heap?pid={pid}"),
         "/debug/pprof/allocs".to_string(),
+        format!("/debug/pprof/heap?pid={pid}&format=folded"),
+        "/debug/pprof/allocs?format=folded".to_string(),
     ] {
         let url = format!("{}{path}", daemon.api);
         match ureq::get(&url).call() {

@@ -296,49 +296,6 @@ fn the_served_folded_stacks_match_the_served_report() {
     }
 }
 
-#[test]
-fn folded_stacks_follow_the_api_access_rules() {
-    if !kernel_available() {
-        return;
-    }
-    // No --trust-tcp-clients and no token: the folded stacks are as private as the profile.
-    let bin = workload("callsites");
-    let daemon = Daemon::start_as_is(&[
-        "run",
-        "-q",
-        "--listen",
-        "127.0.0.1:0",
-        "--stacks",
-        "--",
-        bin.to_str().unwrap(),
-        "hold",
-    ]);
-    let start = std::time::Instant::now();
-    let pid = loop {
-        let list = daemon.get_json("/api/v1/processes");
-        if let Some(pid) = list["processes"][0]["pid"].as_u64() {
-            break pid as u32;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no process listed"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let _reap = Reap(pid);
-    for path in [
-        format!("/debug/pprof/heap?pid={pid}&format=folded"),
-        "/debug/pprof/allocs?format=folded".to_string(),
-    ] {
-        let url = format!("{}{path}", daemon.api);
-        match ureq::get(&url).call() {
-            Err(ureq::Error::StatusCode(code)) => assert_eq!(code, 403, "{path}"),
-            other => panic!("{path}: expected 403, got {other:?}"),
-        }
-    }
-}
-
-/// The grow lines of `tracer diff`'s call-site part, by site.
 fn grown_lines(diff: &str) -> HashMap<String, String> {
     diff.lines()
         .filter_map(|l| {
