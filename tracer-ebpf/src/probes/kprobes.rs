@@ -16,10 +16,10 @@
 //! return program per syscall, which knows which one it returns from, takes the return value
 //! from its own context and finishes as `raw_sys_exit` does, with the stashed entry.
 //!
-//! A kretprobe has at most `maxactive` calls in flight (the kernel's default for a probe made
-//! through perf_event_open: `num_possible_cpus()`, or `max(10, 2 * that)` with preemption;
-//! aya 0.14 cannot ask for more). A call beyond it runs the entry program but not the return
-//! one: its entry stays stashed, and the thread's next traced syscall finds it and counts it
+//! A kretprobe has at most `maxactive` calls in flight (the daemon asks for 4096,
+//! tracer/src/kernel/probes/kretprobe.rs; the kernel's default is as low as
+//! `num_possible_cpus()`). A call beyond it runs the entry program but not the return one: its
+//! entry stays stashed, and the thread's next traced syscall finds it and counts it
 //! (`STAT_EXIT_WITHOUT_ENTER`, reported as `exits_without_enter`), so no record is lost
 //! silently.
 

@@ -8,6 +8,7 @@ pub mod features;
 mod fields;
 mod known;
 mod kprobes;
+mod kretprobe;
 pub mod options;
 mod programs;
 pub mod stacks;
@@ -133,6 +134,7 @@ impl Probes {
         }
         attach_syscalls(
             &mut ebpf,
+            tracefs,
             (detected.syscall_kprobes, detected.raw_syscalls),
             detected.syscall_tracepoints,
             &mut links,
@@ -457,6 +459,7 @@ fn attach_raw_to(
 /// those) the per-syscall tracepoints.
 fn attach_syscalls(
     ebpf: &mut Ebpf,
+    tracefs: &Tracefs,
     (kprobes, raw): (bool, bool),
     tracepoints: Vec<(&'static str, String)>,
     links: &mut detach::Links,
@@ -464,7 +467,10 @@ fn attach_syscalls(
 ) -> Result<(), ProbeError> {
     if kprobes {
         let mut kprobe_links = detach::Links::default();
-        match self::kprobes::attach(ebpf, &mut kprobe_links) {
+        // The kernel's own tracefs for the kretprobe events, even under `--tracefs DIR` (a copy
+        // of the formats, for tests).
+        let real = Tracefs::system().unwrap_or_else(|_| Tracefs::at(tracefs.root()));
+        match self::kprobes::attach(ebpf, real.root(), &mut kprobe_links) {
             Ok(names) => {
                 links.append(kprobe_links);
                 attached.tracepoints.extend(names);
