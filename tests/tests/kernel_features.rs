@@ -183,20 +183,26 @@ fn the_feature_metric_describes_this_kernel() {
     } else {
         &["clone", "clone3", "fork", "vfork"]
     };
+    // `run` takes kprobes only when told to, where the kernel has them.
+    let forced = std::env::var("TRACER_SYSCALL_PROBES").unwrap_or_default();
+    let kprobes = forced == "kprobes" && kprobes_here();
+    assert_eq!(gauge(&gauges, "syscall_kprobes"), u8::from(kprobes));
     // The raw syscall probes where the kernel has them, the probe knows the architecture's
     // syscall numbers, and the tests did not ask for the per-syscall tracepoints.
     let raw = tp("raw_syscalls/sys_enter")
         && tp("raw_syscalls/sys_exit")
         && cfg!(any(target_arch = "x86_64", target_arch = "aarch64"))
-        && std::env::var_os("TRACER_SYSCALL_PROBES").is_none_or(|v| v != "tracepoints");
+        && forced != "tracepoints"
+        && !kprobes;
     assert_eq!(gauge(&gauges, "raw_syscalls"), u8::from(raw));
-    // The raw sys_enter probe reads the flags of every clone syscall.
+    // The raw sys_enter probe (and the kprobes' entry) reads the flags of every clone syscall.
     assert_eq!(
         gauge(&gauges, "clone_tracepoints"),
         u8::from(
-            raw || clones
-                .iter()
-                .all(|s| tp(&format!("syscalls/sys_enter_{s}")))
+            raw || kprobes
+                || clones
+                    .iter()
+                    .all(|s| tp(&format!("syscalls/sys_enter_{s}")))
         )
     );
     assert_eq!(
@@ -221,9 +227,10 @@ fn the_feature_metric_describes_this_kernel() {
     assert!(daemon.wait(LIMIT).status.success());
 }
 
-/// `attach` runs beside the rest of the machine for long: it probes syscalls on the per-syscall
-/// tracepoints, which cost nothing to syscalls they do not trace, unless told otherwise
-/// (`run`, above, takes the raw ones for their quick teardown).
+/// `attach` runs beside the rest of the machine for long: it probes syscalls with kprobes on
+/// their kernel functions where the kernel has kprobes (nothing for the syscalls they do not
+/// trace), else on the per-syscall tracepoints, unless told otherwise (`run`, above, takes the
+/// raw ones for their quick teardown).
 #[test]
 fn attach_keeps_untraced_syscalls_free() {
     if !kernel_available() {
@@ -249,6 +256,11 @@ fn attach_keeps_untraced_syscalls_free() {
         u8::from(forced == "raw" && raw_here),
         "{gauges:?}"
     );
+    assert_eq!(
+        gauge(&gauges, "syscall_kprobes"),
+        u8::from(!matches!(forced.as_str(), "raw" | "tracepoints") && kprobes_here()),
+        "{gauges:?}"
+    );
     resume(pid);
     assert!(target.0.wait().unwrap().success());
     assert!(daemon.wait(LIMIT).status.success());
@@ -261,6 +273,96 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Whether the tracer can probe syscalls with kprobes here: the kernel has them (the `kprobe`
+/// perf PMU, `CONFIG_KPROBES`) and the probes know the architecture.
+fn kprobes_here() -> bool {
+    Path::new("/sys/bus/event_source/devices/kprobe/type").exists()
+        && cfg!(any(target_arch = "x86_64", target_arch = "aarch64"))
+}
+
+/// `TRACER_SYSCALL_PROBES=kprobes` (feature `syscall_kprobes`): the same exact records as the
+/// tracepoints give, the workload's own counts, from kprobes on the syscalls' kernel functions.
+/// On a kernel without kprobes the tracer must fall back to the raw tracepoints and say why;
+/// the test then says plainly that the kprobes were not tested here.
+#[test]
+fn syscalls_from_kprobes_equal_the_workloads_own_counts() {
+    if !kernel_available() {
+        return;
+    }
+    let events_path = scratch("kprobes").join("events.jsonl");
+    let bin = workload("syscall_counts");
+    let child = std::process::Command::new(tracer_bin())
+        .args(["run", "-v", "--events", events_path.to_str().unwrap(), "--"])
+        .arg(&bin)
+        .arg("5")
+        .env("TRACER_SYSCALL_PROBES", "kprobes")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tracer");
+    let out = wait_with_deadline(child, LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let line = |needle: &str| {
+        stderr
+            .lines()
+            .find(|l| l.contains(needle))
+            .map(str::to_owned)
+    };
+    if kprobes_here() {
+        let on = line("kernel feature syscall_kprobes is on");
+        assert!(on.is_some(), "{stderr}");
+        println!("kernel {}: {}", release(), on.unwrap());
+    } else {
+        let off = line("kernel feature syscall_kprobes is off");
+        assert!(
+            off.as_deref().is_some_and(
+                |l| l.contains("the kernel has no kprobes") || l.contains("no syscall numbers")
+            ),
+            "the fallback must say why: {stderr}"
+        );
+        println!(
+            "NOT TESTED HERE: kernel {} has no kprobes (CONFIG_KPROBES unset), so the syscall \
+             kprobes were not exercised; only the fallback was, which said: {}",
+            release(),
+            off.unwrap()
+        );
+    }
+    let events = read_events(&events_path);
+    let pid = exec_pid(&events, "syscall_counts");
+    let own: Value = serde_json::from_slice(&out.stdout).expect("own counts");
+    for name in ["brk", "mmap", "munmap", "mremap", "mprotect", "madvise"] {
+        let calls = own[name]["calls"].as_u64().unwrap();
+        let failed = own[name]["failed"].as_u64().unwrap();
+        assert!(calls > 0 && failed > 0, "the workload exercises {name}");
+        let seen = syscalls(&events, pid, Some(name));
+        let seen_failed = seen.iter().filter(|e| e["ok"] == false).count() as u64;
+        assert_eq!((seen.len() as u64, seen_failed), (calls, failed), "{name}");
+    }
+    let end = end_event(&events);
+    assert_eq!(end["lost"]["syscall"], 0);
+    assert_eq!(end["exits_without_enter"], 0, "no return missed");
+    if kprobes_here() {
+        // For the record (not a goal checked here): what kprobes cost `tracer run -- true`,
+        // start-up plus teardown, beside the raw tracepoints `run` keeps by default.
+        for source in ["raw", "kprobes", "raw", "kprobes"] {
+            let started = std::time::Instant::now();
+            let out = std::process::Command::new(tracer_bin())
+                .args(["run", "-q", "--", "true"])
+                .env("TRACER_SYSCALL_PROBES", source)
+                .output()
+                .expect("run tracer");
+            assert!(out.status.success());
+            println!(
+                "kernel {}: TRACER_SYSCALL_PROBES={source} tracer run -q -- true: {:.2} s",
+                release(),
+                started.elapsed().as_secs_f64()
+            );
+        }
     }
 }
 
@@ -424,7 +526,10 @@ fn missing_optional_features_degrade_with_a_notice_and_a_metric() {
     println!("{gauges:?}");
     assert_eq!(gauge(&gauges, "rss_stat"), 0);
     assert_eq!(gauge(&gauges, "raw_syscalls"), 0);
-    assert_eq!(gauge(&gauges, "clone_tracepoints"), 0);
+    // Unless the matrix forces kprobes (TRACER_SYSCALL_PROBES=kprobes), whose entry probe reads
+    // the clone flags itself.
+    let kprobes = gauge(&gauges, "syscall_kprobes") == 1;
+    assert_eq!(gauge(&gauges, "clone_tracepoints"), u8::from(kprobes));
     assert_eq!(gauge(&gauges, "mmap_lock_order"), 0);
     let pid = daemon.get_json("/api/v1/processes")["processes"][0]["pid"]
         .as_u64()
@@ -452,9 +557,14 @@ fn missing_optional_features_degrade_with_a_notice_and_a_metric() {
         stderr.contains("kmem:rss_stat is missing; RSS metrics"),
         "{stderr}"
     );
-    assert_eq!(notice("clone_tracepoints"), 1, "{stderr}");
-    assert!(
+    assert_eq!(
+        notice("clone_tracepoints"),
+        usize::from(!kprobes),
+        "{stderr}"
+    );
+    assert_eq!(
         stderr.contains("syscalls:sys_enter_clone3 missing"),
+        !kprobes,
         "{stderr}"
     );
     assert_eq!(notice("mmap_lock_order"), 1, "{stderr}");

@@ -110,8 +110,10 @@ pub struct GranuleFaults {
 }
 
 /// Indexes of the per-CPU `STATS` array: kernel-side conditions the daemon reports.
-/// A syscall exit was seen without its entry (the thread was already inside the syscall when
-/// it became traced); no record is produced for it.
+/// A traced syscall's entry and exit could not be paired: an exit seen without its entry (the
+/// thread was already inside the syscall when it became traced), or an entry whose exit never
+/// ran its probe (a kretprobe beyond its `maxactive`, counted at the thread's next traced
+/// syscall); no record is produced for it.
 pub const STAT_EXIT_WITHOUT_ENTER: u32 = 0;
 /// The in-flight syscall map was full; the syscall's record is lost.
 pub const STAT_INFLIGHT_FULL: u32 = 1;

@@ -181,18 +181,33 @@ fn read_kernel<const N: usize>(regs: u64, from: usize) -> Option<[u64; N]> {
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn raw_sys_enter(ctx: RawTracePointContext) -> i32 {
-    let id: u64 = ctx.arg(1);
+    enter(ctx.arg(0), ctx.arg(1));
+    0
+}
+
+/// The syscall number in the user `pt_regs` at `regs` (None for a 32-bit task), for probes
+/// that are not handed it (the kprobes of probes/kprobes.rs, at entry).
+#[inline(always)]
+pub(super) fn syscall_nr(regs: u64) -> Option<u64> {
+    arch::exit_id(regs)
+}
+
+/// What `raw_sys_enter` does for syscall `id` with the user registers at `regs`: stash a traced
+/// syscall's arguments, or note a clone's flags or an exec. Shared with the kprobes' entry
+/// program, which reads `id` from `regs`.
+#[inline(always)]
+pub(super) fn enter(regs: u64, id: u64) {
     let Some(what) = arch::classify(id) else {
-        return 0;
+        return;
     };
     let (tgid, pid_tgid) = current_ids();
     match what {
         Traced::Vma(syscall, nargs) => {
             if !is_counted(tgid) {
-                return 0;
+                return;
             }
-            let Some(regs) = arch::args(ctx.arg(0)) else {
-                return 0;
+            let Some(regs) = arch::args(regs) else {
+                return;
             };
             // Unused arguments stay 0, as in the per-syscall tracepoints' records. Unrolled
             // with constant indexes, which every verifier accepts.
@@ -227,8 +242,8 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> i32 {
         Traced::Fork => stash_clone_flags(0),
         Traced::Vfork => stash_clone_flags(CLONE_VM | CLONE_VFORK),
         Traced::Clone | Traced::Clone3 => {
-            let Some(regs) = arch::args(ctx.arg(0)) else {
-                return 0;
+            let Some(regs) = arch::args(regs) else {
+                return;
             };
             let first = regs[0];
             if matches!(what, Traced::Clone) {
@@ -238,7 +253,6 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> i32 {
             }
         }
     }
-    0
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
@@ -249,8 +263,16 @@ pub fn raw_sys_exit(ctx: RawTracePointContext) -> i32 {
     let Some(Traced::Vma(syscall, _)) = arch::classify(id) else {
         return 0;
     };
+    finish(syscall, ctx.arg(1));
+    0
+}
+
+/// What `raw_sys_exit` does once it knows the traced syscall: pairs the return value `ret`
+/// with the stashed entry and sends the record. Shared with the kretprobes of
+/// probes/kprobes.rs, which know the syscall from the function they return from.
+#[inline(always)]
+pub(super) fn finish(syscall: u32, ret: i64) {
     // `emit` finds the stashed entry or leaves: no separate traced check.
     let (_, pid_tgid) = current_ids();
-    emit(pid_tgid, syscall, ctx.arg(1));
-    0
+    emit(pid_tgid, syscall, ret);
 }

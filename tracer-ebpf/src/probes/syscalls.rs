@@ -101,6 +101,12 @@ pub(super) fn stash(pid_tgid: u64, inflight: Inflight) {
     if let Some(slot) = INFLIGHT.get_ptr_mut(pid_tgid) {
         // SAFETY: the entry belongs to this thread; only this thread writes it (the exit probe
         // removes it once the thread is gone).
+        if unsafe { (*slot).syscall } != NO_SYSCALL {
+            // The previous traced syscall's exit never ran its probe (a kretprobe beyond its
+            // `maxactive`, probes/kprobes.rs): its record is lost, and counted.
+            count_stat(STAT_EXIT_WITHOUT_ENTER);
+        }
+        // SAFETY: as above.
         unsafe { *slot = inflight };
     } else if INFLIGHT.insert(pid_tgid, inflight, 0).is_err() {
         count_stat(STAT_INFLIGHT_FULL);

@@ -110,7 +110,8 @@ pub struct EventCounts {
     pub lost: KindCounts,
     pub lost_total: u64,
     pub decode_errors: u64,
-    /// Syscalls already in progress when tracing started (no entry seen).
+    /// Syscalls whose entry and exit could not be paired: in progress when tracing started (no
+    /// entry seen), or an entry whose kretprobe return was missed (syscall_kprobes).
     pub exits_without_enter: u64,
     /// Syscalls whose arguments could not be stashed (in-flight map full).
     pub inflight_full: u64,

@@ -88,8 +88,8 @@ pub fn render<'a>(processes: impl Iterator<Item = &'a ProcessState>, d: &DaemonC
     if d.exits_without_enter + d.inflight_full + d.traced_full > 0 {
         let _ = writeln!(
             out,
-            "tracer: syscalls already in progress at attach {}, unrecorded (in-flight map full) \
-             {}, children not traced (traced map full) {}",
+            "tracer: syscalls unpaired (in progress at attach, or a kprobe return missed) {}, \
+             unrecorded (in-flight map full) {}, children not traced (traced map full) {}",
             d.exits_without_enter, d.inflight_full, d.traced_full
         );
     }

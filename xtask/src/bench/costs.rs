@@ -261,9 +261,11 @@ fn bystander_why() -> String {
     let kprobes = if Path::new("/sys/kernel/tracing/kprobe_events").exists()
         || Path::new("/sys/kernel/debug/tracing/kprobe_events").exists()
     {
-        "this kernel has kprobes"
+        "this kernel has kprobes, and `tracer attach` uses them by default (feature \
+         `syscall_kprobes`), while this bench's `tracer run` keeps the raw tracepoints"
     } else {
-        "this kernel has none (no kprobe_events in tracefs: CONFIG_KPROBES is not set)"
+        "this kernel has none (no kprobe_events in tracefs: CONFIG_KPROBES is not set), so the \
+         tracer's kprobe source (feature `syscall_kprobes`) falls back to the tracepoints here"
     };
     // bpftrace's `kfunc` line: whether this kernel loads fentry programs (BPF trampolines).
     let fentry = find_in_path("bpftrace")
@@ -286,9 +288,12 @@ fn bystander_why() -> String {
          path (`syscall_trace_enter`/`syscall_exit_work`), traced or not; with `raw_syscalls` \
          the probe programs also run for every syscall. No probe design on syscall \
          tracepoints avoids that cost. The way out is to leave syscall tracepoints alone and \
-         probe the kernel functions behind the six syscalls (`do_mmap`, `__vm_munmap`, ...) \
-         with fentry, which needs BPF trampolines: {fentry}; or with kprobes: {kprobes}. \
-         The tracer has no such path yet."
+         probe the kernel functions behind the six syscalls with fentry, which needs BPF \
+         trampolines: {fentry}; or with kprobes: {kprobes}. Where the kernel has kprobes, the \
+         tracer puts them on the syscall wrappers (`__x64_sys_mmap`, ... and the clone, fork \
+         and execve ones; kretprobes for the return values): untraced processes then pay only \
+         for their own calls of those functions (one program run that stops at the traced \
+         check), nothing for any other syscall."
     )
 }
 

@@ -78,7 +78,13 @@ impl Guest<'_> {
 }
 
 /// Host environment variables passed on to the tests in the VM.
-const PASSED_ENV: &[&str] = &["TRACER_FUZZ_SEEDS", "TRACER_FUZZ_OPS", "RUST_LOG"];
+const PASSED_ENV: &[&str] = &[
+    "TRACER_FUZZ_SEEDS",
+    "TRACER_FUZZ_OPS",
+    "RUST_LOG",
+    // Runs the matrix on one syscall source (e.g. `kprobes` for `run` too).
+    "TRACER_SYSCALL_PROBES",
+];
 
 /// Seeds of the model's differential test in a VM, unless TRACER_FUZZ_SEEDS says otherwise: 6
 /// instead of the host's 20 keep a kernel's run near 5 minutes under TCG (the kernel-specific

@@ -65,6 +65,8 @@ pub struct Detected {
     pub syscall_tracepoints: Vec<(&'static str, String)>,
     /// Whether to probe syscalls on `raw_syscalls:sys_enter/sys_exit` (syscall_source.rs).
     pub raw_syscalls: bool,
+    /// Whether to probe syscalls with kprobes (else `raw_syscalls` is the choice).
+    pub syscall_kprobes: bool,
     pub features: Vec<Feature>,
     /// One line each: what is off and what that changes (printed as warnings).
     pub notices: Vec<String>,
@@ -89,8 +91,9 @@ pub struct Sources<'a> {
     pub release: String,
     /// Whether a failed `mremap(MREMAP_FIXED)` unmaps its destination (tried at start-up).
     pub mremap_unmaps_first: bool,
-    /// `TRACER_SYSCALL_PROBES`: raw (Some(true)) or per-syscall tracepoints (Some(false)).
-    pub syscall_probes: Option<bool>,
+    /// `TRACER_SYSCALL_PROBES`: kprobes, raw or per-syscall tracepoints.
+    pub syscall_probes: Option<syscall_source::Forced>,
+    pub kprobes: bool, // Whether the kernel can attach kprobes (`CONFIG_KPROBES`).
 }
 
 impl Sources<'_> {
@@ -105,6 +108,7 @@ impl Sources<'_> {
                 .to_owned(),
             mremap_unmaps_first: crate::kernel::preflight::mremap_unmaps_before_checking(),
             syscall_probes: syscall_source::forced(),
+            kprobes: syscall_source::kernel_has_kprobes(),
         }
     }
 }
@@ -130,6 +134,7 @@ pub fn detect(src: &Sources, opts: &ProbeOptions) -> Result<Detected, ProbeError
         tracepoints: Vec::new(),
         syscall_tracepoints: Vec::new(),
         raw_syscalls: false,
+        syscall_kprobes: false,
         features: Vec::new(),
         notices: Vec::new(),
         details: Vec::new(),
@@ -137,13 +142,13 @@ pub fn detect(src: &Sources, opts: &ProbeOptions) -> Result<Detected, ProbeError
         fault_events: false,
         rss_events: false,
     };
-    let (raw, detail) = syscall_source::choose(tracefs, opts.raw_syscalls, src.syscall_probes);
-    d.raw_syscalls = raw;
-    d.details.push(detail);
-    d.features.push(Feature {
-        name: syscall_source::RAW_SYSCALLS,
-        enabled: raw,
-    });
+    (d.syscall_kprobes, d.raw_syscalls) = syscall_source::decide(
+        tracefs,
+        (src.kprobes, src.syscall_probes),
+        opts.raw_syscalls,
+        &mut d.details,
+        &mut d.features,
+    );
     syscall_offsets(tracefs, &mut d)?;
     fault_offsets(tracefs, &mut d)?;
     let config = &mut d.config;
@@ -513,8 +518,9 @@ fn clone_tracepoints(tracefs: &Tracefs, d: &mut Detected) -> Result<(), ProbeErr
         }
         d.syscall_tracepoints.push(("syscalls", tp));
     }
-    // The raw sys_enter probe reads the flags of every clone syscall itself.
-    if !missing.is_empty() && !d.raw_syscalls {
+    // The raw sys_enter probe (and the kprobes' entry) reads the flags of every clone itself.
+    let own = d.raw_syscalls || d.syscall_kprobes;
+    if !missing.is_empty() && !own {
         d.notices.push(format!(
             "kernel feature {CLONE_TRACEPOINTS} is off: {} missing; new tasks are classified \
              from /proc and reported as \"child\": \"unknown\"",
@@ -523,7 +529,7 @@ fn clone_tracepoints(tracefs: &Tracefs, d: &mut Detected) -> Result<(), ProbeErr
     }
     d.features.push(Feature {
         name: CLONE_TRACEPOINTS,
-        enabled: missing.is_empty() || d.raw_syscalls,
+        enabled: missing.is_empty() || own,
     });
     Ok(())
 }

@@ -7,6 +7,8 @@ pub mod fault_events;
 pub mod features;
 mod fields;
 mod known;
+mod kprobes;
+mod kretprobe;
 pub mod options;
 mod programs;
 pub mod stacks;
@@ -132,7 +134,8 @@ impl Probes {
         }
         attach_syscalls(
             &mut ebpf,
-            detected.raw_syscalls,
+            tracefs,
+            (detected.syscall_kprobes, detected.raw_syscalls),
             detected.syscall_tracepoints,
             &mut links,
             &mut attached,
@@ -451,15 +454,51 @@ fn attach_raw_to(
     Ok(())
 }
 
-/// Attaches the syscall probes: the two raw tracepoints when `raw` (syscall_source.rs), else
-/// (or should the kernel refuse them) the per-syscall tracepoints.
+/// Attaches the syscall probes (syscall_source.rs): the kprobes when `kprobes`, else (or should
+/// the kernel refuse them) the two raw tracepoints when `raw`, else (or should the kernel refuse
+/// those) the per-syscall tracepoints.
 fn attach_syscalls(
     ebpf: &mut Ebpf,
-    raw: bool,
+    tracefs: &Tracefs,
+    (kprobes, raw): (bool, bool),
     tracepoints: Vec<(&'static str, String)>,
     links: &mut detach::Links,
     attached: &mut Attached,
 ) -> Result<(), ProbeError> {
+    if kprobes {
+        let mut kprobe_links = detach::Links::default();
+        // The kernel's own tracefs for the kretprobe events, even under `--tracefs DIR` (a copy
+        // of the formats, for tests).
+        let real = Tracefs::system().unwrap_or_else(|_| Tracefs::at(tracefs.root()));
+        match self::kprobes::attach(ebpf, real.root(), &mut kprobe_links) {
+            Ok(names) => {
+                links.append(kprobe_links);
+                attached.tracepoints.extend(names);
+                return Ok(());
+            }
+            Err(err) => {
+                // Dropping `kprobe_links` detaches whichever were attached.
+                drop(kprobe_links);
+                let fallback = if raw {
+                    "the raw tracepoints raw_syscalls:sys_enter/sys_exit"
+                } else {
+                    "the per-syscall tracepoints"
+                };
+                log::warn!(
+                    "kernel feature {} is off: {err}; syscalls are probed on {fallback}",
+                    syscall_source::SYSCALL_KPROBES
+                );
+                for f in &mut attached.features {
+                    if f.name == syscall_source::SYSCALL_KPROBES {
+                        f.enabled = false;
+                    }
+                    if f.name == syscall_source::RAW_SYSCALLS {
+                        f.enabled = raw;
+                    }
+                }
+            }
+        }
+    }
     if raw {
         let mut raw_links = detach::Links::default();
         let tried = syscall_source::RAW_PROGRAMS
@@ -476,7 +515,8 @@ fn attach_syscalls(
             Err(err) => {
                 // Dropping `raw_links` detaches whichever of the two was attached.
                 log::warn!(
-                    "kernel feature {} is off: {err}; syscalls are probed on the per-syscall                      tracepoints",
+                    "kernel feature {} is off: {err}; syscalls are probed on the per-syscall \
+                     tracepoints",
                     syscall_source::RAW_SYSCALLS
                 );
                 for f in &mut attached.features {
