@@ -14,8 +14,9 @@ use super::{
 };
 
 /// Attaches every syscall kprobe into `links` (the caller drops them all if one fails, so it is
-/// all or none); the kretprobes as events of `tracefs` with a `maxactive` of ours where it can
-/// (kretprobe.rs). Returns what was attached, for the start-up notice.
+/// all or none); the kretprobes as events of `tracefs` with a `maxactive` of ours
+/// (kretprobe.rs), or not at all (a tracer without write access to `kprobe_events`, e.g. the
+/// unprivileged unit, falls back to the tracepoints). Returns what was attached, for the start-up notice.
 pub(super) fn attach(
     ebpf: &mut Ebpf,
     tracefs: &Path,
@@ -29,19 +30,20 @@ pub(super) fn attach(
             continue;
         };
         let kprobe: &mut KProbe = loaded(ebpf, program, KProbe::load)?;
-        match kretprobe::attach(tracefs, kprobe, &function, syscall) {
-            Ok(probe) => links.push(probe),
-            Err(err) => {
-                log::warn!(
-                    "the kretprobe on {function} takes the kernel's default maxactive (a few \
-                     calls in flight; one beyond them loses its record, counted in \
-                     exits_without_enter): {}/kprobe_events refused r{}: {err}",
+        // Without our `maxactive` the kernel's default (a few calls in flight) would lose the
+        // records of concurrent calls: the syscall tracepoints, exact, are the better choice.
+        let probe = kretprobe::attach(tracefs, kprobe, &function, syscall).map_err(|err| {
+            ProbeError::MissingFeature {
+                feature: format!("kretprobes with maxactive {}", kretprobe::MAXACTIVE),
+                need: format!(
+                    "{}/kprobe_events refused r{}:...{function} ({err}); the kernel's default \
+                     maxactive would lose the records of concurrent calls",
                     tracefs.display(),
                     kretprobe::MAXACTIVE
-                );
-                attach_one(kprobe, program, &function, links)?;
+                ),
             }
-        }
+        })?;
+        links.push(probe);
         names.push(format!("kretprobe:{function}"));
     }
     let entry: &mut KProbe = loaded(ebpf, KPROBE_ENTRY, KProbe::load)?;
