@@ -2,24 +2,21 @@
 //! (or by many containers, at other paths and on other devices) is parsed once: its GNU build
 //! id when it has one and can be trusted to stand for its contents, else its device and inode.
 //!
-//! The files are untrusted: the build id is read with a few small bounded reads of the ELF
-//! header, the program headers and the `PT_NOTE` segments, never the whole file, and a file
-//! that is not a well-formed little-endian ELF64 simply has none.
+//! The files are untrusted: the build id is read by `object` through the same bounded reads as
+//! the unwind tables (`elffile::HeaderReads`), the headers and notes only, never the whole
+//! file, and a file that is not well-formed ELF simply has none.
 
-use std::{fs::File, os::unix::fs::FileExt as _, os::unix::fs::MetadataExt as _, sync::Arc};
+use std::{fs::File, os::unix::fs::MetadataExt as _, sync::Arc};
 
-/// Most program headers looked at.
-const MAX_PHDRS: u64 = 128;
-/// Most bytes read of one `PT_NOTE` segment (the build id note is the first or second note of
-/// a few dozen bytes).
-const MAX_NOTE_BYTES: u64 = 4096;
-/// Most `PT_NOTE` segments read.
-const MAX_NOTE_SEGMENTS: usize = 8;
+use object::Object as _;
+
+use super::elffile::HeaderReads;
+
+/// Most bytes read to find a build id: the ELF header, the section (or program) headers, the
+/// section names and the notes of a library are a few KiB.
+const MAX_READ: u64 = 256 << 10;
 /// Longest build id accepted (GNU ld writes 20 bytes, SHA-1; `--build-id=0x...` up to this).
 const MAX_BUILD_ID: usize = 64;
-
-const PT_NOTE: u32 = 4;
-const NT_GNU_BUILD_ID: u32 = 3;
 
 /// The identity of a file's contents.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -55,87 +52,26 @@ pub fn content_key(file: &File, dev: (u32, u32), inode: u64) -> ContentKey {
     }
 }
 
-fn read_at(file: &File, offset: u64, len: u64) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; usize::try_from(len).ok()?];
-    file.read_exact_at(&mut buf, offset).ok()?;
-    Some(buf)
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
-}
-
-/// The GNU build id of the ELF64 little-endian file, from its `PT_NOTE` segments.
+/// The GNU build id of the ELF file, from its note sections (or, without section headers,
+/// its `PT_NOTE` segments), read through `object` within `MAX_READ` bytes.
 pub fn read(file: &File) -> Option<Vec<u8>> {
-    let header = read_at(file, 0, 64)?;
-    if header.get(..6)? != b"\x7fELF\x02\x01" {
-        return None;
-    }
-    let phoff = u64_at(&header, 0x20)?;
-    let phentsize = u64::from(u16_at(&header, 0x36)?);
-    let phnum = u64::from(u16_at(&header, 0x38)?).min(MAX_PHDRS);
-    if phentsize < 56 {
-        return None;
-    }
-    let phdrs = read_at(file, phoff, phentsize.checked_mul(phnum)?)?;
-    let mut notes = 0;
-    for i in 0..phnum {
-        let ph = phdrs.get(usize::try_from(i * phentsize).ok()?..)?;
-        if u32_at(ph, 0)? != PT_NOTE {
-            continue;
-        }
-        notes += 1;
-        if notes > MAX_NOTE_SEGMENTS {
-            break;
-        }
-        let (offset, size, align) = (u64_at(ph, 8)?, u64_at(ph, 32)?, u64_at(ph, 48)?);
-        let Some(data) = read_at(file, offset, size.min(MAX_NOTE_BYTES)) else {
-            continue;
-        };
-        if let Some(id) = find_build_id(&data, if align == 8 { 8 } else { 4 }) {
-            return Some(id.to_vec());
-        }
-    }
-    None
-}
-
-/// The build id among the notes of `data` (name and descriptor each padded to `align`).
-fn find_build_id(data: &[u8], align: usize) -> Option<&[u8]> {
-    let pad = |n: usize| n.checked_next_multiple_of(align);
-    let mut at = 0usize;
-    while at.checked_add(12)? <= data.len() {
-        let namesz = usize::try_from(u32_at(data, at)?).ok()?;
-        let descsz = usize::try_from(u32_at(data, at + 4)?).ok()?;
-        let kind = u32_at(data, at + 8)?;
-        let name_at = at + 12;
-        let desc_at = name_at.checked_add(pad(namesz)?)?;
-        let end = desc_at.checked_add(pad(descsz)?)?;
-        let name = data.get(name_at..name_at.checked_add(namesz)?)?;
-        let desc = data.get(desc_at..desc_at.checked_add(descsz)?)?;
-        if kind == NT_GNU_BUILD_ID && name == b"GNU\0" && (1..=MAX_BUILD_ID).contains(&descsz) {
-            return Some(desc);
-        }
-        at = end;
-    }
-    None
+    let cache = object::read::ReadCache::new(HeaderReads::new(file, MAX_READ)?);
+    let elf = object::File::parse(&cache).ok()?;
+    let id = elf.build_id().ok()??;
+    (1..=MAX_BUILD_ID).contains(&id.len()).then(|| id.to_vec())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const PT_NOTE: u32 = 4;
+    const NT_GNU_BUILD_ID: u32 = 3;
+
     /// A minimal ELF64 file: the header, one PT_NOTE program header, then `notes`.
     fn elf(notes: &[u8]) -> Vec<u8> {
         let mut b = vec![0u8; 64 + 56];
-        b[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        b[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
         b[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
         b[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
         b[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());

@@ -187,13 +187,25 @@ impl UnwindData {
     }
 }
 
-/// Reads of the ELF headers through `object`'s cache, at most `MAX_HEADER_BYTES` in all: a
-/// hostile header cannot make the daemon read (or allocate) the whole file.
-struct HeaderReads<'a> {
+/// Reads of the ELF headers through `object`'s cache, at most `left` bytes in all: a hostile
+/// header cannot make the daemon read (or allocate) the whole file.
+pub struct HeaderReads<'a> {
     file: &'a File,
     len: u64,
     pos: u64,
     left: u64,
+}
+
+impl<'a> HeaderReads<'a> {
+    /// Reads of `file`, at most `budget` bytes; None when its length cannot be had.
+    pub fn new(file: &'a File, budget: u64) -> Option<HeaderReads<'a>> {
+        Some(HeaderReads {
+            file,
+            len: file.metadata().ok()?.len(),
+            pos: 0,
+            left: budget,
+        })
+    }
 }
 
 impl object::read::ReadCacheOps for HeaderReads<'_> {
@@ -232,13 +244,8 @@ impl object::read::ReadCacheOps for HeaderReads<'_> {
 /// range (at most its cap, checked before anything is allocated) and counted in `budget`;
 /// None when the file is not an ELF file, or claims impossible ranges.
 pub fn load_unwind_data(file: &File, budget: &Budget) -> Option<UnwindData> {
-    let len = file.metadata().ok()?.len();
-    let reads = HeaderReads {
-        file,
-        len,
-        pos: 0,
-        left: MAX_HEADER_BYTES,
-    };
+    let reads = HeaderReads::new(file, MAX_HEADER_BYTES)?;
+    let len = reads.len;
     let cache = object::read::ReadCache::new(reads);
     let elf = object::File::parse(&cache).ok()?;
     let section = |name: &str, cap: u64| -> Option<(Range<u64>, Section)> {
