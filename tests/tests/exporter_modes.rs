@@ -123,11 +123,15 @@ fn comm_traces_matching_processes_now_and_later() {
     if !kernel_available() {
         return;
     }
-    let bin = workload("stop_self");
-    // One stop_self runs before the tracer starts, one starts after.
+    // A copy of stop_self under a name of this test's own: the other tests of this file run
+    // in parallel and start stop_self too, which `--comm stop_self` would rightly trace.
+    const COMM: &str = "comm_now_later";
+    let bin = scratch("comm-now-later").join(COMM);
+    std::fs::copy(workload("stop_self"), &bin).unwrap();
+    // One runs before the tracer starts, one starts after.
     let mut before = Command::new(&bin).spawn().unwrap();
     assert!(wait_stopped(before.id(), Duration::from_secs(10)));
-    let daemon = Daemon::start(&["attach", "--comm", "stop_self", "--listen", "127.0.0.1:0"]);
+    let daemon = Daemon::start(&["attach", "--comm", COMM, "--listen", "127.0.0.1:0"]);
     let mut after = Command::new(&bin).spawn().unwrap();
     assert!(wait_stopped(after.id(), Duration::from_secs(10)));
     let processes = daemon.get_json("/api/v1/processes");
