@@ -400,6 +400,13 @@ fn a_check_file_bounds_a_site() {
         failed.contains("grow_brk"),
         "the failure names the site: {failed}"
     );
+    // A site beyond the report's top N fails as not found, saying how to see it.
+    let (code, stderr) = run(&pass, &["--stacks", "--report-sites", "1"]);
+    assert_eq!(code, Some(123), "{stderr}");
+    assert!(
+        stderr.contains("not in the report") && stderr.contains("raise --report-sites"),
+        "{stderr}"
+    );
     // Without --stacks a site bound cannot be checked: refused before tracing.
     let (code, stderr) = run(&pass, &[]);
     assert_eq!(code, Some(2), "{stderr}");

@@ -55,7 +55,8 @@ pub fn measure(
         let omitted = match p.call_sites_omitted {
             0 => String::new(),
             n => format!(
-                "; {n} smaller sites are not in the report (it lists the {} that mapped most)",
+                "; {n} smaller sites are not in the report (it lists the {} that mapped most: \
+                 raise --report-sites)",
                 info.limit
             ),
         };

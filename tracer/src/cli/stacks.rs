@@ -6,6 +6,7 @@ use clap::Args;
 use tracer_common::stack::{MAX_STACK_COPY, StackConfig};
 
 use crate::kernel::probes::options::StackSettings;
+use crate::output::report::REPORT_SITES;
 use crate::stacks::folded::SampleType;
 
 #[derive(Debug, Clone, Args)]
@@ -45,6 +46,12 @@ pub struct StackArgs {
     #[arg(long, value_name = "TYPE", value_enum, default_value_t = SampleType::InuseSpace,
           requires = "folded")]
     pub folded_type: SampleType,
+
+    /// Most call sites listed per process in the JSON report (`--report`, `/api/v1/report`),
+    /// the largest by bytes mapped first; a check file's site bounds see only these.
+    #[arg(long, value_name = "N", default_value_t = REPORT_SITES as u32,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub report_sites: u32,
 }
 
 impl StackArgs {

@@ -89,10 +89,13 @@ impl Session {
             raw_syscalls: !filter.beside_others,
         };
         let (mut probes, ring) = Probes::load(&tracefs, &opts)?;
-        let stacks = probes
-            .stack_ring
-            .take()
-            .map(|ring| crate::stacks::Collector::new(ring, procfs::page_size()));
+        let stacks = probes.stack_ring.take().map(|ring| {
+            crate::stacks::Collector::new(
+                ring,
+                procfs::page_size(),
+                args.stacks.report_sites as usize,
+            )
+        });
         for missing in &probes.attached.optional_missing {
             log::info!(
                 "optional tracepoint {missing} is missing: new tasks are classified from /proc"

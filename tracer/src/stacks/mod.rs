@@ -89,6 +89,8 @@ pub struct Collector {
     pending_bytes: usize,
     pub counters: StackCounters,
     page_size: u64,
+    /// Most sites per process in the report (`--report-sites`).
+    report_sites: usize,
     /// Processes were forgotten since the descriptors of files no kept process uses were last
     /// closed, and when that was.
     release_due: bool,
@@ -96,7 +98,7 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub fn new(ring: RingBuf<MapData>, page_size: u64) -> Collector {
+    pub fn new(ring: RingBuf<MapData>, page_size: u64, report_sites: usize) -> Collector {
         Collector {
             ring,
             files: FileTable::default(),
@@ -108,6 +110,7 @@ impl Collector {
             pending_bytes: 0,
             counters: StackCounters::default(),
             page_size,
+            report_sites,
             release_due: false,
             last_release: std::time::Instant::now(),
         }

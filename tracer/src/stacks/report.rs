@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::output::report::{CallSiteReport, REPORT_SITES, Report};
+use crate::output::report::{CallSiteReport, Report};
 use crate::tracking::table::ProcessTable;
 
 use super::{Collector, site_name};
@@ -27,7 +27,7 @@ impl Collector {
         let info = &mut report.call_sites;
         info.enabled = true;
         info.reason = None;
-        info.limit = REPORT_SITES as u32;
+        info.limit = u32::try_from(self.report_sites).unwrap_or(u32::MAX);
         info.samples = c.samples;
         info.fault_samples = c.fault_samples;
         info.without_stack = c.unjoined;
@@ -42,7 +42,7 @@ impl Collector {
             if last.get(&p.pid) != Some(&i) {
                 continue;
             }
-            let (sites, omitted) = self.sites_of(table, p.pid, REPORT_SITES);
+            let (sites, omitted) = self.sites_of(table, p.pid, self.report_sites);
             p.call_sites = sites;
             p.call_sites_omitted = omitted;
         }
