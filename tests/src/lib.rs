@@ -409,6 +409,23 @@ impl Daemon {
     }
 }
 
+/// A child killed and reaped when dropped: a test that fails must not leave it behind
+/// (stopped, say) to disturb the next run.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();

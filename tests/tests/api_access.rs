@@ -380,8 +380,8 @@ fn half_sent_requests_do_not_starve_the_api() {
     for path in ["/healthz", "/api/v1/processes"] {
         let start = Instant::now();
         let answer = (|| -> std::io::Result<String> {
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
             write!(
                 s,
                 "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
@@ -393,7 +393,9 @@ fn half_sent_requests_do_not_starve_the_api() {
         let elapsed = start.elapsed();
         let text = answer.unwrap_or_else(|e| panic!("{path} with 300 stalled requests: {e}"));
         assert!(text.starts_with("HTTP/1.1 200"), "{path}: {text}");
-        assert!(elapsed < Duration::from_secs(1), "{path} took {elapsed:?}");
+        // Well under the 5 s header timeout that would free a starved server anyway, with
+        // room for a loaded 2-core machine (other tests of this file run beside it).
+        assert!(elapsed < Duration::from_secs(3), "{path} took {elapsed:?}");
     }
 
     // A stalled request is cut off after the header-read timeout (5 s), not kept forever.

@@ -261,20 +261,33 @@ fn the_served_folded_stacks_match_the_served_report() {
     let _reap = Reap(pid);
     // SAFETY: kill takes no pointers.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR1) }, 0);
-    // The work is done when touch_pages's faults are all in (the program then waits).
-    let pages = 24.0 * MIB / 4096.0;
+    // The work is done when the report has touch_pages's faults and grow_mmap's blocks freed
+    // (the last step); the stack samples come on a ring of their own, so the two reads are
+    // retried until they agree (the assertions judge the last two reads).
     let path = format!("/debug/pprof/faults?pid={pid}&format=folded");
+    let site_figure = |report: &Value, name: &str, ty: &str| {
+        workload_process(report)["call_sites"]
+            .as_array()
+            .and_then(|sites| sites.iter().find(|s| s["site"] == name))
+            .and_then(|s| s[ty].as_u64())
+    };
     let start = std::time::Instant::now();
-    let mut text = daemon.get(&path);
-    while (folded_sum(&parse_folded(&text), u64::from(pid), "touch_pages") as f64) < 0.8 * pages
-        && start.elapsed() < Duration::from_secs(20)
-    {
+    let (text, report) = loop {
+        let text = daemon.get(&path);
+        let report = daemon.get_json("/api/v1/report");
+        let done = site_figure(&report, "touch_pages", "faults").is_some_and(|f| f > 4000)
+            && site_figure(&report, "grow_mmap", "inuse_space") == Some(0);
+        let agree = site_figure(&report, "touch_pages", "faults")
+            == Some(folded_sum(
+                &parse_folded(&text),
+                u64::from(pid),
+                "touch_pages",
+            ));
+        if (done && agree) || start.elapsed() > Duration::from_secs(20) {
+            break (text, report);
+        }
         std::thread::sleep(Duration::from_millis(200));
-        text = daemon.get(&path);
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let text = daemon.get(&path);
-    let report = daemon.get_json("/api/v1/report");
+    };
     let lines = parse_folded(&text);
     assert_eq!(
         folded_sum(&lines, u64::from(pid), "touch_pages"),

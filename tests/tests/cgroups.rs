@@ -94,6 +94,15 @@ fn process(list: &Value, pid: u32) -> Option<&Value> {
         .find(|p| p["pid"].as_u64() == Some(u64::from(pid)))
 }
 
+/// Waits until the shell of `start_in` has moved into its cgroup and exec'd sleep.
+fn wait_exec(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read(format!("/proc/{pid}/comm")).ok().as_deref() != Some(b"sleep\n") {
+        assert!(Instant::now() < deadline, "{pid} never exec'd sleep");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Polls `/api/v1/processes` until `pid` is listed (a process started after the attach is
 /// traced from its exec, whose record takes a drain to arrive).
 fn wait_listed(daemon: &Daemon, pid: u32) -> Value {
@@ -138,7 +147,7 @@ fn cgroup_and_container_labels_and_attach_cgroup_follows_new_processes() {
 
     // Running before the attach, in the subtree.
     let before = start_in(&containerd);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_exec(before.id());
     let mut daemon = Daemon::start(&[
         "attach",
         "--cgroup",
@@ -168,17 +177,43 @@ fn cgroup_and_container_labels_and_attach_cgroup_follows_new_processes() {
     // Started after the attach: in the subtree (traced at its exec), outside (not traced).
     let after = start_in(&docker);
     let stranger = start_in(&outside);
-    // A cgroup created after the attach: the daemon looks for new ones once a second.
+    // A cgroup created after the attach: the daemon looks for new ones once a second. A
+    // process started there before the daemon's look is rightly not traced (it exec'd in a
+    // cgroup not yet followed), so one is started every 3 s until one is traced.
     let late = tree.mkdir(&format!("{pod_slice}/crio-{}.scope", &DOCKER[..63]));
-    std::thread::sleep(Duration::from_millis(3000));
-    let late_child = start_in(&late);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut late_children = Vec::new();
+    let late_listed = loop {
+        std::thread::sleep(Duration::from_millis(3000));
+        let child = start_in(&late);
+        wait_exec(child.id());
+        let pid = child.id();
+        late_children.push(child);
+        let seen = Instant::now() + Duration::from_secs(3);
+        let listed = loop {
+            let list = daemon.get_json("/api/v1/processes");
+            if let Some(p) = process(&list, pid) {
+                break Some(p.clone());
+            }
+            if Instant::now() > seen {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        if let Some(listed) = listed {
+            break listed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no process in a cgroup made after the attach was traced"
+        );
+    };
     let listed = wait_listed(&daemon, after.id());
     assert_eq!(listed["cgroup_identity"]["container"], DOCKER, "{listed}");
     assert_eq!(
         listed["cgroup_identity"]["unit"],
         format!("docker-{DOCKER}.scope")
     );
-    let late_listed = wait_listed(&daemon, late_child.id());
     assert_eq!(
         late_listed["cgroup_identity"]["runtime"], "cri-o",
         "{late_listed}"
@@ -201,13 +236,14 @@ fn cgroup_and_container_labels_and_attach_cgroup_follows_new_processes() {
     assert_eq!(r["cgroup_identity"]["container"], DOCKER, "{r}");
 
     // The stranger ran outside the subtree all along: never traced.
+    wait_exec(stranger.id());
     let list = daemon.get_json("/api/v1/processes");
     assert!(
         process(&list, stranger.id()).is_none(),
         "{} is outside the subtree: {list}",
         stranger.id()
     );
-    drop((before, after, stranger, late_child));
+    drop((before, after, stranger, late_children));
     // SAFETY: signalling the tracer this test started.
     unsafe { libc::kill(daemon.child.id() as i32, libc::SIGINT) };
     let out = daemon.wait(Duration::from_secs(30));

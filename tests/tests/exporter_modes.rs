@@ -85,7 +85,7 @@ fn group_by_comm_labels_by_command_only() {
     let bin = workload("syscall_counts");
     // Five runs of the same program, then the tracer waits a little for the scrape.
     let script = format!(
-        "for i in 1 2 3 4 5; do {} 2 > /dev/null; done; sleep 3",
+        "for i in 1 2 3 4 5; do {} 2 > /dev/null; done; sleep 10",
         bin.display()
     );
     let daemon = Daemon::start(&[
@@ -123,16 +123,18 @@ fn comm_traces_matching_processes_now_and_later() {
     if !kernel_available() {
         return;
     }
-    // A copy of stop_self under a name of this test's own: the other tests of this file run
-    // in parallel and start stop_self too, which `--comm stop_self` would rightly trace.
+    // stop_self under a name of this test's own (a comm is the name of the file executed):
+    // the other tests of this file run in parallel and start stop_self too, which `--comm
+    // stop_self` would rightly trace. A symbolic link, not a copy: a copy's write descriptor,
+    // inherited by a child another test forks meanwhile, would make its exec fail (ETXTBSY).
     const COMM: &str = "comm_now_later";
     let bin = scratch("comm-now-later").join(COMM);
-    std::fs::copy(workload("stop_self"), &bin).unwrap();
+    std::os::unix::fs::symlink(workload("stop_self"), &bin).unwrap();
     // One runs before the tracer starts, one starts after.
-    let mut before = Command::new(&bin).spawn().unwrap();
+    let before = KillOnDrop(Command::new(&bin).spawn().unwrap());
     assert!(wait_stopped(before.id(), Duration::from_secs(10)));
     let daemon = Daemon::start(&["attach", "--comm", COMM, "--listen", "127.0.0.1:0"]);
-    let mut after = Command::new(&bin).spawn().unwrap();
+    let after = KillOnDrop(Command::new(&bin).spawn().unwrap());
     assert!(wait_stopped(after.id(), Duration::from_secs(10)));
     let processes = daemon.get_json("/api/v1/processes");
     let pids: Vec<u64> = processes["processes"]
@@ -156,9 +158,9 @@ fn comm_traces_matching_processes_now_and_later() {
         later["syscalls"]["mmap"]["calls"].as_u64().unwrap() >= 1,
         "{later}"
     );
-    for child in [&mut before, &mut after] {
+    for mut child in [before, after] {
         resume(child.id());
-        let _ = child.wait();
+        let _ = child.0.wait();
     }
 }
 
@@ -180,7 +182,7 @@ fn all_traces_everything_but_the_excluded_comms() {
         "65536",
     ]);
     let bin = workload("stop_self");
-    let mut excluded = Command::new(&bin).spawn().unwrap();
+    let mut excluded = KillOnDrop(Command::new(&bin).spawn().unwrap());
     let mut included = Command::new(workload("touch_pages"))
         .arg("10")
         .spawn()
@@ -212,9 +214,12 @@ fn all_traces_everything_but_the_excluded_comms() {
         "{excluded_state}"
     );
     resume(excluded.id());
-    let _ = excluded.wait();
-    // A child of an excluded process is traced again once it execs a command not excluded.
-    let script = format!("{} 3; true", workload("touch_pages").display());
+    let _ = excluded.0.wait();
+    // A child of an excluded process is traced again once it execs a command not excluded:
+    // touch_pages under a name of its own, not to be taken for the one run above.
+    let after_dash = scratch("all-after-dash").join("after_dash");
+    std::os::unix::fs::symlink(workload("touch_pages"), &after_dash).unwrap();
+    let script = format!("{} 3; true", after_dash.display());
     let status = Command::new("/usr/bin/dash")
         .args(["-c", &script])
         .status()
@@ -224,7 +229,7 @@ fn all_traces_everything_but_the_excluded_comms() {
     loop {
         let processes = daemon.get_json("/api/v1/processes");
         let list = processes["processes"].as_array().unwrap();
-        if list.iter().any(|p| p["comm"] == "touch_pages") {
+        if list.iter().any(|p| p["comm"] == "after_dash") {
             assert!(
                 !list
                     .iter()

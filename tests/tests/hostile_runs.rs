@@ -137,10 +137,15 @@ fn cmd_starts_with_the_signal_dispositions_it_has_untraced() {
 
 /// Runs `tracer run -- SHAPE(marker)` until it catches a `/bin/sleep MARKER` of the traced
 /// tree at its exec stop, freezes the tracer there (so the stop is certainly the tracer's to
-/// end), kills it with SIGKILL, and returns the state of that process shortly after.
-fn kill_the_tracer_at_an_exec_stop(shape: impl Fn(&str) -> Vec<String>) -> Option<char> {
+/// end), kills it with SIGKILL, and returns the state of that process shortly after. MARKER
+/// (a number of seconds) starts with `seconds`, which each caller has of its own: the tests
+/// run in parallel and must not find each other's sleep.
+fn kill_the_tracer_at_an_exec_stop(
+    seconds: u32,
+    shape: impl Fn(&str) -> Vec<String>,
+) -> Option<char> {
     for attempt in 0..40 {
-        let marker = format!("3.{}{attempt}", std::process::id());
+        let marker = format!("{seconds}.{}{attempt}", std::process::id());
         let mut tracer = Command::new(tracer_bin())
             .args(["run", "-q", "--"])
             .args(shape(&marker))
@@ -172,9 +177,14 @@ fn kill_the_tracer_at_an_exec_stop(shape: impl Fn(&str) -> Vec<String>) -> Optio
             }
             continue;
         };
-        // The tracer's death must reach the stopped process: it must not stay stopped.
-        std::thread::sleep(Duration::from_millis(500));
-        let left = state(pid);
+        // The tracer's death must reach the stopped process: it must not stay stopped (its
+        // guard may take a moment to be scheduled on a loaded machine).
+        let resumed_by = Instant::now() + Duration::from_secs(5);
+        let mut left = state(pid);
+        while matches!(left, Some('T') | Some('t')) && Instant::now() < resumed_by {
+            std::thread::sleep(Duration::from_millis(50));
+            left = state(pid);
+        }
         for pid in processes_with(&marker) {
             kill(pid, libc::SIGKILL);
         }
@@ -189,7 +199,8 @@ fn a_tracer_killed_while_cmd_is_stopped_at_its_exec_leaves_it_running() {
     if !kernel_available() {
         return;
     }
-    let left = kill_the_tracer_at_an_exec_stop(|marker| vec!["/bin/sleep".into(), marker.into()]);
+    let left =
+        kill_the_tracer_at_an_exec_stop(3, |marker| vec!["/bin/sleep".into(), marker.into()]);
     assert!(!matches!(left, Some('T') | Some('t')), "CMD stayed stopped");
 }
 
@@ -199,7 +210,7 @@ fn a_tracer_killed_while_a_descendant_is_stopped_at_its_exec_leaves_it_running()
         return;
     }
     // `; true` makes the shell fork for sleep instead of exec'ing it.
-    let left = kill_the_tracer_at_an_exec_stop(|marker| {
+    let left = kill_the_tracer_at_an_exec_stop(4, |marker| {
         vec![
             "/bin/sh".into(),
             "-c".into(),

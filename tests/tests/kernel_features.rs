@@ -267,15 +267,6 @@ fn attach_keeps_untraced_syscalls_free() {
 }
 
 /// A stopped target left behind by a failed assertion would never exit.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Whether the tracer can probe syscalls with kprobes here: the kernel has them (the `kprobe`
 /// perf PMU, `CONFIG_KPROBES`) and the probes know the architecture.
 fn kprobes_here() -> bool {
