@@ -1,9 +1,10 @@
-//! `tracer diff OLD NEW`: two report files (anyone's JSON), compared under thresholds. The
-//! input is OLD, a NUL byte, then NEW; without a NUL both are the same text.
+//! `tracer diff OLD NEW`: two report files (anyone's JSON), compared under thresholds on
+//! figures and on call sites. The input is OLD, a NUL byte, then NEW; without a NUL both are
+//! the same text.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tracer::check::diff;
+use tracer::check::{diff, diff_site_limits};
 use tracer::output::report;
 
 fuzz_target!(|data: &[u8]| {
@@ -26,5 +27,14 @@ fuzz_target!(|data: &[u8]| {
     .into_iter()
     .map(|t| diff::parse_threshold(t).expect("a valid threshold"))
     .collect();
-    let _ = diff::compare("old", &old, "new", &new, &thresholds, true);
+    // Site thresholds measure the reports' call sites (names, figures and counts as written).
+    let sites: Vec<diff_site_limits::SiteThreshold> = [
+        ("a", "inuse_space>10%"),
+        ("grow", "cc:alloc_objects>+1"),
+        ("::", "*:faults>0"),
+    ]
+    .into_iter()
+    .map(|(name, t)| diff_site_limits::parse(name, t).expect("a valid site threshold"))
+    .collect();
+    let _ = diff::compare("old", &old, "new", &new, &thresholds, &sites, true);
 });

@@ -365,6 +365,38 @@ fn diff_shows_the_site_that_grew() {
     );
     let back = String::from_utf8_lossy(&out.stdout);
     assert!(!grown_lines(&back).contains_key("grow_brk"), "{back}");
+    // --fail-if-site: grow_brk grew by 32 MiB, grow_mmap not at all.
+    let fail_if_site = |name: &str, expr: &str| {
+        let out = run_tracer(
+            &[
+                "diff",
+                dir.join("small.json").to_str().unwrap(),
+                dir.join("large.json").to_str().unwrap(),
+                "--fail-if-site",
+                name,
+                expr,
+            ],
+            Duration::from_secs(30),
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), text)
+    };
+    let (code, text) = fail_if_site("grow_brk", "callsites:alloc_space>+30MiB");
+    assert_eq!(code, Some(123), "{text}");
+    let failed = text.lines().find(|l| l.starts_with("FAILED")).unwrap();
+    assert!(
+        failed.contains("--fail-if-site \"grow_brk\"") && failed.contains("alloc_space"),
+        "{failed}"
+    );
+    let (code, text) = fail_if_site("grow_brk", "alloc_space>+34MiB");
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = fail_if_site("grow_mmap", "alloc_space>+0");
+    assert_eq!(code, Some(0), "{text}");
+    // A name in neither report fails: a typo must not pass.
+    let (code, text) = fail_if_site("grow_bkr", "alloc_space>+1GiB");
+    assert_eq!(code, Some(123), "{text}");
+    let (code, _) = fail_if_site("grow_brk", "tree:alloc_space>1");
+    assert_eq!(code, Some(2), "tree is refused");
 }
 
 #[test]

@@ -3,28 +3,13 @@
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
+use super::diff_site_limits::{SiteThreshold, check as site_check};
+pub use super::growth::{Change, Growth, Scope, Violation};
+use super::growth::{format_change, parse_growth};
 use crate::{
-    output::figures::{self, Unit, show},
+    output::figures::{self, Unit},
     output::report::{ProcessReport, Report},
 };
-
-/// Which figures a threshold is about.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Scope {
-    Tree,
-    /// Processes with this comm (paired between the reports).
-    Comm(String),
-    /// Every paired process.
-    EveryProcess,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum Growth {
-    /// New exceeds old by more than this many units.
-    Absolute(u64),
-    /// New exceeds old by more than this percentage of old (any growth from 0 counts).
-    Percent(f64),
-}
 
 /// `--fail-if [SCOPE:]FIGURE>LIMIT`.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,29 +45,11 @@ pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
             "`{text}`: `{figure}` is a phase figure; diff compares report figures"
         ));
     }
-    let limit = limit.trim().trim_start_matches('+');
-    let growth = if let Some(percent) = limit.strip_suffix('%') {
-        let value: f64 = percent
-            .trim()
-            .parse()
-            .ok()
-            .filter(|v: &f64| v.is_finite() && *v >= 0.0)
-            .ok_or_else(|| format!("`{text}`: `{limit}` is not a percentage"))?;
-        Growth::Percent(value)
-    } else {
-        let value = match unit {
-            Unit::Bytes => crate::units::parse_size(limit).map_err(|e| format!("`{text}`: {e}"))?,
-            Unit::Count => limit
-                .parse()
-                .map_err(|_| format!("`{text}`: `{limit}` is not a whole number"))?,
-        };
-        Growth::Absolute(value)
-    };
     Ok(Threshold {
         text: text.to_string(),
         scope,
         figure: figure.to_string(),
-        growth,
+        growth: parse_growth(text, limit, unit)?,
     })
 }
 
@@ -139,31 +106,6 @@ pub fn pair<'a>(old: &'a Report, new: &'a Report) -> Pairing<'a> {
     }
 }
 
-/// One figure compared.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Change {
-    pub figure: String,
-    pub old: u64,
-    pub new: u64,
-}
-
-impl Change {
-    fn percent(&self) -> Option<f64> {
-        (self.old > 0).then(|| (self.new as f64 - self.old as f64) * 100.0 / self.old as f64)
-    }
-
-    fn exceeds(&self, growth: &Growth) -> bool {
-        let grown = self.new.saturating_sub(self.old);
-        match growth {
-            Growth::Absolute(limit) => grown > *limit,
-            Growth::Percent(limit) => match self.percent() {
-                Some(p) => p > *limit,
-                None => grown > 0,
-            },
-        }
-    }
-}
-
 fn changes(old: &BTreeMap<String, u64>, new: &BTreeMap<String, u64>) -> Vec<Change> {
     old.iter()
         .filter_map(|(figure, &o)| {
@@ -174,15 +116,6 @@ fn changes(old: &BTreeMap<String, u64>, new: &BTreeMap<String, u64>) -> Vec<Chan
             })
         })
         .collect()
-}
-
-/// A threshold exceeded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Violation {
-    pub threshold: String,
-    pub subject: String,
-    /// The change that exceeded it, or why it could not be checked.
-    pub detail: String,
 }
 
 pub struct Diff {
@@ -197,6 +130,7 @@ pub fn compare(
     new_name: &str,
     new: &Report,
     thresholds: &[Threshold],
+    site_thresholds: &[SiteThreshold],
     all: bool,
 ) -> Diff {
     let mut text = String::new();
@@ -233,13 +167,20 @@ pub fn compare(
                 check(t, &subject, &p.figures, &q.figures, &mut violations);
             }
         }
+        for t in site_thresholds.iter().filter(|t| t.applies_to(p)) {
+            site_check(t, &subject, (old, p), (new, q), &mut violations);
+        }
     }
-    for t in thresholds {
-        if let Scope::Comm(comm) = &t.scope
+    let scopes = thresholds
+        .iter()
+        .map(|t| (&t.scope, format!("--fail-if '{}'", t.text)))
+        .chain(site_thresholds.iter().map(|t| (&t.scope, t.text.clone())));
+    for (scope, threshold) in scopes {
+        if let Scope::Comm(comm) = scope
             && !pairs.iter().any(|(_, p, _)| &p.comm == comm)
         {
             violations.push(Violation {
-                threshold: t.text.clone(),
+                threshold,
                 subject: format!("process {comm}"),
                 detail: "no process with this comm in both reports".to_string(),
             });
@@ -258,17 +199,14 @@ pub fn compare(
             old.events.lost_total, new.events.lost_total
         );
     }
-    if thresholds.is_empty() {
+    let given = thresholds.len() + site_thresholds.len();
+    if given == 0 {
         let _ = writeln!(text, "no --fail-if thresholds given");
     } else if violations.is_empty() {
-        let _ = writeln!(text, "within every threshold ({})", thresholds.len());
+        let _ = writeln!(text, "within every threshold ({given})");
     } else {
         for v in &violations {
-            let _ = writeln!(
-                text,
-                "FAILED --fail-if '{}': {}: {}",
-                v.threshold, v.subject, v.detail
-            );
+            let _ = writeln!(text, "FAILED {}: {}: {}", v.threshold, v.subject, v.detail);
         }
     }
     Diff { text, violations }
@@ -300,28 +238,10 @@ fn check(
         (_, None) => format!("the new report has no figure `{}`", t.figure),
     };
     violations.push(Violation {
-        threshold: t.text.clone(),
+        threshold: format!("--fail-if '{}'", t.text),
         subject: subject.to_string(),
         detail,
     });
-}
-
-fn format_change(c: &Change, unit: Unit) -> String {
-    let delta = if c.new >= c.old {
-        format!("+{}", show(c.new - c.old, unit))
-    } else {
-        format!("-{}", show(c.old - c.new, unit))
-    };
-    let percent = match c.percent() {
-        _ if c.old == c.new => "unchanged".to_string(),
-        Some(p) => format!("{p:+.1}%"),
-        None => "new".to_string(),
-    };
-    format!(
-        "{} -> {} ({delta}, {percent})",
-        show(c.old, unit),
-        show(c.new, unit)
-    )
 }
 
 fn section(text: &mut String, subject: &str, changes: &[Change], all: bool) {
@@ -402,7 +322,7 @@ mod tests {
             parse_threshold("app:faults>5%").unwrap(),
             parse_threshold("tree:peak_heap>+1MiB").unwrap(),
         ];
-        let d = compare("a.json", &old, "b.json", &new, &thresholds, false);
+        let d = compare("a.json", &old, "b.json", &new, &thresholds, &[], false);
         assert_eq!(d.violations.len(), 2, "{}", d.text);
         assert_eq!(d.violations[0].subject, "tree");
         assert!(d.text.contains("process app (pid 1 -> 9):"), "{}", d.text);
@@ -415,7 +335,7 @@ mod tests {
         );
         let mut missing = new.clone();
         missing.processes[0].figures.remove("faults");
-        let d = compare("a", &old, "b", &missing, &thresholds[1..2], false);
+        let d = compare("a", &old, "b", &missing, &thresholds[1..2], &[], false);
         assert_eq!(d.violations.len(), 1);
         assert!(d.violations[0].detail.contains("no figure `faults`"));
         let d = compare(
@@ -424,6 +344,7 @@ mod tests {
             "b",
             &new,
             &[parse_threshold("db:faults>1%").unwrap()],
+            &[],
             false,
         );
         assert!(d.violations[0].detail.contains("no process with this comm"));
@@ -432,7 +353,7 @@ mod tests {
                 .unwrap_err()
                 .contains("tree:")
         );
-        let same = compare("a", &old, "b", &old, &thresholds, false);
+        let same = compare("a", &old, "b", &old, &thresholds, &[], false);
         assert!(same.violations.is_empty());
         assert!(same.text.contains("no change"));
     }
@@ -480,6 +401,7 @@ mod tests {
                 "b",
                 &new,
                 &[parse_threshold("*:peak_rss>10%").unwrap()],
+                &[],
                 false,
             );
             assert_eq!(d.violations.len(), 1, "{}", d.text);

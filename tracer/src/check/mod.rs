@@ -2,7 +2,9 @@
 //! parsing (`spec`) and evaluation work on text and a `Report`; the command writes the outcome.
 
 pub mod diff;
+pub mod diff_site_limits;
 pub mod diff_sites;
+pub mod growth;
 pub mod junit;
 pub mod sites;
 pub mod spec;

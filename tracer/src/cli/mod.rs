@@ -57,8 +57,9 @@ Processes are paired by comm, in pid order (the 2nd `cc` of OLD with the 2nd of 
 Examples:
   tracer diff main.json pr.json
   tracer diff main.json pr.json --fail-if 'peak_rss>10%' --fail-if 'myapp:peak_heap>+4MiB'
+  tracer diff main.json pr.json --fail-if-site parse_input 'myapp:inuse_space>+1MiB'
 Exit status: 0 within the thresholds, 123 a threshold exceeded, 2 unreadable report or bad
---fail-if.";
+--fail-if or --fail-if-site.";
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
@@ -75,6 +76,13 @@ pub struct DiffArgs {
     /// (`10%`), in bytes (`+4MiB`) or a count (`+100`). Repeat for several.
     #[arg(long = "fail-if", value_name = "EXPR")]
     pub fail_if: Vec<String>,
+
+    /// Fail (exit 123) when the call sites (`--stacks`) whose name contains NAME grew beyond a
+    /// limit: `[COMM:]FIGURE>LIMIT`, FIGURE one of alloc_space, alloc_objects, inuse_space,
+    /// inuse_objects, faults; every process unless a comm is given. A site left out of a
+    /// report's top sites (`--report-sites`) or in neither report fails. Repeat for several.
+    #[arg(long = "fail-if-site", num_args = 2, value_names = ["NAME", "EXPR"])]
+    pub fail_if_site: Vec<String>,
 
     /// Show unchanged figures too.
     #[arg(long)]

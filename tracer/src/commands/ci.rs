@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    check::diff,
     check::{self, CheckFile},
+    check::{diff, diff_site_limits},
     cli::exit::{EXIT_CHECK_FAILED, TracerError},
     cli::{CheckReportArgs, CommonArgs, DiffArgs},
     output::outfile,
@@ -204,6 +204,17 @@ pub fn diff(args: DiffArgs) -> Result<i32, TracerError> {
             diff::parse_threshold(t).map_err(|e| TracerError::BadInput(format!("--fail-if {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // clap gives the NAME EXPR pairs one after the other.
+    let site_thresholds = args
+        .fail_if_site
+        .chunks(2)
+        .map(|pair| match pair {
+            [name, expr] => diff_site_limits::parse(name, expr).map_err(TracerError::BadInput),
+            _ => Err(TracerError::BadInput(
+                "--fail-if-site takes NAME and EXPR".to_string(),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let old = read_report(&args.old)?;
     let new = read_report(&args.new)?;
     let result = diff::compare(
@@ -212,6 +223,7 @@ pub fn diff(args: DiffArgs) -> Result<i32, TracerError> {
         &args.new.display().to_string(),
         &new,
         &thresholds,
+        &site_thresholds,
         args.all,
     );
     print!("{}", result.text);
