@@ -108,6 +108,14 @@ pub fn section(text: &mut String, old: &ProcessReport, new: &ProcessReport) {
     if more > 0 {
         let _ = writeln!(text, "    ... and {more} more");
     }
+    if old.call_sites_omitted > 0 {
+        let _ = writeln!(
+            text,
+            "    (the old report left {} smaller sites out: a site it does not list counts from 0 \
+             here; --report-sites lists more)",
+            old.call_sites_omitted
+        );
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +158,15 @@ mod tests {
         section(&mut text, &old, &new);
         assert!(text.contains("b: alloc_space"), "{text}");
         assert!(text.contains("and 12 more"), "{text}");
+        assert!(!text.contains("left"), "{text}");
+        // A site the old report may have left out is said to count from 0.
+        let old = ProcessReport {
+            call_sites_omitted: 4,
+            ..old
+        };
+        let mut text = String::new();
+        section(&mut text, &old, &new);
+        assert!(text.contains("left 4 smaller sites out"), "{text}");
     }
 
     #[test]
