@@ -36,5 +36,7 @@ fuzz_target!(|data: &[u8]| {
     .into_iter()
     .map(|(name, t)| diff_site_limits::parse(name, t).expect("a valid site threshold"))
     .collect();
-    let _ = diff::compare("old", &old, "new", &new, &thresholds, &sites, true);
+    let comparison = diff::compare("old", &old, "new", &new, &thresholds, &sites);
+    let _ = comparison.text(true);
+    serde_json::to_string(&comparison).expect("a comparison renders as JSON");
 });

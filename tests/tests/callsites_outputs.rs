@@ -397,6 +397,49 @@ fn diff_shows_the_site_that_grew() {
     assert_eq!(code, Some(123), "{text}");
     let (code, _) = fail_if_site("grow_brk", "tree:alloc_space>1");
     assert_eq!(code, Some(2), "tree is refused");
+    // The same comparison as JSON, with the same verdict.
+    let out = run_tracer(
+        &[
+            "diff",
+            "--json",
+            dir.join("small.json").to_str().unwrap(),
+            dir.join("large.json").to_str().unwrap(),
+            "--fail-if-site",
+            "grow_brk",
+            "alloc_space>+30MiB",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(123));
+    let json: Value = serde_json::from_slice(&out.stdout).expect("tracer diff --json is JSON");
+    let pair = json["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["key"] == "callsites")
+        .unwrap_or_else(|| panic!("{json:#}"));
+    let first = &pair["call_sites"]["grown"][0];
+    assert_eq!(first["site"], "grow_brk", "{json:#}");
+    assert_eq!(
+        first["old_alloc"].as_u64(),
+        Some(figure(&small, "grow_brk", "alloc_space"))
+    );
+    assert_eq!(
+        first["new_inuse"].as_u64(),
+        Some(figure(&large, "grow_brk", "inuse_space"))
+    );
+    let heap = pair["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["figure"] == "peak_heap")
+        .unwrap_or_else(|| panic!("{json:#}"));
+    assert_eq!(
+        heap["new"].as_u64(),
+        workload_process(&large)["figures"]["peak_heap"].as_u64()
+    );
+    assert_eq!(json["violations"].as_array().unwrap().len(), 1, "{json:#}");
+    assert_eq!(json["thresholds"], 1);
 }
 
 #[test]

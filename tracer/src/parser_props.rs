@@ -104,7 +104,7 @@ proptest! {
             let _ = crate::check::evaluate(&file, &report);
         }
         if let Ok(report) = crate::output::report::parse(&text) {
-            let _ = crate::check::diff::compare("a", &report, "b", &report, &[], &[], true);
+            let _ = crate::check::diff::compare("a", &report, "b", &report, &[], &[]).text(true);
         }
     }
 }

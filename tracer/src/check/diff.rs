@@ -1,9 +1,13 @@
 //! `tracer diff OLD NEW`: what grew between two reports (say main's and a pull request's), and
-//! thresholds (`--fail-if`) that fail the job. Pure: reports in, text and verdicts out.
+//! thresholds (`--fail-if`, `--fail-if-site`) that fail the job. Pure: reports in, a
+//! comparison out (text or JSON).
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
+use serde::Serialize;
+
 use super::diff_site_limits::{SiteThreshold, check as site_check};
+use super::diff_sites::{SitesGrown, sites_grown};
 pub use super::growth::{Change, Growth, Scope, Violation};
 use super::growth::{format_change, parse_growth};
 use crate::{
@@ -57,8 +61,8 @@ pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
 pub struct Pairing<'a> {
     /// Key (comm, `comm#n` for the n-th), old and new process.
     pub pairs: Vec<(String, &'a ProcessReport, &'a ProcessReport)>,
-    pub only_old: Vec<String>,
-    pub only_new: Vec<String>,
+    pub only_old: Vec<Unpaired>,
+    pub only_new: Vec<Unpaired>,
 }
 
 /// Processes of the two reports paired by comm and order of pid (the n-th `cc1` of the old run
@@ -91,13 +95,19 @@ pub fn pair<'a>(old: &'a Report, new: &'a Report) -> Pairing<'a> {
     for (key, p) in &old_keyed {
         match new_keyed.get(key) {
             Some(q) => pairs.push((show(key), *p, *q)),
-            None => only_old.push(format!("{} (pid {})", show(key), p.pid)),
+            None => only_old.push(Unpaired {
+                key: show(key),
+                pid: p.pid,
+            }),
         }
     }
     let only_new = new_keyed
         .iter()
         .filter(|(k, _)| !old_keyed.contains_key(*k))
-        .map(|(k, p)| format!("{} (pid {})", show(k), p.pid))
+        .map(|(k, p)| Unpaired {
+            key: show(k),
+            pid: p.pid,
+        })
         .collect();
     Pairing {
         pairs,
@@ -118,12 +128,48 @@ fn changes(old: &BTreeMap<String, u64>, new: &BTreeMap<String, u64>) -> Vec<Chan
         .collect()
 }
 
-pub struct Diff {
-    pub text: String,
+/// Two reports compared: every figure of the tree and of each pair of processes, the sites
+/// that grew, and the thresholds exceeded. `text` renders it for people, serde as JSON
+/// (`tracer diff --json`, docs/ci.md).
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub old: String,
+    pub new: String,
+    pub tree: Vec<Change>,
+    pub processes: Vec<ProcessComparison>,
+    pub only_old: Vec<Unpaired>,
+    pub only_new: Vec<Unpaired>,
+    pub events_lost: EventsLost,
+    /// Thresholds given (`--fail-if` and `--fail-if-site`).
+    pub thresholds: usize,
     pub violations: Vec<Violation>,
 }
 
-/// Compares two reports; `all` shows unchanged figures too.
+/// A pair of processes: `key` is the comm, `comm#n` for the n-th of that comm.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessComparison {
+    pub key: String,
+    pub old_pid: u32,
+    pub new_pid: u32,
+    pub figures: Vec<Change>,
+    /// `None` when neither report has call sites.
+    pub call_sites: Option<SitesGrown>,
+}
+
+/// A process of one report only.
+#[derive(Clone, Debug, Serialize)]
+pub struct Unpaired {
+    pub key: String,
+    pub pid: u32,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct EventsLost {
+    pub old: u64,
+    pub new: u64,
+}
+
+/// Compares two reports under the thresholds.
 pub fn compare(
     old_name: &str,
     old: &Report,
@@ -131,13 +177,8 @@ pub fn compare(
     new: &Report,
     thresholds: &[Threshold],
     site_thresholds: &[SiteThreshold],
-    all: bool,
-) -> Diff {
-    let mut text = String::new();
-    let _ = writeln!(text, "tracer diff: {old_name} -> {new_name}");
+) -> Comparison {
     let mut violations = Vec::new();
-    let tree = changes(&old.totals.figures, &new.totals.figures);
-    section(&mut text, "tree", &tree, all);
     for t in thresholds.iter().filter(|t| t.scope == Scope::Tree) {
         check(
             t,
@@ -152,11 +193,9 @@ pub fn compare(
         only_old,
         only_new,
     } = pair(old, new);
+    let mut processes = Vec::new();
     for (key, p, q) in &pairs {
         let subject = format!("process {key} (pid {} -> {})", p.pid, q.pid);
-        let figures = changes(&p.figures, &q.figures);
-        section(&mut text, &subject, &figures, all);
-        super::diff_sites::section(&mut text, p, q);
         for t in thresholds {
             let applies = match &t.scope {
                 Scope::Tree => false,
@@ -170,6 +209,13 @@ pub fn compare(
         for t in site_thresholds.iter().filter(|t| t.applies_to(p)) {
             site_check(t, &subject, (old, p), (new, q), &mut violations);
         }
+        processes.push(ProcessComparison {
+            key: key.clone(),
+            old_pid: p.pid,
+            new_pid: q.pid,
+            figures: changes(&p.figures, &q.figures),
+            call_sites: sites_grown(p, q),
+        });
     }
     let scopes = thresholds
         .iter()
@@ -186,30 +232,66 @@ pub fn compare(
             });
         }
     }
-    if !only_old.is_empty() {
-        let _ = writeln!(text, "only in {old_name}: {}", only_old.join(", "));
+    Comparison {
+        old: old_name.to_string(),
+        new: new_name.to_string(),
+        tree: changes(&old.totals.figures, &new.totals.figures),
+        processes,
+        only_old,
+        only_new,
+        events_lost: EventsLost {
+            old: old.events.lost_total,
+            new: new.events.lost_total,
+        },
+        thresholds: thresholds.len() + site_thresholds.len(),
+        violations,
     }
-    if !only_new.is_empty() {
-        let _ = writeln!(text, "only in {new_name}: {}", only_new.join(", "));
-    }
-    if new.events.lost_total > 0 || old.events.lost_total > 0 {
-        let _ = writeln!(
-            text,
-            "WARNING: events were lost (old {}, new {}): the figures are incomplete",
-            old.events.lost_total, new.events.lost_total
-        );
-    }
-    let given = thresholds.len() + site_thresholds.len();
-    if given == 0 {
-        let _ = writeln!(text, "no --fail-if thresholds given");
-    } else if violations.is_empty() {
-        let _ = writeln!(text, "within every threshold ({given})");
-    } else {
-        for v in &violations {
-            let _ = writeln!(text, "FAILED {}: {}: {}", v.threshold, v.subject, v.detail);
+}
+
+impl Comparison {
+    /// The comparison for people; `all` shows unchanged figures too.
+    pub fn text(&self, all: bool) -> String {
+        let mut text = String::new();
+        let _ = writeln!(text, "tracer diff: {} -> {}", self.old, self.new);
+        section(&mut text, "tree", &self.tree, all);
+        for p in &self.processes {
+            let subject = format!("process {} (pid {} -> {})", p.key, p.old_pid, p.new_pid);
+            section(&mut text, &subject, &p.figures, all);
+            if let Some(sites) = &p.call_sites {
+                super::diff_sites::section(&mut text, sites);
+            }
         }
+        let unpaired = |list: &[Unpaired]| {
+            list.iter()
+                .map(|u| format!("{} (pid {})", u.key, u.pid))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !self.only_old.is_empty() {
+            let _ = writeln!(text, "only in {}: {}", self.old, unpaired(&self.only_old));
+        }
+        if !self.only_new.is_empty() {
+            let _ = writeln!(text, "only in {}: {}", self.new, unpaired(&self.only_new));
+        }
+        let lost = self.events_lost;
+        if lost.old > 0 || lost.new > 0 {
+            let _ = writeln!(
+                text,
+                "WARNING: events were lost (old {}, new {}): the figures are incomplete",
+                lost.old, lost.new
+            );
+        }
+        if self.thresholds == 0 {
+            let _ = writeln!(text, "no --fail-if thresholds given");
+        } else if self.violations.is_empty() {
+            let _ = writeln!(text, "within every threshold ({})", self.thresholds);
+        } else {
+            for v in &self.violations {
+                let _ = writeln!(text, "FAILED {}: {}: {}", v.threshold, v.subject, v.detail);
+            }
+        }
+        text
     }
-    Diff { text, violations }
 }
 
 /// Checks one threshold on one subject; a figure missing from either report is a violation
@@ -322,20 +404,25 @@ mod tests {
             parse_threshold("app:faults>5%").unwrap(),
             parse_threshold("tree:peak_heap>+1MiB").unwrap(),
         ];
-        let d = compare("a.json", &old, "b.json", &new, &thresholds, &[], false);
-        assert_eq!(d.violations.len(), 2, "{}", d.text);
+        let d = compare("a.json", &old, "b.json", &new, &thresholds, &[]);
+        assert_eq!(d.violations.len(), 2, "{}", d.text(false));
         assert_eq!(d.violations[0].subject, "tree");
-        assert!(d.text.contains("process app (pid 1 -> 9):"), "{}", d.text);
-        assert!(d.text.contains("peak_heap"), "{}", d.text);
-        assert!(d.text.contains("+200.0%"), "{}", d.text);
         assert!(
-            d.text.contains("FAILED --fail-if 'app:peak_heap>50%'"),
+            d.text(false).contains("process app (pid 1 -> 9):"),
             "{}",
-            d.text
+            d.text(false)
+        );
+        assert!(d.text(false).contains("peak_heap"), "{}", d.text(false));
+        assert!(d.text(false).contains("+200.0%"), "{}", d.text(false));
+        assert!(
+            d.text(false)
+                .contains("FAILED --fail-if 'app:peak_heap>50%'"),
+            "{}",
+            d.text(false)
         );
         let mut missing = new.clone();
         missing.processes[0].figures.remove("faults");
-        let d = compare("a", &old, "b", &missing, &thresholds[1..2], &[], false);
+        let d = compare("a", &old, "b", &missing, &thresholds[1..2], &[]);
         assert_eq!(d.violations.len(), 1);
         assert!(d.violations[0].detail.contains("no figure `faults`"));
         let d = compare(
@@ -345,7 +432,6 @@ mod tests {
             &new,
             &[parse_threshold("db:faults>1%").unwrap()],
             &[],
-            false,
         );
         assert!(d.violations[0].detail.contains("no process with this comm"));
         assert!(
@@ -353,9 +439,9 @@ mod tests {
                 .unwrap_err()
                 .contains("tree:")
         );
-        let same = compare("a", &old, "b", &old, &thresholds, &[], false);
+        let same = compare("a", &old, "b", &old, &thresholds, &[]);
         assert!(same.violations.is_empty());
-        assert!(same.text.contains("no change"));
+        assert!(same.text(false).contains("no change"));
     }
 
     #[test]
@@ -376,7 +462,8 @@ mod tests {
             .map(|(k, p, q)| (k.as_str(), p.pid, q.pid))
             .collect();
         assert_eq!(keys, vec![("cc", 1, 5), ("cc#2", 2, 7)]);
-        assert_eq!(only_old, vec!["ld (pid 3)"]);
+        let only_old: Vec<(&str, u32)> = only_old.iter().map(|u| (u.key.as_str(), u.pid)).collect();
+        assert_eq!(only_old, vec![("ld", 3)]);
         assert!(only_new.is_empty());
     }
 
@@ -402,15 +489,14 @@ mod tests {
                 &new,
                 &[parse_threshold("*:peak_rss>10%").unwrap()],
                 &[],
-                false,
             );
-            assert_eq!(d.violations.len(), 1, "{}", d.text);
+            assert_eq!(d.violations.len(), 1, "{}", d.text(false));
             assert!(
                 d.violations[0]
                     .subject
                     .contains(&format!("pid {literal_pid} ->")),
                 "{}",
-                d.text
+                d.text(false)
             );
         }
     }

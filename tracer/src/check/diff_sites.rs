@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use serde::Serialize;
+
 use crate::output::figures::{Unit, show};
 use crate::output::report::{CallSiteReport, ProcessReport};
 
@@ -11,7 +13,7 @@ use crate::output::report::{CallSiteReport, ProcessReport};
 pub const MAX_GROWN_SITES: usize = 10;
 
 /// One site in both reports (a site absent from the old one counts from zero).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SiteChange {
     pub site: String,
     pub old_alloc: u64,
@@ -80,19 +82,38 @@ fn signed(old: u64, new: u64) -> String {
     }
 }
 
-/// The grown sites of a pair of processes, under its section; nothing when neither report
-/// has call sites.
-pub fn section(text: &mut String, old: &ProcessReport, new: &ProcessReport) {
+/// The call sites that grew in a pair of processes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SitesGrown {
+    /// At most `MAX_GROWN_SITES`, the largest growth of `alloc_space` first.
+    pub grown: Vec<SiteChange>,
+    /// How many more grew.
+    pub more: usize,
+    /// Sites the old report left out of its top N: such a site counts from 0 here.
+    pub old_omitted: u64,
+}
+
+/// The sites that grew from `old` to `new`; `None` when neither report has call sites.
+pub fn sites_grown(old: &ProcessReport, new: &ProcessReport) -> Option<SitesGrown> {
     if old.call_sites.is_empty() && new.call_sites.is_empty() {
-        return;
+        return None;
     }
-    let (list, more) = grown(old, new);
-    if list.is_empty() {
+    let (grown, more) = grown(old, new);
+    Some(SitesGrown {
+        grown,
+        more,
+        old_omitted: old.call_sites_omitted,
+    })
+}
+
+/// The grown sites of a pair of processes, under its section.
+pub fn section(text: &mut String, sites: &SitesGrown) {
+    if sites.grown.is_empty() {
         let _ = writeln!(text, "  call sites: none grew");
         return;
     }
     let _ = writeln!(text, "  call sites that grew (alloc_space, inuse_space):");
-    for c in &list {
+    for c in &sites.grown {
         let _ = writeln!(
             text,
             "    {}: alloc_space {} -> {} ({}), inuse_space {} -> {} ({})",
@@ -105,15 +126,15 @@ pub fn section(text: &mut String, old: &ProcessReport, new: &ProcessReport) {
             signed(c.old_inuse, c.new_inuse),
         );
     }
-    if more > 0 {
-        let _ = writeln!(text, "    ... and {more} more");
+    if sites.more > 0 {
+        let _ = writeln!(text, "    ... and {} more", sites.more);
     }
-    if old.call_sites_omitted > 0 {
+    if sites.old_omitted > 0 {
         let _ = writeln!(
             text,
             "    (the old report left {} smaller sites out: a site it does not list counts from 0 \
              here; --report-sites lists more)",
-            old.call_sites_omitted
+            sites.old_omitted
         );
     }
 }
@@ -155,7 +176,7 @@ mod tests {
         assert_eq!(list.len(), MAX_GROWN_SITES);
         assert_eq!(more, 22 - MAX_GROWN_SITES);
         let mut text = String::new();
-        section(&mut text, &old, &new);
+        section(&mut text, &sites_grown(&old, &new).unwrap());
         assert!(text.contains("b: alloc_space"), "{text}");
         assert!(text.contains("and 12 more"), "{text}");
         assert!(!text.contains("left"), "{text}");
@@ -165,7 +186,7 @@ mod tests {
             ..old
         };
         let mut text = String::new();
-        section(&mut text, &old, &new);
+        section(&mut text, &sites_grown(&old, &new).unwrap());
         assert!(text.contains("left 4 smaller sites out"), "{text}");
     }
 
@@ -174,7 +195,7 @@ mod tests {
         let old = process(vec![]);
         let new = process(vec![site("evil\nFAILED --fail-if", 1, 1)]);
         let mut text = String::new();
-        section(&mut text, &old, &new);
+        section(&mut text, &sites_grown(&old, &new).unwrap());
         assert_eq!(text.lines().count(), 2, "{text}");
     }
 }

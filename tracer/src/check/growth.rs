@@ -2,6 +2,8 @@
 //! (`--fail-if`, `--fail-if-site`): shared by the figure and the call-site thresholds of
 //! `tracer diff`. Pure.
 
+use serde::Serialize;
+
 use crate::output::figures::{Unit, show};
 
 /// Which figures a threshold is about.
@@ -45,7 +47,7 @@ pub fn parse_growth(text: &str, limit: &str, unit: Unit) -> Result<Growth, Strin
 }
 
 /// One figure compared.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Change {
     pub figure: String,
     pub old: u64,
@@ -70,7 +72,7 @@ impl Change {
 }
 
 /// A threshold exceeded.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Violation {
     /// The option and its value(s) as given, e.g. `--fail-if 'peak_rss>10%'`.
     pub threshold: String,

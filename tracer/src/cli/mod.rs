@@ -58,6 +58,7 @@ Examples:
   tracer diff main.json pr.json
   tracer diff main.json pr.json --fail-if 'peak_rss>10%' --fail-if 'myapp:peak_heap>+4MiB'
   tracer diff main.json pr.json --fail-if-site parse_input 'myapp:inuse_space>+1MiB'
+  tracer diff main.json pr.json --json | jq '.violations'
 Exit status: 0 within the thresholds, 123 a threshold exceeded, 2 unreadable report or bad
 --fail-if or --fail-if-site.";
 
@@ -87,6 +88,11 @@ pub struct DiffArgs {
     /// Show unchanged figures too.
     #[arg(long)]
     pub all: bool,
+
+    /// Print the comparison as JSON (every figure, changed or not; the schema is in
+    /// docs/ci.md) instead of text. The exit status is the same.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

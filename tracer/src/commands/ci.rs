@@ -224,9 +224,15 @@ pub fn diff(args: DiffArgs) -> Result<i32, TracerError> {
         &new,
         &thresholds,
         &site_thresholds,
-        args.all,
     );
-    print!("{}", result.text);
+    if args.json {
+        let json = serde_json::to_string_pretty(&result).map_err(|e| {
+            TracerError::BadInput(format!("cannot render the comparison as JSON: {e}"))
+        })?;
+        println!("{json}");
+    } else {
+        print!("{}", result.text(args.all));
+    }
     Ok(if result.violations.is_empty() {
         0
     } else {
