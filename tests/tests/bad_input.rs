@@ -220,6 +220,12 @@ fn usage_errors_exit_with_2() {
         EXIT_USAGE,
         "power of two",
     );
+    // An option of the call sites without them is refused before CMD starts.
+    expect(
+        &["run", "--report-sites", "50", "--", "true"],
+        EXIT_USAGE,
+        "--report-sites sets how many call sites the report lists: add --stacks",
+    );
 }
 
 #[test]

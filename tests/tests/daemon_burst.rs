@@ -13,7 +13,7 @@ use tests::{Daemon, kernel_available, scratch};
 /// The host's own processes get theirs on top (`host_comms`), so that a busy host leaves the
 /// burst room to fold as on a quiet one.
 const GROUPS: usize = 40;
-/// Distinct comms in the burst.
+/// Distinct comms in the burst (plus the host's, see `host_comms`).
 const COMMS: usize = 300;
 /// Processes in the burst.
 const BURST: usize = 1000;
@@ -94,12 +94,15 @@ fn a_burst_of_short_lived_processes_leaves_series_and_memory_where_they_were() {
         return;
     }
     let dir = scratch("burst");
+    // The host's comms get places on top of the burst's, and the burst as many more comms:
+    // the burst always has far more comms than places.
+    let host = host_comms();
+    let (groups, comms) = (GROUPS + host, COMMS + host);
     // Distinct comms: a process's comm is the name of the file it executed.
-    for i in 0..COMMS {
+    for i in 0..comms {
         std::os::unix::fs::symlink("/bin/true", dir.join(format!("b{i}"))).unwrap();
     }
     // --group-by is left out on purpose: `attach --all` groups by comm by default.
-    let groups = GROUPS + host_comms();
     let groups_arg = groups.to_string();
     let daemon = Daemon::start(&[
         "attach",
@@ -157,7 +160,7 @@ fn a_burst_of_short_lived_processes_leaves_series_and_memory_where_they_were() {
             // so the new ones of the second half must take their places (a fold each).
             std::thread::sleep(Duration::from_millis(3500));
         }
-        let status = Command::new(dir.join(format!("b{}", i % COMMS)))
+        let status = Command::new(dir.join(format!("b{}", i % comms)))
             .status()
             .unwrap();
         assert!(status.success());
@@ -192,11 +195,11 @@ fn a_burst_of_short_lived_processes_leaves_series_and_memory_where_they_were() {
     }
     assert!(
         last.folded > 0,
-        "{COMMS} comms through {groups} places must fold some"
+        "{comms} comms through {groups} places must fold some"
     );
     assert!(last.comms.contains("(other processes)"), "{:?}", last.comms);
     println!(
-        "daemon RSS: {before} KiB at rest, {after_burst} KiB after {BURST} processes of {COMMS} \
+        "daemon RSS: {before} KiB at rest, {after_burst} KiB after {BURST} processes of {comms} \
          comms, {settled} KiB at the lowest after the grace period ({:+.1} %); per-comm series at most \
          {max_series} (budget {budget}) over {scrapes} scrapes; {} comms folded",
         (settled as f64 / before as f64 - 1.0) * 100.0,

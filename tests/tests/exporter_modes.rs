@@ -220,21 +220,31 @@ fn all_traces_everything_but_the_excluded_comms() {
     let after_dash = scratch("all-after-dash").join("after_dash");
     std::os::unix::fs::symlink(workload("touch_pages"), &after_dash).unwrap();
     let script = format!("{} 3; true", after_dash.display());
-    let status = Command::new("/usr/bin/dash")
+    let mut dash = Command::new("/usr/bin/dash")
         .args(["-c", &script])
-        .status()
+        .spawn()
         .unwrap();
-    assert!(status.success());
+    let dash_pid = u64::from(dash.id());
+    assert!(dash.wait().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let processes = daemon.get_json("/api/v1/processes");
         let list = processes["processes"].as_array().unwrap();
-        if list.iter().any(|p| p["comm"] == "after_dash") {
+        if let Some(traced) = list.iter().find(|p| p["comm"] == "after_dash") {
+            // Traced from its exec: not `untraced`, its own mmap calls counted.
+            assert_ne!(traced["state"], "untraced", "{traced}");
             assert!(
-                !list
-                    .iter()
-                    .any(|p| p["comm"] == "dash" && p["state"] == "running")
+                traced["syscalls"]["mmap"]["calls"].as_u64() >= Some(1),
+                "{traced}"
             );
+            // The dash between them (forked by this traced test) stopped being traced at its
+            // exec: listed as such, none of its calls counted.
+            let dash = list
+                .iter()
+                .find(|p| p["pid"] == dash_pid)
+                .unwrap_or_else(|| panic!("dash {dash_pid} not listed: {processes}"));
+            assert_eq!(dash["state"], "untraced", "{dash}");
+            assert_eq!(dash["syscalls"]["mmap"]["calls"], 0, "{dash}");
             break;
         }
         assert!(

@@ -266,7 +266,6 @@ fn attach_keeps_untraced_syscalls_free() {
     assert!(daemon.wait(LIMIT).status.success());
 }
 
-/// A stopped target left behind by a failed assertion would never exit.
 /// Whether the tracer can probe syscalls with kprobes here: the kernel has them (the `kprobe`
 /// perf PMU, `CONFIG_KPROBES`) and the probes know the architecture.
 fn kprobes_here() -> bool {

@@ -194,6 +194,8 @@ pub fn compare(
         only_new,
     } = pair(old, new);
     let mut processes = Vec::new();
+    // Per site threshold: whether some pair it applies to has a site of its name.
+    let mut site_found = vec![false; site_thresholds.len()];
     for (key, p, q) in &pairs {
         let subject = format!("process {key} (pid {} -> {})", p.pid, q.pid);
         for t in thresholds {
@@ -206,8 +208,10 @@ pub fn compare(
                 check(t, &subject, &p.figures, &q.figures, &mut violations);
             }
         }
-        for t in site_thresholds.iter().filter(|t| t.applies_to(p)) {
-            site_check(t, &subject, (old, p), (new, q), &mut violations);
+        for (t, found) in site_thresholds.iter().zip(&mut site_found) {
+            if t.applies_to(p) && site_check(t, &subject, (old, p), (new, q), &mut violations) {
+                *found = true;
+            }
         }
         processes.push(ProcessComparison {
             key: key.clone(),
@@ -221,16 +225,37 @@ pub fn compare(
         .iter()
         .map(|t| (&t.scope, format!("--fail-if '{}'", t.text)))
         .chain(site_thresholds.iter().map(|t| (&t.scope, t.text.clone())));
+    // A threshold that judged nothing fails: it would pass every pull request.
     for (scope, threshold) in scopes {
-        if let Scope::Comm(comm) = scope
-            && !pairs.iter().any(|(_, p, _)| &p.comm == comm)
-        {
-            violations.push(Violation {
-                threshold,
-                subject: format!("process {comm}"),
-                detail: "no process with this comm in both reports".to_string(),
-            });
-        }
+        let (subject, detail) = match scope {
+            Scope::Comm(comm) if !pairs.iter().any(|(_, p, _)| &p.comm == comm) => (
+                format!("process {comm}"),
+                "no process with this comm in both reports",
+            ),
+            Scope::EveryProcess if pairs.is_empty() => {
+                ("processes".to_string(), "no process in both reports")
+            }
+            _ => continue,
+        };
+        violations.push(Violation {
+            threshold,
+            subject,
+            detail: detail.to_string(),
+        });
+    }
+    for (t, _) in site_thresholds
+        .iter()
+        .zip(&site_found)
+        .filter(|(t, found)| !**found && pairs.iter().any(|(_, p, _)| t.applies_to(p)))
+    {
+        violations.push(Violation {
+            threshold: t.text.clone(),
+            subject: "call sites".to_string(),
+            detail: format!(
+                "no call site named {:?} in the processes it applies to, in either report",
+                t.site
+            ),
+        });
     }
     Comparison {
         old: old_name.to_string(),
@@ -255,7 +280,12 @@ impl Comparison {
         let _ = writeln!(text, "tracer diff: {} -> {}", self.old, self.new);
         section(&mut text, "tree", &self.tree, all);
         for p in &self.processes {
-            let subject = format!("process {} (pid {} -> {})", p.key, p.old_pid, p.new_pid);
+            let subject = format!(
+                "process {} (pid {} -> {})",
+                shown_name(&p.key),
+                p.old_pid,
+                p.new_pid
+            );
             section(&mut text, &subject, &p.figures, all);
             if let Some(sites) = &p.call_sites {
                 super::diff_sites::section(&mut text, sites);
@@ -263,7 +293,7 @@ impl Comparison {
         }
         let unpaired = |list: &[Unpaired]| {
             list.iter()
-                .map(|u| format!("{} (pid {})", u.key, u.pid))
+                .map(|u| format!("{} (pid {})", shown_name(&u.key), u.pid))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -287,11 +317,34 @@ impl Comparison {
             let _ = writeln!(text, "within every threshold ({})", self.thresholds);
         } else {
             for v in &self.violations {
-                let _ = writeln!(text, "FAILED {}: {}: {}", v.threshold, v.subject, v.detail);
+                let _ = writeln!(
+                    text,
+                    "FAILED {}: {}: {}",
+                    v.threshold,
+                    shown_name(&v.subject),
+                    v.detail
+                );
             }
         }
         text
     }
+}
+
+/// Longest comm, pairing key or figure name shown in the text (a report may hold anything).
+const SHOWN: usize = 256;
+
+/// A name from a report as the text shows it: control characters escaped (a report must not
+/// forge or erase lines of a CI log), cut to `SHOWN` characters. JSON escapes by itself.
+fn shown_name(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars().take(SHOWN) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Checks one threshold on one subject; a figure missing from either report is a violation
@@ -344,160 +397,14 @@ fn section(text: &mut String, subject: &str, changes: &[Change], all: bool) {
     });
     for c in shown {
         let unit = figures::unit_of(&c.figure).unwrap_or(Unit::Count);
-        let _ = writeln!(text, "  {:<26} {}", c.figure, format_change(c, unit));
+        let _ = writeln!(
+            text,
+            "  {:<26} {}",
+            shown_name(&c.figure),
+            format_change(c, unit)
+        );
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::check::tests::{process, report};
-
-    #[test]
-    fn thresholds_parse() {
-        let t = parse_threshold("peak_rss>10%").unwrap();
-        assert_eq!((t.scope, t.growth), (Scope::Tree, Growth::Percent(10.0)));
-        let t = parse_threshold("alloc:peak_heap > +4MiB").unwrap();
-        assert_eq!(t.scope, Scope::Comm("alloc".into()));
-        assert_eq!(t.growth, Growth::Absolute(4 << 20));
-        let t = parse_threshold("*:mmap_calls>0").unwrap();
-        assert_eq!(
-            (t.scope, t.growth),
-            (Scope::EveryProcess, Growth::Absolute(0))
-        );
-        assert!(
-            parse_threshold("peak_rs>1")
-                .unwrap_err()
-                .contains("unknown figure")
-        );
-        assert!(
-            parse_threshold("peak_rss")
-                .unwrap_err()
-                .contains("FIGURE>LIMIT")
-        );
-        assert!(
-            parse_threshold("peak_rss>4Mib")
-                .unwrap_err()
-                .contains("unknown unit")
-        );
-        assert!(
-            parse_threshold("faults>1.5")
-                .unwrap_err()
-                .contains("whole number")
-        );
-    }
-
-    #[test]
-    fn growth_beyond_a_threshold_is_flagged() {
-        let old = report(vec![process(
-            1,
-            "app",
-            &[("peak_heap", 1 << 20), ("faults", 100)],
-        )]);
-        let new = report(vec![process(
-            9,
-            "app",
-            &[("peak_heap", 3 << 20), ("faults", 101)],
-        )]);
-        let thresholds = [
-            parse_threshold("app:peak_heap>50%").unwrap(),
-            parse_threshold("app:faults>5%").unwrap(),
-            parse_threshold("tree:peak_heap>+1MiB").unwrap(),
-        ];
-        let d = compare("a.json", &old, "b.json", &new, &thresholds, &[]);
-        assert_eq!(d.violations.len(), 2, "{}", d.text(false));
-        assert_eq!(d.violations[0].subject, "tree");
-        assert!(
-            d.text(false).contains("process app (pid 1 -> 9):"),
-            "{}",
-            d.text(false)
-        );
-        assert!(d.text(false).contains("peak_heap"), "{}", d.text(false));
-        assert!(d.text(false).contains("+200.0%"), "{}", d.text(false));
-        assert!(
-            d.text(false)
-                .contains("FAILED --fail-if 'app:peak_heap>50%'"),
-            "{}",
-            d.text(false)
-        );
-        let mut missing = new.clone();
-        missing.processes[0].figures.remove("faults");
-        let d = compare("a", &old, "b", &missing, &thresholds[1..2], &[]);
-        assert_eq!(d.violations.len(), 1);
-        assert!(d.violations[0].detail.contains("no figure `faults`"));
-        let d = compare(
-            "a",
-            &old,
-            "b",
-            &new,
-            &[parse_threshold("db:faults>1%").unwrap()],
-            &[],
-        );
-        assert!(d.violations[0].detail.contains("no process with this comm"));
-        assert!(
-            parse_threshold("app:events_lost>0")
-                .unwrap_err()
-                .contains("tree:")
-        );
-        let same = compare("a", &old, "b", &old, &thresholds, &[]);
-        assert!(same.violations.is_empty());
-        assert!(same.text(false).contains("no change"));
-    }
-
-    #[test]
-    fn processes_pair_by_comm_and_order() {
-        let old = report(vec![
-            process(1, "cc", &[]),
-            process(2, "cc", &[]),
-            process(3, "ld", &[]),
-        ]);
-        let new = report(vec![process(7, "cc", &[]), process(5, "cc", &[])]);
-        let Pairing {
-            pairs,
-            only_old,
-            only_new,
-        } = pair(&old, &new);
-        let keys: Vec<(&str, u32, u32)> = pairs
-            .iter()
-            .map(|(k, p, q)| (k.as_str(), p.pid, q.pid))
-            .collect();
-        assert_eq!(keys, vec![("cc", 1, 5), ("cc#2", 2, 7)]);
-        let only_old: Vec<(&str, u32)> = only_old.iter().map(|u| (u.key.as_str(), u.pid)).collect();
-        assert_eq!(only_old, vec![("ld", 3)]);
-        assert!(only_new.is_empty());
-    }
-
-    /// A process literally named `cc#2` is not confused with the second `cc`: its regression
-    /// is caught whatever the pid order.
-    #[test]
-    fn a_comm_that_looks_like_a_pairing_key_keeps_its_own_figures() {
-        for literal_pid in [2, 4] {
-            let reports = |peak: u64| {
-                report(vec![
-                    process(1, "cc", &[("peak_rss", 100)]),
-                    process(literal_pid, "cc#2", &[("peak_rss", peak)]),
-                    process(3, "cc", &[("peak_rss", 100)]),
-                ])
-            };
-            let (old, new) = (reports(100), reports(1_000_000_000));
-            let pairing = pair(&old, &new);
-            assert_eq!(pairing.pairs.len(), 3);
-            let d = compare(
-                "a",
-                &old,
-                "b",
-                &new,
-                &[parse_threshold("*:peak_rss>10%").unwrap()],
-                &[],
-            );
-            assert_eq!(d.violations.len(), 1, "{}", d.text(false));
-            assert!(
-                d.violations[0]
-                    .subject
-                    .contains(&format!("pid {literal_pid} ->")),
-                "{}",
-                d.text(false)
-            );
-        }
-    }
-}
+mod tests;

@@ -2,11 +2,13 @@
 //! between two reports, per pair of processes. The sites measured are those whose name
 //! contains NAME, summed, as in a check file's `[process.sites.NAME]`. Pure.
 
+use std::collections::BTreeMap;
+
 use crate::output::figures::Unit;
 use crate::output::report::{ProcessReport, Report};
 
 use super::growth::{Change, Growth, Scope, Violation, format_change, parse_growth};
-use super::sites::{SITE_FIGURES, measure, valid_site_name};
+use super::sites::{NAMED, SITE_FIGURES, figure_of, measure, quoted, valid_site_name};
 
 /// `--fail-if-site NAME [SCOPE:]FIGURE>LIMIT`.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,55 +79,120 @@ fn unit_of(figure: &str) -> Unit {
     }
 }
 
-/// Checks one site threshold on a pair of processes (`p` of `old`, `q` of `new`). A site
-/// missing from a report counts from zero only when that report lists all its sites: one
-/// left out of a report's top sites has an unknown figure, and a threshold must not pass on
-/// a guess (nor on a typo: a name that neither report has fails).
+/// The figure of each site of `r` whose name contains `site`.
+fn matching<'r>(r: &'r ProcessReport, site: &str, figure: &str) -> BTreeMap<&'r str, u64> {
+    let mut sites: BTreeMap<&str, u64> = BTreeMap::new();
+    for s in r.call_sites.iter().filter(|s| s.site.contains(site)) {
+        let sum = sites.entry(s.site.as_str()).or_default();
+        *sum = sum.saturating_add(figure_of(s, figure));
+    }
+    sites
+}
+
+/// A site of `listed` that `other` lacks, when `other`'s report `r` left sites out: that site's
+/// figure there is unknown.
+fn first_unlisted<'a>(
+    listed: &BTreeMap<&'a str, u64>,
+    other: &BTreeMap<&str, u64>,
+    r: &ProcessReport,
+) -> Option<&'a str> {
+    if r.call_sites_omitted == 0 {
+        return None;
+    }
+    listed
+        .keys()
+        .find(|name| !other.contains_key(*name))
+        .copied()
+}
+
+/// Checks one site threshold on a pair of processes (`p` of `old`, `q` of `new`); false when
+/// neither report of the pair has a site of that name, both listing all their sites (the
+/// caller fails a threshold that no pair has: a typo must not pass).
+///
+/// A site listed in one report and not in the other counts from zero only when that other
+/// report lists all its sites: one left out of its top sites (`--report-sites`) has an
+/// unknown figure, and a threshold must not pass on a guess.
 pub fn check(
     t: &SiteThreshold,
     subject: &str,
     (old, p): (&Report, &ProcessReport),
     (new, q): (&Report, &ProcessReport),
     violations: &mut Vec<Violation>,
-) {
+) -> bool {
     let fail = |detail: String, violations: &mut Vec<Violation>| {
         violations.push(Violation {
             threshold: t.text.clone(),
             subject: subject.to_string(),
             detail,
         });
+        true
     };
-    let was = measure(&old.call_sites, p, &t.site, t.figure);
-    let is = measure(&new.call_sites, q, &t.site, t.figure);
-    // A report that lists every site of its process has none of that name: zero.
-    let known = |m: Result<(u64, String), String>, report: &Report, r: &ProcessReport| match m {
-        Ok((value, _)) => Ok(value),
-        Err(_) if report.call_sites.enabled && r.call_sites_omitted == 0 => Ok(0),
-        Err(e) => Err(e),
+    for (which, report, r) in [("old", old, p), ("new", new, q)] {
+        if !report.call_sites.enabled {
+            let why = measure(&report.call_sites, r, &t.site, t.figure)
+                .err()
+                .unwrap_or_default();
+            return fail(format!("the {which} report: {why}"), violations);
+        }
+    }
+    let (was, is) = (
+        matching(p, &t.site, t.figure),
+        matching(q, &t.site, t.figure),
+    );
+    let left_out = |which: &str, r: &ProcessReport, name: &str| {
+        format!(
+            "site {} is not among the {which} report's listed sites, which left {} smaller ones \
+             out: its figure there is unknown (write both reports with a larger --report-sites)",
+            quoted(name),
+            r.call_sites_omitted
+        )
     };
-    let names = match (&was, &is) {
-        (_, Ok((_, names))) | (Ok((_, names)), _) => names.clone(),
-        (Err(_), Err(e)) => return fail(format!("in neither report: {e}"), violations),
-    };
-    let (old_value, new_value) = match (known(was, old, p), known(is, new, q)) {
-        (Ok(o), Ok(n)) => (o, n),
-        (Err(e), _) => return fail(format!("the old report: {e}"), violations),
-        (_, Err(e)) => return fail(format!("the new report: {e}"), violations),
-    };
+    if let Some(name) = first_unlisted(&was, &is, q) {
+        return fail(left_out("new", q, name), violations);
+    }
+    if let Some(name) = first_unlisted(&is, &was, p) {
+        return fail(left_out("old", p, name), violations);
+    }
+    if was.is_empty() && is.is_empty() {
+        return match [("old", p), ("new", q)]
+            .into_iter()
+            .find(|(_, r)| r.call_sites_omitted > 0)
+        {
+            Some((which, r)) => fail(
+                format!(
+                    "no listed site named {}, but the {which} report left {} smaller sites out \
+                     (write both reports with a larger --report-sites)",
+                    quoted(&t.site),
+                    r.call_sites_omitted
+                ),
+                violations,
+            ),
+            None => false,
+        };
+    }
     let change = Change {
         figure: t.figure.to_string(),
-        old: old_value,
-        new: new_value,
+        old: was.values().fold(0u64, |a, v| a.saturating_add(*v)),
+        new: is.values().fold(0u64, |a, v| a.saturating_add(*v)),
     };
     if change.exceeds(&t.growth) {
+        let mut names: Vec<&str> = is.keys().chain(was.keys()).copied().collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut shown: Vec<String> = names.iter().take(NAMED).map(|n| quoted(n)).collect();
+        if names.len() > NAMED {
+            shown.push(format!("and {} more", names.len() - NAMED));
+        }
         fail(
             format!(
-                "{} (sites {names})",
-                format_change(&change, unit_of(t.figure))
+                "{} (sites {})",
+                format_change(&change, unit_of(t.figure)),
+                shown.join(", ")
             ),
             violations,
         );
     }
+    true
 }
 
 #[cfg(test)]
@@ -157,17 +224,22 @@ mod tests {
         }
     }
 
-    fn violations(t: &str, name: &str, old: &Report, new: &Report) -> Vec<Violation> {
+    /// The violations of one threshold on the pair, and whether it found a site.
+    fn judge(t: &str, name: &str, old: &Report, new: &Report) -> (Vec<Violation>, bool) {
         let t = parse(name, t).unwrap();
         let mut v = Vec::new();
-        check(
+        let found = check(
             &t,
             "process app",
             (old, &old.processes[0]),
             (new, &new.processes[0]),
             &mut v,
         );
-        v
+        (v, found)
+    }
+
+    fn violations(t: &str, name: &str, old: &Report, new: &Report) -> Vec<Violation> {
+        judge(t, name, old, new).0
     }
 
     #[test]
@@ -219,25 +291,50 @@ mod tests {
         assert!(violations("inuse_space>+100", "grow_brk", &old, &grew).is_empty());
         let v = violations("inuse_space>+99", "grow_brk", &old, &grew);
         assert_eq!(v.len(), 1, "{v:?}");
-        assert!(v[0].detail.contains("grow_brk_more"), "{v:?}");
+        assert!(v[0].detail.contains("\"app::grow_brk_more\""), "{v:?}");
         // A site new in NEW counts from zero when OLD listed all its sites.
         let new_site = report(&[("grow_brk", 100), ("fresh", 1)], 0);
         assert_eq!(
             violations("inuse_space>+0", "fresh", &old, &new_site).len(),
             1
         );
+        // Names from a report are quoted and cut in messages.
+        let long = "grow_brk".repeat(100);
+        let v = violations(
+            "inuse_space>+0",
+            "grow_brk",
+            &old,
+            &report(&[(&long, 500)], 0),
+        );
+        assert!(v[0].detail.len() < 600, "{v:?}");
     }
 
     #[test]
     fn unknown_figures_fail_rather_than_pass() {
         let old = report(&[("grow_brk", 100)], 0);
-        // A typo: in neither report.
+        // In neither complete report: nothing to judge here, and no site found (the caller
+        // fails a threshold that found none in any pair).
         assert_eq!(
-            violations("inuse_space>+0", "grow_bkr", &old, &old).len(),
-            1
+            judge("inuse_space>+0", "grow_bkr", &old, &old),
+            (vec![], false)
+        );
+        // In neither report, but one left sites out: unknown.
+        let cut = report(&[("big", 1000)], 3);
+        let (v, _) = judge("inuse_space>+0", "grow_brk", &cut, &cut);
+        assert!(v[0].detail.contains("left 3 smaller sites out"), "{v:?}");
+        // One of several matching sites fell out of the new report's top sites: the sum
+        // there would look like a shrink.
+        let both = report(&[("grow_brk", 5), ("grow_brk_more", 10)], 0);
+        let one = report(&[("grow_brk_more", 10), ("big", 1000)], 2);
+        let v = violations("inuse_space>+1", "grow_brk", &both, &one);
+        assert!(
+            v.len() == 1
+                && v[0]
+                    .detail
+                    .contains("\"grow_brk\" is not among the new report"),
+            "{v:?}"
         );
         // Left out of the old report's top sites: its old figure is unknown.
-        let cut = report(&[("big", 1000)], 3);
         let v = violations("inuse_space>10%", "grow_brk", &cut, &old);
         assert!(v[0].detail.contains("old report"), "{v:?}");
         // Call sites off in one report.

@@ -1,7 +1,7 @@
 //! Assertions on call sites (`[process.sites.NAME]` in a check file): the figures of the
 //! sites of a process whose name contains NAME, summed, from the report's `call_sites`.
 
-use crate::output::report::{CallSitesInfo, ProcessReport};
+use crate::output::report::{CallSiteReport, CallSitesInfo, ProcessReport};
 
 /// The figures of a call site, as in the report's `call_sites`.
 pub const SITE_FIGURES: &[&str] = &[
@@ -17,8 +17,28 @@ pub fn valid_site_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 256 && !name.chars().any(char::is_control)
 }
 
+/// One of `SITE_FIGURES` of a site (`faults` for any other name).
+pub fn figure_of(s: &CallSiteReport, figure: &str) -> u64 {
+    match figure {
+        "alloc_space" => s.alloc_space,
+        "alloc_objects" => s.alloc_objects,
+        "inuse_space" => s.inuse_space,
+        "inuse_objects" => s.inuse_objects,
+        _ => s.faults,
+    }
+}
+
+/// Most characters of a site name quoted in a message (a report may hold any name).
+const QUOTED: usize = 256;
+
+/// A site name as a message quotes it: escaped, and cut.
+pub fn quoted(name: &str) -> String {
+    let cut: String = name.chars().take(QUOTED).collect();
+    format!("{cut:?}")
+}
+
 /// Most matching site names quoted in a message.
-const NAMED: usize = 5;
+pub const NAMED: usize = 5;
 
 /// `figure` summed over the sites of `p` whose name contains `site`, and the sites matched
 /// (for the message); an error when there is nothing to measure: call sites off, or no site
@@ -50,7 +70,7 @@ pub fn measure(
             .call_sites
             .iter()
             .take(NAMED)
-            .map(|s| format!("{:?}", s.site))
+            .map(|s| quoted(&s.site))
             .collect();
         let omitted = match p.call_sites_omitted {
             0 => String::new(),
@@ -69,19 +89,13 @@ pub fn measure(
             }
         ));
     }
-    let value = matched.iter().fold(0u64, |sum, s| {
-        sum.saturating_add(match figure {
-            "alloc_space" => s.alloc_space,
-            "alloc_objects" => s.alloc_objects,
-            "inuse_space" => s.inuse_space,
-            "inuse_objects" => s.inuse_objects,
-            _ => s.faults,
-        })
-    });
+    let value = matched
+        .iter()
+        .fold(0u64, |sum, s| sum.saturating_add(figure_of(s, figure)));
     let mut names: Vec<String> = matched
         .iter()
         .take(NAMED)
-        .map(|s| format!("{:?}", s.site))
+        .map(|s| quoted(&s.site))
         .collect();
     if matched.len() > NAMED {
         names.push(format!("and {} more", matched.len() - NAMED));
@@ -92,7 +106,6 @@ pub fn measure(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::report::CallSiteReport;
 
     fn info(enabled: bool) -> CallSitesInfo {
         CallSitesInfo {

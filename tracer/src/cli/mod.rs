@@ -37,7 +37,7 @@ pub enum Command {
     #[command(after_long_help = EXIT_CODES_HELP)]
     Attach(AttachArgs),
     /// Compare two reports (written with --report), e.g. main's and a pull request's: print
-    /// what changed, and fail (exit 123) when a --fail-if threshold is exceeded.
+    /// what changed, and fail (exit 123) when a --fail-if or --fail-if-site threshold is exceeded.
     #[command(after_long_help = DIFF_HELP)]
     Diff(DiffArgs),
     /// Evaluate a check file against a saved report, as --check does when tracing ends (to
@@ -79,9 +79,10 @@ pub struct DiffArgs {
     pub fail_if: Vec<String>,
 
     /// Fail (exit 123) when the call sites (`--stacks`) whose name contains NAME grew beyond a
-    /// limit: `[COMM:]FIGURE>LIMIT`, FIGURE one of alloc_space, alloc_objects, inuse_space,
-    /// inuse_objects, faults; every process unless a comm is given. A site left out of a
-    /// report's top sites (`--report-sites`) or in neither report fails. Repeat for several.
+    /// limit in a pair of processes: `[COMM:]FIGURE>LIMIT`, FIGURE one of alloc_space,
+    /// alloc_objects, inuse_space, inuse_objects, faults; every pair unless a comm is given.
+    /// Fails too when no pair has such a site, or a report left it out of its top sites
+    /// (`--report-sites`). Repeat for several.
     #[arg(long = "fail-if-site", num_args = 2, value_names = ["NAME", "EXPR"])]
     pub fail_if_site: Vec<String>,
 
@@ -89,8 +90,8 @@ pub struct DiffArgs {
     #[arg(long)]
     pub all: bool,
 
-    /// Print the comparison as JSON (every figure, changed or not; the schema is in
-    /// docs/ci.md) instead of text. The exit status is the same.
+    /// Print the comparison as JSON (every figure both reports have, changed or not; the
+    /// schema is in docs/ci.md) instead of text. The exit status is the same.
     #[arg(long)]
     pub json: bool,
 }

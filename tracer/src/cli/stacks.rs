@@ -48,7 +48,8 @@ pub struct StackArgs {
     pub folded_type: SampleType,
 
     /// Most call sites listed per process in the JSON report (`--report`, `/api/v1/report`),
-    /// the largest by bytes mapped first; a check file's site bounds see only these.
+    /// the largest by bytes mapped first; a check file's site bounds and `tracer diff
+    /// --fail-if-site` see only these.
     #[arg(long, value_name = "N", default_value_t = REPORT_SITES as u32,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub report_sites: u32,

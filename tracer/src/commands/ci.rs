@@ -74,6 +74,13 @@ impl Outputs {
                 checks.path, a.line
             )));
         }
+        if common.stacks.settings().is_none()
+            && common.stacks.report_sites as usize != crate::output::report::REPORT_SITES
+        {
+            return Err(TracerError::BadInput(
+                "--report-sites sets how many call sites the report lists: add --stacks".into(),
+            ));
+        }
         if let Some(path) = &common.report {
             ensure_writable(path, "report")?;
         }
@@ -187,10 +194,29 @@ fn evaluate(
     (passed, written)
 }
 
+/// Largest report `diff` and `check-report` read: a report may come from anywhere (another
+/// job's artifact), and memory stays bounded. Reports of thousands of processes with call
+/// sites stay far below it.
+const REPORT_BYTES_MAX: u64 = 256 << 20;
+
 fn read_report(path: &Path) -> Result<Report, TracerError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    use std::io::Read as _;
+    let cannot = |e: std::io::Error| {
         TracerError::BadInput(format!("cannot read report {}: {e}", path.display()))
-    })?;
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(cannot)?
+        .take(REPORT_BYTES_MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(cannot)?;
+    if text.len() as u64 > REPORT_BYTES_MAX {
+        return Err(TracerError::BadInput(format!(
+            "report {}: larger than {} MiB",
+            path.display(),
+            REPORT_BYTES_MAX >> 20
+        )));
+    }
     report::parse(&text)
         .map_err(|e| TracerError::BadInput(format!("report {}: {e}", path.display())))
 }

@@ -38,7 +38,7 @@ pub const REPORT_SITES: usize = 20;
 pub struct CallSitesInfo {
     pub enabled: bool,
     pub reason: Option<String>,
-    /// Most sites listed per process (`REPORT_SITES`).
+    /// Most sites listed per process (`--report-sites`, `REPORT_SITES` by default).
     pub limit: u32,
     /// Syscall and fault samples taken, and growing calls counted under `[no stack]`.
     pub samples: u64,
@@ -306,7 +306,7 @@ pub struct ProcessReport {
     pub drift: Drift,
     /// The figures checks and diffs use, by name (see `figures.rs` and docs/ci.md).
     pub figures: BTreeMap<String, u64>,
-    /// The top call sites (`--stacks`), at most `REPORT_SITES`, largest first.
+    /// The top call sites (`--stacks`), at most `CallSitesInfo::limit`, largest first.
     pub call_sites: Vec<CallSiteReport>,
     /// Sites beyond those listed.
     pub call_sites_omitted: u64,
