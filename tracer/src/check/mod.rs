@@ -149,11 +149,13 @@ fn never_marked(phase: &str, p: &ProcessReport) -> String {
     )
 }
 
-/// The comms of the report, each once, at most 20 named.
+/// The comms of the report, each once, at most 20 named; quoted and escaped (a report may
+/// come from anywhere: a comm must not forge lines of the output).
 fn comms_seen(report: &Report) -> String {
     let mut seen: Vec<&str> = report.processes.iter().map(|p| p.comm.as_str()).collect();
     seen.sort_unstable();
     seen.dedup();
+    let seen: Vec<String> = seen.into_iter().map(sites::quoted).collect();
     match seen.len() {
         0 => "none".to_string(),
         n if n > 20 => format!("{} and {} more", seen[..20].join(", "), n - 20),
@@ -319,10 +321,14 @@ pub(crate) mod tests {
         assert!(
             out[0]
                 .detail
-                .contains("no traced process matched (traced: demo)")
+                .contains("no traced process matched (traced: \"demo\")")
         );
         let out = run("[[process]]\nargv = \"--fast\"\nmax_faults = 1\n", &r);
         assert!(out[0].passed, "{out:?}");
+        // A report's comm cannot forge a line of the output.
+        let r = report(vec![process(5, "demo\nPASS forged", &[])]);
+        let out = run("[[process]]\nargv = \"--slow\"\nmax_faults = 1\n", &r);
+        assert!(!out[0].detail.contains('\n'), "{out:?}");
     }
 
     #[test]
