@@ -228,6 +228,29 @@ fn usage_errors_exit_with_2() {
     );
 }
 
+/// Call sites are x86-64 only: elsewhere `--stacks` is refused up front, plainly, rather than
+/// sending stacks unwound from another architecture's registers.
+#[test]
+fn stacks_work_on_x86_64_and_are_refused_plainly_elsewhere() {
+    if cfg!(target_arch = "x86_64") {
+        if !kernel_available() {
+            return;
+        }
+        let out = run_tracer(&["run", "-q", "--stacks", "--", "/bin/true"], LIMIT);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        expect(
+            &["run", "--stacks", "--", "/bin/true"],
+            EXIT_USAGE,
+            "call sites are implemented on x86-64 only",
+        );
+    }
+}
+
 #[test]
 fn a_port_already_in_use_is_named() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
