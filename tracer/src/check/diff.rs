@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 
-use super::diff_site_limits::{SiteThreshold, check as site_check};
+use super::diff_site_limits::{SiteThreshold, check as site_check, sites_off as site_check_off};
 use super::diff_sites::{SitesGrown, sites_grown};
 pub use super::growth::{Change, Growth, Scope, Violation};
 use super::growth::{format_change, parse_growth};
@@ -194,7 +194,24 @@ pub fn compare(
         only_new,
     } = pair(old, new);
     let mut processes = Vec::new();
-    // Per site threshold: whether some pair it applies to has a site of its name.
+    // Per site threshold: whether some pair it applies to has a site of its name. Without call
+    // sites in a report, each fails once, and no pair is judged.
+    let given = thresholds.len() + site_thresholds.len();
+    let sites_off = site_check_off(old, new);
+    if let Some(detail) = &sites_off {
+        for t in site_thresholds {
+            violations.push(Violation {
+                threshold: t.text.clone(),
+                subject: "call sites".to_string(),
+                detail: detail.clone(),
+            });
+        }
+    }
+    let site_thresholds = if sites_off.is_some() {
+        &[]
+    } else {
+        site_thresholds
+    };
     let mut site_found = vec![false; site_thresholds.len()];
     for (key, p, q) in &pairs {
         let subject = format!("process {key} (pid {} -> {})", p.pid, q.pid);
@@ -268,7 +285,7 @@ pub fn compare(
             old: old.events.lost_total,
             new: new.events.lost_total,
         },
-        thresholds: thresholds.len() + site_thresholds.len(),
+        thresholds: given,
         violations,
     }
 }

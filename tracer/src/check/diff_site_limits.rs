@@ -8,7 +8,7 @@ use crate::output::figures::Unit;
 use crate::output::report::{ProcessReport, Report};
 
 use super::growth::{Change, Growth, Scope, Violation, format_change, parse_growth};
-use super::sites::{NAMED, SITE_FIGURES, figure_of, measure, quoted, valid_site_name};
+use super::sites::{NAMED, SITE_FIGURES, figure_of, off_reason, quoted, valid_site_name};
 
 /// `--fail-if-site NAME [SCOPE:]FIGURE>LIMIT`.
 #[derive(Clone, Debug, PartialEq)]
@@ -79,6 +79,21 @@ fn unit_of(figure: &str) -> Unit {
     }
 }
 
+/// Why site thresholds cannot be judged at all: a report without call sites (a report-wide
+/// failure, said once per threshold rather than once per process).
+pub fn sites_off(old: &Report, new: &Report) -> Option<String> {
+    [("old", old), ("new", new)]
+        .into_iter()
+        .find(|(_, r)| !r.call_sites.enabled)
+        .map(|(which, r)| {
+            format!(
+                "the {which} report has no call sites ({}): --fail-if-site needs reports \
+                 written with --stacks",
+                off_reason(&r.call_sites)
+            )
+        })
+}
+
 /// The figure of each site of `r` whose name contains `site`.
 fn matching<'r>(r: &'r ProcessReport, site: &str, figure: &str) -> BTreeMap<&'r str, u64> {
     let mut sites: BTreeMap<&str, u64> = BTreeMap::new();
@@ -127,13 +142,8 @@ pub fn check(
         });
         true
     };
-    for (which, report, r) in [("old", old, p), ("new", new, q)] {
-        if !report.call_sites.enabled {
-            let why = measure(&report.call_sites, r, &t.site, t.figure)
-                .err()
-                .unwrap_or_default();
-            return fail(format!("the {which} report: {why}"), violations);
-        }
+    if let Some(detail) = sites_off(old, new) {
+        return fail(detail, violations);
     }
     let (was, is) = (
         matching(p, &t.site, t.figure),

@@ -40,6 +40,16 @@ pub fn quoted(name: &str) -> String {
 /// Most matching site names quoted in a message.
 pub const NAMED: usize = 5;
 
+/// Why a report has no call sites, as a message quotes it. The report file may come from
+/// anywhere: its reason is quoted and escaped like the site names, and cut, so it can neither
+/// forge lines of the output nor flood it.
+pub fn off_reason(info: &CallSitesInfo) -> String {
+    match info.reason.as_deref() {
+        Some(r) => format!("{:?}", r.chars().take(200).collect::<String>()),
+        None => "not collected".to_string(),
+    }
+}
+
 /// `figure` summed over the sites of `p` whose name contains `site`, and the sites matched
 /// (for the message); an error when there is nothing to measure: call sites off, or no site
 /// of that name among those the report lists (a bound on a typo must not pass).
@@ -50,14 +60,9 @@ pub fn measure(
     figure: &str,
 ) -> Result<(u64, String), String> {
     if !info.enabled {
-        // The report file may come from anywhere: its reason is quoted and escaped like the
-        // site names, and cut, so it can neither forge lines of the output nor flood it.
-        let reason = match info.reason.as_deref() {
-            Some(r) => format!("{:?}", r.chars().take(200).collect::<String>()),
-            None => "not collected".to_string(),
-        };
         return Err(format!(
-            "no call sites in the report ({reason}): the check on site `{site}` needs --stacks"
+            "no call sites in the report ({}): the check on site `{site}` needs --stacks",
+            off_reason(info)
         ));
     }
     let matched: Vec<_> = p

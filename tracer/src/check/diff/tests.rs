@@ -209,6 +209,18 @@ fn site_thresholds_judge_the_processes_with_the_site() {
     let d = limit("inuse_space>+1GiB", "grow_bkr");
     assert_eq!(d.violations.len(), 1, "{}", d.text(false));
     assert!(d.violations[0].detail.contains("no call site named"));
+    // A report without call sites fails each site threshold once, not once per process.
+    let mut off = sites(300);
+    off.call_sites.enabled = false;
+    let t = super::super::diff_site_limits::parse("grow_brk", "inuse_space>+1GiB").unwrap();
+    let d = compare("a", &old, "b", &off, &[], &[t]);
+    assert_eq!(d.violations.len(), 1, "{}", d.text(false));
+    assert!(
+        d.violations[0]
+            .detail
+            .contains("the new report has no call sites")
+    );
+    assert_eq!(d.thresholds, 1);
 }
 
 /// Names from a report cannot forge lines of the text.
