@@ -5,6 +5,7 @@
 //! longer than `--drain-interval-ms`.
 
 mod answers;
+mod follow_up;
 pub mod tracker;
 pub mod turn;
 
