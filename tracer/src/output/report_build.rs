@@ -218,9 +218,9 @@ pub fn process(p: &ProcessState) -> ProcessReport {
         phases,
         address_space,
         drift: Drift {
-            resyncs: p.resyncs,
-            differences: p.drift_differences,
-            reseeds: p.reseeds,
+            resyncs: p.drift.resyncs,
+            differences: p.drift.differences,
+            reseeds: p.seed.retaken,
         },
         figures: BTreeMap::new(),
         call_sites: Vec::new(),

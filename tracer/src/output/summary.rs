@@ -199,9 +199,9 @@ pub fn render_layout(p: &ProcessState) -> String {
             "  peaks: VSZ {}, {} VMAs; model resyncs {} ({} differing lines), reseeds {}",
             human_bytes(p.peak_vsz),
             p.peak_vmas,
-            p.resyncs,
-            p.drift_differences,
-            p.reseeds
+            p.drift.resyncs,
+            p.drift.differences,
+            p.seed.retaken
         );
     }
     out

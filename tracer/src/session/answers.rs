@@ -239,7 +239,8 @@ impl Session {
             Ask::Check { pid, .. } => match self.check(pid) {
                 Ok(differences) => {
                     let p = self.tracker.table.get_mut(pid);
-                    let (resyncs, total) = p.map_or((0, 0), |p| (p.resyncs, p.drift_differences));
+                    let (resyncs, total) =
+                        p.map_or((0, 0), |p| (p.drift.resyncs, p.drift.differences));
                     Answer::Json(serde_json::json!({
                         "pid": pid,
                         "differences": differences,

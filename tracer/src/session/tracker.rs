@@ -226,19 +226,19 @@ impl Tracker {
         let pending: Vec<u32> = self
             .table
             .iter()
-            .filter(|p| p.reseed_needed && p.is_running())
+            .filter(|p| p.seed.needed_again && p.is_running())
             .map(|p| p.tgid)
             .collect();
         for &tgid in &pending {
             if let Some(p) = self.table.get_mut(tgid) {
-                p.reseeds += 1;
+                p.seed.retaken += 1;
                 // The same image again (not an exec): what the probes learned stays.
                 if let Err(err) = reconcile::seed(p, &mut self.probes, false) {
                     log::debug!(
                         "cannot seed process {tgid} again: {}",
                         crate::error_chain(&err)
                     );
-                    p.reseed_needed = false;
+                    p.seed.needed_again = false;
                 }
             }
         }

@@ -118,17 +118,8 @@ pub struct ProcessState {
     pub exit_status: Option<i32>,
     /// The address space rebuilt from the events.
     pub space: AddressSpace,
-    /// When the space was last seeded from /proc (CLOCK_MONOTONIC ns): records produced before
-    /// that are already in the seed and are not applied again. None: never seeded.
-    pub seeded_at_ns: Option<u64>,
-    /// When that /proc read ended: a syscall that overlaps [seeded_at_ns, this] may or may not
-    /// be in the seed.
-    pub seed_read_end_ns: u64,
-    /// A syscall overlapped the seed read and applying it twice is not harmless (a move copies
-    /// what its source holds now): the seed must be taken again.
-    pub reseed_needed: bool,
-    /// Seeds taken again for that reason.
-    pub reseeds: u64,
+    /// When and how the space was seeded from /proc.
+    pub seed: SeedState,
     /// Changes that could not be applied in the kernel's order (a record that came too late,
     /// one that was lost, memory handed out where the model has some): each one made the
     /// model take the state from /proc again instead of applying it blindly.
@@ -138,10 +129,7 @@ pub struct ProcessState {
     pub brk_history_dropped: u64,
     /// The last few address-space changes, for the live page.
     pub recent: crate::tracking::recent::RecentChanges,
-    /// Resyncs from /proc after the model was found to differ, and the differing lines found.
-    pub resyncs: u64,
-    pub drift_differences: u64,
-    /// How the last drift checks went (for reporting recurring drift once).
+    /// The drift checks: resyncs from /proc after the model was found to differ.
     pub drift: DriftHistory,
     /// Highest virtual size and VMA count seen.
     pub peak_vsz: u64,
@@ -166,6 +154,22 @@ pub struct ProcessState {
     pub cgroup: Option<String>,
 }
 
+/// When a process's address space was seeded from /proc, and whether it must be again.
+#[derive(Clone, Debug, Default)]
+pub struct SeedState {
+    /// When the space was last seeded (CLOCK_MONOTONIC ns): records produced before that are
+    /// already in the seed and are not applied again. None: never seeded.
+    pub at_ns: Option<u64>,
+    /// When that /proc read ended: a syscall that overlaps [at_ns, this] may or may not be in
+    /// the seed.
+    pub read_end_ns: u64,
+    /// A syscall overlapped the seed read and applying it twice is not harmless (a move copies
+    /// what its source holds now): the seed must be taken again.
+    pub needed_again: bool,
+    /// Seeds taken again for that reason.
+    pub retaken: u64,
+}
+
 /// A process's figures at the moment a phase was marked (as the report shows them).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -186,16 +190,11 @@ impl ProcessState {
         ProcessState {
             generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             space: AddressSpace::new(page_size),
-            seeded_at_ns: None,
-            seed_read_end_ns: 0,
-            reseed_needed: false,
-            reseeds: 0,
+            seed: SeedState::default(),
             order_conflicts: 0,
             brk_history: Default::default(),
             brk_history_dropped: 0,
             recent: Default::default(),
-            resyncs: 0,
-            drift_differences: 0,
             drift: Default::default(),
             peak_vsz: 0,
             peak_vmas: 0,
@@ -261,21 +260,21 @@ impl ProcessState {
     pub(super) fn apply_syscall(&mut self, e: &SyscallEvent, page_size: u64) -> Option<NeedsName> {
         self.count_syscall(e, page_size);
         // Records older than the seed are already part of it.
-        if let Some(seeded) = self.seeded_at_ns {
+        if let Some(seeded) = self.seed.at_ns {
             if e.ts_ns < seeded {
                 return None;
             }
-            if e.enter_ns <= self.seed_read_end_ns && !replay_is_harmless(e) {
-                self.reseed_needed = true;
+            if e.enter_ns <= self.seed.read_end_ns && !replay_is_harmless(e) {
+                self.seed.needed_again = true;
             }
         }
         let effect = crate::model::apply::apply(&mut self.space, e);
         if effect.uncertain {
-            self.reseed_needed = true;
+            self.seed.needed_again = true;
         }
         if effect.conflict {
             self.order_conflicts += 1;
-            self.reseed_needed = true;
+            self.seed.needed_again = true;
         }
         self.note_peaks();
         effect.needs_name
@@ -285,7 +284,7 @@ impl ProcessState {
     /// applied; the state comes from /proc again.
     pub fn order_conflict(&mut self) {
         self.order_conflicts += 1;
-        self.reseed_needed = true;
+        self.seed.needed_again = true;
     }
 
     /// The call's counters (every record, applied to the model or not).
@@ -387,7 +386,7 @@ impl ProcessState {
         // A new image: new break, new address space; the session seeds both from /proc.
         self.heap = Heap::default();
         self.space = AddressSpace::new(self.space.page_size);
-        self.seeded_at_ns = None;
+        self.seed.at_ns = None;
         // The new mm's counters start from nothing and the probe reports each change.
         self.rss = RssCounters::default();
         self.rss_seed = None;
@@ -411,6 +410,10 @@ fn replay_is_harmless(e: &SyscallEvent) -> bool {
 /// How the drift checks of a process went.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DriftHistory {
+    /// Resyncs from /proc after the model was found to differ.
+    pub resyncs: u64,
+    /// The differing lines those checks found.
+    pub differences: u64,
     /// The last check found a difference and resynced.
     pub resynced_last_check: bool,
     /// A drift right after a resync was reported (once per process).

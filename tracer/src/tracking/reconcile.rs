@@ -72,9 +72,9 @@ pub fn seed(
     if !p.space.agree_on_heap(&heap_lines(&text)) {
         log::debug!("process {tgid}: no break and rule name [heap] as /proc does");
     }
-    p.seeded_at_ns = Some(started);
-    p.seed_read_end_ns = procfs::monotonic_ns();
-    p.reseed_needed = false;
+    p.seed.at_ns = Some(started);
+    p.seed.read_end_ns = procfs::monotonic_ns();
+    p.seed.needed_again = false;
     if let Some(start) = p.space.start_brk {
         p.heap.start = Some(start);
         if at_exec && p.heap.end.is_none() {
@@ -248,8 +248,8 @@ impl Drift {
 /// warning, except when the process drifts again right after a resync: that is reported once,
 /// with its cause, and later ones go to the debug log (every one is still counted).
 pub fn heal(p: &mut ProcessState, drift: &Drift, kernel_text: &str, snapshot_ns: u64) {
-    p.drift_differences += drift.differences() as u64;
-    p.resyncs += 1;
+    p.drift.differences += drift.differences() as u64;
+    p.drift.resyncs += 1;
     let describe = |lines: &[Line]| {
         lines
             .iter()
@@ -294,9 +294,9 @@ pub fn heal(p: &mut ProcessState, drift: &Drift, kernel_text: &str, snapshot_ns:
         if !p.space.agree_on_heap(&heap_lines(kernel_text)) {
             log::debug!("process {tgid}: no break and rule name [heap] as /proc does");
         }
-        p.seeded_at_ns = Some(snapshot_ns);
+        p.seed.at_ns = Some(snapshot_ns);
         // The process is quiescent or this is a best effort: the read ended about now.
-        p.seed_read_end_ns = procfs::monotonic_ns();
+        p.seed.read_end_ns = procfs::monotonic_ns();
     }
 }
 
@@ -334,6 +334,8 @@ mod tests {
         assert_eq!(
             p.drift,
             DriftHistory {
+                resyncs: 1,
+                differences: 2,
                 resynced_last_check: true,
                 recurring_reported: false
             }
@@ -342,7 +344,7 @@ mod tests {
         assert!(p.drift.recurring_reported, "reported now, and only now");
         heal(&mut p, &d, kernel, 3);
         assert_eq!(
-            (p.resyncs, p.drift_differences),
+            (p.drift.resyncs, p.drift.differences),
             (3, 6),
             "every one still counted"
         );

@@ -160,11 +160,11 @@ pub fn process_detail(p: &ProcessState) -> ProcessDetail {
     out["rss"] = Value::Object(rss);
     out["threads_created"] = json!(p.threads_created);
     out["drift"] = json!({
-        "resyncs": p.resyncs,
-        "differences": p.drift_differences,
-        "reseeds": p.reseeds,
+        "resyncs": p.drift.resyncs,
+        "differences": p.drift.differences,
+        "reseeds": p.seed.retaken,
     });
-    out["seeded_at_ns"] = json!(p.seeded_at_ns);
+    out["seeded_at_ns"] = json!(p.seed.at_ns);
     out["recent_changes"] = p.recent.to_json();
     out["phases"] = serde_json::to_value(&p.phases).unwrap_or(Value::Null);
     ProcessDetail {

@@ -266,8 +266,8 @@ fn gather<'a>(
     let mut running = 0;
     let (mut resyncs, mut differences) = (0, 0);
     for p in processes {
-        resyncs += p.resyncs;
-        differences += p.drift_differences;
+        resyncs += p.drift.resyncs;
+        differences += p.drift.differences;
         if p.is_running() {
             running += 1;
         }

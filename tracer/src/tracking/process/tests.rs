@@ -171,14 +171,14 @@ fn changes_out_of_order_are_counted_and_resynced_not_applied_blindly() {
     let mmap = |ret| syscall(5, SyscallKind::Mmap, &[0, 8192, 3, 0x22, u64::MAX, 0], ret);
     t.apply(&mmap(0x7000_0000));
     assert_eq!(
-        (t.order_conflicts, t.get(5).unwrap().reseed_needed),
+        (t.order_conflicts, t.get(5).unwrap().seed.needed_again),
         (0, false)
     );
     // Handed out again while the model still has it: another thread's munmap is missing.
     t.apply(&mmap(0x7000_0000));
     let p = t.get(5).unwrap();
     assert_eq!(
-        (t.order_conflicts, p.order_conflicts, p.reseed_needed),
+        (t.order_conflicts, p.order_conflicts, p.seed.needed_again),
         (1, 1, true)
     );
     // A late munmap is counted as a call but leaves the model alone.
