@@ -119,6 +119,13 @@ fn pt_regs(regs: *const u8) -> Option<UserRegs> {
 
 /// Copies the user stack from `sp` up, a page at a time, stopping at the first page that
 /// cannot be read (the top of the stack) or at `stack_bytes`. Returns the bytes copied.
+///
+/// Every read is a whole chunk (the rest of sp's page first, then whole pages), the last one
+/// possibly beyond `stack_bytes` (into the scratch buffer's spare page) and the count cut
+/// afterwards: no length is clamped by a comparison before a read. Clamping did not verify on
+/// Linux 6.1 (arm64 build): without BPF_JLT in the instruction set LLVM compares the constant
+/// on the left (`if 4096 > len`), 6.1 does not evaluate such a branch as never taken, and the
+/// impossible path it then explores (`umin > umax`) lost the bounds of the copy's offset.
 #[inline(always)]
 fn copy_stack(scratch: *mut Scratch, sp: u64) -> u32 {
     let mut limit = stack_config().stack_bytes as usize;
@@ -126,28 +133,18 @@ fn copy_stack(scratch: *mut Scratch, sp: u64) -> u32 {
         limit = MAX_STACK_COPY;
     }
     let mut copied: usize = 0;
-    // The first chunk ends at sp's page boundary, the others are whole pages.
-    let mut chunk = STACK_PAGE - (sp as usize & (STACK_PAGE - 1));
+    // The first chunk ends at sp's page boundary (1 to STACK_PAGE bytes), the others are
+    // whole pages.
+    let mut len = STACK_PAGE - (sp as usize & (STACK_PAGE - 1));
     for _ in 0..(MAX_STACK_COPY / STACK_PAGE + 1) {
         if copied >= limit {
             break;
         }
-        let mut len = limit - copied;
-        if len > chunk {
-            len = chunk;
-        }
-        if len > STACK_PAGE {
-            len = STACK_PAGE;
-        }
-        let offset = copied & (MAX_STACK_COPY * 2 - 1);
-        if offset > MAX_STACK_COPY {
-            break;
-        }
-        // SAFETY: `offset + len <= MAX_STACK_COPY + STACK_PAGE`, inside the scratch buffer; the
-        // helper reads user memory and fails instead of faulting.
+        // SAFETY: `copied < limit <= MAX_STACK_COPY` and `len <= STACK_PAGE`: inside the
+        // scratch buffer; the helper reads user memory and fails instead of faulting.
         let rc = unsafe {
             bpf_probe_read_user(
-                (&raw mut (*scratch).stack).cast::<u8>().add(offset).cast(),
+                (&raw mut (*scratch).stack).cast::<u8>().add(copied).cast(),
                 len as u32,
                 (sp + copied as u64) as *const _,
             )
@@ -156,7 +153,10 @@ fn copy_stack(scratch: *mut Scratch, sp: u64) -> u32 {
             break;
         }
         copied += len;
-        chunk = STACK_PAGE;
+        len = STACK_PAGE;
+    }
+    if copied > limit {
+        copied = limit;
     }
     copied as u32
 }
