@@ -235,8 +235,6 @@ fn usage_errors_exit_with_2() {
     );
 }
 
-/// Call sites are x86-64 only: elsewhere `--stacks` is refused up front, plainly, rather than
-/// sending stacks unwound from another architecture's registers.
 /// `tracer run --stacks --report PATH -- callsites` (tests/workloads/callsites.c, the workload
 /// of tests/tests/callsites.rs), with `env` set for the tracer; the report's call sites of the
 /// workload by name, with the report's `call_sites` block.
@@ -324,7 +322,8 @@ fn check_callsites(label: &str, env: &[(&str, &str)]) {
 /// `--stacks` works where the stack programs know the user registers (x86-64 and arm64): the
 /// sites of the workload are named with their amounts, on each source of fault samples the
 /// architecture has (x86: the tracepoint, and the perf events arm64 uses); elsewhere it is
-/// refused plainly.
+/// refused up front, plainly, rather than sending stacks unwound from another architecture's
+/// registers.
 #[test]
 fn stacks_work_on_x86_64_and_aarch64_and_are_refused_plainly_elsewhere() {
     if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
