@@ -1,6 +1,13 @@
 //! Bad input gets a clear message and a documented exit status, never a panic.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{
+    collections::HashMap,
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
 
 use tests::*;
 
@@ -228,25 +235,110 @@ fn usage_errors_exit_with_2() {
     );
 }
 
-/// Call sites are x86-64 only: elsewhere `--stacks` is refused up front, plainly, rather than
-/// sending stacks unwound from another architecture's registers.
+/// `tracer run --stacks --report PATH -- callsites` (tests/workloads/callsites.c, the workload
+/// of tests/tests/callsites.rs), with `env` set for the tracer; the report's call sites of the
+/// workload by name, with the report's `call_sites` block.
+fn callsites_report(label: &str, env: &[(&str, &str)]) -> (HashMap<String, Value>, Value) {
+    let dir = scratch(&format!("bad-input-stacks-{label}"));
+    let report = dir.join("report.json");
+    let bin = workload("callsites");
+    let args = [
+        "run",
+        "--stacks",
+        "--report",
+        report.to_str().unwrap(),
+        "--",
+        bin.to_str().unwrap(),
+    ];
+    let child = Command::new(tracer_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tracer");
+    let out = wait_with_deadline(child, LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tracer {args:?} {env:?}: {stderr}");
+    let text = std::fs::read_to_string(&report).expect("the report");
+    let report: Value = serde_json::from_str(&text).expect("the report is JSON");
+    let process = report["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .find(|p| p["comm"] == "callsites")
+        .unwrap_or_else(|| panic!("no callsites process in {report:#}"));
+    let sites = process["call_sites"]
+        .as_array()
+        .expect("call_sites")
+        .iter()
+        .map(|s| (s["site"].as_str().unwrap_or_default().to_owned(), s.clone()))
+        .collect();
+    (sites, report["call_sites"].clone())
+}
+
+/// The workload's sites carry its known amounts (within the bounds of callsites_outputs.rs):
+/// grow_brk 32 MiB through glibc's brk path, grow_mmap 64 MiB in 16 mmaps, grow_direct a
+/// 24 MiB mmap whose pages touch_pages faults in one by one (sampled one in 64, weighted).
+fn check_callsites(label: &str, env: &[(&str, &str)]) {
+    const MIB: f64 = (1u64 << 20) as f64;
+    let (sites, info) = callsites_report(label, env);
+    assert_eq!(info["enabled"], true, "{label}: {info:#}");
+    assert!(
+        info["fault_samples"].as_u64() > Some(0),
+        "{label}: {info:#}"
+    );
+    let figure = |name: &str, ty: &str| -> u64 {
+        let site = sites
+            .get(name)
+            .unwrap_or_else(|| panic!("{label}: no site {name} in {:?}", sites.keys()));
+        site[ty].as_u64().expect("a number")
+    };
+    for (name, ty, want) in [
+        ("grow_brk", "alloc_space", 32.0 * MIB),
+        ("grow_brk", "inuse_space", 32.0 * MIB),
+        ("grow_mmap", "alloc_space", 64.0 * MIB),
+        ("grow_direct", "inuse_space", 24.0 * MIB),
+    ] {
+        let got = figure(name, ty) as f64;
+        assert!(
+            (got - want).abs() <= 0.01 * want,
+            "{label}: {name} {ty} {got}, expected {want} within 1 %"
+        );
+    }
+    assert_eq!(figure("grow_mmap", "alloc_objects"), 16, "{label}");
+    assert_eq!(figure("grow_mmap", "inuse_objects"), 0, "{label}");
+    // One fault per 4 KiB page (the workload asks for no huge pages), the tolerance of
+    // callsites_outputs.rs (sampling one in 64 per CPU).
+    let pages = 24.0 * MIB / 4096.0;
+    let faults = figure("touch_pages", "faults") as f64;
+    assert!(
+        (faults - pages).abs() <= 0.2 * pages,
+        "{label}: touch_pages faults {faults}, expected about {pages}"
+    );
+}
+
+/// `--stacks` works where the stack programs know the user registers (x86-64 and arm64): the
+/// sites of the workload are named with their amounts, on each source of fault samples the
+/// architecture has (x86: the tracepoint, and the perf events arm64 uses); elsewhere it is
+/// refused up front, plainly, rather than sending stacks unwound from another architecture's
+/// registers.
 #[test]
-fn stacks_work_on_x86_64_and_are_refused_plainly_elsewhere() {
-    if cfg!(target_arch = "x86_64") {
+fn stacks_work_on_x86_64_and_aarch64_and_are_refused_plainly_elsewhere() {
+    if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
         if !kernel_available() {
             return;
         }
-        let out = run_tracer(&["run", "-q", "--stacks", "--", "/bin/true"], LIMIT);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        check_callsites("default", &[]);
+        if cfg!(target_arch = "x86_64") {
+            check_callsites("perf-faults", &[("TRACER_FAULT_SOURCE", "perf")]);
+        }
     } else {
         expect(
             &["run", "--stacks", "--", "/bin/true"],
             EXIT_USAGE,
-            "call sites are implemented on x86-64 only",
+            "call sites are implemented on x86-64 and arm64 only",
         );
     }
 }

@@ -39,10 +39,13 @@ pub struct StackSample {
     pub syscall: u32,
     /// Bytes of stack that follow.
     pub stack_len: u32,
-    /// User registers at the syscall or fault.
+    /// User registers at the syscall or fault: the instruction and stack pointers, the
+    /// frame pointer (x86-64 `rbp`, arm64 `x29`) and the link register (arm64 `x30`, where a
+    /// leaf function's return address stays; 0 on x86-64, which has none).
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
+    pub lr: u64,
     /// Fault address (faults), or the syscall's first argument.
     pub addr: u64,
     /// How many faults this sample stands for (`fault_period`); 0 for syscalls.
@@ -50,7 +53,7 @@ pub struct StackSample {
 }
 
 const _: () = assert!(size_of::<StackConfig>() == 8);
-const _: () = assert!(size_of::<StackSample>() == 72);
+const _: () = assert!(size_of::<StackSample>() == 80);
 const _: () = assert!(align_of::<StackSample>() <= 8);
 
 #[cfg(feature = "user")]

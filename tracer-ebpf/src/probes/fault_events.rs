@@ -49,20 +49,20 @@ pub fn page_fault_event(ctx: PerfEventContext) -> u32 {
 /// Whether the fault interrupted user mode: the CPL in `cs` (x86-64).
 #[cfg(bpf_target_arch = "x86_64")]
 #[inline(always)]
-fn from_user(regs: &bpf_user_pt_regs_t) -> bool {
+pub(crate) fn from_user(regs: &bpf_user_pt_regs_t) -> bool {
     regs.cs & 3 == 3
 }
 
 /// Whether the fault interrupted user mode: `PSTATE.M` is `EL0t` (0) (arm64).
 #[cfg(bpf_target_arch = "aarch64")]
 #[inline(always)]
-fn from_user(regs: &bpf_user_pt_regs_t) -> bool {
+pub(crate) fn from_user(regs: &bpf_user_pt_regs_t) -> bool {
     regs.pstate & 0xf == 0
 }
 
 /// Other architectures: the mode is not decoded, every fault counts as a user one.
 #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
 #[inline(always)]
-fn from_user(_regs: &bpf_user_pt_regs_t) -> bool {
+pub(crate) fn from_user(_regs: &bpf_user_pt_regs_t) -> bool {
     true
 }

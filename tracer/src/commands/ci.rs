@@ -74,12 +74,14 @@ impl Outputs {
                 checks.path, a.line
             )));
         }
-        if common.stacks.settings().is_some() && !cfg!(target_arch = "x86_64") {
-            // The stack programs read x86-64's pt_regs: elsewhere they would send wrong
-            // registers, and wrong stacks are worse than none.
+        if common.stacks.settings().is_some()
+            && !cfg!(any(target_arch = "x86_64", target_arch = "aarch64"))
+        {
+            // The stack programs read the pt_regs of x86-64 and arm64 only: elsewhere they
+            // would send wrong registers, and wrong stacks are worse than none.
             return Err(TracerError::BadInput(format!(
-                "--stacks (and --pprof, --folded): call sites are implemented on x86-64 only, \
-                 not on {} yet (docs/callsites.md)",
+                "--stacks (and --pprof, --folded): call sites are implemented on x86-64 and \
+                 arm64 only, not on {} yet (docs/callsites.md)",
                 std::env::consts::ARCH
             )));
         }

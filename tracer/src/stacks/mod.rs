@@ -46,7 +46,8 @@ struct Pending {
     tgid: u32,
     ts: u64,
     syscall: u32,
-    regs: [u64; 3],
+    /// ip, sp, bp (fp), lr.
+    regs: [u64; 4],
     weight: u64,
     stack: Box<[u8]>,
 }
@@ -128,7 +129,7 @@ impl Collector {
                 tgid: d.sample.header.tgid,
                 ts: d.sample.header.ts_ns,
                 syscall: d.sample.syscall,
-                regs: [d.sample.ip, d.sample.sp, d.sample.bp],
+                regs: [d.sample.ip, d.sample.sp, d.sample.bp, d.sample.lr],
                 weight: d.sample.weight,
                 stack: d.stack.into(),
             };
@@ -207,9 +208,8 @@ impl Collector {
                 &mut self.files,
             ));
         }
-        let [ip, sp, bp] = sample.regs;
         match proc.unwinder.as_mut() {
-            Some(u) => u.unwind(ip, sp, bp, &sample.stack, &mut self.frames),
+            Some(u) => u.unwind(sample.regs, &sample.stack, &mut self.frames),
             None => self.frames.clear(),
         }
         proc.sites.site(&self.frames)

@@ -9,15 +9,44 @@ use std::{
     sync::Arc,
 };
 
-use framehop::{
-    ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder,
-    x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
-};
+use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder};
 
 use super::buildid::{self, ContentKey};
 use super::elffile::{self, Budget, Section, UnwindData};
 use super::sites::{Frame, UNKNOWN_FILE};
 use crate::model::{AddressSpace, vma::Backing};
+
+/// framehop's unwinder for the architecture the daemon runs on, whose user registers the
+/// samples carry. (Other architectures get x86-64's so that the daemon builds; `--stacks` is
+/// refused there before anything starts, commands/ci.rs.)
+#[cfg(not(target_arch = "aarch64"))]
+mod arch {
+    use framehop::x86_64::UnwindRegsX86_64;
+    pub use framehop::x86_64::{CacheX86_64 as Cache, UnwinderX86_64 as ArchUnwinder};
+
+    /// framehop's registers from a sample's (ip, sp, bp, lr); x86-64 has no link register.
+    pub fn regs([ip, sp, bp, _lr]: [u64; 4], _highest_code: u64) -> UnwindRegsX86_64 {
+        UnwindRegsX86_64::new(ip, sp, bp)
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arch {
+    pub use framehop::aarch64::{CacheAarch64 as Cache, UnwinderAarch64 as ArchUnwinder};
+    use framehop::aarch64::{PtrAuthMask, UnwindRegsAarch64};
+
+    /// framehop's registers from a sample's (pc, sp, fp = x29, lr = x30): a leaf function's
+    /// return address is only in lr. Return addresses signed by pointer authentication
+    /// (`-mbranch-protection`, on cores that have it) carry the signature in the bits above
+    /// the highest code address of the process: those bits are stripped.
+    pub fn regs([_pc, sp, fp, lr]: [u64; 4], highest_code: u64) -> UnwindRegsAarch64 {
+        let mask = match highest_code {
+            0 => PtrAuthMask::new_no_strip(),
+            high => PtrAuthMask::from_max_known_address(high),
+        };
+        UnwindRegsAarch64::new_with_ptr_auth_mask(mask, lr, sp, fp)
+    }
+}
 
 /// Deepest stack kept.
 pub const MAX_FRAMES: usize = 128;
@@ -324,8 +353,8 @@ struct Mapped {
 /// The unwinder of one process, rebuilt when its executable mappings change.
 pub struct ProcessUnwinder {
     signature: u64,
-    unwinder: UnwinderX86_64<Section>,
-    cache: CacheX86_64,
+    unwinder: arch::ArchUnwinder<Section>,
+    cache: arch::Cache,
     mapped: Vec<Mapped>,
 }
 
@@ -360,7 +389,7 @@ impl ProcessUnwinder {
         {
             return old;
         }
-        let mut unwinder = UnwinderX86_64::new();
+        let mut unwinder = arch::ArchUnwinder::new();
         let mut mapped = Vec::new();
         for v in space.vmas() {
             let Backing::File(file) = &v.backing else {
@@ -424,7 +453,7 @@ impl ProcessUnwinder {
         ProcessUnwinder {
             signature: sig,
             unwinder,
-            cache: CacheX86_64::new(),
+            cache: arch::Cache::new(),
             mapped,
         }
     }
@@ -449,15 +478,18 @@ impl ProcessUnwinder {
         }
     }
 
-    /// Unwinds `stack` (copied from `sp` up) starting at `ip`; leaf first.
-    pub fn unwind(&mut self, ip: u64, sp: u64, bp: u64, stack: &[u8], out: &mut Vec<Frame>) {
+    /// Unwinds `stack` (copied from `sp` up) from the sample's registers (ip, sp, bp, lr),
+    /// starting at `ip`; leaf first.
+    pub fn unwind(&mut self, sample_regs: [u64; 4], stack: &[u8], out: &mut Vec<Frame>) {
         out.clear();
+        let [ip, sp, _, _] = sample_regs;
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             let off = addr.checked_sub(sp).ok_or(())? as usize;
             let bytes = stack.get(off..off.checked_add(8).ok_or(())?).ok_or(())?;
             Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
         };
-        let regs = UnwindRegsX86_64::new(ip, sp, bp);
+        let highest_code = self.mapped.iter().map(|m| m.end).max().unwrap_or(0);
+        let regs = arch::regs(sample_regs, highest_code);
         let mut lookups = [0u64; MAX_FRAMES];
         let mut n = 0;
         let mut frames = self

@@ -172,7 +172,7 @@ impl Probes {
 
         let stack_ring = match &opts.stacks {
             Some(stacks) => {
-                let (ring, names) = self::stacks::attach(&mut ebpf, stacks)?;
+                let (ring, names) = self::stacks::attach(&mut ebpf, stacks, detected.fault_events)?;
                 attached.tracepoints.extend(names);
                 Some(ring)
             }

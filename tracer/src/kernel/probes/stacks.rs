@@ -4,7 +4,10 @@
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{
+        PerfEvent, RawTracePoint, TracePoint,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
 };
 use tracer_common::stack::{STACK_FAULT, STACK_SYSCALL, StackSample};
 
@@ -26,10 +29,13 @@ const SYSCALL_PROGRAMS: [(&str, &str, &str); 3] = [
 ];
 
 /// Attaches the stack programs (the fault sampler only with a period) and takes their ring
-/// buffer. Returns the tracepoints attached too.
+/// buffer. Returns the tracepoints (and perf events) attached too. The fault sampler runs where
+/// the faults are counted: on `exceptions:page_fault_user`, else (`perf_faults`: arm64, or
+/// `TRACER_FAULT_SOURCE=perf`) on the page-fault perf events (fault_events.rs).
 pub fn attach(
     ebpf: &mut Ebpf,
     settings: &StackSettings,
+    perf_faults: bool,
 ) -> Result<(RingBuf<MapData>, Vec<String>), ProbeError> {
     let mut attached = Vec::new();
     for (name, group, event) in SYSCALL_PROGRAMS {
@@ -43,7 +49,10 @@ pub fn attach(
             })?;
         attached.push(format!("{group}:{event} (stacks)"));
     }
-    if settings.config.fault_period > 0 {
+    if settings.config.fault_period > 0 && perf_faults {
+        attach_fault_events(ebpf)?;
+        attached.push("perf page-faults-min, page-faults-maj (stacks)".into());
+    } else if settings.config.fault_period > 0 {
         let name = "stack_page_fault";
         let program: &mut RawTracePoint = loaded(ebpf, name, RawTracePoint::load)?;
         program
@@ -63,6 +72,36 @@ pub fn attach(
         source: Box::new(source),
     })?;
     Ok((ring, attached))
+}
+
+/// The fault sampler on the `page-faults-min` and `page-faults-maj` software events of every
+/// online CPU, period 1 (the program takes one user fault in `fault_period` itself, of traced
+/// processes only, as on the tracepoint). The links stay with the program.
+fn attach_fault_events(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    const NAME: &str = "stack_fault_event";
+    let program: &mut PerfEvent = loaded(ebpf, NAME, PerfEvent::load)?;
+    let cpus = aya::util::online_cpus().map_err(|(_, err)| ProbeError::Cpus(err))?;
+    let events = [
+        (SoftwareEvent::PageFaultsMin, "page-faults-min"),
+        (SoftwareEvent::PageFaultsMaj, "page-faults-maj"),
+    ];
+    for (event, name) in events {
+        for &cpu in &cpus {
+            program
+                .attach(
+                    PerfEventConfig::Software(event),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Period(1),
+                    false,
+                )
+                .map_err(|source| ProbeError::Attach {
+                    program: NAME.into(),
+                    target: format!("perf software event {name} on CPU {cpu}"),
+                    source: Box::new(source),
+                })?;
+        }
+    }
+    Ok(())
 }
 
 /// A decoded sample: the fixed part and the stack bytes that follow it.
