@@ -10,7 +10,9 @@ use aya::{
     Ebpf,
     programs::{
         PerfEvent,
-        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+        perf_event::{
+            PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
+        },
     },
 };
 
@@ -67,12 +69,33 @@ pub fn detail(reason: &str) -> String {
 /// online CPU (period 1: the totals must be exact). Returns the number of perf events opened.
 pub fn attach(ebpf: &mut Ebpf, links: &mut detach::Links) -> Result<usize, ProbeError> {
     let program: &mut PerfEvent = loaded(ebpf, PROGRAM, PerfEvent::load)?;
+    let ids = attach_every_cpu(program, PROGRAM)?;
+    let opened = ids.len();
+    for id in ids {
+        links.push(
+            program
+                .take_link(id)
+                .map_err(|e| program_error(PROGRAM, e))?,
+        );
+    }
+    Ok(opened)
+}
+
+/// Attaches `program` (named `name`, for errors) to the `page-faults-min` and
+/// `page-faults-maj` software events of every online CPU, period 1: every fault of the machine
+/// runs it (the program filters). The fault counters and, with `--stacks` where faults are
+/// counted this way, the fault sampler (`stacks.rs`) are attached so.
+pub fn attach_every_cpu(
+    program: &mut PerfEvent,
+    name: &str,
+) -> Result<Vec<PerfEventLinkId>, ProbeError> {
     let cpus = aya::util::online_cpus().map_err(|(_, err)| ProbeError::Cpus(err))?;
     let events = [
         (SoftwareEvent::PageFaultsMin, "page-faults-min"),
         (SoftwareEvent::PageFaultsMaj, "page-faults-maj"),
     ];
-    for (event, name) in events {
+    let mut ids = Vec::with_capacity(events.len() * cpus.len());
+    for (event, event_name) in events {
         for &cpu in &cpus {
             let id = program
                 .attach(
@@ -82,18 +105,14 @@ pub fn attach(ebpf: &mut Ebpf, links: &mut detach::Links) -> Result<usize, Probe
                     false,
                 )
                 .map_err(|source| ProbeError::Attach {
-                    program: PROGRAM.into(),
-                    target: format!("perf software event {name} on CPU {cpu}"),
+                    program: name.into(),
+                    target: format!("perf software event {event_name} on CPU {cpu}"),
                     source: Box::new(source),
                 })?;
-            links.push(
-                program
-                    .take_link(id)
-                    .map_err(|e| program_error(PROGRAM, e))?,
-            );
+            ids.push(id);
         }
     }
-    Ok(events.len() * cpus.len())
+    Ok(ids)
 }
 
 #[cfg(test)]

@@ -4,10 +4,7 @@
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::{
-        PerfEvent, RawTracePoint, TracePoint,
-        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
-    },
+    programs::{PerfEvent, RawTracePoint, TracePoint},
 };
 use tracer_common::stack::{STACK_FAULT, STACK_SYSCALL, StackSample};
 
@@ -80,27 +77,7 @@ pub fn attach(
 fn attach_fault_events(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
     const NAME: &str = "stack_fault_event";
     let program: &mut PerfEvent = loaded(ebpf, NAME, PerfEvent::load)?;
-    let cpus = aya::util::online_cpus().map_err(|(_, err)| ProbeError::Cpus(err))?;
-    let events = [
-        (SoftwareEvent::PageFaultsMin, "page-faults-min"),
-        (SoftwareEvent::PageFaultsMaj, "page-faults-maj"),
-    ];
-    for (event, name) in events {
-        for &cpu in &cpus {
-            program
-                .attach(
-                    PerfEventConfig::Software(event),
-                    PerfEventScope::AllProcessesOneCpu { cpu },
-                    SamplePolicy::Period(1),
-                    false,
-                )
-                .map_err(|source| ProbeError::Attach {
-                    program: NAME.into(),
-                    target: format!("perf software event {name} on CPU {cpu}"),
-                    source: Box::new(source),
-                })?;
-        }
-    }
+    super::fault_events::attach_every_cpu(program, NAME)?;
     Ok(())
 }
 
