@@ -593,6 +593,25 @@ pub fn trace_workload(test: &str, options: &[&str], name: &str, args: &[&str]) -
     }
 }
 
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// Whether the running kernel is at least `major.minor`.
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let r = kernel_release();
+    let mut parts = r.split(|c: char| !c.is_ascii_digit());
+    let v: (u32, u32) = (
+        parts.next().unwrap().parse().unwrap(),
+        parts.next().unwrap().parse().unwrap(),
+    );
+    v >= (major, minor)
+}
+
 /// A free TCP port on loopback (bound once and released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

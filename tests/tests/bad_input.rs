@@ -323,11 +323,23 @@ fn check_callsites(label: &str, env: &[(&str, &str)]) {
 /// sites of the workload are named with their amounts, on each source of fault samples the
 /// architecture has (x86: the tracepoint, and the perf events arm64 uses); elsewhere it is
 /// refused up front, plainly, rather than sending stacks unwound from another architecture's
-/// registers.
+/// registers; so are kernels before 5.15, which lack the helpers the stack programs call.
 #[test]
 fn stacks_work_on_x86_64_and_aarch64_and_are_refused_plainly_elsewhere() {
     if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
         if !kernel_available() {
+            return;
+        }
+        if !kernel_at_least(5, 15) {
+            // Without bpf_task_pt_regs (5.15) the stack programs cannot load: said plainly,
+            // before anything is loaded, not with a verifier dump.
+            let out = run_tracer(&["run", "--stacks", "--", "/bin/true"], LIMIT);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(EXIT_TRACING_FAILED), "{stderr}");
+            assert!(
+                stderr.contains("the kernel lacks the BPF helper") && !stderr.contains("Verifier"),
+                "{stderr}"
+            );
             return;
         }
         check_callsites("default", &[]);

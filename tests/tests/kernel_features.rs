@@ -22,23 +22,6 @@ fn has_group_dead() -> bool {
         .contains(" group_dead;")
 }
 
-fn release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .unwrap()
-        .trim()
-        .to_owned()
-}
-
-fn at_least(major: u32, minor: u32) -> bool {
-    let r = release();
-    let mut parts = r.split(|c: char| !c.is_ascii_digit());
-    let v: (u32, u32) = (
-        parts.next().unwrap().parse().unwrap(),
-        parts.next().unwrap().parse().unwrap(),
-    );
-    v >= (major, minor)
-}
-
 /// Expects the tracer to refuse to start with `message`, in one line, without a panic or a
 /// verifier log.
 fn expect_refusal(args: &[&str], env: &[(&str, &str)], message: &str) {
@@ -164,7 +147,7 @@ fn the_feature_metric_describes_this_kernel() {
     ]);
     let metrics = daemon.get("/metrics");
     let gauges = feature_gauges(&metrics);
-    println!("kernel {}: {gauges:?}", release());
+    println!("kernel {}: {gauges:?}", kernel_release());
     let tracefs = real_tracefs();
     let tp = |event: &str| tracefs.join("events").join(event).join("format").exists();
     assert_eq!(
@@ -172,10 +155,13 @@ fn the_feature_metric_describes_this_kernel() {
         u8::from(has_group_dead())
     );
     assert_eq!(gauge(&gauges, "rss_stat"), u8::from(tp("kmem/rss_stat")));
-    assert_eq!(gauge(&gauges, "rss_stat_exact"), u8::from(at_least(6, 2)));
+    assert_eq!(
+        gauge(&gauges, "rss_stat_exact"),
+        u8::from(kernel_at_least(6, 2))
+    );
     assert_eq!(
         gauge(&gauges, "mremap_checks_first"),
-        u8::from(at_least(6, 17))
+        u8::from(kernel_at_least(6, 17))
     );
     // arm64 has no fork and vfork syscalls: clone and clone3 are all there is.
     let clones: &[&str] = if cfg!(target_arch = "aarch64") {
@@ -217,7 +203,7 @@ fn the_feature_metric_describes_this_kernel() {
     // cgroup path (6.14 dropped it from the prototype).
     assert_eq!(
         gauge(&gauges, "mmap_lock_order"),
-        u8::from(at_least(6, 14) && tp("mmap_lock/mmap_lock_acquire_returned"))
+        u8::from(kernel_at_least(6, 14) && tp("mmap_lock/mmap_lock_acquire_returned"))
     );
     // stop_self stopped itself: let it finish.
     let processes = daemon.get_json("/api/v1/processes");
@@ -306,7 +292,7 @@ fn syscalls_from_kprobes_equal_the_workloads_own_counts() {
     if kprobes_here() {
         let on = line("kernel feature syscall_kprobes is on");
         assert!(on.is_some(), "{stderr}");
-        println!("kernel {}: {}", release(), on.unwrap());
+        println!("kernel {}: {}", kernel_release(), on.unwrap());
     } else {
         let off = line("kernel feature syscall_kprobes is off");
         assert!(
@@ -318,7 +304,7 @@ fn syscalls_from_kprobes_equal_the_workloads_own_counts() {
         println!(
             "NOT TESTED HERE: kernel {} has no kprobes (CONFIG_KPROBES unset), so the syscall \
              kprobes were not exercised; only the fallback was, which said: {}",
-            release(),
+            kernel_release(),
             off.unwrap()
         );
     }
@@ -349,7 +335,7 @@ fn syscalls_from_kprobes_equal_the_workloads_own_counts() {
             assert!(out.status.success());
             println!(
                 "kernel {}: TRACER_SYSCALL_PROBES={source} tracer run -q -- true: {:.2} s",
-                release(),
+                kernel_release(),
                 started.elapsed().as_secs_f64()
             );
         }
@@ -624,7 +610,7 @@ fn print_the_tracepoint_layouts_of_this_kernel() {
             .filter(|l| l.contains("field:") && !l.contains("common_"))
             .map(|l| l.trim().trim_start_matches("field:"))
             .collect();
-        println!("{} {event}: {fields:?}", release());
+        println!("{} {event}: {fields:?}", kernel_release());
     }
 }
 

@@ -108,6 +108,7 @@ impl Probes {
             loader.map_max_entries(map, opts.max_processes);
         }
         if let Some(stacks) = &opts.stacks {
+            self::stacks::check_kernel()?;
             self::stacks::configure(&mut loader, stacks);
         }
         let mut ebpf = loader

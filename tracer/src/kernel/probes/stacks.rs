@@ -11,6 +11,41 @@ use tracer_common::stack::{STACK_FAULT, STACK_SYSCALL, StackSample};
 use super::options::{ProbeError, StackSettings};
 use super::programs::loaded;
 
+/// Whether the kernel has the helpers the stack programs call: `bpf_get_current_task_btf`
+/// (Linux 5.11) and `bpf_task_pt_regs` (5.15), which give the user registers of a syscall.
+/// Asked before anything is loaded: a kernel without them would answer with a verifier dump
+/// ("invalid func unknown#158" on 5.10). A probe that cannot tell counts as supported (the
+/// load then says what is wrong).
+pub fn check_kernel() -> Result<(), ProbeError> {
+    use aya::{programs::ProgramType, sys::BpfHelper};
+    let helpers = [
+        (
+            BpfHelper::BPF_FUNC_get_current_task_btf,
+            "bpf_get_current_task_btf",
+        ),
+        (BpfHelper::BPF_FUNC_task_pt_regs, "bpf_task_pt_regs"),
+    ];
+    let missing: Vec<&str> = helpers
+        .into_iter()
+        .filter(|(helper, _)| {
+            matches!(
+                aya::sys::is_helper_supported(ProgramType::TracePoint, *helper),
+                Ok(false)
+            )
+        })
+        .map(|(_, name)| name)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(ProbeError::MissingFeature {
+        feature: format!("the BPF helper {} (Linux 5.15+)", missing.join(" and ")),
+        need: "call sites (--stacks, --pprof, --folded) read the user registers of a syscall \
+               with it; trace without those options on this kernel"
+            .into(),
+    })
+}
+
 /// Before the object is loaded: the settings and the ring buffer's size.
 pub fn configure<'a>(loader: &mut EbpfLoader<'a>, settings: &'a StackSettings) {
     loader
