@@ -6,17 +6,9 @@
 //! every fault counts as a read. The feature `fault_tracepoints` of
 //! `tracer_kernel_feature_enabled` says which source is in use.
 
-use aya::{
-    Ebpf,
-    programs::{
-        PerfEvent,
-        perf_event::{
-            PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
-        },
-    },
-};
+use aya::{Ebpf, programs::perf_event::SoftwareEvent};
 
-use super::programs::{loaded, program_error};
+use super::programs::attach_every_cpu;
 use super::{detach, options::ProbeError};
 use crate::kernel::tracefs::Tracefs;
 
@@ -65,54 +57,17 @@ pub fn detail(reason: &str) -> String {
     )
 }
 
+/// The page-fault software events: every minor and major fault (of any process; the
+/// programs filter).
+pub const PAGE_FAULT_EVENTS: [(SoftwareEvent, &str); 2] = [
+    (SoftwareEvent::PageFaultsMin, "page-faults-min"),
+    (SoftwareEvent::PageFaultsMaj, "page-faults-maj"),
+];
+
 /// Counts all faults on the `page-faults-min` and `page-faults-maj` software events of every
 /// online CPU (period 1: the totals must be exact). Returns the number of perf events opened.
 pub fn attach(ebpf: &mut Ebpf, links: &mut detach::Links) -> Result<usize, ProbeError> {
-    let program: &mut PerfEvent = loaded(ebpf, PROGRAM, PerfEvent::load)?;
-    let ids = attach_every_cpu(program, PROGRAM)?;
-    let opened = ids.len();
-    for id in ids {
-        links.push(
-            program
-                .take_link(id)
-                .map_err(|e| program_error(PROGRAM, e))?,
-        );
-    }
-    Ok(opened)
-}
-
-/// Attaches `program` (named `name`, for errors) to the `page-faults-min` and
-/// `page-faults-maj` software events of every online CPU, period 1: every fault of the machine
-/// runs it (the program filters). The fault counters and, with `--stacks` where faults are
-/// counted this way, the fault sampler (`stacks.rs`) are attached so.
-pub fn attach_every_cpu(
-    program: &mut PerfEvent,
-    name: &str,
-) -> Result<Vec<PerfEventLinkId>, ProbeError> {
-    let cpus = aya::util::online_cpus().map_err(|(_, err)| ProbeError::Cpus(err))?;
-    let events = [
-        (SoftwareEvent::PageFaultsMin, "page-faults-min"),
-        (SoftwareEvent::PageFaultsMaj, "page-faults-maj"),
-    ];
-    let mut ids = Vec::with_capacity(events.len() * cpus.len());
-    for (event, event_name) in events {
-        for &cpu in &cpus {
-            let id = program
-                .attach(
-                    PerfEventConfig::Software(event),
-                    PerfEventScope::AllProcessesOneCpu { cpu },
-                    SamplePolicy::Period(1),
-                    false,
-                )
-                .map_err(|source| ProbeError::Attach {
-                    program: name.into(),
-                    target: format!("perf software event {event_name} on CPU {cpu}"),
-                    source: Box::new(source),
-                })?;
-            ids.push(id);
-        }
-    }
-    Ok(ids)
+    attach_every_cpu(ebpf, PROGRAM, &PAGE_FAULT_EVENTS, links)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use aya::{Ebpf, programs::KProbe};
 use super::{
     detach, kretprobe,
     options::ProbeError,
-    programs::{loaded, program_error},
+    programs::{attach_error, loaded, program_error},
     syscall_source::{KPROBE_ENTRY, KPROBE_FUNCTIONS, kernel_function},
 };
 
@@ -66,11 +66,7 @@ fn attach_one(
 ) -> Result<(), ProbeError> {
     let id = program
         .attach(function, 0)
-        .map_err(|source| ProbeError::Attach {
-            program: name.to_owned(),
-            target: format!("kprobe {function}"),
-            source: Box::new(source),
-        })?;
+        .map_err(|e| attach_error(name, format!("kprobe {function}"), e))?;
     links.push(program.take_link(id).map_err(|e| program_error(name, e))?);
     Ok(())
 }

@@ -15,15 +15,12 @@ pub mod stacks;
 mod syscall_source;
 
 pub use self::options::{MmapLockOrder, ProbeError, ProbeOptions, RssSource};
-use self::programs::{loaded, program_error};
+use self::programs::{attach_every_cpu, attach_raw, attach_tracepoint};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, MapType, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{
-        PerfEvent, RawTracePoint, TracePoint,
-        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
-    },
+    programs::perf_event::SoftwareEvent,
 };
 pub use features::Feature;
 
@@ -127,9 +124,9 @@ impl Probes {
             if group == "exceptions" {
                 // The fault probes run on the raw tracepoints (the tracepoint's arguments, no
                 // record built): a page fault is the hottest path there is.
-                attach_raw(&mut ebpf, &name, &mut links)?;
+                attach_raw(&mut ebpf, &name, &name, &mut links)?;
             } else {
-                attach_tracepoint(&mut ebpf, group, &name, &mut links)?;
+                attach_tracepoint(&mut ebpf, &name, (group, &name), &mut links)?;
             }
             attached.tracepoints.push(format!("{group}:{name}"));
         }
@@ -141,14 +138,21 @@ impl Probes {
             &mut links,
             &mut attached,
         )?;
-        attached.perf_events = attach_major_faults(&mut ebpf, &mut links)?;
+        // Major faults on the `page-faults-maj` software event of every online CPU (period 1:
+        // majors are rare, and every one must be counted).
+        attached.perf_events = attach_every_cpu(
+            &mut ebpf,
+            "major_fault",
+            &[(SoftwareEvent::PageFaultsMaj, "page-faults-maj")],
+            &mut links,
+        )?;
         if detected.fault_events {
             attached.perf_events += fault_events::attach(&mut ebpf, &mut links)?;
         }
         if let Some(program) = detected.order_program {
             // Optional: without it records carry no sequence number and are applied in the
             // order they arrive.
-            if let Err(err) = attach_raw_to(
+            if let Err(err) = attach_raw(
                 &mut ebpf,
                 program,
                 features::MMAP_LOCK_TRACEPOINT,
@@ -173,7 +177,8 @@ impl Probes {
 
         let stack_ring = match &opts.stacks {
             Some(stacks) => {
-                let (ring, names) = self::stacks::attach(&mut ebpf, stacks, detected.fault_events)?;
+                let (ring, names) =
+                    self::stacks::attach(&mut ebpf, stacks, detected.fault_events, &mut links)?;
                 attached.tracepoints.extend(names);
                 Some(ring)
             }
@@ -411,50 +416,6 @@ where
     })
 }
 
-/// Loads the tracepoint program `name` and attaches it to the tracepoint `group:name`.
-fn attach_tracepoint(
-    ebpf: &mut Ebpf,
-    group: &str,
-    name: &str,
-    links: &mut detach::Links,
-) -> Result<(), ProbeError> {
-    let program: &mut TracePoint = loaded(ebpf, name, TracePoint::load)?;
-    let id = program
-        .attach(group, name)
-        .map_err(|source| ProbeError::Attach {
-            program: name.to_owned(),
-            target: format!("tracepoint {group}:{name}"),
-            source: Box::new(source),
-        })?;
-    links.push(program.take_link(id).map_err(|e| program_error(name, e))?);
-    Ok(())
-}
-
-/// Loads the raw-tracepoint program `name` and attaches it to the raw tracepoint of the same
-/// name.
-fn attach_raw(ebpf: &mut Ebpf, name: &str, links: &mut detach::Links) -> Result<(), ProbeError> {
-    attach_raw_to(ebpf, name, name, links)
-}
-
-/// Loads the raw-tracepoint program `name` and attaches it to the raw tracepoint `target`.
-fn attach_raw_to(
-    ebpf: &mut Ebpf,
-    name: &str,
-    target: &str,
-    links: &mut detach::Links,
-) -> Result<(), ProbeError> {
-    let program: &mut RawTracePoint = loaded(ebpf, name, RawTracePoint::load)?;
-    let id = program
-        .attach(target)
-        .map_err(|source| ProbeError::Attach {
-            program: name.to_owned(),
-            target: format!("raw tracepoint {target}"),
-            source: Box::new(source),
-        })?;
-    links.push(program.take_link(id).map_err(|e| program_error(name, e))?);
-    Ok(())
-}
-
 /// Attaches the syscall probes (syscall_source.rs): the kprobes when `kprobes`, else (or should
 /// the kernel refuse them) the two raw tracepoints when `raw`, else (or should the kernel refuse
 /// those) the per-syscall tracepoints.
@@ -504,7 +465,7 @@ fn attach_syscalls(
         let mut raw_links = detach::Links::default();
         let tried = syscall_source::RAW_PROGRAMS
             .iter()
-            .try_for_each(|(program, target)| attach_raw_to(ebpf, program, target, &mut raw_links));
+            .try_for_each(|(program, target)| attach_raw(ebpf, program, target, &mut raw_links));
         match tried {
             Ok(()) => {
                 links.append(raw_links);
@@ -529,32 +490,8 @@ fn attach_syscalls(
         }
     }
     for (group, name) in tracepoints {
-        attach_tracepoint(ebpf, group, &name, links)?;
+        attach_tracepoint(ebpf, &name, (group, &name), links)?;
         attached.tracepoints.push(format!("{group}:{name}"));
     }
     Ok(())
-}
-
-/// Counts major faults on the `page-faults-maj` software event of every online CPU (period 1:
-/// majors are rare, and every one must be counted).
-fn attach_major_faults(ebpf: &mut Ebpf, links: &mut detach::Links) -> Result<usize, ProbeError> {
-    let name = "major_fault";
-    let program: &mut PerfEvent = loaded(ebpf, name, PerfEvent::load)?;
-    let cpus = aya::util::online_cpus().map_err(|(_, err)| ProbeError::Cpus(err))?;
-    for &cpu in &cpus {
-        let id = program
-            .attach(
-                PerfEventConfig::Software(SoftwareEvent::PageFaultsMaj),
-                PerfEventScope::AllProcessesOneCpu { cpu },
-                SamplePolicy::Period(1),
-                false,
-            )
-            .map_err(|source| ProbeError::Attach {
-                program: name.into(),
-                target: format!("perf software event page-faults-maj on CPU {cpu}"),
-                source: Box::new(source),
-            })?;
-        links.push(program.take_link(id).map_err(|e| program_error(name, e))?);
-    }
-    Ok(cpus.len())
 }

@@ -4,12 +4,13 @@
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::{PerfEvent, RawTracePoint, TracePoint},
 };
 use tracer_common::stack::{STACK_FAULT, STACK_SYSCALL, StackSample};
 
+use super::detach;
+use super::fault_events::PAGE_FAULT_EVENTS;
 use super::options::{ProbeError, StackSettings};
-use super::programs::loaded;
+use super::programs::{attach_every_cpu, attach_raw, attach_tracepoint};
 
 /// Whether the kernel has the helpers the stack programs call: `bpf_get_current_task_btf`
 /// (Linux 5.11) and `bpf_task_pt_regs` (5.15), which give the user registers of a syscall.
@@ -60,40 +61,29 @@ const SYSCALL_PROGRAMS: [(&str, &str, &str); 3] = [
     ("stack_enter_mremap", "syscalls", "sys_enter_mremap"),
 ];
 
-/// Attaches the stack programs (the fault sampler only with a period) and takes their ring
-/// buffer. Returns the tracepoints (and perf events) attached too. The fault sampler runs where
-/// the faults are counted: on `exceptions:page_fault_user`, else (`perf_faults`: arm64, or
-/// `TRACER_FAULT_SOURCE=perf`) on the page-fault perf events (fault_events.rs).
+/// Attaches the stack programs (the fault sampler only with a period) into `links` and takes
+/// their ring buffer. Returns the tracepoints (and perf events) attached too. The fault
+/// sampler runs where the faults are counted: on `exceptions:page_fault_user`, else
+/// (`perf_faults`: arm64, or `TRACER_FAULT_SOURCE=perf`) on the page-fault perf events
+/// (fault_events.rs).
 pub fn attach(
     ebpf: &mut Ebpf,
     settings: &StackSettings,
     perf_faults: bool,
+    links: &mut detach::Links,
 ) -> Result<(RingBuf<MapData>, Vec<String>), ProbeError> {
     let mut attached = Vec::new();
     for (name, group, event) in SYSCALL_PROGRAMS {
-        let program: &mut TracePoint = loaded(ebpf, name, TracePoint::load)?;
-        program
-            .attach(group, event)
-            .map_err(|source| ProbeError::Attach {
-                program: name.to_owned(),
-                target: format!("tracepoint {group}:{event}"),
-                source: Box::new(source),
-            })?;
+        attach_tracepoint(ebpf, name, (group, event), links)?;
         attached.push(format!("{group}:{event} (stacks)"));
     }
     if settings.config.fault_period > 0 && perf_faults {
-        attach_fault_events(ebpf)?;
+        // The program takes one user fault in `fault_period` itself, of traced processes
+        // only, as on the tracepoint.
+        attach_every_cpu(ebpf, "stack_fault_event", &PAGE_FAULT_EVENTS, links)?;
         attached.push("perf page-faults-min, page-faults-maj (stacks)".into());
     } else if settings.config.fault_period > 0 {
-        let name = "stack_page_fault";
-        let program: &mut RawTracePoint = loaded(ebpf, name, RawTracePoint::load)?;
-        program
-            .attach("page_fault_user")
-            .map_err(|source| ProbeError::Attach {
-                program: name.to_owned(),
-                target: "raw tracepoint page_fault_user".into(),
-                source: Box::new(source),
-            })?;
+        attach_raw(ebpf, "stack_page_fault", "page_fault_user", links)?;
         attached.push("exceptions:page_fault_user (stacks)".into());
     }
     let ring = ebpf
@@ -104,16 +94,6 @@ pub fn attach(
         source: Box::new(source),
     })?;
     Ok((ring, attached))
-}
-
-/// The fault sampler on the `page-faults-min` and `page-faults-maj` software events of every
-/// online CPU, period 1 (the program takes one user fault in `fault_period` itself, of traced
-/// processes only, as on the tracepoint). The links stay with the program.
-fn attach_fault_events(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-    const NAME: &str = "stack_fault_event";
-    let program: &mut PerfEvent = loaded(ebpf, NAME, PerfEvent::load)?;
-    super::fault_events::attach_every_cpu(program, NAME)?;
-    Ok(())
 }
 
 /// A decoded sample: the fixed part and the stack bytes that follow it.
