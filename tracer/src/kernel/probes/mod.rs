@@ -90,6 +90,9 @@ impl Probes {
                     .into(),
             });
         }
+        if opts.stacks.is_some() {
+            self::stacks::check_kernel()?;
+        }
         let detected = features::detect(&features::Sources::system(tracefs), opts)?;
         for notice in &detected.notices {
             log::warn!("{notice}");
@@ -105,7 +108,6 @@ impl Probes {
             loader.map_max_entries(map, opts.max_processes);
         }
         if let Some(stacks) = &opts.stacks {
-            self::stacks::check_kernel()?;
             self::stacks::configure(&mut loader, stacks);
         }
         let mut ebpf = loader

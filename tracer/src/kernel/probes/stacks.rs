@@ -39,10 +39,14 @@ pub fn check_kernel() -> Result<(), ProbeError> {
     if missing.is_empty() {
         return Ok(());
     }
+    let plural = if missing.len() > 1 { "s" } else { "" };
     Err(ProbeError::MissingFeature {
-        feature: format!("the BPF helper {} (Linux 5.15+)", missing.join(" and ")),
+        feature: format!(
+            "the BPF helper{plural} {} (Linux 5.15+)",
+            missing.join(" and ")
+        ),
         need: "call sites (--stacks, --pprof, --folded) read the user registers of a syscall \
-               with it; trace without those options on this kernel"
+               through them; trace without those options on this kernel"
             .into(),
     })
 }
