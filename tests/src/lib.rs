@@ -172,14 +172,39 @@ pub fn show_expected_failures(text: &str) {
 }
 
 pub fn run_tracer(args: &[&str], limit: Duration) -> Output {
+    run_tracer_with_env(args, &[], limit)
+}
+
+/// `run_tracer` with `env` set for the tracer (e.g. `TRACER_FAULT_SOURCE=perf`).
+pub fn run_tracer_with_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
     let child = Command::new(tracer_bin())
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn tracer");
     wait_with_deadline(child, limit)
+}
+
+/// The tracer's exit status when tracing cannot start: a missing capability or kernel
+/// feature (docs/exit-status.md).
+pub const EXIT_TRACING_FAILED: i32 = 125;
+
+/// Expects the tracer to refuse to start (exit 125) with `message`, in one line, without a
+/// panic or a verifier log.
+pub fn expect_refusal(args: &[&str], env: &[(&str, &str)], message: &str) {
+    let out = run_tracer_with_env(args, env, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{args:?}: {stderr}");
+    assert_eq!(out.status.code(), Some(EXIT_TRACING_FAILED), "{stderr}");
+    assert!(stderr.contains(message), "lacks {message:?}: {stderr}");
+    assert!(stderr.starts_with("tracer: "), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    for bad in ["panicked", "verifier"] {
+        assert!(!stderr.contains(bad), "{bad}: {stderr}");
+    }
 }
 
 /// Waits for `child`, killing it if it outlives `limit` (then panics: a hang is a failure).

@@ -14,33 +14,11 @@ use serde_json::Value;
 use tests::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
-const EXIT_TRACING_FAILED: i32 = 125;
 
 fn has_group_dead() -> bool {
     std::fs::read_to_string(real_tracefs().join("events/sched/sched_process_exit/format"))
         .unwrap()
         .contains(" group_dead;")
-}
-
-/// Expects the tracer to refuse to start with `message`, in one line, without a panic or a
-/// verifier log.
-fn expect_refusal(args: &[&str], env: &[(&str, &str)], message: &str) {
-    let mut cmd = std::process::Command::new(tracer_bin());
-    cmd.args(args)
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let out = wait_with_deadline(cmd.spawn().unwrap(), LIMIT);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{args:?}: {stderr}");
-    assert_eq!(out.status.code(), Some(EXIT_TRACING_FAILED), "{stderr}");
-    assert!(stderr.contains(message), "lacks {message:?}: {stderr}");
-    assert!(stderr.starts_with("tracer: "), "{stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
-    for bad in ["panicked", "verifier"] {
-        assert!(!stderr.contains(bad), "{bad}: {stderr}");
-    }
 }
 
 /// `tracer_kernel_feature_enabled{feature="..."}` samples of a scrape.
