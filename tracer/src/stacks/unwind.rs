@@ -356,6 +356,9 @@ pub struct ProcessUnwinder {
     unwinder: arch::ArchUnwinder<Section>,
     cache: arch::Cache,
     mapped: Vec<Mapped>,
+    /// The highest address of its mapped code (0: none): above it, return addresses carry
+    /// pointer-authentication bits (arm64, `arch::regs`).
+    highest_code: u64,
 }
 
 /// A fingerprint of the executable file mappings of `space`.
@@ -454,6 +457,7 @@ impl ProcessUnwinder {
             signature: sig,
             unwinder,
             cache: arch::Cache::new(),
+            highest_code: mapped.iter().map(|m| m.end).max().unwrap_or(0),
             mapped,
         }
     }
@@ -488,8 +492,7 @@ impl ProcessUnwinder {
             let bytes = stack.get(off..off.checked_add(8).ok_or(())?).ok_or(())?;
             Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
         };
-        let highest_code = self.mapped.iter().map(|m| m.end).max().unwrap_or(0);
-        let regs = arch::regs(sample_regs, highest_code);
+        let regs = arch::regs(sample_regs, self.highest_code);
         let mut lookups = [0u64; MAX_FRAMES];
         let mut n = 0;
         let mut frames = self
